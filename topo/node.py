@@ -1,0 +1,228 @@
+"""NetServ nodes on Mininet: an OVS switch that brings its node agent, and a quiet host."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mininet.node import Host, OVSSwitch, Switch
+
+from topo.cmd import (
+    CommandError,
+    disable_ipv6,
+    disable_tx_offload,
+    link_exists,
+    run,
+)
+from topo.datapath import detect_datapath
+from topo.topos import AGENT_IFACE_SUFFIX, AGENT_PORT_SUFFIX
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_RUNDIR = REPO_ROOT / "run"
+AGENT_STOP_TIMEOUT = 5.0
+
+
+class NetServHost(Host):
+    """A Mininet host whose namespace has IPv6 off before any interface is added.
+
+    Interfaces moved in later inherit `default.disable_ipv6=1`, so no router
+    solicitations or MLD reports ever reach the switch.
+    """
+
+    def __init__(self, name: str, **params: object) -> None:
+        super().__init__(name, **params)
+        self.cmd("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1")
+
+
+class NetServSwitch(OVSSwitch):
+    """An OpenFlow 1.3 OVS bridge that, when `netserv` is true, is a NetServ node.
+
+    A NetServ node gets a veth pair on start(): `<name>-ns` is a port of the
+    bridge and `<name>-na` stays in the root namespace for the node agent. With
+    `agent_url` set (the controller's REST URL) the agent process is started on
+    that interface; without it only the plumbing is made.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        netserv: bool = False,
+        agent_url: str | None = None,
+        rundir: str | os.PathLike[str] | None = None,
+        datapath: str | None = None,
+        failMode: str = "secure",
+        **params: object,
+    ) -> None:
+        # Mininet's buildFromTopo asks for batch startup, which would create the
+        # bridge only after start() returns; the agent port needs it in start().
+        params.pop("batch", None)
+        params.pop("protocols", None)
+        super().__init__(
+            name,
+            failMode=failMode,
+            datapath=datapath or detect_datapath(),
+            protocols="OpenFlow13",
+            batch=False,
+            **params,
+        )
+        self.netserv = bool(netserv)
+        self.agent_url = agent_url
+        self.rundir = Path(rundir) if rundir is not None else DEFAULT_RUNDIR
+        self.agent_port_name: str | None = name + AGENT_PORT_SUFFIX if self.netserv else None
+        self.agent_iface: str | None = name + AGENT_IFACE_SUFFIX if self.netserv else None
+        self.agent_log: Path | None = None
+        self.bridge_made = False
+        self._agent: subprocess.Popen[bytes] | None = None
+        self._agent_veth_made = False
+
+    @property
+    def agent_pid(self) -> int | None:
+        """Return the pid of the running node agent, or None when there is none."""
+        return self._agent.pid if self._agent is not None else None
+
+    @property
+    def dpid_int(self) -> int:
+        """Return the datapath id as an int (Mininet keeps it as 16 hex digits)."""
+        return int(self.dpid, 16)
+
+    def start(self, controllers: Sequence[object]) -> None:
+        """Create the bridge, tune its ports, and plumb and start the agent if any."""
+        # From here on the bridge name is ours to remove, even if creation fails halfway.
+        self.bridge_made = True
+        super().start(controllers)
+        # Mininet runs ovs-vsctl through the node's shell and ignores its errors.
+        if run(["ovs-vsctl", "--timeout=10", "br-exists", self.name], check=False) is None:
+            raise CommandError(f"OVS bridge {self.name} was not created (see ovs-vswitchd.log)")
+        for intf in self.intfList():
+            if self.ports.get(intf):  # port 0 is the loopback control "interface"
+                self._tune(intf.name)
+        if self.netserv:
+            self._plumb_agent()
+            if self.agent_url:
+                self._start_agent()
+
+    def attach(self, intf: object) -> None:
+        """Add a port after start (net.addLink at run time), tuned like the others."""
+        super().attach(intf)
+        self._tune(str(intf))
+
+    def agent_argv(self) -> list[str]:
+        """Return the command line of this node's agent (override to run another)."""
+        return [
+            sys.executable,
+            "-m",
+            "tools.cli",
+            "agent",
+            "--dpid",
+            str(self.dpid_int),
+            "--iface",
+            str(self.agent_iface),
+            "--switch-port",
+            str(self.agent_port_name),
+            "--controller",
+            str(self.agent_url),
+        ]
+
+    def stop(self, deleteIntfs: bool = True) -> None:
+        """Stop the agent, remove its veth pair, then remove the bridge and ports."""
+        try:
+            self.stop_agent()
+        finally:
+            try:
+                self.remove_agent_veth()
+            finally:
+                if self.bridge_made:
+                    super().stop(deleteIntfs)
+                else:  # never started: a bridge by this name is not ours to delete
+                    Switch.stop(self, deleteIntfs)
+                self.bridge_made = False
+
+    def stop_agent(self, timeout: float = AGENT_STOP_TIMEOUT) -> int | None:
+        """Stop the agent (SIGTERM, then SIGKILL after `timeout` s) and return its exit code.
+
+        Returns None when no agent was started. The agent runs in its own
+        session, so the signal goes to its process group: helpers it spawned
+        (sandboxed modules) go with it, and nothing else does.
+        """
+        proc, self._agent = self._agent, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            _signal_group(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                _signal_group(proc.pid, signal.SIGKILL)
+                proc.wait()
+        return proc.returncode
+
+    @classmethod
+    def batchStartup(cls, switches: Sequence[NetServSwitch], run: object = None) -> Sequence:
+        """Return `switches`: each one was already started on its own in start()."""
+        return switches
+
+    @classmethod
+    def batchShutdown(cls, switches: Sequence[NetServSwitch], run: object = None) -> list:
+        """Return no switch, so that Mininet calls stop() on each and agents go too."""
+        return []
+
+    def _tune(self, ifname: str) -> None:
+        disable_ipv6(ifname)
+        disable_tx_offload(ifname)
+
+    def _plumb_agent(self) -> None:
+        port, iface = str(self.agent_port_name), str(self.agent_iface)
+        for name in (port, iface):
+            if link_exists(name):
+                raise CommandError(
+                    f"interface {name} already exists (left by an earlier run, or another "
+                    f"network uses the same names); remove it with `ip link del {name}` "
+                    "or use another prefix"
+                )
+        run(["ip", "link", "add", iface, "type", "veth", "peer", "name", port])
+        self._agent_veth_made = True
+        # IPv6 off before the links go up, so not even one solicitation is sent.
+        for name in (iface, port):
+            disable_ipv6(name)
+            disable_tx_offload(name)
+        run(["ovs-vsctl", "--timeout=10", "add-port", self.name, port])
+        for name in (iface, port):
+            run(["ip", "link", "set", name, "up"])
+
+    def remove_agent_veth(self) -> None:
+        """Detach and delete the agent's veth pair if this switch made it; return None."""
+        if not self._agent_veth_made:
+            return  # an interface by these names may exist, but it is not ours
+        port, iface = str(self.agent_port_name), str(self.agent_iface)
+        try:
+            run(["ovs-vsctl", "--timeout=10", "--if-exists", "del-port", self.name, port])
+        finally:
+            # Deleting one end of a veth pair deletes both.
+            for name in (iface, port):
+                if link_exists(name):
+                    run(["ip", "link", "del", name])
+            self._agent_veth_made = False
+
+    def _start_agent(self) -> None:
+        self.rundir.mkdir(parents=True, exist_ok=True)
+        self.agent_log = self.rundir / f"{self.name}-agent.log"
+        with open(self.agent_log, "ab") as log:
+            self._agent = subprocess.Popen(
+                self.agent_argv(),
+                cwd=REPO_ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,178 @@
+"""Topologies as pure data: `build()` only adds hosts, switches and links.
+
+Every name is derived from an optional `prefix`, so several networks (for
+example parallel tests) can exist at once without clashing on bridge or
+interface names. Hosts get 10.0.0.i/8 and 00:00:00:00:00:0i-style MACs in
+order; switch i gets dpid i. A switch that is a NetServ node carries
+`netserv=True` in its params; `topo.node.NetServSwitch` reads it.
+
+This file imports only Mininet and the standard library so that
+`mn --custom topo/topos.py --topo single,3` can load it by path.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from mininet.topo import Topo
+from mininet.util import ipAdd, macColonHex
+
+# Linux IFNAMSIZ is 16 including the terminating NUL.
+MAX_IFNAME_LEN = 15
+AGENT_PORT_SUFFIX = "-ns"
+AGENT_IFACE_SUFFIX = "-na"
+_PREFIX_RE = re.compile(r"[A-Za-z0-9_]*")
+_TRUE = ("true", "yes", "on")
+_FALSE = ("false", "no", "off", "")
+
+
+def host_intf_name(host: str) -> str:
+    """Return the name of a host's only interface (Mininet's default intf)."""
+    return f"{host}-eth0"
+
+
+def switch_intf_name(switch: str, port: int) -> str:
+    """Return the name of the interface behind OpenFlow port `port` of `switch`."""
+    return f"{switch}-eth{port}"
+
+
+def dpid_str(index: int) -> str:
+    """Return the datapath id of switch number `index` as 16 hex digits."""
+    return f"{index:016x}"
+
+
+def check_ifname(name: str) -> str:
+    """Return `name` unchanged if it is a valid Linux interface name.
+
+    Raises ValueError (saying which name and why) when it is too long.
+    """
+    if not name or len(name) > MAX_IFNAME_LEN:
+        raise ValueError(
+            f"interface or bridge name {name!r} is {len(name)} characters; Linux allows "
+            f"1 to {MAX_IFNAME_LEN}: use a shorter prefix or fewer hosts/switches"
+        )
+    return name
+
+
+class NetServTopo(Topo):
+    """Base class: naming, addressing and validation shared by the NetServ topologies."""
+
+    def _init_naming(self, prefix: str) -> None:
+        if not isinstance(prefix, str) or not _PREFIX_RE.fullmatch(prefix):
+            raise ValueError(f"prefix {prefix!r} must contain only letters, digits and '_'")
+        self.prefix = prefix
+
+    def _add_netserv_switch(self, index: int, netserv: bool | str) -> str:
+        netserv = _flag(netserv)
+        name = f"{self.prefix}s{index}"
+        check_ifname(name)
+        if netserv:
+            check_ifname(name + AGENT_PORT_SUFFIX)
+            check_ifname(name + AGENT_IFACE_SUFFIX)
+        return self.addSwitch(name, dpid=dpid_str(index), netserv=netserv)
+
+    def _add_numbered_host(self, index: int) -> str:
+        name = f"{self.prefix}h{index}"
+        check_ifname(host_intf_name(name))
+        return self.addHost(name, ip=f"{ipAdd(index)}/8", mac=macColonHex(index))
+
+    def _add_host_link(self, host: str, switch: str, port: int) -> None:
+        self.addLink(
+            host,
+            switch,
+            port1=0,
+            port2=port,
+            intfName1=host_intf_name(host),
+            intfName2=check_ifname(switch_intf_name(switch, port)),
+        )
+
+    def _add_switch_link(self, sw1: str, port1: int, sw2: str, port2: int) -> None:
+        self.addLink(
+            sw1,
+            sw2,
+            port1=port1,
+            port2=port2,
+            intfName1=check_ifname(switch_intf_name(sw1, port1)),
+            intfName2=check_ifname(switch_intf_name(sw2, port2)),
+        )
+
+
+class SingleSwitchTopo(NetServTopo):
+    """One switch `{prefix}s1` with hosts `{prefix}h1..hk` on ports 1..k."""
+
+    def build(self, k: int = 3, netserv: bool | str = True, prefix: str = "") -> None:
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        self._init_naming(prefix)
+        switch = self._add_netserv_switch(1, netserv)
+        for i in range(1, k + 1):
+            self._add_host_link(self._add_numbered_host(i), switch, port=i)
+
+
+class LinearTopo(NetServTopo):
+    """A chain of switches `{prefix}s1..sn` with k hosts on each.
+
+    Hosts are numbered across the chain (s1 has h1..hk, s2 has hk+1..h2k, ...)
+    and sit on switch ports 1..k. Switch i reaches switch i-1 on port k+1 and
+    switch i+1 on the next port. `netserv` is True (every switch is a NetServ
+    node), False (none) or an iterable of 1-based switch indices (from
+    `mn --topo`: "true", "false", or indices joined by "+", e.g. "1+3").
+    """
+
+    def build(
+        self,
+        n: int = 2,
+        k: int = 1,
+        netserv: bool | int | str | Iterable[int] = True,
+        prefix: str = "",
+    ) -> None:
+        if n < 1 or k < 0:
+            raise ValueError(f"need n >= 1 and k >= 0, got n={n}, k={k}")
+        self._init_naming(prefix)
+        marked = _netserv_indices(netserv, n)
+        switches = [self._add_netserv_switch(i, i in marked) for i in range(1, n + 1)]
+        host_index = 1
+        for switch in switches:
+            for port in range(1, k + 1):
+                self._add_host_link(self._add_numbered_host(host_index), switch, port)
+                host_index += 1
+        for i in range(1, n):
+            left_port = k + 1 if i == 1 else k + 2
+            self._add_switch_link(switches[i - 1], left_port, switches[i], k + 1)
+
+
+def _netserv_indices(netserv: bool | int | str | Iterable[int], n: int) -> set[int]:
+    # `mn --topo linear,2,1,2+3` hands strings and bare ints; code hands bools and lists.
+    if isinstance(netserv, str):
+        word = netserv.strip().lower()
+        if word in _TRUE or word in _FALSE:
+            netserv = word in _TRUE
+        else:
+            netserv = [int(i) for i in word.split("+")]
+    if netserv is True:
+        return set(range(1, n + 1))
+    if netserv is False or netserv is None:
+        return set()
+    if isinstance(netserv, int):
+        netserv = [netserv]
+    marked = {int(i) for i in netserv}
+    out_of_range = sorted(i for i in marked if not 1 <= i <= n)
+    if out_of_range:
+        raise ValueError(f"netserv switch indices {out_of_range} are not in 1..{n}")
+    return marked
+
+
+def _flag(value: bool | str) -> bool:
+    # `mn --topo single,3,False` passes the string "False", which bool() calls true.
+    if isinstance(value, str):
+        return value.strip().lower() in _TRUE
+    return bool(value)
+
+
+def netserv_switches(topo: Topo) -> list[str]:
+    """Return the names of the switches of `topo` marked as NetServ nodes, sorted."""
+    return [s for s in topo.switches() if topo.nodeInfo(s).get("netserv")]
+
+
+topos = {"single": SingleSwitchTopo, "linear": LinearTopo}
