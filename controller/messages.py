@@ -1,0 +1,79 @@
+"""Frozen descriptions of the OpenFlow messages the controller sends.
+
+The pure logic returns these; only `controller/ofbuild.py` turns them into Ryu parser
+objects. Tests feed them to a simulated flow table instead of a switch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from controller.tables import check_flow
+
+Match = tuple[tuple[str, object], ...]  # sorted (OXM field name, value) pairs
+
+
+@dataclass(frozen=True)
+class Output:
+    port: int
+
+
+@dataclass(frozen=True)
+class PushVlan:
+    """Push an 802.1Q header and set its VLAN id: how a detour tells the agent its session."""
+
+    vid: int
+
+
+@dataclass(frozen=True)
+class ToController:
+    pass
+
+
+Action = Output | PushVlan | ToController
+
+
+@dataclass(frozen=True)
+class FlowAdd:
+    table: int
+    priority: int
+    match: Match
+    actions: tuple[Action, ...] = ()
+    goto: int | None = None
+    cookie: int = 0
+    idle_timeout: int = 0
+    hard_timeout: int = 0
+    notify_removal: bool = False
+
+    def __post_init__(self) -> None:
+        check_flow(self.table, self.priority)
+
+
+@dataclass(frozen=True)
+class FlowDelete:
+    """Delete flows whose cookie matches under the mask; table None means every table."""
+
+    cookie: int
+    cookie_mask: int
+    table: int | None = None
+    match: Match = ()
+
+
+@dataclass(frozen=True)
+class PacketOut:
+    in_port: int
+    actions: tuple[Action, ...]
+    data: bytes = field(repr=False, default=b"")
+
+
+@dataclass(frozen=True)
+class Barrier:
+    pass
+
+
+Message = FlowAdd | FlowDelete | PacketOut | Barrier
+
+
+def as_match(fields: dict[str, object]) -> Match:
+    """Return `fields` as a Match: a hashable, order-independent tuple of pairs."""
+    return tuple(sorted(fields.items()))

@@ -1,0 +1,175 @@
+"""What the controller knows of the network: switches, their ports, node agents, MACs.
+
+Pure state plus the decisions that follow from switch events; every method that
+changes what the switch should hold returns the messages for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from controller import pipeline, tables
+from controller.errors import InvalidRequest, NotFound, Unavailable
+from controller.messages import Message
+from controller.requests import SessionRequest, format_dpid
+
+
+@dataclass(frozen=True)
+class Agent:
+    """A node agent as it registered: its switch, its port there, how to reach it."""
+
+    dpid: int
+    switch_port: str
+    url: str
+    boot_id: str
+    last_seen: float
+    alive: bool = True
+
+    def to_json(self, now: float) -> dict[str, object]:
+        return {
+            "url": self.url,
+            "switch_port": self.switch_port,
+            "boot_id": self.boot_id,
+            "alive": self.alive,
+            "last_seen_ago": round(now - self.last_seen, 3),
+        }
+
+
+@dataclass
+class Switch:
+    dpid: int
+    ports: dict[int, str] = field(default_factory=dict)
+    macs: dict[str, int] = field(default_factory=dict)
+    connected: bool = True
+
+
+class Network:
+    """Switches and node agents by datapath id."""
+
+    def __init__(self) -> None:
+        self.switches: dict[int, Switch] = {}
+        self.agents: dict[int, Agent] = {}
+
+    # --- queries -------------------------------------------------------------------
+    def agent_port(self, dpid: int) -> int | None:
+        """Return the switch port number of node `dpid`'s agent, if known."""
+        agent, switch = self.agents.get(dpid), self.switches.get(dpid)
+        if agent is None or switch is None:
+            return None
+        return next((no for no, name in switch.ports.items() if name == agent.switch_port), None)
+
+    def agent_ports(self, dpid: int) -> set[int]:
+        """Return the agent port numbers on switch `dpid` (empty when none is known)."""
+        port = self.agent_port(dpid)
+        return set() if port is None else {port}
+
+    def ready(self, dpid: int) -> bool:
+        """Return True when node `dpid` can host a session now."""
+        switch, agent = self.switches.get(dpid), self.agents.get(dpid)
+        return bool(switch and switch.connected and agent and agent.alive and self.agent_port(dpid))
+
+    def place(self, request: SessionRequest) -> int:
+        """Return the node a session goes to: the one named, or the only ready one."""
+        if request.node is not None:
+            if request.node not in self.agents:
+                raise NotFound(f"no NetServ node {format_dpid(request.node)}")
+            if not self.ready(request.node):
+                raise Unavailable(
+                    f"node {format_dpid(request.node)} is not ready (switch or agent down)"
+                )
+            return request.node
+        ready = sorted(d for d in self.agents if self.ready(d))
+        if not ready:
+            raise Unavailable(
+                "no NetServ node is ready (no agent registered on a connected switch)"
+            )
+        if len(ready) > 1:
+            names = [format_dpid(d) for d in ready]
+            raise InvalidRequest(f"several NetServ nodes are ready {names}: name one with 'node'")
+        return ready[0]
+
+    def nodes_json(self, now: float) -> list[dict[str, object]]:
+        """Return every known switch and agent as JSON-ready dicts."""
+        out = []
+        for dpid in sorted(set(self.switches) | set(self.agents)):
+            switch, agent = self.switches.get(dpid), self.agents.get(dpid)
+            out.append(
+                {
+                    "dpid": format_dpid(dpid),
+                    "connected": bool(switch and switch.connected),
+                    "ports": {str(k): v for k, v in sorted(switch.ports.items())} if switch else {},
+                    "agent": agent.to_json(now) if agent else None,
+                    "agent_port": self.agent_port(dpid),
+                    "ready": self.ready(dpid),
+                }
+            )
+        return out
+
+    # --- switch events -------------------------------------------------------------
+    def switch_connected(self, dpid: int) -> list[Message]:
+        """Record a (re)connected switch; return the base pipeline for it."""
+        old = self.switches.get(dpid)
+        self.switches[dpid] = Switch(dpid, ports=dict(old.ports) if old else {})
+        msgs = pipeline.switch_reset()
+        port = self.agent_port(dpid)
+        return msgs + (pipeline.agent_return(port) if port else [])
+
+    def switch_disconnected(self, dpid: int) -> None:
+        """Mark a switch as gone; its flows stay in the switch until it comes back."""
+        if dpid in self.switches:
+            self.switches[dpid].connected = False
+
+    def ports_changed(self, dpid: int, added: dict[int, str], removed: set[int]) -> list[Message]:
+        """Record port changes; return the agent-return flow if the agent port appeared."""
+        switch = self.switches.setdefault(dpid, Switch(dpid))
+        before = self.agent_port(dpid)
+        for no in removed:
+            switch.ports.pop(no, None)
+            switch.macs = {mac: p for mac, p in switch.macs.items() if p != no}
+        switch.ports.update(added)
+        after = self.agent_port(dpid)
+        return pipeline.agent_return(after) if after and after != before else []
+
+    def packet_in(
+        self, dpid: int, table: int, in_port: int, eth_src: str, eth_dst: str, data: bytes
+    ) -> list[Message]:
+        """Handle a frame the switch sent up from `table`; return flows or its packet-out.
+
+        From the learn table it is a copy (the switch forwards the frame itself); from
+        the forward table the controller must deliver it.
+        """
+        switch = self.switches.get(dpid)
+        if switch is None:
+            return []
+        agents = self.agent_ports(dpid)
+        if table == tables.LEARN:
+            return pipeline.learn(switch.macs, in_port, eth_src, agents)
+        out = pipeline.forward_missed(switch.macs, in_port, eth_dst, switch.ports, agents, data)
+        return [out] if out.actions else []
+
+    # --- agent events --------------------------------------------------------------
+    def register_agent(self, agent: Agent) -> tuple[bool, list[Message]]:
+        """Record an agent's registration or heartbeat.
+
+        Return (restarted, messages): restarted is True when the agent is new or came
+        back with another boot id, i.e. it holds none of the sessions placed on it.
+        """
+        old = self.agents.get(agent.dpid)
+        self.agents[agent.dpid] = agent
+        restarted = old is None or old.boot_id != agent.boot_id or not old.alive
+        moved = old is None or old.switch_port != agent.switch_port
+        port = self.agent_port(agent.dpid)
+        return restarted, (pipeline.agent_return(port) if port and moved else [])
+
+    def agent_seen(self, dpid: int, now: float) -> None:
+        if dpid in self.agents:
+            self.agents[dpid] = replace(self.agents[dpid], last_seen=now, alive=True)
+
+    def silent_agents(self, now: float, dead_after: float) -> list[int]:
+        """Mark agents not heard from for `dead_after` seconds as dead; return their dpids."""
+        dead = []
+        for dpid, agent in self.agents.items():
+            if agent.alive and now - agent.last_seen > dead_after:
+                self.agents[dpid] = replace(agent, alive=False)
+                dead.append(dpid)
+        return dead

@@ -1,0 +1,153 @@
+"""Flow rules of the NetServ pipeline, as pure functions returning message descriptions.
+
+table 0 (classify): frames back from an agent → forward (they never teach MACs);
+                    a session's flow → push its tag, out to the agent's port;
+                    everything else → learn.
+table 1 (learn):    known (in_port, eth_src) → forward; a miss is copied to the
+                    controller, which learns the source, and goes on to forward.
+table 2 (forward):  learned eth_dst → its port; a miss → the controller, which floods.
+Once a host has been seen, its traffic never leaves the datapath.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from controller import tables as t
+from controller.messages import (
+    Barrier,
+    FlowAdd,
+    FlowDelete,
+    Message,
+    Output,
+    PacketOut,
+    PushVlan,
+    ToController,
+    as_match,
+)
+from controller.sessions import Session
+
+LEARNED_IDLE_TIMEOUT = 300  # a host silent this long is learned again when it speaks
+# The switch drops a detour by itself this long after the session should have ended,
+# so a controller that dies cannot leave traffic detoured forever.
+HARD_TIMEOUT_GRACE = 10
+BROADCAST_BIT = 0x01
+
+
+def switch_reset() -> list[Message]:
+    """Return the messages that wipe NetServ's flows and install the base pipeline."""
+    return [
+        FlowDelete(cookie=t.COOKIE_PREFIX, cookie_mask=t.COOKIE_PREFIX_MASK),
+        FlowAdd(t.CLASSIFY, t.CLASSIFY_MISS.low, (), goto=t.LEARN, cookie=t.cookie(t.KIND_BASE)),
+        FlowAdd(
+            t.LEARN,
+            t.LEARN_MISS.low,
+            (),
+            actions=(ToController(),),
+            goto=t.FORWARD,
+            cookie=t.cookie(t.KIND_BASE),
+        ),
+        FlowAdd(
+            t.FORWARD,
+            t.FORWARD_MISS.low,
+            (),
+            actions=(ToController(),),
+            cookie=t.cookie(t.KIND_BASE),
+        ),
+        Barrier(),
+    ]
+
+
+def agent_return(agent_port: int) -> list[Message]:
+    """Return the flow that sends frames coming back from an agent on to forwarding."""
+    return [
+        FlowAdd(
+            t.CLASSIFY,
+            t.AGENT_RETURN.low,
+            as_match({"in_port": agent_port}),
+            goto=t.FORWARD,
+            cookie=t.cookie(t.KIND_BASE),
+        )
+    ]
+
+
+def session_install(session: Session, agent_port: int) -> list[Message]:
+    """Return the detour flow of `session`: its match → push its tag → the agent's port."""
+    return [
+        FlowAdd(
+            t.CLASSIFY,
+            session.priority,
+            session.match.fields,
+            actions=(PushVlan(session.tag), Output(agent_port)),
+            cookie=session.cookie,
+            hard_timeout=session.lifetime + HARD_TIMEOUT_GRACE,
+            notify_removal=True,
+        ),
+        Barrier(),
+    ]
+
+
+def session_remove(session: Session) -> list[Message]:
+    """Return the messages that delete every flow the session owns, on any table."""
+    return [FlowDelete(cookie=session.cookie, cookie_mask=t.COOKIE_ALL), Barrier()]
+
+
+def is_multicast(mac: str) -> bool:
+    """Return True for group (broadcast or multicast) MAC addresses."""
+    return bool(int(mac[:2], 16) & BROADCAST_BIT)
+
+
+def learn(
+    macs: dict[str, int], in_port: int, eth_src: str, agent_ports: Iterable[int]
+) -> list[Message]:
+    """Learn `eth_src` at `in_port` into `macs` (mutated); return the flows to install.
+
+    Frames that come back from an agent never teach where a host lives: the agent is
+    not a host, and learning there would detour every later frame through it. A host
+    that moves is learned again (the new flows replace the old ones).
+    """
+    if in_port in set(agent_ports) or is_multicast(eth_src):
+        return []
+    macs[eth_src] = in_port
+    return [
+        FlowAdd(
+            t.LEARN,
+            t.LEARNED_SRC.low,
+            as_match({"in_port": in_port, "eth_src": eth_src}),
+            goto=t.FORWARD,
+            cookie=t.cookie(t.KIND_LEARNED),
+            idle_timeout=LEARNED_IDLE_TIMEOUT,
+        ),
+        # No idle timeout: a host that only receives must stay reachable in the datapath.
+        FlowAdd(
+            t.FORWARD,
+            t.LEARNED_DST.low,
+            as_match({"eth_dst": eth_src}),
+            actions=(Output(in_port),),
+            cookie=t.cookie(t.KIND_LEARNED),
+        ),
+    ]
+
+
+def forward_missed(
+    macs: dict[str, int],
+    in_port: int,
+    eth_dst: str,
+    ports: Iterable[int],
+    agent_ports: Iterable[int],
+    data: bytes,
+) -> PacketOut:
+    """Return the packet-out for a frame that missed forwarding: to its port, or flooded.
+
+    Flooding lists ports explicitly (not OFPP_FLOOD) so agent ports never see traffic
+    that no session asked for.
+    """
+    known = None if is_multicast(eth_dst) else macs.get(eth_dst)
+    if known is not None and known != in_port:
+        outs: list[int] = [known]
+    elif known == in_port:
+        outs = []
+    else:
+        skip = set(agent_ports) | {in_port}
+        outs = sorted(p for p in ports if p not in skip)
+    return PacketOut(in_port=in_port, actions=tuple(Output(p) for p in outs), data=data)

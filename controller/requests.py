@@ -1,0 +1,116 @@
+"""Validation of session requests: JSON in, a frozen SessionRequest out, or InvalidRequest.
+
+This is the one gate every transport (REST now, on-path signaling later) passes through,
+so a bad request is refused before any state, agent or switch is touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from controller.errors import InvalidRequest
+from controller.match import FlowMatch, parse_match
+from nodes.bundle import BundleError, Catalog
+
+MAX_LIFETIME = 24 * 3600
+DEFAULT_LIFETIME = 60
+MAX_CHAIN = 8
+
+
+@dataclass(frozen=True)
+class ModuleSpec:
+    """One module of a session's chain: its name and its full parameter set."""
+
+    name: str
+    params: tuple[tuple[str, object], ...]
+
+    def to_json(self) -> dict[str, object]:
+        return {"name": self.name, "params": dict(self.params)}
+
+
+@dataclass(frozen=True)
+class SessionRequest:
+    match: FlowMatch
+    modules: tuple[ModuleSpec, ...]
+    lifetime: int
+    node: int | None = None
+
+
+def parse_dpid(raw: object) -> int:
+    """Return a datapath id from an int or a hex string ("0000000000000001" or "0x1")."""
+    if isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw < 1 << 64:
+        return raw
+    if isinstance(raw, str):
+        try:
+            value = int(raw, 16)
+        except ValueError:
+            pass
+        else:
+            if 0 <= value < 1 << 64:
+                return value
+    raise InvalidRequest(f"{raw!r} is not a datapath id (an integer or up to 16 hex digits)")
+
+
+def format_dpid(dpid: int) -> str:
+    """Return `dpid` as Ryu's REST APIs show it: 16 hex digits."""
+    return f"{dpid:016x}"
+
+
+def parse_lifetime(raw: object, default: int | None = DEFAULT_LIFETIME) -> int:
+    """Return a lifetime in whole seconds (1..MAX_LIFETIME); raise InvalidRequest."""
+    if raw is None and default is not None:
+        return default
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise InvalidRequest(f"lifetime must be a whole number of seconds, got {raw!r}")
+    if not 1 <= raw <= MAX_LIFETIME:
+        raise InvalidRequest(f"lifetime must be between 1 and {MAX_LIFETIME} seconds, got {raw}")
+    return raw
+
+
+def _modules(body: Mapping[str, object], catalog: Catalog) -> tuple[ModuleSpec, ...]:
+    if "module" in body and "modules" in body:
+        raise InvalidRequest("give either 'module' (with 'params') or 'modules', not both")
+    if "module" in body:
+        items: object = [{"name": body["module"], "params": body.get("params", {})}]
+    elif "params" in body:
+        raise InvalidRequest("'params' goes with 'module'; in 'modules' each entry has its own")
+    else:
+        items = body.get("modules")
+    if not isinstance(items, list) or not items:
+        raise InvalidRequest("a session needs 'module' (a name) or 'modules' (a non-empty list)")
+    if len(items) > MAX_CHAIN:
+        raise InvalidRequest(f"a chain has at most {MAX_CHAIN} modules")
+    specs = []
+    for item in items:
+        if isinstance(item, str):
+            item = {"name": item}
+        if not isinstance(item, Mapping) or set(item) - {"name", "params"}:
+            raise InvalidRequest("each module is a name or an object {name, params}")
+        params = item.get("params", {})
+        if not isinstance(params, Mapping):
+            raise InvalidRequest(f"params of module {item.get('name')!r} must be a JSON object")
+        try:
+            manifest = catalog.get(item.get("name"))  # type: ignore[arg-type]
+            resolved = manifest.resolve_params(params)
+        except BundleError as exc:
+            raise InvalidRequest(str(exc)) from None
+        specs.append(ModuleSpec(manifest.name, tuple(sorted(resolved.items()))))
+    return tuple(specs)
+
+
+def parse_session_request(body: object, catalog: Catalog) -> SessionRequest:
+    """Return the SessionRequest a JSON body asks for; raise InvalidRequest saying why not."""
+    if not isinstance(body, Mapping):
+        raise InvalidRequest("the request body must be a JSON object")
+    known = {"match", "module", "modules", "params", "lifetime", "node"}
+    unknown = sorted(set(body) - known)
+    if unknown:
+        raise InvalidRequest(f"unknown key(s) {unknown}; known: {sorted(known)}")
+    if "match" not in body:
+        raise InvalidRequest("'match' is required: the flow the service applies to")
+    match = parse_match(body["match"])
+    modules = _modules(body, catalog)
+    lifetime = parse_lifetime(body.get("lifetime"))
+    node = parse_dpid(body["node"]) if body.get("node") is not None else None
+    return SessionRequest(match=match, modules=modules, lifetime=lifetime, node=node)

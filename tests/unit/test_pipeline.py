@@ -1,0 +1,127 @@
+"""The pipeline's forwarding, checked on a simulated switch."""
+
+import pytest
+
+from controller import tables
+from controller.match import parse_match
+from controller.messages import FlowAdd, Output
+from controller.network import Agent, Network
+from controller.pipeline import session_install, session_remove
+from controller.requests import ModuleSpec, SessionRequest
+from controller.sessions import SessionTable
+from tests.unit.flowsim import SimSwitch
+
+DPID, AGENT = 1, 4
+H1, H2, H3 = "00:00:00:00:00:01", "00:00:00:00:00:02", "00:00:00:00:00:03"
+PORTS = {1: "s1-eth1", 2: "s1-eth2", 3: "s1-eth3", AGENT: "s1-ns"}
+
+
+def udp(in_port: int, src: str, dst: str, ip_src: str, ip_dst: str, dport: int) -> dict:
+    return {
+        "in_port": in_port,
+        "eth_src": src,
+        "eth_dst": dst,
+        "eth_type": 0x0800,
+        "ip_proto": 17,
+        "ipv4_src": ip_src,
+        "ipv4_dst": ip_dst,
+        "udp_dst": dport,
+    }
+
+
+@pytest.fixture
+def net() -> tuple[Network, SimSwitch]:
+    network, sim = Network(), SimSwitch()
+    sim.apply(network.switch_connected(DPID))
+    sim.apply(network.ports_changed(DPID, PORTS, set()))
+    network.register_agent(Agent(DPID, "s1-ns", "http://x", "boot", 0.0))
+    sim.apply(network.ports_changed(DPID, {}, set()))  # nothing new: no duplicate flows
+    restarted, msgs = network.register_agent(Agent(DPID, "s1-ns", "http://x", "boot", 1.0))
+    assert not restarted
+    sim.apply(network.switch_connected(DPID))  # a reconnect reinstalls the agent return
+    return network, sim
+
+
+def learn_hosts(network: Network, sim: SimSwitch) -> None:
+    for port, mac in ((1, H1), (2, H2), (3, H3)):
+        frame = udp(port, mac, "ff:ff:ff:ff:ff:ff", "10.0.0.9", "10.0.0.8", 1)
+        result = sim.process(frame)
+        assert tables.LEARN in result.to_controller
+        sim.apply(network.packet_in(DPID, tables.LEARN, port, mac, "ff:ff:ff:ff:ff:ff", b""))
+
+
+def test_unknown_destination_goes_to_controller_which_floods_but_not_to_the_agent(net):
+    network, sim = net
+    result = sim.process(udp(1, H1, H2, "10.0.0.1", "10.0.0.2", 9000))
+    assert result.to_controller == [tables.LEARN, tables.FORWARD]
+    msgs = network.packet_in(DPID, tables.FORWARD, 1, H1, H2, b"frame")
+    (out,) = msgs
+    assert {a.port for a in out.actions} == {2, 3}
+
+
+def test_learned_hosts_forward_in_the_datapath(net):
+    network, sim = net
+    learn_hosts(network, sim)
+    result = sim.process(udp(1, H1, H2, "10.0.0.1", "10.0.0.2", 9000))
+    assert result.outputs == [(2, None)]
+    assert result.to_controller == []
+
+
+def test_frames_from_the_agent_never_teach_macs(net):
+    network, sim = net
+    assert network.packet_in(DPID, tables.LEARN, AGENT, H1, H2, b"") == []
+    assert H1 not in network.switches[DPID].macs
+
+
+def _session(network: Network, sim: SimSwitch, table: SessionTable, match: dict) -> object:
+    request = SessionRequest(parse_match(match), (ModuleSpec("counter", ()),), 30)
+    session = table.activate(table.reserve(request, network.place(request), 0.0).id)
+    sim.apply(session_install(session, network.agent_port(DPID)))
+    return session
+
+
+def test_only_the_sessions_flow_detours_to_the_agent_with_its_tag(net):
+    network, sim = net
+    learn_hosts(network, sim)
+    session = _session(network, sim, SessionTable(), {"ipv4_src": "10.0.0.1", "udp_dst": 9000})
+    served = sim.process(udp(1, H1, H2, "10.0.0.1", "10.0.0.2", 9000))
+    assert served.outputs == [(AGENT, session.tag)]
+    other_port = sim.process(udp(1, H1, H2, "10.0.0.1", "10.0.0.2", 9001))
+    other_host = sim.process(udp(3, H3, H2, "10.0.0.3", "10.0.0.2", 9000))
+    assert other_port.outputs == other_host.outputs == [(2, None)]
+    # the frame the agent sends back matches the session too, but is not detoured again
+    back = sim.process(udp(AGENT, H1, H2, "10.0.0.1", "10.0.0.2", 9000))
+    assert back.outputs == [(2, None)]
+
+
+def test_teardown_deletes_only_that_sessions_flows(net):
+    network, sim = net
+    learn_hosts(network, sim)
+    table = SessionTable()
+    a = _session(network, sim, table, {"udp_dst": 9000})
+    b = _session(network, sim, table, {"udp_dst": 9001})
+    sim.apply(session_remove(a))
+    assert a.cookie not in sim.cookies() and b.cookie in sim.cookies()
+    assert sim.process(udp(1, H1, H2, "10.0.0.1", "10.0.0.2", 9000)).outputs == [(2, None)]
+    assert sim.process(udp(1, H1, H2, "10.0.0.1", "10.0.0.2", 9001)).outputs == [(AGENT, b.tag)]
+
+
+def test_session_flow_has_a_hard_timeout_safety_net_and_a_session_cookie(net):
+    network, sim = net
+    session = _session(network, sim, SessionTable(), {"udp_dst": 9000})
+    (flow,) = [f for f in sim.flows if f.cookie == session.cookie]
+    assert flow.hard_timeout > session.lifetime and flow.notify_removal
+    assert tables.session_of_cookie(flow.cookie) == session.id
+    assert flow.priority in tables.SESSION
+
+
+def test_a_flow_outside_its_band_is_refused():
+    with pytest.raises(ValueError, match="outside every declared band"):
+        FlowAdd(tables.CLASSIFY, 500, (), actions=(Output(1),))
+
+
+def test_cookies_of_other_kinds_are_not_sessions():
+    assert tables.session_of_cookie(tables.cookie(tables.KIND_LEARNED, 5)) is None
+    assert tables.session_of_cookie(0x1234) is None
+    with pytest.raises(ValueError):
+        tables.cookie(tables.KIND_SESSION, tables.SESSION_ID_MAX + 1)
