@@ -1,0 +1,204 @@
+"""The node agent: hosts the service modules of one NetServ node.
+
+Three threads around one `NodeAgent`: the packet loop (port → dispatcher → port), the
+control API (the controller attaches and detaches session chains), and housekeeping
+(registration with the controller, which doubles as its heartbeat, and expiry of
+chains whose lifetime ran out: the agent's soft state does not depend on the
+controller being alive).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from nodes.bundle import Catalog
+from nodes.dispatcher import Chain, Dispatcher
+from nodes.host import ModuleHost, ModuleLoadError
+from nodes.packet_io import PacketSocket
+
+log = logging.getLogger("netserv.agent")
+EXPIRY_GRACE = 10.0  # as the switch's hard-timeout grace: the controller ends it first
+
+
+class AttachError(Exception):
+    """A chain could not be attached; `status` is the HTTP status the control API returns."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    dpid: int
+    iface: str
+    switch_port: str
+    controller: str  # base URL of the controller's REST API
+    heartbeat: float = 2.0
+
+
+class NodeAgent:
+    def __init__(
+        self, config: AgentConfig, catalog: Catalog, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.config = config
+        self.host = ModuleHost(catalog, config.dpid)
+        self.dispatcher = Dispatcher()
+        self.clock = clock
+        self.boot_id = uuid.uuid4().hex
+        self.url = ""  # set once the control API listens
+        self.registered = threading.Event()
+        self.stopping = threading.Event()
+        self.io_counters = {"received": 0, "sent": 0, "dropped": 0}
+        self._lock = threading.Lock()
+
+    # --- chains (called by the control API) ----------------------------------------
+    def attach(self, session_id: int, body: Mapping[str, object]) -> Chain:
+        """Build and install a session's chain from the controller's request; return it."""
+        tag, modules, lifetime = body.get("tag"), body.get("modules"), body.get("lifetime")
+        if not isinstance(tag, int) or not 1 <= tag <= 4094:
+            raise AttachError(f"tag must be 1..4094, got {tag!r}")
+        if not isinstance(lifetime, int) or lifetime <= 0:
+            raise AttachError(f"lifetime must be a positive integer, got {lifetime!r}")
+        if not isinstance(modules, list) or not modules:
+            raise AttachError("modules must be a non-empty list of {name, params}")
+        with self._lock:
+            other = self.dispatcher.by_tag(tag)
+            if other is not None and other.session_id != session_id:
+                raise AttachError(f"tag {tag} belongs to session {other.session_id}", 409)
+            instances: list[tuple[str, object]] = []
+            try:
+                for item in modules:
+                    if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
+                        raise AttachError("each module is an object {name, params}")
+                    params = item.get("params") or {}
+                    if not isinstance(params, Mapping):
+                        raise AttachError(f"params of {item['name']!r} must be an object")
+                    try:
+                        inst = self.host.instantiate(item["name"], params, session_id)
+                    except ModuleLoadError as exc:
+                        raise AttachError(str(exc), 422) from None
+                    instances.append((item["name"], inst))
+            except AttachError:
+                for name, inst in instances:
+                    self.host.release(name, inst)  # type: ignore[arg-type]
+                raise
+            chain = Chain(
+                session_id, tag, instances, self.clock() + lifetime + EXPIRY_GRACE, lifetime
+            )  # type: ignore[arg-type]
+            old = self.dispatcher.put(chain)
+        if old is not None:
+            self._stop(old)
+        log.info(
+            "session %d attached: tag %d, modules %s", session_id, tag, [n for n, _ in instances]
+        )
+        return chain
+
+    def refresh(self, session_id: int, lifetime: object) -> Chain:
+        """Extend a chain's soft state; return it. Raise KeyError when there is none."""
+        if not isinstance(lifetime, int) or lifetime <= 0:
+            raise AttachError(f"lifetime must be a positive integer, got {lifetime!r}")
+        chain = self.dispatcher.by_session(session_id)
+        if chain is None:
+            raise KeyError(session_id)
+        chain.lifetime = lifetime
+        chain.expires = self.clock() + lifetime + EXPIRY_GRACE
+        return chain
+
+    def detach(self, session_id: int) -> dict[str, object] | None:
+        """Remove a session's chain; return its final counters, or None when there is none."""
+        with self._lock:
+            chain = self.dispatcher.remove(session_id)
+        if chain is None:
+            return None
+        stats = chain.stats()
+        self._stop(chain)
+        log.info("session %d detached after %d packets", session_id, chain.packets)
+        return stats
+
+    def _stop(self, chain: Chain) -> None:
+        for name, module in chain.modules:
+            self.host.release(name, module)
+
+    def status(self) -> dict[str, object]:
+        """Return the agent's own view: identity, loaded modules, sessions, I/O counters."""
+        return {
+            "dpid": f"{self.config.dpid:016x}",
+            "iface": self.config.iface,
+            "switch_port": self.config.switch_port,
+            "boot_id": self.boot_id,
+            "registered": self.registered.is_set(),
+            "modules_loaded": self.host.loaded(),
+            "sessions": [c.session_id for c in self.dispatcher.chains()],
+            "io": dict(self.io_counters, unmatched=self.dispatcher.unmatched),
+        }
+
+    # --- loops ---------------------------------------------------------------------
+    def packet_loop(self, io: PacketSocket) -> None:
+        """Receive, dispatch and send back frames until stopping is set."""
+        counters, dispatch = self.io_counters, self.dispatcher.dispatch
+        while not self.stopping.is_set():
+            batch = io.recv_batch()
+            if not batch:
+                continue
+            out = [frame for tag, frame in batch if dispatch(tag, frame)]
+            counters["received"] += len(batch)
+            counters["dropped"] += len(batch) - len(out)
+            if out:
+                counters["sent"] += io.send_batch(out)
+
+    def expire_due(self) -> list[int]:
+        """Detach the chains whose lifetime (plus grace) ran out; return their session ids."""
+        now = self.clock()
+        due = [c.session_id for c in self.dispatcher.chains() if c.expires <= now]
+        for session_id in due:
+            log.warning("session %d expired at the agent (no refresh or teardown came)", session_id)
+            self.detach(session_id)
+        return due
+
+    def register_once(self) -> None:
+        """Register with the controller (or renew the heartbeat); raise OSError on failure."""
+        body = json.dumps(
+            {
+                "dpid": f"{self.config.dpid:016x}",
+                "switch_port": self.config.switch_port,
+                "url": self.url,
+                "boot_id": self.boot_id,
+            }
+        ).encode()
+        req = urllib.request.Request(
+            self.config.controller.rstrip("/") + "/netserv/nodes",
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=3) as resp:
+            resp.read()
+
+    def housekeeping_loop(self) -> None:
+        """Heartbeat to the controller and expire chains, until stopping is set."""
+        failures = 0
+        while not self.stopping.is_set():
+            try:
+                self.register_once()
+                if not self.registered.is_set() or failures:
+                    log.info("registered with %s", self.config.controller)
+                self.registered.set()
+                failures = 0
+            except (OSError, urllib.error.URLError) as exc:
+                failures += 1
+                if failures == 1 or failures % 30 == 0:
+                    log.warning("cannot reach controller %s: %s", self.config.controller, exc)
+            try:
+                self.expire_due()
+            except Exception:
+                log.exception("expiry failed")
+            self.stopping.wait(self.config.heartbeat)

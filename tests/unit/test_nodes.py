@@ -1,0 +1,144 @@
+"""The node agent's pure parts: bundles, the module host, the dispatcher, attach checks."""
+
+from pathlib import Path
+
+import pytest
+
+from nodes.agent import AgentConfig, AttachError, NodeAgent
+from nodes.bundle import BundleError, Catalog, read_manifest
+from nodes.dispatcher import Chain, Dispatcher
+from nodes.host import ModuleHost, ModuleLoadError
+from nodes.module_api import ServiceModule, Verdict
+
+SERVICES = Path(__file__).resolve().parents[2] / "services"
+
+
+def bundle(root: Path, name: str, manifest: str, code: str) -> Path:
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / "manifest.toml").write_text(manifest)
+    (folder / "module.py").write_text(code)
+    return folder
+
+
+def test_shipped_bundles_are_valid():
+    good, bad = Catalog(SERVICES).all()
+    assert bad == [] and {"counter", "null"} <= {m.name for m in good}
+
+
+@pytest.mark.parametrize(
+    "manifest, message",
+    [
+        ('name = "x"\nentry = "module:X"\n', "differs from its folder"),
+        ('name = "m"\nentry = "nocolon"\n', "entry must look like"),
+        ('name = "m"\nentry = "other:X"\n', "other.py is missing"),
+        ('name = "m"\nentry = "module:X"\ncolour = 1\n', "unknown key"),
+        ('name = "m"\nentry = "module:X"\n[params.a]\ntype = "list"\n', "needs type"),
+        (
+            'name = "m"\nentry = "module:X"\n[params.a]\ntype = "int"\ndefault = "z"\n',
+            "must be int",
+        ),
+        ('name = "m"\nentry = "module:X"\n[[', "manifest.toml"),
+    ],
+)
+def test_bad_manifests_say_what_is_wrong(tmp_path, manifest, message):
+    folder = bundle(tmp_path, "m", manifest, "")
+    with pytest.raises(BundleError, match=message):
+        read_manifest(folder)
+
+
+def test_module_code_is_loaded_on_first_use_and_unloaded_after_last(tmp_path):
+    code = (
+        "from nodes.module_api import ServiceModule, Verdict\n"
+        "class M(ServiceModule):\n"
+        "    def process(self, frame):\n"
+        "        return Verdict.{}\n"
+    )
+    folder = bundle(tmp_path, "m", 'name = "m"\nentry = "module:M"\n', code.format("PASS"))
+    host = ModuleHost(Catalog(tmp_path), node=1)
+    a, b = host.instantiate("m", {}, 1), host.instantiate("m", {}, 2)
+    assert host.loaded() == {"m": {"version": "0", "sessions": 2}}
+    host.release("m", a)
+    host.release("m", b)
+    assert host.loaded() == {}
+    (folder / "module.py").write_text(code.format("DROP"))  # a new version, no restart
+    assert host.instantiate("m", {}, 3).process(memoryview(b"")) == Verdict.DROP
+
+
+def test_load_failures_leave_nothing_loaded(tmp_path):
+    bundle(tmp_path, "syntax", 'name = "syntax"\nentry = "module:M"\n', "def (:\n")
+    bundle(tmp_path, "notsub", 'name = "notsub"\nentry = "module:M"\n', "class M: pass\n")
+    host = ModuleHost(Catalog(tmp_path), node=1)
+    for name, message in (
+        ("syntax", "failed to load"),
+        ("notsub", "not a ServiceModule"),
+        ("absent", "unknown module"),
+    ):
+        with pytest.raises(ModuleLoadError, match=message):
+            host.instantiate(name, {}, 1)
+    assert host.loaded() == {}
+
+
+class Boom(ServiceModule):
+    def process(self, frame):
+        raise ValueError("bad frame")
+
+
+class Drop(ServiceModule):
+    def process(self, frame):
+        return Verdict.DROP
+
+
+class Count(ServiceModule):
+    seen = 0
+
+    def process(self, frame):
+        self.seen += 1
+        return Verdict.PASS
+
+
+def test_chain_runs_in_order_stops_on_drop_and_fails_open_on_errors():
+    d = Dispatcher()
+    count = Count({}, None)
+    d.put(Chain(1, 10, [("boom", Boom({}, None)), ("count", count)], expires=0, lifetime=1))
+    d.put(Chain(2, 11, [("drop", Drop({}, None)), ("count", count)], expires=0, lifetime=1))
+    assert d.dispatch(10, memoryview(b"x")) is True and count.seen == 1
+    assert d.dispatch(11, memoryview(b"x")) is False and count.seen == 1
+    assert d.dispatch(99, memoryview(b"x")) is True and d.unmatched == 1
+    stats = d.by_session(1).stats()
+    assert stats["errors"] == 1 and "bad frame" in stats["last_error"]
+    assert d.by_session(2).stats()["dropped"] == 1
+    assert d.remove(1) is not None and d.by_tag(10) is None
+
+
+@pytest.fixture
+def agent() -> NodeAgent:
+    return NodeAgent(AgentConfig(1, "s1-na", "s1-ns", "http://c"), Catalog(SERVICES))
+
+
+@pytest.mark.parametrize(
+    "body, status",
+    [
+        ({"tag": 0, "lifetime": 5, "modules": [{"name": "null"}]}, 400),
+        ({"tag": 1, "lifetime": -1, "modules": [{"name": "null"}]}, 400),
+        ({"tag": 1, "lifetime": 5, "modules": []}, 400),
+        ({"tag": 1, "lifetime": 5, "modules": [{"name": "nope"}]}, 422),
+        ({"tag": 1, "lifetime": 5, "modules": [{"name": "counter", "params": {"x": 1}}]}, 422),
+        ({"tag": 1, "lifetime": 5, "modules": [{"name": "null"}, {"name": "nope"}]}, 422),
+    ],
+)
+def test_bad_attach_requests_leave_nothing(agent, body, status):
+    with pytest.raises(AttachError) as err:
+        agent.attach(7, body)
+    assert err.value.status == status
+    assert agent.dispatcher.chains() == [] and agent.host.loaded() == {}
+
+
+def test_a_tag_belongs_to_one_session(agent):
+    agent.attach(1, {"tag": 5, "lifetime": 5, "modules": [{"name": "null"}]})
+    with pytest.raises(AttachError) as err:
+        agent.attach(2, {"tag": 5, "lifetime": 5, "modules": [{"name": "null"}]})
+    assert err.value.status == 409
+    agent.attach(1, {"tag": 6, "lifetime": 5, "modules": [{"name": "counter"}]})  # re-attach
+    assert [c.tag for c in agent.dispatcher.chains()] == [6]
+    assert set(agent.host.loaded()) == {"counter"}
