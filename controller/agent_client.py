@@ -1,0 +1,59 @@
+"""The controller's client of the node agents' control API (see `nodes/control.py`)."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+from controller.errors import PartFailed, Unavailable
+from controller.network import Agent
+from controller.sessions import Session
+
+TIMEOUT = 5.0
+
+
+class AgentClient:
+    def __init__(self, timeout: float = TIMEOUT) -> None:
+        self.timeout = timeout
+
+    def _call(self, agent: Agent, method: str, path: str, body: object = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            agent.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            try:
+                reason = json.loads(exc.read()).get("error", exc.reason)
+            except ValueError:
+                reason = exc.reason
+            raise PartFailed(f"agent of node {agent.dpid:016x} refused: {reason}") from None
+        except (OSError, ValueError) as exc:
+            raise Unavailable(
+                f"agent of node {agent.dpid:016x} at {agent.url} unreachable: {exc}"
+            ) from None
+
+    def attach(self, agent: Agent, session: Session) -> None:
+        """Have the agent build the session's chain; raise PartFailed/Unavailable."""
+        body = {
+            "tag": session.tag,
+            "lifetime": session.lifetime,
+            "modules": [m.to_json() for m in session.modules],
+        }
+        self._call(agent, "PUT", f"/sessions/{session.id}", body)
+
+    def refresh(self, agent: Agent, session: Session) -> None:
+        """Extend the chain's soft state at the agent."""
+        self._call(agent, "PATCH", f"/sessions/{session.id}", {"lifetime": session.lifetime})
+
+    def detach(self, agent: Agent, session_id: int) -> dict[str, Any]:
+        """Remove the chain; return its final counters."""
+        return self._call(agent, "DELETE", f"/sessions/{session_id}")
+
+    def stats(self, agent: Agent, session_id: int) -> dict[str, Any]:
+        """Return the chain's counters."""
+        return self._call(agent, "GET", f"/sessions/{session_id}")

@@ -1,0 +1,190 @@
+"""The Ryu application: a shim between OpenFlow events and the session service.
+
+Each handler finds the switch, calls the service or network logic, and sends what it
+returns. Waiting for a barrier reply must never happen on Ryu's event loop (the reply
+is delivered by that loop), so handlers that need it spawn a green thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ryu import cfg
+from ryu.app.wsgi import WSGIApplication
+from ryu.base import app_manager
+from ryu.controller import ofp_event
+from ryu.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
+from ryu.lib import hub
+from ryu.ofproto import ofproto_v1_3
+
+from controller import tables
+from controller.agent_client import AgentClient
+from controller.errors import PartFailed, Unavailable
+from controller.messages import Barrier, Message
+from controller.ofbuild import build
+from controller.rest import INSTANCE, RestApi
+from controller.service import NetServService
+from nodes.bundle import Catalog
+
+log = logging.getLogger("netserv.controller")
+BARRIER_TIMEOUT = 5.0
+TICK = 1.0
+DEFAULT_SERVICES = Path(__file__).resolve().parent.parent / "services"
+
+
+def _mac(raw: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+class RyuSwitches:
+    """Sends message descriptions to connected datapaths; confirms batches by barrier."""
+
+    def __init__(self) -> None:
+        self.datapaths: dict[int, Any] = {}
+        self._pending: dict[tuple[int, int], dict[str, Any]] = {}
+
+    def send(self, dpid: int, msgs: list[Message], wait: bool = True) -> None:
+        """Send `msgs`; with wait and a closing Barrier, block until it is answered.
+
+        Raise Unavailable when the switch is gone or silent, PartFailed when it
+        answered one of the batch with an error.
+        """
+        dp = self.datapaths.get(dpid)
+        if dp is None:
+            raise Unavailable(f"switch {dpid:016x} is not connected")
+        batch: dict[str, Any] = {"xids": set(), "errors": [], "done": hub.Event()}
+        barrier_xid = None
+        for msg in msgs:
+            ryu_msg = build(dp, msg)
+            xid = dp.set_xid(ryu_msg)
+            batch["xids"].add(xid)
+            if isinstance(msg, Barrier) and wait:
+                barrier_xid = xid
+                self._pending[(dpid, xid)] = batch
+            dp.send_msg(ryu_msg)
+        if barrier_xid is None:
+            return
+        try:
+            if not batch["done"].wait(timeout=BARRIER_TIMEOUT):
+                raise Unavailable(f"switch {dpid:016x} did not answer within {BARRIER_TIMEOUT}s")
+        finally:
+            self._pending.pop((dpid, barrier_xid), None)
+        if batch["errors"]:
+            raise PartFailed(f"switch {dpid:016x} refused: {'; '.join(batch['errors'])}")
+
+    def barrier_reply(self, dpid: int, xid: int) -> None:
+        batch = self._pending.get((dpid, xid))
+        if batch is not None:
+            batch["done"].set()
+
+    def error(self, dpid: int, xid: int, text: str) -> None:
+        for (pdpid, _), batch in self._pending.items():
+            if pdpid == dpid and xid in batch["xids"]:
+                batch["errors"].append(text)
+
+
+class NetServApp(app_manager.RyuApp):
+    OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
+    _CONTEXTS = {"wsgi": WSGIApplication}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        conf = cfg.CONF
+        services = Path(getattr(conf, "netserv_services", None) or DEFAULT_SERVICES)
+        dead_after = float(getattr(conf, "netserv_agent_dead_after", None) or 6.0)
+        self.switches = RyuSwitches()
+        self.service = NetServService(
+            Catalog(services),
+            self.switches,
+            AgentClient(),
+            time.monotonic,
+            threading.Lock(),
+            dead_after,
+        )
+        kwargs["wsgi"].register(RestApi, {INSTANCE: self.service})
+        self._ticker = hub.spawn(self._tick_loop)
+        log.info("NetServ controller up; services from %s", services)
+
+    def _tick_loop(self) -> None:
+        while True:
+            hub.sleep(TICK)
+            try:
+                self.service.tick()
+            except Exception:  # keep expiring: one bad session must not stop the others
+                log.exception("housekeeping failed")
+
+    def _send(self, dpid: int, msgs: list[Message]) -> None:
+        if msgs:
+            self.switches.send(dpid, msgs, wait=False)
+
+    @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
+    def switch_features(self, ev: Any) -> None:
+        dp = ev.msg.datapath
+        self.switches.datapaths[dp.id] = dp
+        self._send(dp.id, self.service.switch_connected(dp.id))
+        dp.send_msg(dp.ofproto_parser.OFPPortDescStatsRequest(dp, 0))
+        log.info("switch %016x connected", dp.id)
+
+    @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
+    def switch_gone(self, ev: Any) -> None:
+        dp = ev.datapath
+        if dp.id is not None and self.switches.datapaths.get(dp.id) is dp:
+            del self.switches.datapaths[dp.id]
+            self.service.network.switch_disconnected(dp.id)
+            log.warning("switch %016x disconnected", dp.id)
+
+    @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
+    def port_desc(self, ev: Any) -> None:
+        dpid = ev.msg.datapath.id
+        ports = {p.port_no: p.name.decode() for p in ev.msg.body if p.port_no < 0xFFFFFF00}
+        known = (
+            set(self.service.network.switches.get(dpid).ports)
+            if dpid in self.service.network.switches
+            else set()
+        )
+        self._send(dpid, self.service.ports_changed(dpid, ports, known - set(ports)))
+
+    @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
+    def port_status(self, ev: Any) -> None:
+        msg, dpid = ev.msg, ev.msg.datapath.id
+        ofp = msg.datapath.ofproto
+        if msg.reason == ofp.OFPPR_DELETE:
+            self._send(dpid, self.service.ports_changed(dpid, {}, {msg.desc.port_no}))
+        else:
+            self._send(
+                dpid,
+                self.service.ports_changed(dpid, {msg.desc.port_no: msg.desc.name.decode()}, set()),
+            )
+
+    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    def packet_in(self, ev: Any) -> None:
+        msg = ev.msg
+        data = bytes(msg.data)
+        if len(data) < 14:
+            return
+        dpid = msg.datapath.id
+        msgs = self.service.network.packet_in(
+            dpid, msg.table_id, msg.match["in_port"], _mac(data[6:12]), _mac(data[0:6]), data
+        )
+        self._send(dpid, msgs)
+
+    @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
+    def barrier_reply(self, ev: Any) -> None:
+        self.switches.barrier_reply(ev.msg.datapath.id, ev.msg.xid)
+
+    @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
+    def error(self, ev: Any) -> None:
+        msg = ev.msg
+        text = f"OpenFlow error type {msg.type} code {msg.code}"
+        log.warning("switch %016x: %s (xid %d)", msg.datapath.id, text, msg.xid)
+        self.switches.error(msg.datapath.id, msg.xid, text)
+
+    @set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)
+    def flow_removed(self, ev: Any) -> None:
+        msg = ev.msg
+        if msg.reason == msg.datapath.ofproto.OFPRR_HARD_TIMEOUT:
+            hub.spawn(self.service.flow_removed, tables.session_of_cookie(msg.cookie))

@@ -1,0 +1,99 @@
+"""The requester-side client library: asks a NetServ controller for services.
+
+It speaks the controller's REST API today; the on-path signaling transport will sit
+behind the same methods.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from typing import Any
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+class ClientError(Exception):
+    """The controller refused a request (status set) or could not be reached (status 0)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}" if status else message)
+        self.status = status
+        self.message = message
+
+
+class NetServClient:
+    def __init__(self, url: str = DEFAULT_URL, timeout: float = 15.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def _call(self, method: str, path: str, body: object = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            try:
+                message = json.loads(raw).get("error", raw.decode(errors="replace"))
+            except (ValueError, AttributeError):
+                message = raw.decode(errors="replace") or str(exc.reason)
+            raise ClientError(exc.code, message) from None
+        except OSError as exc:
+            raise ClientError(0, f"cannot reach the controller at {self.url}: {exc}") from None
+
+    def setup(
+        self,
+        match: Mapping[str, object],
+        module: str | None = None,
+        params: Mapping[str, object] | None = None,
+        lifetime: int | None = None,
+        node: str | int | None = None,
+        modules: list[Mapping[str, object]] | None = None,
+    ) -> dict[str, Any]:
+        """Ask for a service on a flow; return the session the controller made."""
+        body: dict[str, object] = {"match": dict(match)}
+        if modules is not None:
+            body["modules"] = modules
+        if module is not None:
+            body["module"] = module
+            body["params"] = dict(params or {})
+        if lifetime is not None:
+            body["lifetime"] = lifetime
+        if node is not None:
+            body["node"] = node
+        return self._call("POST", "/netserv/sessions", body)
+
+    def sessions(self) -> list[dict[str, Any]]:
+        """Return every session."""
+        return self._call("GET", "/netserv/sessions")
+
+    def session(self, session_id: int) -> dict[str, Any]:
+        """Return one session."""
+        return self._call("GET", f"/netserv/sessions/{session_id}")
+
+    def stats(self, session_id: int) -> dict[str, Any]:
+        """Return a session with its modules' counters."""
+        return self._call("GET", f"/netserv/sessions/{session_id}/stats")
+
+    def refresh(self, session_id: int, lifetime: int | None = None) -> dict[str, Any]:
+        """Extend a session's lifetime; return the session."""
+        body = {} if lifetime is None else {"lifetime": lifetime}
+        return self._call("POST", f"/netserv/sessions/{session_id}/refresh", body)
+
+    def teardown(self, session_id: int) -> dict[str, Any]:
+        """End a session; return its last view with the final counters."""
+        return self._call("DELETE", f"/netserv/sessions/{session_id}")
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """Return the switches and node agents the controller knows."""
+        return self._call("GET", "/netserv/nodes")
+
+    def modules(self) -> dict[str, Any]:
+        """Return the service modules the controller offers."""
+        return self._call("GET", "/netserv/modules")

@@ -1,0 +1,180 @@
+"""`netserv`: one command for the controller, the node agent, the demo and sessions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from signaling.client import DEFAULT_URL, ClientError, NetServClient
+
+SERVICES = Path(__file__).resolve().parent.parent / "services"
+
+
+def _value(text: str) -> object:
+    """Return `text` as JSON when it parses (numbers, true, lists), else as a string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _pairs(items: list[str], what: str) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"netserv: {what} {item!r} must look like name=value")
+        out[key] = _value(value)
+    return out
+
+
+def _hostport(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+def _print(obj: object) -> None:
+    print(json.dumps(obj, indent=2))
+
+
+def cmd_controller(a: argparse.Namespace) -> int:
+    from controller.entry import run_controller
+
+    return run_controller(
+        a.of_host,
+        a.of_port,
+        a.rest_host,
+        a.rest_port,
+        Path(a.services),
+        a.agent_dead_after,
+        a.verbose,
+    )
+
+
+def cmd_agent(a: argparse.Namespace) -> int:
+    from nodes.agent import AgentConfig
+    from nodes.main import run_agent
+
+    dpid = int(a.dpid, 16) if len(a.dpid) == 16 else int(a.dpid, 0)
+    config = AgentConfig(dpid, a.iface, a.switch_port, a.controller, a.heartbeat)
+    return run_agent(config, Path(a.services), _hostport(a.listen))
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from tools.demo import run_demo
+
+    return run_demo(packets=a.packets, others=a.others)
+
+
+def cmd_session(a: argparse.Namespace) -> int:
+    client = NetServClient(a.url)
+    if a.action == "setup":
+        session = client.setup(
+            match=_pairs(a.match, "match field"),
+            module=a.module,
+            params=_pairs(a.param, "parameter"),
+            lifetime=a.lifetime,
+            node=a.node,
+        )
+        _print(session)
+    elif a.action == "list":
+        _print(client.sessions())
+    elif a.action == "show":
+        _print(client.session(a.id))
+    elif a.action == "stats":
+        _print(client.stats(a.id))
+    elif a.action == "refresh":
+        _print(client.refresh(a.id, a.lifetime))
+    elif a.action == "teardown":
+        _print(client.teardown(a.id))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """Return the argument parser of the `netserv` command."""
+    p = argparse.ArgumentParser(prog="netserv", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("controller", help="run the Ryu controller with the NetServ app")
+    c.add_argument("--of-host", default="127.0.0.1", help="OpenFlow listen address")
+    c.add_argument("--of-port", type=int, default=6653)
+    c.add_argument("--rest-host", default="127.0.0.1", help="REST API listen address")
+    c.add_argument("--rest-port", type=int, default=8080)
+    c.add_argument("--services", default=str(SERVICES), help="service module folder")
+    c.add_argument(
+        "--agent-dead-after",
+        type=float,
+        default=6.0,
+        help="seconds without a heartbeat before an agent's sessions are removed",
+    )
+    c.set_defaults(func=cmd_controller)
+
+    g = sub.add_parser("agent", help="run a node agent on a bridge port")
+    g.add_argument(
+        "--dpid",
+        required=True,
+        help="datapath id of the node's switch (decimal, 0x.., or 16 hex digits)",
+    )
+    g.add_argument("--iface", required=True, help="the agent's end of its veth pair")
+    g.add_argument("--switch-port", required=True, help="the bridge's end (its OpenFlow port name)")
+    g.add_argument("--controller", default=DEFAULT_URL, help="controller REST URL")
+    g.add_argument("--listen", default="127.0.0.1:0", help="control API address (port 0: any)")
+    g.add_argument("--services", default=str(SERVICES))
+    g.add_argument("--heartbeat", type=float, default=2.0)
+    g.set_defaults(func=cmd_agent)
+
+    d = sub.add_parser("demo", help="build h1,h2,h3 on a NetServ node and show a service at work")
+    d.add_argument("--packets", type=int, default=200, help="frames on the served flow (N)")
+    d.add_argument("--others", type=int, default=300, help="frames on other flows (M)")
+    d.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("session", help="ask a controller for services on flows")
+    s.add_argument("--url", default=DEFAULT_URL, help="controller REST URL")
+    ss = s.add_subparsers(dest="action", required=True)
+    up = ss.add_parser("setup", help="request a service module on a flow")
+    up.add_argument("--module", required=True)
+    up.add_argument(
+        "--match",
+        action="append",
+        required=True,
+        metavar="FIELD=VALUE",
+        help="OXM field, e.g. udp_dst=9000 (repeat)",
+    )
+    up.add_argument("--param", action="append", metavar="NAME=VALUE")
+    up.add_argument("--lifetime", type=int)
+    up.add_argument("--node", help="datapath id of the node (16 hex digits)")
+    ss.add_parser("list", help="list sessions")
+    for name in ("show", "stats", "teardown", "refresh"):
+        one = ss.add_parser(name, help=f"{name} a session")
+        one.add_argument("id", type=int)
+        if name == "refresh":
+            one.add_argument("--lifetime", type=int)
+    s.set_defaults(func=cmd_session)
+
+    for name, doc in (("nodes", "list NetServ nodes"), ("modules", "list service modules")):
+        n = sub.add_parser(name, help=doc)
+        n.add_argument("--url", default=DEFAULT_URL)
+        n.set_defaults(func=lambda a, name=name: _print(getattr(NetServClient(a.url), name)()) or 0)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command != "controller":  # Ryu sets up its own logging
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.INFO,
+            format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        )
+    try:
+        return args.func(args)
+    except ClientError as exc:
+        print(f"netserv: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
