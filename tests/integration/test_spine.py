@@ -1,0 +1,227 @@
+"""The whole spine on real parts: Ryu controller, OVS, node agent, namespaces, traffic."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from signaling.client import ClientError, NetServClient
+from tools import ovs
+from tools.procs import ControllerProcess
+from tools.scenario import Receiver, send_udp, wait_ready, warm_up
+from topo.net import netserv_network, wait_connected
+from topo.topos import LinearTopo, SingleSwitchTopo
+
+AGENT_DEAD_AFTER = 3.0
+
+
+@dataclass
+class Node:
+    net: Any
+    client: NetServClient
+    switch: Any
+    hosts: list[Any]
+
+    @property
+    def agent_url(self) -> str:
+        node = next(n for n in self.client.nodes() if n["dpid"] == self.switch.dpid)
+        return node["agent"]["url"]
+
+    def agent(self) -> dict[str, Any]:
+        with urllib.request.urlopen(self.agent_url + "/health", timeout=5) as resp:
+            return json.loads(resp.read())
+
+    def to_agent(self) -> int:
+        return ovs.port_counters(self.switch.name, self.switch.agent_port_name)["tx_packets"]
+
+    def flows(self) -> set[str]:
+        """Return the switch's flows without their counters, to compare before and after."""
+        return {
+            " ".join(
+                w for w in line.split() if not w.startswith(("duration", "n_packets", "n_bytes"))
+            )
+            for line in ovs.dump_flows(self.switch.name)
+        }
+
+
+@pytest.fixture
+def controller(tmp_path: Path) -> Iterator[ControllerProcess]:
+    with ControllerProcess(tmp_path / "controller.log", agent_dead_after=AGENT_DEAD_AFTER) as ctl:
+        yield ctl
+
+
+@pytest.fixture
+def node(controller: ControllerProcess, unique_prefix: str, tmp_path: Path) -> Iterator[Node]:
+    topo = SingleSwitchTopo(k=3, prefix=unique_prefix)
+    with netserv_network(
+        topo, controller=controller.of_addr, rest_url=controller.url, rundir=tmp_path
+    ) as net:
+        client = NetServClient(controller.url)
+        wait_connected(net)
+        switch = net.switches[0]
+        wait_ready(client, [switch.dpid])
+        hosts = net.hosts
+        warm_up((hosts[0], hosts[1]), (hosts[2], hosts[1]))
+        yield Node(net, client, switch, hosts)
+
+
+def served_match(src: Any, dst: Any, port: int = 9000) -> dict[str, object]:
+    return {"ipv4_src": src.IP(), "ipv4_dst": dst.IP(), "udp_dst": port}
+
+
+def module_stats(client: NetServClient, session_id: int) -> dict[str, Any]:
+    return client.stats(session_id)["stats"]["modules"][0]["stats"]
+
+
+def test_a_service_applies_to_its_flow_only(node: Node) -> None:
+    h1, h2, h3 = node.hosts
+    n, m = 150, 120
+    session = node.client.setup(served_match(h1, h2), module="counter", lifetime=60)
+    before = node.to_agent()
+    with Receiver(h2) as rx:
+        send_udp(h1, h2, 9000, n)
+        send_udp(h1, h2, 9001, m)
+        send_udp(h3, h2, 9000, m)
+    assert module_stats(node.client, session["id"])["packets"] == n
+    assert node.to_agent() - before == n  # the 2m other frames never reached the agent
+    assert ovs.flow_packets(node.switch.name, int(session["cookie"], 16)) == n
+    assert (rx.got(h1, 9000), rx.got(h1, 9001), rx.got(h3, 9000)) == (n, m, m)
+
+
+def test_teardown_leaves_no_flow_no_chain_no_module(node: Node) -> None:
+    h1, h2, _ = node.hosts
+    session = node.client.setup(served_match(h1, h2), module="counter", lifetime=60)
+    cookie = int(session["cookie"], 16)
+    assert len(ovs.dump_flows(node.switch.name, cookie)) == 1
+    send_udp(h1, h2, 9000, 20)
+    final = node.client.teardown(session["id"])
+    assert final["stats"]["modules"][0]["stats"]["packets"] == 20
+    assert ovs.dump_flows(node.switch.name, cookie) == []
+    assert node.agent()["sessions"] == [] and node.agent()["modules_loaded"] == {}
+    with pytest.raises(ClientError) as err:
+        node.client.session(session["id"])
+    assert err.value.status == 404
+    before = node.to_agent()
+    send_udp(h1, h2, 9000, 20)
+    assert node.to_agent() == before
+
+
+def test_modules_load_and_unload_at_run_time_while_another_session_forwards(node: Node) -> None:
+    h1, h2, h3 = node.hosts
+    keeper = node.client.setup(served_match(h3, h2, 9001), module="counter", lifetime=60)
+    assert set(node.agent()["modules_loaded"]) == {"counter"}
+    agent_pid = node.switch.agent_pid
+    with Receiver(h2) as rx:
+        send_udp(h3, h2, 9001, 50)
+        passing = node.client.setup(served_match(h1, h2), module="null", lifetime=60)
+        assert set(node.agent()["modules_loaded"]) == {"counter", "null"}
+        send_udp(h1, h2, 9000, 50)
+        send_udp(h3, h2, 9001, 50)
+        node.client.teardown(passing["id"])
+        assert set(node.agent()["modules_loaded"]) == {"counter"}
+        send_udp(h3, h2, 9001, 50)
+    assert module_stats(node.client, keeper["id"])["packets"] == 150
+    assert (rx.got(h3, 9001), rx.got(h1, 9000)) == (150, 50)
+    assert node.switch.agent_pid == agent_pid  # the same agent process throughout
+
+
+def test_lifetime_expiry_removes_the_session_everywhere(node: Node) -> None:
+    h1, h2, _ = node.hosts
+    session = node.client.setup(served_match(h1, h2), module="counter", lifetime=2)
+    cookie = int(session["cookie"], 16)
+    deadline = time.monotonic() + 10
+    while node.client.sessions() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert node.client.sessions() == []
+    assert ovs.dump_flows(node.switch.name, cookie) == []
+    assert node.agent()["sessions"] == []
+
+
+def _post_raw(url: str, data: bytes) -> tuple[int, dict[str, Any]]:
+    req = urllib.request.Request(url + "/netserv/sessions", data=data, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.mark.parametrize(
+    "body, status, words",
+    [
+        (b"{not json", 400, "not JSON"),
+        (b'{"match": {"udp_dst": 9000}, "module": "nope"}', 400, "unknown module"),
+        (b'{"match": {"udp_port": 9000}, "module": "counter"}', 400, "unknown match field"),
+        (b'{"match": {"udp_dst": 9000}, "module": "counter", "lifetime": -1}', 400, "lifetime"),
+        (
+            b'{"match": {"udp_dst": 9000}, "module": "counter", "node": "00000000000000ee"}',
+            404,
+            "no NetServ node",
+        ),
+    ],
+)
+def test_bad_requests_are_refused_and_change_nothing(
+    node: Node, controller: ControllerProcess, body: bytes, status: int, words: str
+) -> None:
+    flows = node.flows()
+    got, reply = _post_raw(controller.url, body)
+    assert got == status and words in reply["error"]
+    assert node.flows() == flows
+    assert node.client.sessions() == []
+    assert node.agent()["sessions"] == [] and node.agent()["modules_loaded"] == {}
+
+
+def test_an_overlapping_request_conflicts_and_changes_nothing(node: Node) -> None:
+    h1, h2, _ = node.hosts
+    node.client.setup(served_match(h1, h2), module="counter")
+    flows = node.flows()
+    with pytest.raises(ClientError) as err:
+        node.client.setup(served_match(h1, h2), module="null")
+    assert err.value.status == 409
+    assert node.flows() == flows and len(node.client.sessions()) == 1
+    assert set(node.agent()["modules_loaded"]) == {"counter"}
+
+
+def test_a_dead_agent_has_its_detours_removed_so_traffic_bypasses_it(node: Node) -> None:
+    h1, h2, _ = node.hosts
+    session = node.client.setup(served_match(h1, h2), module="counter", lifetime=300)
+    os.kill(node.switch.agent_pid, signal.SIGKILL)
+    deadline = time.monotonic() + AGENT_DEAD_AFTER + 10
+    while node.client.sessions() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert node.client.sessions() == []
+    assert ovs.dump_flows(node.switch.name, int(session["cookie"], 16)) == []
+    with Receiver(h2) as rx:
+        send_udp(h1, h2, 9000, 30)
+    assert rx.got(h1, 9000) == 30
+
+
+def test_placement_on_the_netserv_node_of_a_chain(
+    controller: ControllerProcess, unique_prefix: str, tmp_path: Path
+) -> None:
+    topo = LinearTopo(n=2, k=1, netserv=[2], prefix=unique_prefix)
+    with netserv_network(
+        topo, controller=controller.of_addr, rest_url=controller.url, rundir=tmp_path
+    ) as net:
+        client = NetServClient(controller.url)
+        wait_connected(net)
+        s1, s2 = net.switches
+        wait_ready(client, [s2.dpid])
+        h1, h2 = net.hosts
+        warm_up((h1, h2))
+        session = client.setup(served_match(h1, h2), module="counter")  # no node named
+        assert session["node"] == s2.dpid
+        with Receiver(h2) as rx:
+            send_udp(h1, h2, 9000, 40)
+        assert rx.got(h1, 9000) == 40
+        assert module_stats(client, session["id"])["packets"] == 40
