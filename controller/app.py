@@ -141,12 +141,7 @@ class NetServApp(app_manager.RyuApp):
     def port_desc(self, ev: Any) -> None:
         dpid = ev.msg.datapath.id
         ports = {p.port_no: p.name.decode() for p in ev.msg.body if p.port_no < 0xFFFFFF00}
-        known = (
-            set(self.service.network.switches.get(dpid).ports)
-            if dpid in self.service.network.switches
-            else set()
-        )
-        self._send(dpid, self.service.ports_changed(dpid, ports, known - set(ports)))
+        self._send(dpid, self.service.ports_replaced(dpid, ports))
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def port_status(self, ev: Any) -> None:

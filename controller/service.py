@@ -24,7 +24,7 @@ from controller import pipeline
 from controller.errors import InvalidRequest, NetServError, NotFound, Unavailable
 from controller.messages import Message
 from controller.network import Agent, Network
-from controller.requests import parse_dpid, parse_lifetime, parse_session_request
+from controller.requests import format_dpid, parse_dpid, parse_lifetime, parse_session_request
 from controller.sessions import Session, SessionTable, State
 from nodes.bundle import Catalog
 
@@ -124,7 +124,10 @@ class NetServService:
         )
         with self.lock:
             session = self.sessions.refresh(session_id, lifetime, self.clock())
-            agent, port = self.network.agents[session.node], self.network.agent_port(session.node)
+            agent = self.network.agents.get(session.node)
+            port = self.network.agent_port(session.node)
+        if agent is None:
+            raise Unavailable(f"node {session.node:016x} has no agent")
         self.agents.refresh(agent, session)
         if port is not None:  # re-adding the flow restarts its hard timeout
             self.switches.send(session.node, pipeline.session_install(session, port))
@@ -180,7 +183,8 @@ class NetServService:
         with self.lock:
             restarted, msgs = self.network.register_agent(agent)
             stale = self.sessions.on_node(agent.dpid) if restarted else []
-        if msgs and self.network.switches.get(agent.dpid, None):
+        switch = self.network.switches.get(agent.dpid)
+        if msgs and switch is not None and switch.connected:  # else sent on (re)connect
             self.switches.send(agent.dpid, msgs)
         for session in stale:  # the agent lost its chains: give them back
             try:
@@ -189,9 +193,9 @@ class NetServService:
                 self._end_quietly(session.id, "agent-restarted")
         if restarted:
             log.info("agent of node %016x registered at %s", agent.dpid, agent.url)
-        return next(
-            n for n in self.network.nodes_json(self.clock()) if n["dpid"] == f"{agent.dpid:016x}"
-        )
+        # The agent drops any chain not listed: orphans of a controller that restarted.
+        listed = [s.id for s in self.sessions.on_node(agent.dpid)]
+        return {"dpid": format_dpid(agent.dpid), "sessions": listed}
 
     def switch_connected(self, dpid: int) -> list[Message]:
         """Return the base pipeline plus the detours of the node's active sessions."""
@@ -203,6 +207,12 @@ class NetServService:
                     msgs += pipeline.session_install(session, port)
         return msgs
 
+    def ports_replaced(self, dpid: int, ports: dict[int, str]) -> list[Message]:
+        """Record a switch's full port list (port-desc reply); return flows to add."""
+        switch = self.network.switches.get(dpid)
+        gone = set(switch.ports) - set(ports) if switch else set()
+        return self.ports_changed(dpid, ports, gone)
+
     def ports_changed(self, dpid: int, added: dict[int, str], removed: set[int]) -> list[Message]:
         """Record port changes; return flows to add (agent return and pending detours)."""
         with self.lock:
@@ -211,5 +221,6 @@ class NetServService:
             after = self.network.agent_port(dpid)
             if after is not None and after != before:
                 for session in self.sessions.on_node(dpid):
-                    msgs += pipeline.session_install(session, after)
+                    if session.state is State.ACTIVE:
+                        msgs += pipeline.session_install(session, after)
         return msgs

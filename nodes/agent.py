@@ -13,7 +13,6 @@ import json
 import logging
 import threading
 import time
-import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Mapping
@@ -91,8 +90,9 @@ class NodeAgent:
                 for name, inst in instances:
                     self.host.release(name, inst)  # type: ignore[arg-type]
                 raise
+            now = self.clock()
             chain = Chain(
-                session_id, tag, instances, self.clock() + lifetime + EXPIRY_GRACE, lifetime
+                session_id, tag, instances, now + lifetime + EXPIRY_GRACE, lifetime, attached_at=now
             )  # type: ignore[arg-type]
             old = self.dispatcher.put(chain)
         if old is not None:
@@ -164,8 +164,31 @@ class NodeAgent:
             self.detach(session_id)
         return due
 
+    def reconcile(self, listed: list[int], asked_at: float) -> list[int]:
+        """Detach chains the controller does not list; return their session ids.
+
+        Only chains attached before the registration was sent are judged: the
+        controller lists a session before it asks for its chain, so a chain missing
+        from a newer list is an orphan (its controller restarted), while one attached
+        after the request may simply be newer than the list.
+        """
+        keep = set(listed)
+        orphans = [
+            c.session_id
+            for c in self.dispatcher.chains()
+            if c.session_id not in keep and c.attached_at < asked_at
+        ]
+        for session_id in orphans:
+            log.warning("session %d is unknown to the controller; detaching it", session_id)
+            self.detach(session_id)
+        return orphans
+
     def register_once(self) -> None:
-        """Register with the controller (or renew the heartbeat); raise OSError on failure."""
+        """Register with the controller (or renew the heartbeat) and drop orphan chains.
+
+        Raise OSError when the controller cannot be reached or answers with an error.
+        """
+        asked_at = self.clock()
         body = json.dumps(
             {
                 "dpid": f"{self.config.dpid:016x}",
@@ -181,7 +204,10 @@ class NodeAgent:
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(req, timeout=3) as resp:
-            resp.read()
+            reply = json.loads(resp.read() or b"{}")
+        listed = reply.get("sessions") if isinstance(reply, dict) else None
+        if isinstance(listed, list):
+            self.reconcile(listed, asked_at)
 
     def housekeeping_loop(self) -> None:
         """Heartbeat to the controller and expire chains, until stopping is set."""
@@ -193,7 +219,7 @@ class NodeAgent:
                     log.info("registered with %s", self.config.controller)
                 self.registered.set()
                 failures = 0
-            except (OSError, urllib.error.URLError) as exc:
+            except (OSError, ValueError) as exc:  # unreachable, HTTP error, bad reply
                 failures += 1
                 if failures == 1 or failures % 30 == 0:
                     log.warning("cannot reach controller %s: %s", self.config.controller, exc)

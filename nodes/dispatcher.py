@@ -25,6 +25,7 @@ class Chain:
     modules: list[tuple[str, ServiceModule]]
     expires: float
     lifetime: int
+    attached_at: float = 0.0
     packets: int = 0
     dropped: int = 0
     errors: int = 0

@@ -206,6 +206,30 @@ def test_a_dead_agent_has_its_detours_removed_so_traffic_bypasses_it(node: Node)
     assert rx.got(h1, 9000) == 30
 
 
+def test_a_controller_restart_loses_sessions_but_leaves_no_detour_or_orphan_chain(
+    node: Node, controller: ControllerProcess
+) -> None:
+    h1, h2, _ = node.hosts
+    old = node.client.setup(served_match(h1, h2), module="counter", lifetime=300)
+    controller.stop()
+    controller.start()
+    # The switch reconnects (NetServ's flows are wiped, the pipeline reinstalled) and the
+    # agent re-registers (the controller lists no session, so it drops its chain).
+    wait_ready(node.client, [node.switch.dpid], timeout=30)
+    deadline = time.monotonic() + 10
+    while node.agent()["sessions"] and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert node.agent()["sessions"] == [] and node.agent()["modules_loaded"] == {}
+    assert node.client.sessions() == []
+    assert ovs.dump_flows(node.switch.name, int(old["cookie"], 16)) == []
+    with Receiver(h2) as rx:
+        send_udp(h1, h2, 9000, 30)
+    assert rx.got(h1, 9000) == 30
+    new = node.client.setup(served_match(h1, h2), module="counter", lifetime=300)
+    send_udp(h1, h2, 9000, 25)
+    assert module_stats(node.client, new["id"])["packets"] == 25
+
+
 def test_placement_on_the_netserv_node_of_a_chain(
     controller: ControllerProcess, unique_prefix: str, tmp_path: Path
 ) -> None:

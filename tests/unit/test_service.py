@@ -1,108 +1,12 @@
 """The session service against a simulated switch and real, in-process node agents."""
 
-import shutil
-from pathlib import Path
-
 import pytest
 
 from controller.errors import Conflict, NotFound, PartFailed, Unavailable
-from controller.service import NetServService
-from nodes.agent import AgentConfig, AttachError, NodeAgent
+from nodes.agent import AgentConfig, NodeAgent
 from nodes.bundle import Catalog
+from tests.unit.conftest import AGENT_PORT, DPID
 from tests.unit.flowsim import SimSwitch
-
-SERVICES = Path(__file__).resolve().parents[2] / "services"
-DPID, AGENT_PORT = 1, 4
-PORTS = {1: "s1-eth1", 2: "s1-eth2", AGENT_PORT: "s1-ns"}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class SimSwitches:
-    def __init__(self) -> None:
-        self.sims: dict[int, SimSwitch] = {}
-        self.fail: Exception | None = None
-
-    def send(self, dpid, msgs):
-        if self.fail:
-            raise self.fail
-        self.sims.setdefault(dpid, SimSwitch()).apply(msgs)
-
-
-class InProcessAgents:
-    """The Agents port, answered by real NodeAgent objects instead of over HTTP."""
-
-    def __init__(self) -> None:
-        self.by_dpid: dict[int, NodeAgent] = {}
-        self.down = False
-
-    def _agent(self, agent):
-        if self.down:
-            raise Unavailable("agent unreachable")
-        return self.by_dpid[agent.dpid]
-
-    def attach(self, agent, session):
-        body = {
-            "tag": session.tag,
-            "lifetime": session.lifetime,
-            "modules": [m.to_json() for m in session.modules],
-        }
-        try:
-            self._agent(agent).attach(session.id, body)
-        except AttachError as exc:
-            raise PartFailed(str(exc)) from None
-
-    def refresh(self, agent, session):
-        self._agent(agent).refresh(session.id, session.lifetime)
-
-    def detach(self, agent, session_id):
-        return self._agent(agent).detach(session_id)
-
-    def stats(self, agent, session_id):
-        return self._agent(agent).dispatcher.by_session(session_id).stats()
-
-
-@pytest.fixture
-def services(tmp_path: Path) -> Path:
-    root = tmp_path / "services"
-    shutil.copytree(SERVICES, root)
-    broken = root / "broken"
-    broken.mkdir()
-    (broken / "manifest.toml").write_text('name = "broken"\nentry = "module:Broken"\n')
-    (broken / "module.py").write_text(
-        "from nodes.module_api import ServiceModule\n"
-        "class Broken(ServiceModule):\n"
-        "    def __init__(self, params, ctx):\n"
-        "        raise RuntimeError('cannot start')\n"
-    )
-    return root
-
-
-@pytest.fixture
-def world(services: Path):
-    clock, switches, agents = Clock(), SimSwitches(), InProcessAgents()
-    service = NetServService(Catalog(services), switches, agents, clock)
-    switches.send(DPID, service.switch_connected(DPID))
-    switches.send(DPID, service.ports_changed(DPID, PORTS, set()))
-    node_agent = NodeAgent(
-        AgentConfig(DPID, "s1-na", "s1-ns", "http://c"), Catalog(services), clock
-    )
-    agents.by_dpid[DPID] = node_agent
-    service.register_agent(
-        {
-            "dpid": "0000000000000001",
-            "switch_port": "s1-ns",
-            "url": "http://a",
-            "boot_id": node_agent.boot_id,
-        }
-    )
-    return service, switches.sims[DPID], switches, agents, node_agent, clock
 
 
 def frame_of(sim: SimSwitch, dport: int) -> list:
@@ -223,3 +127,26 @@ def test_the_agent_expires_chains_by_itself_when_no_teardown_comes(world):
     clock.now += session.lifetime + 11
     assert agent.expire_due() == [session.id]
     assert agent.host.loaded() == {}
+
+
+def test_registration_lists_the_nodes_sessions_and_the_agent_drops_orphans(world, services):
+    service, _, _, agents, agent, clock = world
+    kept = service.create(BODY)
+    agent.attach(77, {"tag": 99, "lifetime": 60, "modules": [{"name": "null"}]})  # an orphan
+    reply = service.register_agent(
+        {"dpid": 1, "switch_port": "s1-ns", "url": "http://a", "boot_id": agent.boot_id}
+    )
+    assert reply["sessions"] == [kept.id]
+    clock.now += 1
+    assert agent.reconcile(reply["sessions"], asked_at=clock.now) == [77]
+    assert [c.session_id for c in agent.dispatcher.chains()] == [kept.id]
+    agent.attach(78, {"tag": 98, "lifetime": 60, "modules": [{"name": "null"}]})
+    assert agent.reconcile([kept.id], asked_at=clock.now - 0.5) == []  # newer than the list
+
+
+def test_refresh_of_a_node_without_agent_is_unavailable(world):
+    service, *_ = world
+    session = service.create(BODY)
+    del service.network.agents[DPID]
+    with pytest.raises(Unavailable):
+        service.refresh(session.id, {"lifetime": 9})

@@ -1,0 +1,105 @@
+"""Fixtures of the unit tests: a simulated switch and real node agents, in process."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from controller.errors import PartFailed, Unavailable
+from controller.service import NetServService
+from nodes.agent import AgentConfig, AttachError, NodeAgent
+from nodes.bundle import Catalog
+from tests.unit.flowsim import SimSwitch
+
+SERVICES = Path(__file__).resolve().parents[2] / "services"
+DPID, AGENT_PORT = 1, 4
+PORTS = {1: "s1-eth1", 2: "s1-eth2", AGENT_PORT: "s1-ns"}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class SimSwitches:
+    def __init__(self) -> None:
+        self.sims: dict[int, SimSwitch] = {}
+        self.fail: Exception | None = None
+
+    def send(self, dpid, msgs):
+        if self.fail:
+            raise self.fail
+        self.sims.setdefault(dpid, SimSwitch()).apply(msgs)
+
+
+class InProcessAgents:
+    """The Agents port, answered by real NodeAgent objects instead of over HTTP."""
+
+    def __init__(self) -> None:
+        self.by_dpid: dict[int, NodeAgent] = {}
+        self.down = False
+
+    def _agent(self, agent):
+        if self.down:
+            raise Unavailable("agent unreachable")
+        return self.by_dpid[agent.dpid]
+
+    def attach(self, agent, session):
+        body = {
+            "tag": session.tag,
+            "lifetime": session.lifetime,
+            "modules": [m.to_json() for m in session.modules],
+        }
+        try:
+            self._agent(agent).attach(session.id, body)
+        except AttachError as exc:
+            raise PartFailed(str(exc)) from None
+
+    def refresh(self, agent, session):
+        self._agent(agent).refresh(session.id, session.lifetime)
+
+    def detach(self, agent, session_id):
+        return self._agent(agent).detach(session_id)
+
+    def stats(self, agent, session_id):
+        return self._agent(agent).dispatcher.by_session(session_id).stats()
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> Path:
+    root = tmp_path / "services"
+    shutil.copytree(SERVICES, root)
+    broken = root / "broken"
+    broken.mkdir()
+    (broken / "manifest.toml").write_text('name = "broken"\nentry = "module:Broken"\n')
+    (broken / "module.py").write_text(
+        "from nodes.module_api import ServiceModule\n"
+        "class Broken(ServiceModule):\n"
+        "    def __init__(self, params, ctx):\n"
+        "        raise RuntimeError('cannot start')\n"
+    )
+    return root
+
+
+@pytest.fixture
+def world(services: Path):
+    clock, switches, agents = Clock(), SimSwitches(), InProcessAgents()
+    service = NetServService(Catalog(services), switches, agents, clock)
+    switches.send(DPID, service.switch_connected(DPID))
+    switches.send(DPID, service.ports_changed(DPID, PORTS, set()))
+    node_agent = NodeAgent(
+        AgentConfig(DPID, "s1-na", "s1-ns", "http://c"), Catalog(services), clock
+    )
+    agents.by_dpid[DPID] = node_agent
+    service.register_agent(
+        {
+            "dpid": "0000000000000001",
+            "switch_port": "s1-ns",
+            "url": "http://a",
+            "boot_id": node_agent.boot_id,
+        }
+    )
+    return service, switches.sims[DPID], switches, agents, node_agent, clock
