@@ -21,7 +21,7 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from controller import pipeline
-from controller.errors import InvalidRequest, NetServError, NotFound, Unavailable
+from controller.errors import Conflict, InvalidRequest, NetServError, NotFound, Unavailable
 from controller.messages import Message
 from controller.network import Agent, Network
 from controller.requests import format_dpid, parse_dpid, parse_lifetime, parse_session_request
@@ -73,8 +73,9 @@ class NetServService:
             agent, port = self.network.agents[node], self.network.agent_port(node)
         try:
             self.agents.attach(agent, session)
-        except NetServError:
-            self.sessions.discard(session.id)
+        except NetServError:  # a chain the agent made anyway is dropped at its next heartbeat
+            with self.lock:
+                self.sessions.discard(session.id)
             raise
         try:
             if port is None:
@@ -89,7 +90,8 @@ class NetServService:
         return session
 
     def _undo(self, session: Session, agent: Agent) -> None:
-        self.sessions.discard(session.id)
+        with self.lock:
+            self.sessions.discard(session.id)
         with contextlib.suppress(NetServError):
             self.switches.send(session.node, pipeline.session_remove(session))
         with contextlib.suppress(NetServError):
@@ -100,7 +102,7 @@ class NetServService:
         with self.lock:
             session = self.sessions.get(session_id)
             if session.state is not State.ACTIVE:
-                raise NotFound(f"session {session_id} is still being installed")
+                raise Conflict(f"session {session_id} is still being installed")
             self.sessions.discard(session_id)
             agent = self.network.agents.get(session.node)
         view = session.to_json(self.clock()) | {"ended": reason}
@@ -157,7 +159,7 @@ class NetServService:
         return ended
 
     def _end_quietly(self, session_id: int, reason: str) -> None:
-        with contextlib.suppress(NotFound):
+        with contextlib.suppress(NotFound, Conflict):  # already gone, or not yet made
             self.teardown(session_id, reason)
 
     def flow_removed(self, cookie_session: int | None) -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from nodes.bundle import Catalog
 from nodes.dispatcher import Chain, Dispatcher
 from nodes.host import ModuleHost, ModuleLoadError
+from nodes.module_api import ServiceModule
 from nodes.packet_io import PacketSocket
 
 log = logging.getLogger("netserv.agent")
@@ -73,27 +74,11 @@ class NodeAgent:
             other = self.dispatcher.by_tag(tag)
             if other is not None and other.session_id != session_id:
                 raise AttachError(f"tag {tag} belongs to session {other.session_id}", 409)
-            instances: list[tuple[str, object]] = []
-            try:
-                for item in modules:
-                    if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
-                        raise AttachError("each module is an object {name, params}")
-                    params = item.get("params") or {}
-                    if not isinstance(params, Mapping):
-                        raise AttachError(f"params of {item['name']!r} must be an object")
-                    try:
-                        inst = self.host.instantiate(item["name"], params, session_id)
-                    except ModuleLoadError as exc:
-                        raise AttachError(str(exc), 422) from None
-                    instances.append((item["name"], inst))
-            except AttachError:
-                for name, inst in instances:
-                    self.host.release(name, inst)  # type: ignore[arg-type]
-                raise
+            instances = self._instantiate(session_id, modules)
             now = self.clock()
             chain = Chain(
                 session_id, tag, instances, now + lifetime + EXPIRY_GRACE, lifetime, attached_at=now
-            )  # type: ignore[arg-type]
+            )
             old = self.dispatcher.put(chain)
         if old is not None:
             self._stop(old)
@@ -101,6 +86,27 @@ class NodeAgent:
             "session %d attached: tag %d, modules %s", session_id, tag, [n for n, _ in instances]
         )
         return chain
+
+    def _instantiate(self, session_id: int, modules: list) -> list[tuple[str, ServiceModule]]:
+        """Return one instance per requested module; on any failure release them all."""
+        instances: list[tuple[str, ServiceModule]] = []
+        try:
+            for item in modules:
+                if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
+                    raise AttachError("each module is an object {name, params}")
+                params = item.get("params") or {}
+                if not isinstance(params, Mapping):
+                    raise AttachError(f"params of {item['name']!r} must be an object")
+                try:
+                    instance = self.host.instantiate(item["name"], params, session_id)
+                except ModuleLoadError as exc:
+                    raise AttachError(str(exc), 422) from None
+                instances.append((item["name"], instance))
+        except AttachError:
+            for name, instance in instances:
+                self.host.release(name, instance)
+            raise
+        return instances
 
     def refresh(self, session_id: int, lifetime: object) -> Chain:
         """Extend a chain's soft state; return it. Raise KeyError when there is none."""

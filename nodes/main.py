@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from nodes.agent import AgentConfig, NodeAgent
@@ -24,7 +25,7 @@ def run_agent(config: AgentConfig, services: Path, listen: tuple[str, int]) -> i
     agent.url = f"http://{host}:{port}"
     died: list[str] = []
 
-    def guarded(name: str, target, *args) -> threading.Thread:  # type: ignore[no-untyped-def]
+    def guarded(name: str, target: Callable[..., object], *args: object) -> threading.Thread:
         def run() -> None:
             try:
                 target(*args)
