@@ -16,6 +16,7 @@ from mininet.topo import Topo
 from topo.cmd import CommandError, link_exists, run
 from topo.datapath import detect_datapath
 from topo.node import DEFAULT_RUNDIR, NetServHost, NetServSwitch
+from topo.topos import AGENT_IFACE_SUFFIX, AGENT_PORT_SUFFIX
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ def netserv_network(
     agent veths, links, bridges and host namespaces. Nothing is matched by a
     broad name.
     """
+    _refuse_name_clashes(topo)
     ip, port = controller
     switch = partial(
         NetServSwitch,
@@ -63,6 +65,30 @@ def netserv_network(
         yield net
     finally:
         _teardown(net)
+
+
+def planned_names(topo: Topo) -> set[str]:
+    """Return every bridge and interface name the root namespace will see for `topo`."""
+    names = set()
+    for sw in topo.switches():
+        names.add(sw)
+        if topo.nodeInfo(sw).get("netserv"):
+            names |= {sw + AGENT_PORT_SUFFIX, sw + AGENT_IFACE_SUFFIX}
+    for _a, _b, info in topo.links(withInfo=True):
+        names |= {info.get("intfName1"), info.get("intfName2")} - {None}
+    return names
+
+
+def _refuse_name_clashes(topo: Topo) -> None:
+    # Mininet deletes a bridge of the same name before creating its own: refuse
+    # instead of destroying another network's bridge or interfaces.
+    bridges = set((run(["ovs-vsctl", "--timeout=10", "list-br"]) or "").split())
+    clashes = sorted(n for n in planned_names(topo) if n in bridges or link_exists(n))
+    if clashes:
+        raise CommandError(
+            f"names this topology needs already exist: {', '.join(clashes)}; another network "
+            "is using them (give the topology a prefix) or they are leftovers to remove"
+        )
 
 
 def wait_connected(net: Mininet, timeout: float = 10.0, interval: float = 0.2) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -17,7 +19,7 @@ import pytest
 
 from signaling.client import ClientError, NetServClient
 from tools import ovs
-from tools.procs import ControllerProcess
+from tools.procs import REPO, ControllerProcess, python_env
 from tools.scenario import Receiver, send_udp, wait_ready, warm_up
 from topo.net import netserv_network, wait_connected
 from topo.topos import LinearTopo, SingleSwitchTopo
@@ -228,6 +230,47 @@ def test_a_controller_restart_loses_sessions_but_leaves_no_detour_or_orphan_chai
     new = node.client.setup(served_match(h1, h2), module="counter", lifetime=300)
     send_udp(h1, h2, 9000, 25)
     assert module_stats(node.client, new["id"])["packets"] == 25
+
+
+def test_the_cli_drives_sessions(node: Node, controller: ControllerProcess) -> None:
+    h1, h2, _ = node.hosts
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        argv = [sys.executable, "-m", "tools.cli", *args]
+        return subprocess.run(
+            argv, capture_output=True, text=True, cwd=REPO, env=python_env(), timeout=60
+        )
+
+    url = ["--url", controller.url]
+    made = cli(
+        "session",
+        *url,
+        "setup",
+        "--module",
+        "counter",
+        "--param",
+        "log_every=5",
+        "--match",
+        f"ipv4_src={h1.IP()}",
+        "--match",
+        "udp_dst=9000",
+        "--lifetime",
+        "30",
+    )
+    assert made.returncode == 0, made.stderr
+    session = json.loads(made.stdout)
+    assert session["match"]["ipv4_src"] == h1.IP() and session["lifetime"] == 30
+    send_udp(h1, h2, 9000, 10)
+    stats = json.loads(cli("session", *url, "stats", str(session["id"])).stdout)
+    assert stats["stats"]["modules"][0]["stats"]["packets"] == 10
+    bad = cli("session", *url, "setup", "--module", "nope", "--match", "udp_dst=1")
+    assert bad.returncode == 1 and "400" in bad.stderr and "unknown module" in bad.stderr
+    assert cli("session", *url, "teardown", str(session["id"])).returncode == 0
+    assert json.loads(cli("session", *url, "list").stdout) == []
+    (listed,) = json.loads(cli("nodes", *url).stdout)
+    assert listed["ready"] and listed["dpid"] == node.switch.dpid
+    names = {m["name"] for m in json.loads(cli("modules", *url).stdout)["modules"]}
+    assert {"counter", "null"} <= names
 
 
 def test_placement_on_the_netserv_node_of_a_chain(

@@ -188,20 +188,25 @@ def _wait_for_text(path: Path, text: str, timeout: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-def test_failed_start_removes_only_what_it_made(unique_prefix: str) -> None:
+def test_names_in_use_are_refused_and_left_alone(unique_prefix: str) -> None:
     p = unique_prefix
-    # Someone else's interface has the name the agent veth wants: start must fail,
-    # and teardown must leave that interface alone while removing the rest.
+    # Someone else's interface has the name the agent veth wants, and someone else's
+    # bridge the switch's name: the network must refuse to start and touch neither.
     subprocess.run(
         ["ip", "link", "add", f"{p}s1-na", "type", "veth", "peer", "name", f"{p}x0"], check=True
     )
+    subprocess.run(
+        ["ovs-vsctl", "add-br", f"{p}s1", "--", "set", "bridge", f"{p}s1", "datapath_type=netdev"],
+        check=True,
+    )
     try:
-        with pytest.raises(CommandError, match=f"{p}s1-na already exists"):
+        with pytest.raises(CommandError, match=f"already exist: {p}s1, {p}s1-na"):
             with _network(SingleSwitchTopo(k=2, prefix=p)):
                 pytest.fail("the network should not have started")
-        assert _links_with(p) == [f"{p}s1-na", f"{p}x0"]
-        assert [b for b in _bridges() if b.startswith(p)] == []
+        assert _links_with(p) == [f"{p}s1", f"{p}s1-na", f"{p}x0"]
+        assert [b for b in _bridges() if b.startswith(p)] == [f"{p}s1"]
     finally:
+        subprocess.run(["ovs-vsctl", "--if-exists", "del-br", f"{p}s1"], check=False)
         subprocess.run(["ip", "link", "del", f"{p}s1-na"], check=False)
 
 
