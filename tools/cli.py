@@ -51,6 +51,7 @@ def cmd_controller(a: argparse.Namespace) -> int:
         Path(a.services),
         a.agent_dead_after,
         a.verbose,
+        tuple(a.app),
     )
 
 
@@ -110,6 +111,13 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=6.0,
         help="seconds without a heartbeat before an agent's sessions are removed",
+    )
+    c.add_argument(
+        "--app",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="another Ryu app to run beside NetServ, e.g. ryu.app.ofctl_rest (repeat)",
     )
     c.set_defaults(func=cmd_controller)
 
