@@ -49,7 +49,7 @@ def run_demo(packets: int = 200, others: int = 300) -> int:
     from tools import ovs
     from tools.procs import ControllerProcess
     from tools.scenario import Receiver, send_udp, wait_ready, warm_up
-    from topo.net import netserv_network, wait_connected
+    from topo.net import netserv_network, planned_names, wait_connected
     from topo.topos import SingleSwitchTopo
 
     check = Checks()
@@ -61,8 +61,9 @@ def run_demo(packets: int = 200, others: int = 300) -> int:
             client = NetServClient(ctl.url)
             print(f"   REST API {ctl.url}, OpenFlow on 127.0.0.1:{ctl.of_port}; logs in {rundir}")
             step("Building h1, h2, h3 on s1, a NetServ node (bridge + node agent)")
+            topo = SingleSwitchTopo(k=3)
             with netserv_network(
-                SingleSwitchTopo(k=3), controller=ctl.of_addr, rest_url=ctl.url, rundir=rundir
+                topo, controller=ctl.of_addr, rest_url=ctl.url, rundir=rundir
             ) as net:
                 h1, h2, h3 = net.get("h1", "h2", "h3")
                 s1 = net.get("s1")
@@ -144,15 +145,24 @@ def run_demo(packets: int = 200, others: int = 300) -> int:
                 )
                 check(client.sessions() == [], "the controller holds no session")
                 agent_pid, bridge = s1.agent_pid, s1.name
+                host_pids = [h.pid for h in net.hosts]  # each host's namespace lives with it
             step("Stopping everything the demo started")
+            bridges = subprocess.run(["ovs-vsctl", "list-br"], capture_output=True, text=True)
+            check(bridge not in bridges.stdout.split(), f"bridge {bridge} removed")
+            left = sorted(n for n in planned_names(topo) if Path("/sys/class/net", n).exists())
             check(
-                bridge
-                not in subprocess.run(
-                    ["ovs-vsctl", "list-br"], capture_output=True, text=True
-                ).stdout.split(),
-                f"bridge {bridge} removed",
+                not left,
+                "every veth and port of the topology removed"
+                + (f" (left: {left})" if left else ""),
             )
+            namespaces = [pid for pid in host_pids if Path(f"/proc/{pid}").exists()]
+            check(not namespaces, "the hosts' network namespaces are gone")
             check(not Path(f"/proc/{agent_pid}").exists(), f"agent (pid {agent_pid}) stopped")
+            controller_pid = ctl.proc.pid
+        check(
+            not Path(f"/proc/{controller_pid}").exists(),
+            f"controller (pid {controller_pid}) stopped",
+        )
     except Exception as exc:  # the demo's one message for a broken part
         print(f"\nnetserv demo: FAILED: {type(exc).__name__}: {exc}\n   logs: {rundir}")
         return 1
