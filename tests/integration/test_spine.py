@@ -149,6 +149,22 @@ def test_lifetime_expiry_removes_the_session_everywhere(node: Node) -> None:
     assert node.agent()["sessions"] == []
 
 
+def test_refresh_extends_the_session_at_controller_switch_and_agent(node: Node) -> None:
+    h1, h2, _ = node.hosts
+    session = node.client.setup(served_match(h1, h2), module="counter", lifetime=3)
+    cookie = int(session["cookie"], 16)
+    send_udp(h1, h2, 9000, 10)
+    time.sleep(1.5)
+    refreshed = node.client.refresh(session["id"], lifetime=30)
+    assert refreshed["lifetime"] == 30 and refreshed["expires_in"] > 29
+    (flow,) = ovs.dump_flows(node.switch.name, cookie)
+    assert "hard_timeout=40" in flow  # lifetime + grace, counted from the refresh
+    time.sleep(3)  # past the first lifetime: still there, still counting
+    send_udp(h1, h2, 9000, 10)
+    assert module_stats(node.client, session["id"])["packets"] == 20
+    assert [s["id"] for s in node.client.sessions()] == [session["id"]]
+
+
 def _post_raw(url: str, data: bytes) -> tuple[int, dict[str, Any]]:
     req = urllib.request.Request(url + "/netserv/sessions", data=data, method="POST")
     try:
