@@ -36,6 +36,14 @@ def _hostport(text: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
+def _csv(text: str) -> list[str]:
+    return text.split(",")
+
+
+def _ints(text: str) -> list[int]:
+    return [int(item) for item in _csv(text)]
+
+
 def _print(obj: object) -> None:
     print(json.dumps(obj, indent=2))
 
@@ -68,6 +76,22 @@ def cmd_demo(a: argparse.Namespace) -> int:
     from tools.demo import run_demo
 
     return run_demo(packets=a.packets, others=a.others)
+
+
+def cmd_bench(a: argparse.Namespace) -> int:
+    from tools.bench_mlffr import run_bench
+
+    return run_bench(
+        sizes=a.sizes,
+        repeats=a.repeats,
+        seconds=a.seconds,
+        max_loss=a.loss,
+        out=Path(a.out) if a.out else None,
+        markdown=Path(a.markdown) if a.markdown else None,
+        paths=a.paths,
+        max_trials=a.max_trials,
+        max_minutes=a.max_minutes,
+    )
 
 
 def cmd_session(a: argparse.Namespace) -> int:
@@ -139,6 +163,22 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--packets", type=int, default=200, help="frames on the served flow (N)")
     d.add_argument("--others", type=int, default=300, help="frames on other flows (M)")
     d.set_defaults(func=cmd_demo)
+
+    b = sub.add_parser("bench", help="measure MLFFR: Linux vs OVS vs OVS + a null detour")
+    b.add_argument("--sizes", type=_ints, default=[64, 1500], help="frame sizes, bytes without FCS")
+    b.add_argument("--repeats", type=int, default=3, help="searches per path and size")
+    b.add_argument("--seconds", type=float, default=2.0, help="length of a trial (whole s)")
+    b.add_argument("--loss", type=float, default=0.0, help="loss ratio a trial may have")
+    b.add_argument(
+        "--out", default=str(SERVICES.parent / "tools/out/mlffr.json"), help="JSON results"
+    )
+    b.add_argument("--markdown", metavar="FILE", help="write the results as Markdown too")
+    b.add_argument(
+        "--paths", type=_csv, default=["linux", "ovs", "ovs+null"], help="paths to measure"
+    )
+    b.add_argument("--max-trials", type=int, default=10, help="trials per search")
+    b.add_argument("--max-minutes", type=float, default=30.0, help="start no search after")
+    b.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("session", help="ask a controller for services on flows")
     s.add_argument("--url", default=DEFAULT_URL, help="controller REST URL")
