@@ -19,8 +19,17 @@ log = logging.getLogger("netserv.agent")
 def run_agent(config: AgentConfig, services: Path, listen: tuple[str, int]) -> int:
     """Run the agent until SIGTERM/SIGINT or until one of its loops dies; return an exit code."""
     agent = NodeAgent(config, Catalog(services))
-    io = PacketSocket(config.iface)
-    server = make_server(agent, *listen)
+    try:
+        io = PacketSocket(config.iface)
+    except OSError as exc:
+        log.error("cannot open a packet socket on %s: %s", config.iface, exc)
+        return 1
+    try:
+        server = make_server(agent, *listen)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d for the control API: %s", *listen, exc)
+        io.close()
+        return 1
     host, port = server.server_address[:2]
     agent.url = f"http://{host}:{port}"
     died: list[str] = []
