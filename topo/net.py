@@ -10,12 +10,12 @@ from contextlib import contextmanager
 from functools import partial
 
 from mininet.net import Mininet
-from mininet.node import Host, RemoteController
+from mininet.node import Host
 from mininet.topo import Topo
 
 from topo.cmd import CommandError, link_exists, run
 from topo.datapath import detect_datapath
-from topo.node import DEFAULT_RUNDIR, NetServHost, NetServSwitch
+from topo.node import DEFAULT_RUNDIR, NetServController, NetServHost, NetServSwitch
 from topo.topos import AGENT_IFACE_SUFFIX, AGENT_PORT_SUFFIX
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def netserv_network(
         topo=topo,
         switch=switch,
         host=NetServHost,
-        controller=partial(RemoteController, ip=ip, port=port),
+        controller=partial(NetServController, ip=ip, port=port),
         autoSetMacs=False,  # the Topo sets deterministic MACs itself
         build=False,  # built below, inside the try, so a failed build is cleaned up too
         cleanup=False,
