@@ -94,13 +94,32 @@ def cmd_bench(a: argparse.Namespace) -> int:
     )
 
 
+def chain(modules: list[str], params: dict[str, object]) -> list[dict[str, object]]:
+    """Return the `modules` list of a request: each module with its parameters.
+
+    With one module, parameters are plain names; with a chain, each names its module
+    (`counter.log_every=5`), since two modules may take parameters of the same name.
+    """
+    per_module: dict[str, dict[str, object]] = {name: {} for name in modules}
+    for key, value in params.items():
+        name, dot, param = key.rpartition(".")
+        if not dot and len(modules) == 1:
+            name, param = modules[0], key
+        if name not in per_module:
+            raise SystemExit(
+                f"netserv: parameter {key!r} names no module of the chain {modules}"
+                + ("; write it as MODULE.NAME=VALUE" if not dot else "")
+            )
+        per_module[name][param] = value
+    return [{"name": name, "params": per_module[name]} for name in modules]
+
+
 def cmd_session(a: argparse.Namespace) -> int:
     client = NetServClient(a.url)
     if a.action == "setup":
         session = client.setup(
             match=_pairs(a.match, "match field"),
-            module=a.module,
-            params=_pairs(a.param, "parameter"),
+            modules=chain(a.module, _pairs(a.param, "parameter")),
             lifetime=a.lifetime,
             node=a.node,
         )
@@ -184,7 +203,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--url", default=DEFAULT_URL, help="controller REST URL")
     ss = s.add_subparsers(dest="action", required=True)
     up = ss.add_parser("setup", help="request a service module on a flow")
-    up.add_argument("--module", required=True)
+    up.add_argument(
+        "--module",
+        action="append",
+        required=True,
+        help="service module; repeat for a chain, run in the order given",
+    )
     up.add_argument(
         "--match",
         action="append",
@@ -192,7 +216,12 @@ def parser() -> argparse.ArgumentParser:
         metavar="FIELD=VALUE",
         help="OXM field, e.g. udp_dst=9000 (repeat)",
     )
-    up.add_argument("--param", action="append", metavar="NAME=VALUE")
+    up.add_argument(
+        "--param",
+        action="append",
+        metavar="NAME=VALUE",
+        help="module parameter (MODULE.NAME=VALUE in a chain); repeat",
+    )
     up.add_argument("--lifetime", type=int)
     up.add_argument("--node", help="datapath id of the node (16 hex digits)")
     ss.add_parser("list", help="list sessions")
