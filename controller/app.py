@@ -36,6 +36,15 @@ TICK = 1.0
 DEFAULT_SERVICES = Path(__file__).resolve().parent.parent / "services"
 
 
+def _tune_logging(verbose: bool) -> None:
+    """Give Ryu's log lines times, as the agents' have, and quiet its HTTP access log."""
+    stamped = logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(stamped)
+    if not verbose:  # one access-log line per agent heartbeat would drown the rest
+        logging.getLogger("ryu.lib.hub").setLevel(logging.WARNING)
+
+
 def _mac(raw: bytes) -> str:
     return ":".join(f"{b:02x}" for b in raw)
 
@@ -107,7 +116,15 @@ class NetServApp(app_manager.RyuApp):
         )
         kwargs["wsgi"].register(RestApi, {INSTANCE: self.service})
         self._ticker = hub.spawn(self._tick_loop)
-        log.info("NetServ controller up; services from %s", services)
+        _tune_logging(conf.verbose)
+        log.info(
+            "NetServ controller up: REST http://%s:%d/netserv/, OpenFlow %s:%d, services from %s",
+            conf.wsapi_host,
+            conf.wsapi_port,
+            conf.ofp_listen_host or "*",
+            conf.ofp_tcp_listen_port,
+            services,
+        )
 
     def _tick_loop(self) -> None:
         while True:
