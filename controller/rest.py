@@ -22,7 +22,7 @@ NetServ node is ready.
 | ------------------------------ | ------ |
 | malformed body, bad field      | 400    |
 | unknown session or node        | 404    |
-| overlaps an existing session   | 409    |
+| overlaps a session; not ready  | 409    |
 | a switch or agent refused      | 502    |
 | a switch or agent is not there | 503    |
 """
