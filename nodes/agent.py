@@ -59,6 +59,8 @@ class NodeAgent:
         self.stopping = threading.Event()
         self.io_counters = {"received": 0, "sent": 0, "dropped": 0}
         self._lock = threading.Lock()
+        self._in_batch = False  # the packet loop is running modules on a batch
+        self._batches = 0  # batches finished, so a waiter sees one end
 
     # --- chains (called by the control API) ----------------------------------------
     def attach(self, session_id: int, body: Mapping[str, object]) -> Chain:
@@ -81,6 +83,7 @@ class NodeAgent:
             )
             old = self.dispatcher.put(chain)
         if old is not None:
+            self._quiesce()
             self._stop(old)
         log.info(
             "session %d attached: tag %d, modules %s", session_id, tag, [n for n, _ in instances]
@@ -125,10 +128,25 @@ class NodeAgent:
             chain = self.dispatcher.remove(session_id)
         if chain is None:
             return None
+        self._quiesce()
         stats = chain.stats()
         self._stop(chain)
         log.info("session %d detached after %d packets", session_id, chain.packets)
         return stats
+
+    def _quiesce(self, timeout: float = 1.0) -> None:
+        """Wait until no module runs on a frame dispatched before the map last changed.
+
+        Called after a chain left the map and before its modules stop: the packet loop
+        may still be inside one of them with a frame it looked up a moment earlier.
+        A batch that starts now reads the new map, so waiting for the current one to
+        end is enough.
+        """
+        if not self._in_batch:
+            return
+        seen, deadline = self._batches, time.monotonic() + timeout
+        while self._in_batch and self._batches == seen and time.monotonic() < deadline:
+            time.sleep(0.0005)
 
     def _stop(self, chain: Chain) -> None:
         for name, module in chain.modules:
@@ -155,7 +173,12 @@ class NodeAgent:
             batch = io.recv_batch()
             if not batch:
                 continue
-            out = [frame for tag, frame in batch if dispatch(tag, frame)]
+            self._in_batch = True
+            try:
+                out = [frame for tag, frame in batch if dispatch(tag, frame)]
+            finally:
+                self._in_batch = False
+                self._batches += 1
             counters["received"] += len(batch)
             counters["dropped"] += len(batch) - len(out)
             if out:

@@ -1,5 +1,7 @@
 """The node agent's pure parts: bundles, the module host, the dispatcher, attach checks."""
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -142,3 +144,65 @@ def test_a_tag_belongs_to_one_session(agent):
     agent.attach(1, {"tag": 6, "lifetime": 5, "modules": [{"name": "counter"}]})  # re-attach
     assert [c.tag for c in agent.dispatcher.chains()] == [6]
     assert set(agent.host.loaded()) == {"counter"}
+
+
+class Slow(ServiceModule):
+    """Blocks in process() until released; records whether stop() came while inside."""
+
+    def __init__(self, params, ctx):
+        super().__init__(params, ctx)
+        self.inside = threading.Event()
+        self.release = threading.Event()
+        self.stopped_while_inside: bool | None = None
+        self._busy = False
+
+    def process(self, frame):
+        self._busy = True
+        self.inside.set()
+        self.release.wait(5)
+        self._busy = False
+        return Verdict.PASS
+
+    def stop(self):
+        self.stopped_while_inside = self._busy
+
+
+class OneFrame:
+    """A packet socket stand-in that delivers one tagged frame, then nothing."""
+
+    def __init__(self, agent, tag):
+        self.agent, self.tag, self.sent = agent, tag, 0
+        self.done = False
+
+    def recv_batch(self):
+        if self.done:
+            time.sleep(0.01)
+            return []
+        self.done = True
+        return [(self.tag, memoryview(bytearray(60)))]
+
+    def send_batch(self, frames):
+        self.sent += len(frames)
+        return len(frames)
+
+
+def test_detach_waits_for_the_frame_a_module_is_still_handling(agent):
+    chain = agent.attach(1, {"tag": 5, "lifetime": 5, "modules": [{"name": "null"}]})
+    slow = Slow({}, None)
+    chain.modules[0] = ("null", slow)  # in place of the null instance
+    io = OneFrame(agent, 5)
+    loop = threading.Thread(target=agent.packet_loop, args=(io,))
+    loop.start()
+    try:
+        assert slow.inside.wait(5)
+        detacher = threading.Thread(target=agent.detach, args=(1,))
+        detacher.start()
+        time.sleep(0.05)
+        assert slow.stopped_while_inside is None  # detach is waiting, stop() not yet called
+        slow.release.set()
+        detacher.join(5)
+        assert slow.stopped_while_inside is False and io.sent == 1
+    finally:
+        slow.release.set()
+        agent.stopping.set()
+        loop.join(5)
