@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from typing import Any
 
 from controller.errors import PartFailed, Unavailable
 from controller.network import Agent
 from controller.sessions import Session
+from signaling.jsonhttp import ClientError, call_json
 
 TIMEOUT = 5.0
 
@@ -19,23 +17,13 @@ class AgentClient:
         self.timeout = timeout
 
     def _call(self, agent: Agent, method: str, path: str, body: object = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            agent.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
-        )
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return json.loads(resp.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            try:
-                reason = json.loads(exc.read()).get("error", exc.reason)
-            except ValueError:
-                reason = exc.reason
-            raise PartFailed(f"agent of node {agent.dpid:016x} refused: {reason}") from None
-        except (OSError, ValueError) as exc:
-            raise Unavailable(
-                f"agent of node {agent.dpid:016x} at {agent.url} unreachable: {exc}"
-            ) from None
+            return call_json(agent.url + path, method, body, self.timeout)
+        except ClientError as exc:
+            who = f"agent of node {agent.dpid:016x}"
+            if exc.status:
+                raise PartFailed(f"{who} refused: {exc.message}") from None
+            raise Unavailable(f"{who} unreachable: {exc.message}") from None
 
     def attach(self, agent: Agent, session: Session) -> None:
         """Have the agent build the session's chain; raise PartFailed/Unavailable."""

@@ -9,11 +9,9 @@ controller being alive).
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ from nodes.dispatcher import Chain, Dispatcher
 from nodes.host import ModuleHost, ModuleLoadError
 from nodes.module_api import ServiceModule
 from nodes.packet_io import PacketSocket
+from signaling.jsonhttp import ClientError, call_json
 
 log = logging.getLogger("netserv.agent")
 EXPIRY_GRACE = 10.0  # as the switch's hard-timeout grace: the controller ends it first
@@ -215,25 +214,16 @@ class NodeAgent:
     def register_once(self) -> None:
         """Register with the controller (or renew the heartbeat) and drop orphan chains.
 
-        Raise OSError when the controller cannot be reached or answers with an error.
+        Raise ClientError when the controller cannot be reached or answers with an error.
         """
         asked_at = self.clock()
-        body = json.dumps(
-            {
-                "dpid": f"{self.config.dpid:016x}",
-                "switch_port": self.config.switch_port,
-                "url": self.url,
-                "boot_id": self.boot_id,
-            }
-        ).encode()
-        req = urllib.request.Request(
-            self.config.controller.rstrip("/") + "/netserv/nodes",
-            data=body,
-            method="POST",
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(req, timeout=3) as resp:
-            reply = json.loads(resp.read() or b"{}")
+        body = {
+            "dpid": f"{self.config.dpid:016x}",
+            "switch_port": self.config.switch_port,
+            "url": self.url,
+            "boot_id": self.boot_id,
+        }
+        reply = call_json(self.config.controller.rstrip("/") + "/netserv/nodes", "POST", body, 3)
         listed = reply.get("sessions") if isinstance(reply, dict) else None
         if isinstance(listed, list):
             self.reconcile(listed, asked_at)
@@ -248,7 +238,7 @@ class NodeAgent:
                     log.info("registered with %s", self.config.controller)
                 self.registered.set()
                 failures = 0
-            except (OSError, ValueError) as exc:  # unreachable, HTTP error, bad reply
+            except ClientError as exc:  # unreachable, HTTP error, bad reply
                 failures += 1
                 if failures == 1 or failures % 30 == 0:
                     log.warning("cannot reach controller %s: %s", self.config.controller, exc)

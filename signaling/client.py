@@ -6,22 +6,14 @@ behind the same methods.
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
+from signaling.jsonhttp import ClientError, call_json
+
+__all__ = ["ClientError", "DEFAULT_URL", "NetServClient"]
+
 DEFAULT_URL = "http://127.0.0.1:8080"
-
-
-class ClientError(Exception):
-    """The controller refused a request (status set) or could not be reached (status 0)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"{status}: {message}" if status else message)
-        self.status = status
-        self.message = message
 
 
 class NetServClient:
@@ -30,22 +22,7 @@ class NetServClient:
         self.timeout = timeout
 
     def _call(self, method: str, path: str, body: object = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return json.loads(resp.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            raw = exc.read()
-            try:
-                message = json.loads(raw).get("error", raw.decode(errors="replace"))
-            except (ValueError, AttributeError):
-                message = raw.decode(errors="replace") or str(exc.reason)
-            raise ClientError(exc.code, message) from None
-        except OSError as exc:
-            raise ClientError(0, f"cannot reach the controller at {self.url}: {exc}") from None
+        return call_json(self.url + path, method, body, self.timeout)
 
     def setup(
         self,
