@@ -114,8 +114,10 @@ start_ovs() {
     [[ -x $OVS_CTL ]] || die "$OVS_CTL not found (is openvswitch-switch installed?)"
     say "starting Open vSwitch (ovsdb-server, ovs-vswitchd)"
     # Without an openvswitch kernel module ovs-ctl skips modprobe; bridges then use
-    # the userspace (netdev) datapath. Its ulimit warning is harmless.
-    logged "ovs-ctl start" "$OVS_CTL" start --system-id=random
+    # the userspace (netdev) datapath. Its ulimit warning is harmless. The daemons
+    # must not inherit the set-up lock (fd 9): they would hold it for as long as they
+    # run, and every later set-up would wait for it in vain.
+    logged "ovs-ctl start" "$OVS_CTL" start --system-id=random 9>&-
     ovs_running || die "Open vSwitch does not answer after ovs-ctl start" \
         "(see /var/log/openvswitch/ovs-vswitchd.log and ovsdb-server.log)"
 }
