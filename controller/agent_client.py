@@ -10,15 +10,18 @@ from controller.sessions import Session
 from signaling.jsonhttp import ClientError, call_json
 
 TIMEOUT = 5.0
+HEALTH_TIMEOUT = 2.0  # asked while an agent waits for its registration's answer
 
 
 class AgentClient:
     def __init__(self, timeout: float = TIMEOUT) -> None:
         self.timeout = timeout
 
-    def _call(self, agent: Agent, method: str, path: str, body: object = None) -> Any:
+    def _call(
+        self, agent: Agent, method: str, path: str, body: object = None, timeout: float = 0
+    ) -> Any:
         try:
-            return call_json(agent.url + path, method, body, self.timeout)
+            return call_json(agent.url + path, method, body, timeout or self.timeout)
         except ClientError as exc:
             who = f"agent of node {agent.dpid:016x}"
             if exc.status:
@@ -45,3 +48,7 @@ class AgentClient:
     def stats(self, agent: Agent, session_id: int) -> dict[str, Any]:
         """Return the chain's counters."""
         return self._call(agent, "GET", f"/sessions/{session_id}")
+
+    def health(self, agent: Agent) -> dict[str, Any]:
+        """Return the agent's own view (boot id, pid, ...); raise Unavailable if it is gone."""
+        return self._call(agent, "GET", "/health", timeout=min(self.timeout, HEALTH_TIMEOUT))

@@ -8,9 +8,9 @@ is delivered by that loop), so handlers that need it spawn a green thread.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from ryu import cfg
@@ -27,13 +27,12 @@ from controller.errors import PartFailed, Unavailable
 from controller.messages import Barrier, Message
 from controller.ofbuild import build
 from controller.rest import INSTANCE, RestApi
-from controller.service import NetServService
-from nodes.bundle import Catalog
+from controller.service import AGENT_DEAD_AFTER, NetServService
+from nodes.bundle import Catalog, module_path
 
 log = logging.getLogger("netserv.controller")
 BARRIER_TIMEOUT = 5.0
 TICK = 1.0
-DEFAULT_SERVICES = Path(__file__).resolve().parent.parent / "services"
 
 
 def _tune_logging(verbose: bool) -> None:
@@ -103,11 +102,12 @@ class NetServApp(app_manager.RyuApp):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         conf = cfg.CONF
-        services = Path(getattr(conf, "netserv_services", None) or DEFAULT_SERVICES)
-        dead_after = float(getattr(conf, "netserv_agent_dead_after", None) or 6.0)
+        # Set by controller/entry.py; read here too when ryu-manager runs this app itself.
+        folders = module_path(getattr(conf, "netserv_module_path", None))
+        dead_after = float(getattr(conf, "netserv_agent_dead_after", None) or AGENT_DEAD_AFTER)
         self.switches = RyuSwitches()
         self.service = NetServService(
-            Catalog(services),
+            Catalog(folders),
             self.switches,
             AgentClient(),
             time.monotonic,
@@ -118,12 +118,12 @@ class NetServApp(app_manager.RyuApp):
         self._ticker = hub.spawn(self._tick_loop)
         _tune_logging(conf.verbose)
         log.info(
-            "NetServ controller up: REST http://%s:%d/netserv/, OpenFlow %s:%d, services from %s",
+            "NetServ controller up: REST http://%s:%d/netserv/, OpenFlow %s:%d, modules from %s",
             conf.wsapi_host,
             conf.wsapi_port,
             conf.ofp_listen_host or "*",
             conf.ofp_tcp_listen_port,
-            services,
+            os.pathsep.join(str(f) for f in folders),
         )
 
     def _tick_loop(self) -> None:

@@ -1,5 +1,7 @@
 """Start the Ryu controller with the NetServ app: the only place Ryu's manager is imported.
 
+`python -m controller ...` runs it; so does `netserv controller ...`.
+
 Ryu 4.34 imports `eventlet.wsgi.ALREADY_HANDLED`, which current eventlet no longer has
 (and the eventlet that had it does not run on Python 3.11). It is only used to answer
 websocket requests, which NetServ does not serve, so a stand-in object is enough; it
@@ -8,7 +10,14 @@ must exist before Ryu is imported.
 
 from __future__ import annotations
 
+import argparse
+import os
+import sys
+from collections.abc import Sequence
 from pathlib import Path
+
+from controller.service import AGENT_DEAD_AFTER
+from nodes.bundle import MODULE_PATH_HELP, BundleError, module_path
 
 
 def _eventlet_compat() -> None:
@@ -21,13 +30,65 @@ def _eventlet_compat() -> None:
         eventlet.wsgi.ALREADY_HANDLED = object()
 
 
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the controller's options to `p`; `run` takes the namespace they parse into."""
+    p.add_argument("--of-host", default="127.0.0.1", help="OpenFlow listen address (%(default)s)")
+    p.add_argument(
+        "--of-port",
+        type=int,
+        default=6653,
+        help="OpenFlow listen port, for the switches (%(default)s)",
+    )
+    p.add_argument("--rest-host", default="127.0.0.1", help="REST API listen address (%(default)s)")
+    p.add_argument(
+        "--rest-port",
+        type=int,
+        default=8080,
+        help="REST API listen port, for requesters and the node agents (%(default)s)",
+    )
+    p.add_argument("--module-path", action="append", metavar="DIRS", help=MODULE_PATH_HELP)
+    p.add_argument("--services", dest="module_path", action="append", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--agent-dead-after",
+        type=float,
+        default=AGENT_DEAD_AFTER,
+        help="seconds without a heartbeat before an agent's sessions are removed (%(default)s)",
+    )
+    p.add_argument(
+        "--app",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="another Ryu app to run beside NetServ, e.g. ryu.app.ofctl_rest (repeat)",
+    )
+
+
+def run(args: argparse.Namespace, verbose: bool = False) -> int:
+    """Run the controller the parsed options describe; return the process's exit code."""
+    try:
+        folders = module_path(args.module_path)
+    except BundleError as exc:
+        print(f"netserv controller: {exc}", file=sys.stderr)
+        return 1
+    return run_controller(
+        args.of_host,
+        args.of_port,
+        args.rest_host,
+        args.rest_port,
+        folders,
+        args.agent_dead_after,
+        verbose,
+        tuple(args.app),
+    )
+
+
 def run_controller(
     of_host: str,
     of_port: int,
     rest_host: str,
     rest_port: int,
-    services: Path,
-    agent_dead_after: float,
+    modules: Sequence[Path],
+    agent_dead_after: float = AGENT_DEAD_AFTER,
     verbose: bool = False,
     extra_apps: tuple[str, ...] = (),
 ) -> int:
@@ -35,9 +96,12 @@ def run_controller(
     _eventlet_compat()
     from ryu import cfg
 
+    joined = os.pathsep.join(str(folder) for folder in modules)
     cfg.CONF.register_cli_opts(
         [
-            cfg.StrOpt("netserv-services", default=str(services), help="service module folder"),
+            cfg.StrOpt(
+                "netserv-module-path", default=joined, help="service module folders, in order"
+            ),
             cfg.FloatOpt(
                 "netserv-agent-dead-after",
                 default=agent_dead_after,
@@ -56,8 +120,8 @@ def run_controller(
         rest_host,
         "--wsapi-port",
         str(rest_port),
-        "--netserv-services",
-        str(services),
+        "--netserv-module-path",
+        joined,
         "--netserv-agent-dead-after",
         str(agent_dead_after),
         *(["--verbose"] if verbose else []),
@@ -66,3 +130,14 @@ def run_controller(
     ]
     manager.main(args=args, prog="netserv controller")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line (`python -m controller --help`), run, return the exit code."""
+    p = argparse.ArgumentParser(
+        prog="python -m controller", description="Run the Ryu controller with the NetServ app."
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages too")
+    add_arguments(p)
+    args = p.parse_args(argv)
+    return run(args, args.verbose)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from controller import pipeline, tables
-from controller.errors import InvalidRequest, NotFound, Unavailable
+from controller.errors import Conflict, InvalidRequest, NotFound, Unavailable
 from controller.messages import Message
 from controller.requests import SessionRequest, format_dpid
 
@@ -33,6 +33,15 @@ class Agent:
             "alive": self.alive,
             "last_seen_ago": round(now - self.last_seen, 3),
         }
+
+
+def refusal(live: Agent, pid: object) -> str:
+    """Return why a second agent for `live`'s node is refused and what to do about it."""
+    return (
+        f"node {format_dpid(live.dpid)} already has a live agent (pid {pid}, control API "
+        f"{live.url}, switch port {live.switch_port}); a node has one agent: stop it first "
+        f"(kill {pid}) or, if a topology started it, leave the node to the topology"
+    )
 
 
 @dataclass
@@ -148,13 +157,33 @@ class Network:
         return [out] if out.actions else []
 
     # --- agent events --------------------------------------------------------------
+    def rival_of(self, agent: Agent) -> Agent | None:
+        """Return the node's registered agent when `agent` is another one and it seems alive.
+
+        Seeming alive is only "heard from lately": it may have died a moment ago and
+        `agent` be its restart, which only asking the rival can tell.
+        """
+        old = self.agents.get(agent.dpid)
+        if old is None or not old.alive or old.boot_id == agent.boot_id:
+            return None
+        return old
+
     def register_agent(self, agent: Agent) -> tuple[bool, list[Message]]:
         """Record an agent's registration or heartbeat.
 
         Return (restarted, messages): restarted is True when the agent is new or came
         back with another boot id, i.e. it holds none of the sessions placed on it.
+        Raise Conflict when a live agent's heartbeat names another port or URL: the
+        detours point at its port, which a stray registration must not move.
         """
         old = self.agents.get(agent.dpid)
+        if old is not None and old.alive and old.boot_id == agent.boot_id:
+            if (old.switch_port, old.url) != (agent.switch_port, agent.url):
+                raise Conflict(
+                    f"the agent of node {format_dpid(agent.dpid)} registered with switch port "
+                    f"{old.switch_port} and control API {old.url}; while it lives it keeps them "
+                    f"(asked for {agent.switch_port}, {agent.url})"
+                )
         self.agents[agent.dpid] = agent
         restarted = old is None or old.boot_id != agent.boot_id or not old.alive
         moved = old is None or old.switch_port != agent.switch_port

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from controller.errors import InvalidRequest
 from controller.match import FlowMatch, parse_match
 from nodes.bundle import BundleError, Catalog
+from signaling import dpid
+from signaling.dpid import format_dpid as format_dpid  # where the rest of controller/ finds it
 
 MAX_LIFETIME = 24 * 3600
 DEFAULT_LIFETIME = 60
@@ -38,23 +40,11 @@ class SessionRequest:
 
 
 def parse_dpid(raw: object) -> int:
-    """Return a datapath id from an int or a hex string ("0000000000000001" or "0x1")."""
-    if isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw < 1 << 64:
-        return raw
-    if isinstance(raw, str):
-        try:
-            value = int(raw, 16)
-        except ValueError:
-            pass
-        else:
-            if 0 <= value < 1 << 64:
-                return value
-    raise InvalidRequest(f"{raw!r} is not a datapath id (an integer or up to 16 hex digits)")
-
-
-def format_dpid(dpid: int) -> str:
-    """Return `dpid` as Ryu's REST APIs show it: 16 hex digits."""
-    return f"{dpid:016x}"
+    """Return a datapath id from an int or up to 16 hex digits; raise InvalidRequest."""
+    try:
+        return dpid.parse_dpid(raw)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
 
 
 def parse_lifetime(raw: object, default: int | None = DEFAULT_LIFETIME) -> int:

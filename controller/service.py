@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from controller import pipeline
 from controller.errors import Conflict, InvalidRequest, NetServError, NotFound, Unavailable
 from controller.messages import Message
-from controller.network import Agent, Network
+from controller.network import Agent, Network, refusal
 from controller.requests import format_dpid, parse_dpid, parse_lifetime, parse_session_request
 from controller.sessions import Session, SessionTable, State
 from nodes.bundle import Catalog
@@ -42,6 +42,8 @@ class Agents(Protocol):
     def refresh(self, agent: Agent, session: Session) -> None: ...
     def detach(self, agent: Agent, session_id: int) -> dict[str, Any]: ...
     def stats(self, agent: Agent, session_id: int) -> dict[str, Any]: ...
+    def health(self, agent: Agent) -> dict[str, Any]:
+        """Return the agent's own view (boot id, pid, ...); raise NetServError if it is gone."""
 
 
 class NetServService:
@@ -169,20 +171,23 @@ class NetServService:
 
     # --- nodes ---------------------------------------------------------------------
     def register_agent(self, body: object) -> dict[str, Any]:
-        """Record an agent's registration (also its heartbeat); return the node's JSON view."""
-        if not isinstance(body, dict):
-            raise InvalidRequest("registration body must be a JSON object")
-        try:
-            agent = Agent(
-                dpid=parse_dpid(body["dpid"]),
-                switch_port=str(body["switch_port"]),
-                url=str(body["url"]),
-                boot_id=str(body["boot_id"]),
-                last_seen=self.clock(),
-            )
-        except KeyError as exc:
-            raise InvalidRequest(f"registration lacks {exc.args[0]!r}") from None
+        """Record an agent's registration (also its heartbeat); return the node's JSON view.
+
+        Raise Conflict when the node has another agent that still runs: two agents for
+        one node would both send the node's frames on.
+        """
+        agent = self._registration(body)
         with self.lock:
+            rival = self.network.rival_of(agent)
+        if rival is not None:
+            self._refuse_if_running(rival)
+        with self.lock:
+            current = self.network.agents.get(agent.dpid)
+            if rival is not None and current is not None and current.boot_id != rival.boot_id:
+                raise Conflict(
+                    f"another agent ({current.url}) registered for node "
+                    f"{format_dpid(agent.dpid)} meanwhile; a node has one agent"
+                )
             restarted, msgs = self.network.register_agent(agent)
             stale = self.sessions.on_node(agent.dpid) if restarted else []
         switch = self.network.switches.get(agent.dpid)
@@ -198,6 +203,34 @@ class NetServService:
         # The agent drops any chain not listed: orphans of a controller that restarted.
         listed = [s.id for s in self.sessions.on_node(agent.dpid)]
         return {"dpid": format_dpid(agent.dpid), "sessions": listed}
+
+    def _registration(self, body: object) -> Agent:
+        if not isinstance(body, dict):
+            raise InvalidRequest("registration body must be a JSON object")
+        try:
+            return Agent(
+                dpid=parse_dpid(body["dpid"]),
+                switch_port=str(body["switch_port"]),
+                url=str(body["url"]),
+                boot_id=str(body["boot_id"]),
+                last_seen=self.clock(),
+            )
+        except KeyError as exc:
+            raise InvalidRequest(f"registration lacks {exc.args[0]!r}") from None
+
+    def _refuse_if_running(self, rival: Agent) -> None:
+        """Raise Conflict when `rival` still runs: its control API answers with its boot id."""
+        try:
+            health = self.agents.health(rival)
+        except NetServError:
+            health = None
+        if isinstance(health, dict) and health.get("boot_id") == rival.boot_id:
+            raise Conflict(refusal(rival, health.get("pid", "unknown")))
+        log.warning(
+            "agent of node %016x at %s no longer runs; taking its successor",
+            rival.dpid,
+            rival.url,
+        )
 
     def switch_connected(self, dpid: int) -> list[Message]:
         """Return the base pipeline plus the detours of the node's active sessions."""

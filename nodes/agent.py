@@ -10,6 +10,7 @@ controller being alive).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -21,10 +22,18 @@ from nodes.dispatcher import Chain, Dispatcher
 from nodes.host import ModuleHost, ModuleLoadError
 from nodes.module_api import ServiceModule
 from nodes.packet_io import PacketSocket
+from signaling.dpid import format_dpid
 from signaling.jsonhttp import ClientError, call_json
 
 log = logging.getLogger("netserv.agent")
 EXPIRY_GRACE = 10.0  # as the switch's hard-timeout grace: the controller ends it first
+HEARTBEAT = 2.0  # seconds between registrations; the controller waits a few before giving up
+REGISTER_TIMEOUT = 5.0  # the controller may first ask a node's previous agent whether it runs
+REFUSED = 409  # the controller's answer when another agent serves the node
+
+
+class Refused(Exception):
+    """The controller refused this agent: another live agent serves the node."""
 
 
 class AttachError(Exception):
@@ -41,7 +50,7 @@ class AgentConfig:
     iface: str
     switch_port: str
     controller: str  # base URL of the controller's REST API
-    heartbeat: float = 2.0
+    heartbeat: float = HEARTBEAT
 
 
 class NodeAgent:
@@ -56,6 +65,8 @@ class NodeAgent:
         self.url = ""  # set once the control API listens
         self.registered = threading.Event()
         self.stopping = threading.Event()
+        self.refused = ""  # the controller's reason, once it refused this agent
+        self._failures = 0  # registrations in a row that did not reach the controller
         self.io_counters = {"received": 0, "sent": 0, "dropped": 0}
         self._lock = threading.Lock()
         self._in_batch = False  # the packet loop is running modules on a batch
@@ -154,10 +165,11 @@ class NodeAgent:
     def status(self) -> dict[str, object]:
         """Return the agent's own view: identity, loaded modules, sessions, I/O counters."""
         return {
-            "dpid": f"{self.config.dpid:016x}",
+            "dpid": format_dpid(self.config.dpid),
             "iface": self.config.iface,
             "switch_port": self.config.switch_port,
             "boot_id": self.boot_id,
+            "pid": os.getpid(),
             "registered": self.registered.is_set(),
             "modules_loaded": self.host.loaded(),
             "sessions": [c.session_id for c in self.dispatcher.chains()],
@@ -214,34 +226,55 @@ class NodeAgent:
     def register_once(self) -> None:
         """Register with the controller (or renew the heartbeat) and drop orphan chains.
 
-        Raise ClientError when the controller cannot be reached or answers with an error.
+        Raise Refused when the controller will not have this agent for the node, and
+        ClientError when it cannot be reached or answers with another error.
         """
         asked_at = self.clock()
         body = {
-            "dpid": f"{self.config.dpid:016x}",
+            "dpid": format_dpid(self.config.dpid),
             "switch_port": self.config.switch_port,
             "url": self.url,
             "boot_id": self.boot_id,
         }
-        reply = call_json(self.config.controller.rstrip("/") + "/netserv/nodes", "POST", body, 3)
+        url = self.config.controller.rstrip("/") + "/netserv/nodes"
+        try:
+            reply = call_json(url, "POST", body, REGISTER_TIMEOUT)
+        except ClientError as exc:
+            if exc.status == REFUSED:
+                raise Refused(exc.message) from None
+            raise
         listed = reply.get("sessions") if isinstance(reply, dict) else None
         if isinstance(listed, list):
             self.reconcile(listed, asked_at)
 
+    def register(self) -> bool:
+        """Try to register once; return True when registered.
+
+        A refusal sets `refused` and `stopping`: a second agent for a node must not
+        serve beside the first, nor keep asking.
+        """
+        try:
+            self.register_once()
+        except Refused as exc:
+            self.refused = str(exc)
+            self.stopping.set()
+            return False
+        except ClientError as exc:  # unreachable, HTTP error, bad reply
+            self._failures += 1
+            if self._failures == 1 or self._failures % 30 == 0:
+                log.warning("cannot reach controller %s: %s", self.config.controller, exc)
+            return False
+        if not self.registered.is_set() or self._failures:
+            log.info("registered with %s", self.config.controller)
+        self.registered.set()
+        self._failures = 0
+        return True
+
     def housekeeping_loop(self) -> None:
         """Heartbeat to the controller and expire chains, until stopping is set."""
-        failures = 0
         while not self.stopping.is_set():
-            try:
-                self.register_once()
-                if not self.registered.is_set() or failures:
-                    log.info("registered with %s", self.config.controller)
-                self.registered.set()
-                failures = 0
-            except ClientError as exc:  # unreachable, HTTP error, bad reply
-                failures += 1
-                if failures == 1 or failures % 30 == 0:
-                    log.warning("cannot reach controller %s: %s", self.config.controller, exc)
+            if not self.register() and self.refused:
+                return
             try:
                 self.expire_due()
             except Exception:

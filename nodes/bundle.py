@@ -17,9 +17,10 @@ agent can load the code by path without it being importable as a package.
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -135,37 +136,88 @@ def read_manifest(folder: Path) -> Manifest:
     )
 
 
-class Catalog:
-    """The service modules available in one folder, read fresh on every look-up.
+SHIPPED_MODULES = Path(__file__).resolve().parent.parent / "services"
+MODULE_PATH_ENV = "NETSERV_MODULE_PATH"
+MODULE_PATH_HELP = (
+    "folders to find service modules in, searched in order before the shipped services/ "
+    f"(repeat, or join with '{os.pathsep}'); replaces ${MODULE_PATH_ENV}"
+)
 
-    Reading on demand (a handful of small files) means a module dropped into the folder
-    is available at once, with no restart of the controller or the agent.
+
+def module_path(given: str | Iterable[str | os.PathLike[str]] | None = None) -> tuple[Path, ...]:
+    """Return the folders searched for service modules, in order, the first match winning.
+
+    `given` (folders, each of which may be several joined by os.pathsep, as in
+    $PATH) or, when it is None, $NETSERV_MODULE_PATH; then the shipped `services/`
+    folder, unless it was already listed. Entries are made absolute against the
+    current directory, so the list can be handed to processes that run elsewhere.
+    Raise BundleError naming an entry that is not a folder.
+    """
+    if given is None:
+        given = os.environ.get(MODULE_PATH_ENV, "")
+    if isinstance(given, str | os.PathLike):
+        given = [given]
+    folders: list[Path] = []
+    for entry in [e for item in given for e in os.fspath(item).split(os.pathsep) if e]:
+        folder = Path(entry).absolute()
+        if not folder.is_dir():
+            raise BundleError(f"module path entry {folder} is not a folder")
+        if folder not in folders:
+            folders.append(folder)
+    if SHIPPED_MODULES not in folders:
+        folders.append(SHIPPED_MODULES)
+    return tuple(folders)
+
+
+class Catalog:
+    """The service modules in a list of folders, read fresh on every look-up.
+
+    A name found in several folders is the one in the first. Reading on demand (a
+    handful of small files) means a module dropped into a folder is available at
+    once, with no restart of the controller or the agent.
     """
 
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+    def __init__(self, roots: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> None:
+        if isinstance(roots, str | os.PathLike):
+            roots = [roots]
+        self.roots = tuple(Path(root) for root in roots)
+
+    def _folder(self, name: str) -> Path | None:
+        """Return the bundle folder of `name` in the first root that has one, if any."""
+        found = [root / name for root in self.roots if (root / name).is_dir()]
+        with_manifest = [f for f in found if (f / "manifest.toml").is_file()]
+        return (with_manifest or found or [None])[0]
 
     def get(self, name: str) -> Manifest:
         """Return the manifest of module `name`; raise BundleError when there is none."""
         if not isinstance(name, str) or not NAME_RE.match(name):
             raise BundleError(f"{name!r} is not a valid module name")
-        folder = self.root / name
-        if not folder.is_dir():
-            raise BundleError(f"unknown module {name!r}; available: {self.names()}")
+        folder = self._folder(name)
+        if folder is None:
+            searched = os.pathsep.join(str(root) for root in self.roots)
+            raise BundleError(
+                f"unknown module {name!r}; available: {self.names()} (searched {searched})"
+            )
         return read_manifest(folder)
 
     def names(self) -> list[str]:
-        """Return the names of the folders that hold a manifest, sorted."""
-        if not self.root.is_dir():
-            return []
-        return sorted(p.name for p in self.root.iterdir() if (p / "manifest.toml").is_file())
+        """Return the names of the folders that hold a manifest, in any root, sorted."""
+        return sorted(
+            {
+                p.name
+                for root in self.roots
+                if root.is_dir()
+                for p in root.iterdir()
+                if (p / "manifest.toml").is_file()
+            }
+        )
 
     def all(self) -> tuple[list[Manifest], list[str]]:
-        """Return (valid manifests, error messages of the broken ones)."""
+        """Return (valid manifests, error messages of the broken ones), one per name."""
         good, bad = [], []
         for name in self.names():
             try:
-                good.append(read_manifest(self.root / name))
+                good.append(self.get(name))
             except BundleError as exc:
                 bad.append(str(exc))
         return good, bad

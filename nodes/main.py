@@ -1,24 +1,98 @@
-"""Run a node agent process: `netserv agent ...` ends up here."""
+"""Run a node agent process: `python -m nodes ...`, which `netserv agent ...` also runs."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import signal
 import threading
 from collections.abc import Callable
-from pathlib import Path
 
-from nodes.agent import AgentConfig, NodeAgent
-from nodes.bundle import Catalog
+from nodes.agent import HEARTBEAT, AgentConfig, NodeAgent
+from nodes.bundle import MODULE_PATH_HELP, BundleError, Catalog, module_path
 from nodes.control import make_server
 from nodes.packet_io import PacketSocket
+from signaling.client import DEFAULT_URL
+from signaling.dpid import parse_dpid
 
 log = logging.getLogger("netserv.agent")
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
 
-def run_agent(config: AgentConfig, services: Path, listen: tuple[str, int]) -> int:
-    """Run the agent until SIGTERM/SIGINT or until one of its loops dies; return an exit code."""
-    agent = NodeAgent(config, Catalog(services))
+def _dpid(text: str) -> int:
+    try:
+        return parse_dpid(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _hostport(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    try:
+        return host or "127.0.0.1", int(port)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT") from None
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the agent's options to `p`; `run` takes the namespace they parse into."""
+    p.add_argument(
+        "--dpid",
+        required=True,
+        type=_dpid,
+        help="datapath id of the node's switch in hex, as the REST API shows it "
+        "(1, 0x1 and 0000000000000001 are the same; 10 is 16)",
+    )
+    p.add_argument("--iface", required=True, help="the agent's end of its veth pair, e.g. s1-na")
+    p.add_argument(
+        "--switch-port",
+        required=True,
+        help="the bridge's end of that veth pair, as the switch names its port, e.g. s1-ns",
+    )
+    p.add_argument(
+        "--controller", default=DEFAULT_URL, help="the controller's REST URL (%(default)s)"
+    )
+    p.add_argument(
+        "--listen",
+        type=_hostport,
+        default=("127.0.0.1", 0),
+        metavar="HOST:PORT",
+        help="address of the agent's control API, which the controller calls (port 0: any)",
+    )
+    p.add_argument("--module-path", action="append", metavar="DIRS", help=MODULE_PATH_HELP)
+    p.add_argument("--services", dest="module_path", action="append", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--heartbeat",
+        type=float,
+        default=HEARTBEAT,
+        help="seconds between registrations with the controller, which are the agent's "
+        "heartbeat (%(default)s)",
+    )
+
+
+def configure_logging(verbose: bool) -> None:
+    """Log to stderr with times, at debug level when `verbose`."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the agent the parsed options describe; return the process's exit code."""
+    try:
+        catalog = Catalog(module_path(args.module_path))
+    except BundleError as exc:
+        log.error("%s", exc)
+        return 1
+    config = AgentConfig(args.dpid, args.iface, args.switch_port, args.controller, args.heartbeat)
+    return run_agent(NodeAgent(config, catalog), args.listen)
+
+
+def run_agent(agent: NodeAgent, listen: tuple[str, int]) -> int:
+    """Run `agent` until SIGTERM/SIGINT, a refusal or the death of a loop; return an exit code.
+
+    Frames are handled only once the controller has taken the agent: a second agent
+    for a node must not touch the first one's frames before it is refused.
+    """
+    config = agent.config
     try:
         io = PacketSocket(config.iface)
     except OSError as exc:
@@ -49,25 +123,46 @@ def run_agent(config: AgentConfig, services: Path, listen: tuple[str, int]) -> i
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: agent.stopping.set())
-    guarded("control", server.serve_forever)
-    packets = guarded("packets", agent.packet_loop, io)
-    guarded("housekeeping", agent.housekeeping_loop)
-    log.info(
-        "agent for %016x on %s (switch port %s), control API %s",
-        config.dpid,
-        config.iface,
-        config.switch_port,
-        agent.url,
-    )
+    guarded("control", server.serve_forever)  # the controller may ask it before it answers
+    while not agent.register() and not agent.stopping.wait(config.heartbeat):
+        pass
+    packets = None
+    if agent.registered.is_set():
+        packets = guarded("packets", agent.packet_loop, io)
+        guarded("housekeeping", agent.housekeeping_loop)
+        log.info(
+            "agent for %016x on %s (switch port %s), control API %s",
+            config.dpid,
+            config.iface,
+            config.switch_port,
+            agent.url,
+        )
     while not agent.stopping.wait(1.0):
         pass
     server.shutdown()
-    packets.join(timeout=2)
+    if packets is not None:
+        packets.join(timeout=2)
     for session_id in [c.session_id for c in agent.dispatcher.chains()]:
         agent.detach(session_id)
     io.close()
+    if agent.refused:
+        log.error("the controller refused this agent: %s", agent.refused)
+        return 1
     if died:
         log.error("stopped because %s died", ", ".join(died))
         return 1
     log.info("stopped")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line (`python -m nodes --help`), run the agent, return its exit code."""
+    p = argparse.ArgumentParser(
+        prog="python -m nodes",
+        description="Run a NetServ node agent on the agent's end of a bridge's veth pair.",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages too")
+    add_arguments(p)
+    args = p.parse_args(argv)
+    configure_logging(args.verbose)
+    return run(args)

@@ -132,8 +132,8 @@ class OvsPaths:
 def ovs_network(prefix: str, rundir: Path) -> Iterator[OvsPaths]:
     """Start a controller and h1 - NetServ bridge - h2; yield it warmed up; remove it all."""
     from signaling.client import NetServClient
-    from tools.procs import ControllerProcess
-    from tools.scenario import wait_ready, warm_up
+    from tools.scenario import warm_up
+    from topo.controller import ControllerProcess, wait_ready
     from topo.net import netserv_network, wait_connected
     from topo.topos import SingleSwitchTopo
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
+from controller import entry as controller_entry
+from nodes import main as agent_main
+from nodes.bundle import MODULE_PATH_HELP, BundleError, Catalog, module_path
 from signaling.client import DEFAULT_URL, ClientError, NetServClient
 
-SERVICES = Path(__file__).resolve().parent.parent / "services"
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _value(text: str) -> object:
@@ -31,11 +33,6 @@ def _pairs(items: list[str], what: str) -> dict[str, object]:
     return out
 
 
-def _hostport(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    return host or "127.0.0.1", int(port)
-
-
 def _csv(text: str) -> list[str]:
     return text.split(",")
 
@@ -49,27 +46,23 @@ def _print(obj: object) -> None:
 
 
 def cmd_controller(a: argparse.Namespace) -> int:
-    from controller.entry import run_controller
-
-    return run_controller(
-        a.of_host,
-        a.of_port,
-        a.rest_host,
-        a.rest_port,
-        Path(a.services),
-        a.agent_dead_after,
-        a.verbose,
-        tuple(a.app),
-    )
+    return controller_entry.run(a, a.verbose)
 
 
 def cmd_agent(a: argparse.Namespace) -> int:
-    from nodes.agent import AgentConfig
-    from nodes.main import run_agent
+    return agent_main.run(a)
 
-    dpid = int(a.dpid, 16) if len(a.dpid) == 16 else int(a.dpid, 0)
-    config = AgentConfig(dpid, a.iface, a.switch_port, a.controller, a.heartbeat)
-    return run_agent(config, Path(a.services), _hostport(a.listen))
+
+def cmd_modules(a: argparse.Namespace) -> int:
+    if a.module_path is None:
+        _print(NetServClient(a.url).modules())
+        return 0
+    try:
+        good, bad = Catalog(module_path(a.module_path)).all()
+    except BundleError as exc:
+        raise SystemExit(f"netserv: {exc}") from None
+    _print({"modules": [m.to_json() | {"path": str(m.path)} for m in good], "broken": bad})
+    return 1 if bad else 0
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
@@ -140,42 +133,15 @@ def cmd_session(a: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     """Return the argument parser of the `netserv` command."""
     p = argparse.ArgumentParser(prog="netserv", description=__doc__)
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages too")
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("controller", help="run the Ryu controller with the NetServ app")
-    c.add_argument("--of-host", default="127.0.0.1", help="OpenFlow listen address")
-    c.add_argument("--of-port", type=int, default=6653)
-    c.add_argument("--rest-host", default="127.0.0.1", help="REST API listen address")
-    c.add_argument("--rest-port", type=int, default=8080)
-    c.add_argument("--services", default=str(SERVICES), help="service module folder")
-    c.add_argument(
-        "--agent-dead-after",
-        type=float,
-        default=6.0,
-        help="seconds without a heartbeat before an agent's sessions are removed",
-    )
-    c.add_argument(
-        "--app",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="another Ryu app to run beside NetServ, e.g. ryu.app.ofctl_rest (repeat)",
-    )
+    controller_entry.add_arguments(c)
     c.set_defaults(func=cmd_controller)
 
-    g = sub.add_parser("agent", help="run a node agent on a bridge port")
-    g.add_argument(
-        "--dpid",
-        required=True,
-        help="datapath id of the node's switch (decimal, 0x.., or 16 hex digits)",
-    )
-    g.add_argument("--iface", required=True, help="the agent's end of its veth pair")
-    g.add_argument("--switch-port", required=True, help="the bridge's end (its OpenFlow port name)")
-    g.add_argument("--controller", default=DEFAULT_URL, help="controller REST URL")
-    g.add_argument("--listen", default="127.0.0.1:0", help="control API address (port 0: any)")
-    g.add_argument("--services", default=str(SERVICES))
-    g.add_argument("--heartbeat", type=float, default=2.0)
+    g = sub.add_parser("agent", help="run a node agent on a bridge port (one per node)")
+    agent_main.add_arguments(g)
     g.set_defaults(func=cmd_agent)
 
     d = sub.add_parser("demo", help="build h1,h2,h3 on a NetServ node and show a service at work")
@@ -188,9 +154,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=3, help="searches per path and size")
     b.add_argument("--seconds", type=float, default=2.0, help="length of a trial (whole s)")
     b.add_argument("--loss", type=float, default=0.0, help="loss ratio a trial may have")
-    b.add_argument(
-        "--out", default=str(SERVICES.parent / "tools/out/mlffr.json"), help="JSON results"
-    )
+    b.add_argument("--out", default=str(REPO / "tools/out/mlffr.json"), help="JSON results")
     b.add_argument("--markdown", metavar="FILE", help="write the results as Markdown too")
     b.add_argument(
         "--paths", type=_csv, default=["linux", "ovs", "ovs+null"], help="paths to measure"
@@ -222,30 +186,43 @@ def parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="module parameter (MODULE.NAME=VALUE in a chain); repeat",
     )
-    up.add_argument("--lifetime", type=int)
-    up.add_argument("--node", help="datapath id of the node (16 hex digits)")
-    ss.add_parser("list", help="list sessions")
-    for name in ("show", "stats", "teardown", "refresh"):
-        one = ss.add_parser(name, help=f"{name} a session")
-        one.add_argument("id", type=int)
+    up.add_argument(
+        "--lifetime", type=int, help="seconds until the session ends unless refreshed (60)"
+    )
+    up.add_argument("--node", help="datapath id of the node, in hex; needed when several are ready")
+    ss.add_parser("list", help="list every session")
+    for name, doc in (
+        ("show", "show one session"),
+        ("stats", "show a session with its modules' counters"),
+        ("refresh", "extend a session's lifetime"),
+        ("teardown", "end a session and show its final counters"),
+    ):
+        one = ss.add_parser(name, help=doc)
+        one.add_argument("id", type=int, help="the session's id")
         if name == "refresh":
-            one.add_argument("--lifetime", type=int)
+            one.add_argument(
+                "--lifetime", type=int, help="new lifetime in seconds (default: the current one)"
+            )
     s.set_defaults(func=cmd_session)
 
-    for name, doc in (("nodes", "list NetServ nodes"), ("modules", "list service modules")):
-        n = sub.add_parser(name, help=doc)
-        n.add_argument("--url", default=DEFAULT_URL)
-        n.set_defaults(func=lambda a, name=name: _print(getattr(NetServClient(a.url), name)()) or 0)
+    n = sub.add_parser("nodes", help="list the switches and node agents the controller knows")
+    n.add_argument("--url", default=DEFAULT_URL, help="controller REST URL")
+    n.set_defaults(func=lambda a: _print(NetServClient(a.url).nodes()) or 0)
+    m = sub.add_parser(
+        "modules",
+        help="list the service modules a controller offers, or with --module-path, "
+        "those found in these folders",
+    )
+    m.add_argument("--url", default=DEFAULT_URL, help="controller REST URL")
+    m.add_argument("--module-path", action="append", metavar="DIRS", help=MODULE_PATH_HELP)
+    m.set_defaults(func=cmd_modules)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command != "controller":  # Ryu sets up its own logging
-        logging.basicConfig(
-            level=logging.DEBUG if args.verbose else logging.INFO,
-            format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        )
+        agent_main.configure_logging(args.verbose)
     try:
         return args.func(args)
     except ClientError as exc:

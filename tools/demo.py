@@ -47,8 +47,8 @@ def run_demo(packets: int = 200, others: int = 300) -> int:
         return 1
     from signaling.client import NetServClient
     from tools import ovs
-    from tools.procs import ControllerProcess
-    from tools.scenario import Receiver, send_udp, wait_ready, warm_up
+    from tools.scenario import Receiver, send_udp, warm_up
+    from topo.controller import ControllerProcess, wait_ready
     from topo.net import netserv_network, planned_names, wait_connected
     from topo.topos import SingleSwitchTopo
 

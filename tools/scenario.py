@@ -8,7 +8,6 @@ import sys
 import time
 from typing import Any
 
-from signaling.client import NetServClient
 from tools.procs import REPO, python_env, stop_process
 
 
@@ -99,18 +98,3 @@ def warm_up(*pairs: tuple[Any, Any]) -> None:
         out = a.cmd(f"ping -c 2 -i 0.2 -W 2 {b.IP()}")
         if " 0% packet loss" not in out:
             raise RuntimeError(f"{a.name} cannot ping {b.name}: {out.strip().splitlines()[-2:]}")
-
-
-def wait_ready(client: NetServClient, dpids: list[str], timeout: float = 20.0) -> None:
-    """Wait until the controller reports every node in `dpids` ready; raise TimeoutError."""
-    deadline = time.monotonic() + timeout
-    while True:
-        ready = {n["dpid"] for n in client.nodes() if n["ready"]}
-        if set(dpids) <= ready:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"NetServ nodes {sorted(set(dpids) - ready)} not ready after {timeout}s "
-                f"(switch connected and agent registered?)"
-            )
-        time.sleep(0.2)

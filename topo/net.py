@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import partial
 
@@ -14,6 +14,7 @@ from mininet.node import Host
 from mininet.topo import Topo
 
 from topo.cmd import CommandError, link_exists, run
+from topo.controller import module_path_arg
 from topo.datapath import detect_datapath
 from topo.node import DEFAULT_RUNDIR, NetServController, NetServHost, NetServSwitch
 from topo.topos import AGENT_IFACE_SUFFIX, AGENT_PORT_SUFFIX
@@ -28,12 +29,15 @@ def netserv_network(
     rest_url: str | None = None,
     rundir: str | os.PathLike[str] | None = None,
     datapath: str | None = None,
+    module_path: str | Iterable[str | os.PathLike[str]] | None = None,
 ) -> Iterator[Mininet]:
     """Build and start `topo`; yield the started Mininet; always stop it on exit.
 
     Switches are NetServSwitch bridges pointed at the OpenFlow controller at
     `controller` (ip, port); NetServ nodes start their agent only when
-    `rest_url` (the controller's REST URL) is given. Every host and switch-side
+    `rest_url` (the controller's REST URL) is given, with `module_path` as their
+    module search path (None: $NETSERV_MODULE_PATH; see `nodes.bundle.module_path`),
+    which should be the controller's too. Every host and switch-side
     interface has TX checksum offload and IPv6 off. On exit, even when the body
     or the build raised, exactly what this network made is removed: agents,
     agent veths, links, bridges and host namespaces. Nothing is matched by a
@@ -46,6 +50,7 @@ def netserv_network(
         agent_url=rest_url,
         rundir=rundir if rundir is not None else DEFAULT_RUNDIR,
         datapath=datapath or detect_datapath(),
+        module_path=module_path_arg(module_path),
     )
     net = Mininet(
         topo=topo,

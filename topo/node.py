@@ -7,7 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from mininet.log import warn
@@ -20,11 +20,10 @@ from topo.cmd import (
     link_exists,
     run,
 )
+from topo.controller import DEFAULT_RUNDIR, REPO_ROOT, module_path_arg
 from topo.datapath import detect_datapath
 from topo.topos import AGENT_IFACE_SUFFIX, AGENT_PORT_SUFFIX
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_RUNDIR = REPO_ROOT / "run"
 AGENT_STOP_TIMEOUT = 5.0
 
 
@@ -64,7 +63,9 @@ class NetServSwitch(OVSSwitch):
     A NetServ node gets a veth pair on start(): `<name>-ns` is a port of the
     bridge and `<name>-na` stays in the root namespace for the node agent. With
     `agent_url` set (the controller's REST URL) the agent process is started on
-    that interface; without it only the plumbing is made.
+    that interface; without it only the plumbing is made. `module_path` is the
+    agent's module search path (None: $NETSERV_MODULE_PATH, read when the switch
+    is made); give the controller the same one.
     """
 
     def __init__(
@@ -75,6 +76,7 @@ class NetServSwitch(OVSSwitch):
         rundir: str | os.PathLike[str] | None = None,
         datapath: str | None = None,
         failMode: str = "secure",
+        module_path: str | Iterable[str | os.PathLike[str]] | None = None,
         **params: object,
     ) -> None:
         # Mininet's buildFromTopo asks for batch startup, which would create the
@@ -91,6 +93,7 @@ class NetServSwitch(OVSSwitch):
         )
         self.netserv = bool(netserv)
         self.agent_url = agent_url
+        self.module_path = module_path_arg(module_path) if self.netserv and agent_url else ""
         self.rundir = Path(rundir) if rundir is not None else DEFAULT_RUNDIR
         self.agent_port_name: str | None = name + AGENT_PORT_SUFFIX if self.netserv else None
         self.agent_iface: str | None = name + AGENT_IFACE_SUFFIX if self.netserv else None
@@ -135,16 +138,17 @@ class NetServSwitch(OVSSwitch):
         return [
             sys.executable,
             "-m",
-            "tools.cli",
-            "agent",
+            "nodes",
             "--dpid",
-            str(self.dpid_int),
+            f"{self.dpid_int:x}",
             "--iface",
             str(self.agent_iface),
             "--switch-port",
             str(self.agent_port_name),
             "--controller",
             str(self.agent_url),
+            "--module-path",
+            self.module_path,
         ]
 
     def stop(self, deleteIntfs: bool = True) -> None:

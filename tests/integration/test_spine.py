@@ -19,8 +19,9 @@ import pytest
 
 from signaling.client import ClientError, NetServClient
 from tools import ovs
-from tools.procs import REPO, ControllerProcess, python_env
-from tools.scenario import Receiver, send_udp, wait_ready, warm_up
+from tools.procs import REPO, python_env
+from tools.scenario import Receiver, send_udp, warm_up
+from topo.controller import ControllerProcess, wait_ready
 from topo.net import netserv_network, wait_connected
 from topo.topos import LinearTopo, SingleSwitchTopo
 

@@ -222,7 +222,7 @@ time.sleep(300)
 def test_agent_process_started_logged_and_stopped(
     unique_prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # tools.cli's agent is not ours to run here; a stub shows the process handling.
+    # The real agent is not needed here; a stub shows the process handling.
     real_argv = NetServSwitch.agent_argv
 
     def stub_argv(self: NetServSwitch) -> list[str]:

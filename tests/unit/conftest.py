@@ -41,6 +41,7 @@ class InProcessAgents:
     def __init__(self) -> None:
         self.by_dpid: dict[int, NodeAgent] = {}
         self.down = False
+        self.health_down = False  # only the control API's /health goes unanswered
 
     def _agent(self, agent):
         if self.down:
@@ -66,6 +67,11 @@ class InProcessAgents:
 
     def stats(self, agent, session_id):
         return self._agent(agent).dispatcher.by_session(session_id).stats()
+
+    def health(self, agent):
+        if self.health_down:
+            raise Unavailable("agent unreachable")
+        return self._agent(agent).status()
 
 
 @pytest.fixture

@@ -1,3 +1,5 @@
+import argparse
+
 import pytest
 
 from tools.cli import _pairs, chain, parser
@@ -33,3 +35,58 @@ def test_session_setup_arguments():
         ["session", "setup", "--module", "null", "--module", "counter", "--match", "udp_dst=1"]
     )
     assert args.module == ["null", "counter"] and args.match == ["udp_dst=1"]
+
+
+def _options(p: argparse.ArgumentParser, path: str = "netserv"):
+    """Yield (command, option or subcommand) for every argument of `p` and its subcommands."""
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                yield path, choice
+            for name, sub in action.choices.items():
+                yield from _options(sub, f"{path} {name}")
+        elif action.help != argparse.SUPPRESS and not isinstance(action, argparse._HelpAction):
+            yield path, action
+
+
+def test_every_option_says_what_it_does():
+    missing = [
+        f"{path} {'/'.join(a.option_strings) or a.dest}"
+        for path, a in _options(parser())
+        if not a.help
+    ]
+    assert missing == []
+
+
+def test_session_subcommands_are_described_as_they_behave():
+    helps = {a.dest: a.help for path, a in _options(parser()) if path == "netserv session"}
+    assert "counters" in helps["stats"] and "stats a session" not in helps["stats"]
+    assert "lifetime" in helps["refresh"]
+
+
+@pytest.mark.parametrize(
+    "text, dpid", [("1", 1), ("10", 16), ("0x10", 16), ("0000000000000010", 16), ("ff", 255)]
+)
+def test_agent_dpid_is_hex_as_the_rest_api_shows_it(text, dpid):
+    args = parser().parse_args(["agent", "--dpid", text, "--iface", "a", "--switch-port", "b"])
+    assert args.dpid == dpid
+
+
+@pytest.mark.parametrize("text", ["", "g", "+1", "1_0", " 1", "0x", "1" * 17])
+def test_agent_dpid_refuses_what_is_not_one(text, capsys):
+    with pytest.raises(SystemExit):
+        parser().parse_args(["agent", "--dpid", text, "--iface", "a", "--switch-port", "b"])
+    assert "datapath id" in capsys.readouterr().err
+
+
+def test_module_path_is_taken_by_controller_agent_and_modules(tmp_path):
+    agent = ["agent", "--dpid", "1", "--iface", "a", "--switch-port", "b"]
+    for argv in (["controller"], agent, ["modules"]):
+        args = parser().parse_args([*argv, "--module-path", str(tmp_path)])
+        assert args.module_path == [str(tmp_path)]
+
+
+def test_agent_dead_after_has_one_default():
+    from controller.service import AGENT_DEAD_AFTER
+
+    assert parser().parse_args(["controller"]).agent_dead_after == AGENT_DEAD_AFTER
