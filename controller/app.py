@@ -8,6 +8,7 @@ is delivered by that loop), so handlers that need it spawn a green thread.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -105,6 +106,7 @@ class NetServApp(app_manager.RyuApp):
         conf = cfg.CONF
         services = Path(getattr(conf, "netserv_services", None) or DEFAULT_SERVICES)
         dead_after = float(getattr(conf, "netserv_agent_dead_after", None) or 6.0)
+        cap = tables.parse_hard_timeout_cap(os.environ.get(tables.HARD_TIMEOUT_CAP_ENV))
         self.switches = RyuSwitches()
         self.service = NetServService(
             Catalog(services),
@@ -113,6 +115,7 @@ class NetServApp(app_manager.RyuApp):
             time.monotonic,
             threading.Lock(),
             dead_after,
+            cap,
         )
         kwargs["wsgi"].register(RestApi, {INSTANCE: self.service})
         self._ticker = hub.spawn(self._tick_loop)
@@ -125,6 +128,8 @@ class NetServApp(app_manager.RyuApp):
             conf.ofp_tcp_listen_port,
             services,
         )
+        if cap != tables.HARD_TIMEOUT_CAP:
+            log.info("detours' hard timeouts capped at %d s (%s)", cap, tables.HARD_TIMEOUT_CAP_ENV)
 
     def _tick_loop(self) -> None:
         while True:
@@ -199,4 +204,5 @@ class NetServApp(app_manager.RyuApp):
     def flow_removed(self, ev: Any) -> None:
         msg = ev.msg
         if msg.reason == msg.datapath.ofproto.OFPRR_HARD_TIMEOUT:
-            hub.spawn(self.service.flow_removed, tables.session_of_cookie(msg.cookie))
+            session_id = tables.session_of_cookie(msg.cookie)
+            hub.spawn(self.service.flow_removed, msg.datapath.id, session_id)
