@@ -105,6 +105,7 @@ class NetServApp(app_manager.RyuApp):
         # Set by controller/entry.py; read here too when ryu-manager runs this app itself.
         folders = module_path(getattr(conf, "netserv_module_path", None))
         dead_after = float(getattr(conf, "netserv_agent_dead_after", None) or AGENT_DEAD_AFTER)
+        cap = tables.parse_hard_timeout_cap(os.environ.get(tables.HARD_TIMEOUT_CAP_ENV))
         self.switches = RyuSwitches()
         self.service = NetServService(
             Catalog(folders),
@@ -113,6 +114,7 @@ class NetServApp(app_manager.RyuApp):
             time.monotonic,
             threading.Lock(),
             dead_after,
+            cap,
         )
         kwargs["wsgi"].register(RestApi, {INSTANCE: self.service})
         self._ticker = hub.spawn(self._tick_loop)
@@ -125,6 +127,8 @@ class NetServApp(app_manager.RyuApp):
             conf.ofp_tcp_listen_port,
             os.pathsep.join(str(f) for f in folders),
         )
+        if cap != tables.HARD_TIMEOUT_CAP:
+            log.info("detours' hard timeouts capped at %d s (%s)", cap, tables.HARD_TIMEOUT_CAP_ENV)
 
     def _tick_loop(self) -> None:
         while True:
@@ -199,4 +203,5 @@ class NetServApp(app_manager.RyuApp):
     def flow_removed(self, ev: Any) -> None:
         msg = ev.msg
         if msg.reason == msg.datapath.ofproto.OFPRR_HARD_TIMEOUT:
-            hub.spawn(self.service.flow_removed, tables.session_of_cookie(msg.cookie))
+            session_id = tables.session_of_cookie(msg.cookie)
+            hub.spawn(self.service.flow_removed, msg.datapath.id, session_id)

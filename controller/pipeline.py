@@ -28,10 +28,26 @@ from controller.messages import (
 from controller.sessions import Session
 
 LEARNED_IDLE_TIMEOUT = 300  # a host silent this long is learned again when it speaks
-# The switch drops a detour by itself this long after the session should have ended,
-# so a controller that dies cannot leave traffic detoured forever.
+# In a session's last stretch the switch drops its detour by itself this long after the
+# session should have ended (the controller ends it first), so a controller that dies
+# cannot leave traffic detoured; before that the capped timer is re-armed.
 HARD_TIMEOUT_GRACE = 10
 BROADCAST_BIT = 0x01
+
+
+def hard_timeout(session: Session, now: float, cap: int = t.HARD_TIMEOUT_CAP) -> int:
+    """Return the hard timeout (s) for the session's detour installed at `now`.
+
+    The rest of the lifetime plus grace, rounded down so the switch never keeps the
+    detour past what the agent keeps the chain (lifetime + the same grace), and at
+    most `cap`, which the 16-bit field holds.
+    """
+    return max(1, min(cap, int(session.expires - now) + HARD_TIMEOUT_GRACE))
+
+
+def rearm_margin(cap: int) -> float:
+    """Return how long before a capped timer runs out the controller re-arms it."""
+    return min(float(t.REARM_MARGIN), cap / 2)
 
 
 def switch_reset() -> list[Message]:
@@ -71,20 +87,32 @@ def agent_return(agent_port: int) -> list[Message]:
     ]
 
 
-def session_install(session: Session, agent_port: int) -> list[Message]:
-    """Return the detour flow of `session`: its match → push its tag → the agent's port."""
-    return [
-        FlowAdd(
-            t.CLASSIFY,
-            session.priority,
-            session.match.fields,
-            actions=(PushVlan(session.tag), Output(agent_port)),
-            cookie=session.cookie,
-            hard_timeout=session.lifetime + HARD_TIMEOUT_GRACE,
-            notify_removal=True,
-        ),
-        Barrier(),
-    ]
+def session_detour(session: Session, agent_port: int, hard_timeout: int) -> FlowAdd:
+    """Return the detour flow of `session`: its match → push its tag → the agent's port.
+
+    Adding it again while it is installed re-arms its hard timeout and keeps its counters.
+    """
+    if not 1 <= hard_timeout <= t.HARD_TIMEOUT_MAX:
+        raise ValueError(f"hard timeout {hard_timeout} does not fit its 16-bit field")
+    return FlowAdd(
+        t.CLASSIFY,
+        session.priority,
+        session.match.fields,
+        actions=(PushVlan(session.tag), Output(agent_port)),
+        cookie=session.cookie,
+        hard_timeout=hard_timeout,
+        notify_removal=True,
+    )
+
+
+def session_install(session: Session, agent_port: int, hard_timeout: int) -> list[Message]:
+    """Return the messages that install (or re-arm) the session's detour, confirmed."""
+    return [session_detour(session, agent_port, hard_timeout), Barrier()]
+
+
+def sessions_rearm(detours: list[tuple[Session, int]], agent_port: int) -> list[Message]:
+    """Return one batch re-adding each (session, hard timeout) detour, confirmed once."""
+    return [session_detour(s, agent_port, hard) for s, hard in detours] + [Barrier()]
 
 
 def session_remove(session: Session) -> list[Message]:

@@ -104,3 +104,13 @@ def parse_session_request(body: object, catalog: Catalog) -> SessionRequest:
     lifetime = parse_lifetime(body.get("lifetime"))
     node = parse_dpid(body["node"]) if body.get("node") is not None else None
     return SessionRequest(match=match, modules=modules, lifetime=lifetime, node=node)
+
+
+def parse_refresh(body: object, default: int) -> int:
+    """Return the lifetime a refresh body asks for (`default` when it names none)."""
+    if not isinstance(body, Mapping):
+        raise InvalidRequest("the request body must be a JSON object")
+    unknown = sorted(set(body) - {"lifetime"})
+    if unknown:
+        raise InvalidRequest(f"unknown key(s) {unknown}; known: ['lifetime']")
+    return parse_lifetime(body.get("lifetime"), default=default)

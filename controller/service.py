@@ -2,30 +2,41 @@
 
 Every transport (REST today, on-path signaling next) calls these methods. I/O is handed
 in: `switches` sends messages and waits for the barrier, `agents` talks to node agents,
-`clock` tells the time, `lock` serialises state changes (a green lock under Ryu).
+`clock` tells the time, `lock` serialises state changes (a green lock under Ryu); it is
+never held across I/O, so every state change goes through the session table's
+transitions (`controller/sessions.py`), which turn a racing request into a Conflict.
 
 Order matters so that nothing is ever half-made:
   create:   reserve → agent attaches the chain → switch installs the detour → active;
-            any failure undoes what was done and leaves no session, flow or module.
-  teardown: forget → switch deletes the detour → agent detaches the chain;
+            any failure, of any type, undoes what was done (no session, flow or chain)
+            and is raised again.
+  refresh:  check everything → agent → switch re-adds the detour → the new lifetime;
+            a failure puts back what was pushed and leaves the session as it was.
+  teardown: ending → switch deletes the detour → agent detaches the chain → ended;
             a part that is down cleans itself up (the switch's hard timeout and reset
             on reconnect, the agent's own soft-state expiry).
+  tick:     expire, end the sessions of dead agents, re-arm the switch timers that are
+            due: a detour's hard timeout is capped (16-bit field) and re-added before
+            it runs out while the session lives.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from typing import Any, Protocol
 
 from controller import pipeline
 from controller.errors import Conflict, InvalidRequest, NetServError, NotFound, Unavailable
 from controller.messages import Message
 from controller.network import Agent, Network, refusal
-from controller.requests import format_dpid, parse_dpid, parse_lifetime, parse_session_request
-from controller.sessions import Session, SessionTable, State
+from controller.requests import format_dpid, parse_dpid, parse_refresh, parse_session_request
+from controller.sessions import LIVE, Session, SessionTable, State
+from controller.tables import HARD_TIMEOUT_CAP
 from nodes.bundle import Catalog
 
 log = logging.getLogger("netserv.service")
@@ -55,6 +66,7 @@ class NetServService:
         clock: Callable[[], float],
         lock: AbstractContextManager[Any] | None = None,
         agent_dead_after: float = AGENT_DEAD_AFTER,
+        hard_timeout_cap: int = HARD_TIMEOUT_CAP,
     ) -> None:
         self.catalog = catalog
         self.network = Network()
@@ -64,10 +76,15 @@ class NetServService:
         self.clock = clock
         self.lock = lock if lock is not None else contextlib.nullcontext()
         self.agent_dead_after = agent_dead_after
+        self.hard_timeout_cap = hard_timeout_cap
 
     # --- sessions ------------------------------------------------------------------
     def create(self, body: object) -> Session:
-        """Create a session from a request body; return it active, or raise and change nothing."""
+        """Create a session from a request body; return it active, or raise and change nothing.
+
+        A failure after the reservation, whatever its type, undoes everything done so far
+        and is raised again.
+        """
         request = parse_session_request(body, self.catalog)
         with self.lock:
             node = self.network.place(request)
@@ -75,67 +92,123 @@ class NetServService:
             agent, port = self.network.agents[node], self.network.agent_port(node)
         try:
             self.agents.attach(agent, session)
-        except NetServError:  # a chain the agent made anyway is dropped at its next heartbeat
-            with self.lock:
-                self.sessions.discard(session.id)
-            raise
-        try:
             if port is None:
-                raise Unavailable(f"the agent port of node {node:#x} vanished")
-            self.switches.send(node, pipeline.session_install(session, port))
-        except NetServError:
+                raise Unavailable(f"the agent port of node {format_dpid(node)} vanished")
+            armed_until = self._install(session, port)
+            with self.lock:
+                session = self.sessions.move(session.id, State.ACTIVE, armed_until=armed_until)
+        except Exception:
             self._undo(session, agent)
             raise
-        with self.lock:
-            session = self.sessions.activate(session.id)
         log.info("session %d active on %016x: %s", session.id, node, session.match.as_dict())
         return session
 
+    def _install(self, session: Session, port: int) -> float:
+        """Install (or re-arm) the session's detour; return when its hard timeout runs out."""
+        now = self.clock()
+        hard = pipeline.hard_timeout(session, now, self.hard_timeout_cap)
+        self.switches.send(session.node, pipeline.session_install(session, port, hard))
+        return now + hard
+
     def _undo(self, session: Session, agent: Agent) -> None:
-        with self.lock:
-            self.sessions.discard(session.id)
-        with contextlib.suppress(NetServError):
-            self.switches.send(session.node, pipeline.session_remove(session))
-        with contextlib.suppress(NetServError):
-            self.agents.detach(agent, session.id)
+        """Remove what a failed create may have made; the reservation is held until then."""
+        try:
+            self._remove_detour(session)
+            _quietly(session.id, "agent detach", self.agents.detach, agent, session.id)
+        finally:
+            with self.lock:
+                self.sessions.move(session.id, State.ENDED)
+
+    def _remove_detour(self, session: Session) -> None:
+        # A switch that cannot be reached drops it by its hard timeout or reset on reconnect.
+        _quietly(
+            session.id,
+            "switch delete",
+            self.switches.send,
+            session.node,
+            pipeline.session_remove(session),
+        )
 
     def teardown(self, session_id: int, reason: str = "teardown") -> dict[str, Any]:
-        """End a session; return its last JSON view with the chain's final counters."""
+        """End a session; return its last JSON view with the chain's final counters.
+
+        Raise NotFound, or Conflict when it is still being installed or already ending.
+        """
         with self.lock:
-            session = self.sessions.get(session_id)
-            if session.state is not State.ACTIVE:
-                raise Conflict(f"session {session_id} is still being installed")
-            self.sessions.discard(session_id)
+            session = self.sessions.move(session_id, State.ENDING)
             agent = self.network.agents.get(session.node)
-        view = session.to_json(self.clock()) | {"ended": reason}
+        stats = None
         try:
-            self.switches.send(session.node, pipeline.session_remove(session))
-        except NetServError as exc:  # the switch's reset on reconnect removes it
-            log.warning("session %d: switch delete failed: %s", session_id, exc)
-        if agent is not None:
-            try:
-                view["stats"] = self.agents.detach(agent, session_id)
-            except NetServError as exc:  # the agent expires it by itself
-                log.warning("session %d: agent detach failed: %s", session_id, exc)
+            self._remove_detour(session)
+            if agent is not None:  # else the agent expires the chain by itself
+                stats = _quietly(session_id, "agent detach", self.agents.detach, agent, session_id)
+        finally:
+            with self.lock:
+                session = self.sessions.move(session_id, State.ENDED)
+        view = session.to_json(self.clock()) | {"ended": reason}
+        if stats is not None:
+            view["stats"] = stats
         log.info("session %d ended (%s)", session_id, reason)
         return view
 
     def refresh(self, session_id: int, body: object) -> Session:
-        """Extend a session's lifetime (soft state); return it."""
-        lifetime = parse_lifetime(
-            body.get("lifetime") if isinstance(body, dict) else None,
-            default=self.sessions.get(session_id).lifetime,
-        )
+        """Give a session a new lifetime from now (soft state); return it.
+
+        Everything is checked before anything changes. When the agent or the switch
+        fails, what was pushed is put back, the session stays as it was (lifetime,
+        expiry, active) and the error is raised again.
+        """
         with self.lock:
-            session = self.sessions.refresh(session_id, lifetime, self.clock())
-            agent = self.network.agents.get(session.node)
-            port = self.network.agent_port(session.node)
-        if agent is None:
-            raise Unavailable(f"node {session.node:016x} has no agent")
-        self.agents.refresh(agent, session)
-        if port is not None:  # re-adding the flow restarts its hard timeout
-            self.switches.send(session.node, pipeline.session_install(session, port))
-        return session
+            old = self.sessions.get(session_id)
+            lifetime = parse_refresh(body, default=old.lifetime)
+            agent = self.network.agents.get(old.node)
+            if agent is None:
+                raise Unavailable(f"node {format_dpid(old.node)} has no agent")
+            port = self.network.agent_port(old.node)
+            new = replace(old, lifetime=lifetime, expires=self.clock() + lifetime)
+            old = self.sessions.move(session_id, State.REFRESHING)
+        pushed: list[str] = []
+        try:
+            pushed.append("agent")
+            self.agents.refresh(agent, new)
+            armed_until = old.armed_until
+            if port is not None:  # else the detour is reinstalled when the port is back
+                pushed.append("switch")
+                armed_until = self._install(new, port)
+        except Exception:
+            self._put_back(old, agent, port, pushed)
+            self._settle(old)
+            raise
+        done = self._settle(old, lifetime=lifetime, expires=new.expires, armed_until=armed_until)
+        if done is None:
+            raise Conflict(f"session {session_id} ended while it was being refreshed")
+        return done
+
+    def _put_back(self, old: Session, agent: Agent, port: int | None, pushed: list[str]) -> None:
+        """Restore the agent's expiry and the switch's timer of a refresh that failed."""
+        ended = True
+        with self.lock, contextlib.suppress(NotFound):
+            if self.sessions.get(old.id).state is State.REFRESHING:
+                ended = False
+        if ended:  # a teardown won; _settle removes what the refresh may have re-added
+            return
+        if "agent" in pushed:
+            rest = replace(old, lifetime=max(1, math.ceil(old.expires - self.clock())))
+            _quietly(old.id, "agent restore", self.agents.refresh, agent, rest)
+        if "switch" in pushed and port is not None:
+            _quietly(old.id, "switch restore", self._install, old, port)
+
+    def _settle(self, before: Session, **changes: Any) -> Session | None:
+        """End an update (REFRESHING) with `changes`; return the session, active again.
+
+        Return None when a teardown ended it meanwhile: the update's flow may have
+        reached the switch after the teardown's delete, so the detour is removed again.
+        """
+        with self.lock:
+            with contextlib.suppress(Conflict, NotFound):
+                return self.sessions.move(before.id, State.ACTIVE, **changes)
+        self._remove_detour(before)
+        return None
 
     def stats(self, session_id: int) -> dict[str, Any]:
         """Return a session's JSON view with its chain's counters from the agent."""
@@ -147,27 +220,89 @@ class NetServService:
 
     # --- housekeeping --------------------------------------------------------------
     def tick(self) -> list[int]:
-        """Expire sessions and notice dead agents; return the ids of sessions ended."""
+        """Expire sessions, end those of dead agents, re-arm the switch timers due.
+
+        Return the ids of the sessions ended.
+        """
         now = self.clock()
-        ended = [s.id for s in self.sessions.expired(now)]
-        for sid in ended:
-            self._end_quietly(sid, "expired")
-        for dpid in self.network.silent_agents(now, self.agent_dead_after):
-            # Fail open: with the agent gone, its detours would black-hole the flows.
-            log.warning("agent of node %016x is silent; removing its sessions", dpid)
-            for session in self.sessions.on_node(dpid):
-                self._end_quietly(session.id, "agent-dead")
-                ended.append(session.id)
+        with self.lock:
+            for dpid in self.network.silent_agents(now, self.agent_dead_after):
+                log.warning("agent of node %016x is silent; removing its sessions", dpid)
+            dead = {dpid for dpid, agent in self.network.agents.items() if not agent.alive}
+            ending = {s.id: "expired" for s in self.sessions.expired(now)}
+            for session in self.sessions.all():
+                # Fail open: with the agent gone, its detours would black-hole the flows.
+                if session.node in dead and session.state in LIVE:
+                    ending.setdefault(session.id, "agent-dead")
+            margin = pipeline.rearm_margin(self.hard_timeout_cap)
+            due = [s for s in self.sessions.rearm_due(now, margin) if s.id not in ending]
+        ended = [sid for sid, reason in ending.items() if self._end_quietly(sid, reason)]
+        by_node: dict[int, list[Session]] = {}
+        for session in due:
+            by_node.setdefault(session.node, []).append(session)
+        for node, sessions in by_node.items():
+            self._rearm(node, sessions)
         return ended
 
-    def _end_quietly(self, session_id: int, reason: str) -> None:
-        with contextlib.suppress(NotFound, Conflict):  # already gone, or not yet made
-            self.teardown(session_id, reason)
+    def _rearm(self, node: int, sessions: list[Session]) -> None:
+        """Re-add the detours of active `sessions` on `node` in one batch, restarting
+        their timers; a failure is logged and retried at the next tick."""
+        with self.lock:
+            port = self.network.agent_port(node)
+            if port is None:  # reinstalled with a fresh timer when the port is back
+                return
+            moved = []
+            for session in sessions:
+                with contextlib.suppress(Conflict, NotFound):  # refreshed or ended meanwhile
+                    moved.append(self.sessions.move(session.id, State.REFRESHING))
+            now = self.clock()
+            detours = [(s, pipeline.hard_timeout(s, now, self.hard_timeout_cap)) for s in moved]
+        if not detours:
+            return
+        armed = True
+        try:
+            self.switches.send(node, pipeline.sessions_rearm(detours, port))
+        except Exception as exc:
+            armed = False
+            log.warning(
+                "node %016x: re-arming the detours of sessions %s failed: %r",
+                node,
+                [s.id for s in moved],
+                exc,
+                exc_info=not isinstance(exc, NetServError),
+            )
+        for session, hard in detours:
+            self._settle(session, **({"armed_until": now + hard} if armed else {}))
 
-    def flow_removed(self, cookie_session: int | None) -> None:
-        """The switch dropped a session's detour by itself (hard timeout): end the session."""
-        if cookie_session is not None and cookie_session in {s.id for s in self.sessions.all()}:
-            self._end_quietly(cookie_session, "switch-timeout")
+    def _end_quietly(self, session_id: int, reason: str) -> bool:
+        """End a session; return False when it is gone, ending, or not yet made."""
+        try:
+            self.teardown(session_id, reason)
+        except (NotFound, Conflict):
+            return False
+        return True
+
+    def flow_removed(self, dpid: int, session_id: int | None) -> None:
+        """The switch dropped a session's detour by its hard timeout.
+
+        Before the session's end (a re-arm failed or came late) the detour is put back,
+        so an active session never goes without its flow; after it, the session ends.
+        """
+        if session_id is None:
+            return
+        with self.lock:
+            try:
+                session = self.sessions.get(session_id)
+            except NotFound:
+                return
+            if session.node != dpid or session.state is not State.ACTIVE:
+                return  # another switch's, or an update in flight re-adds it
+            over = session.expires <= self.clock()
+        if over:
+            self._end_quietly(session_id, "expired")
+        else:
+            log.warning("session %d: the switch dropped its detour early; reinstalling", session_id)
+            self._rearm(dpid, [session])
 
     # --- nodes ---------------------------------------------------------------------
     def register_agent(self, body: object) -> dict[str, Any]:
@@ -237,9 +372,17 @@ class NetServService:
         with self.lock:
             msgs = self.network.switch_connected(dpid)
             port = self.network.agent_port(dpid)
-            for session in self.sessions.on_node(dpid):
-                if port is not None and session.state is State.ACTIVE:
-                    msgs += pipeline.session_install(session, port)
+            if port is not None:
+                msgs += self._detours(dpid, port)
+        return msgs
+
+    def _detours(self, dpid: int, port: int) -> list[Message]:
+        """Return the detours of the node's live sessions, with fresh timers (lock held)."""
+        now, msgs = self.clock(), []
+        for session in self.sessions.on_node(dpid):
+            if session.state in LIVE:
+                hard = pipeline.hard_timeout(session, now, self.hard_timeout_cap)
+                msgs += pipeline.session_install(session, port, hard)
         return msgs
 
     def ports_replaced(self, dpid: int, ports: dict[int, str]) -> list[Message]:
@@ -255,7 +398,21 @@ class NetServService:
             msgs = self.network.ports_changed(dpid, added, removed)
             after = self.network.agent_port(dpid)
             if after is not None and after != before:
-                for session in self.sessions.on_node(dpid):
-                    if session.state is State.ACTIVE:
-                        msgs += pipeline.session_install(session, after)
+                msgs += self._detours(dpid, after)
         return msgs
+
+
+def _quietly(session_id: int, what: str, call: Callable[..., Any], *args: Any) -> Any:
+    """Return `call(*args)`, or None after logging its failure: for clean-up steps,
+    which must never hide the error that made them necessary nor stop the next step."""
+    try:
+        return call(*args)
+    except Exception as exc:
+        log.warning(
+            "session %d: %s failed: %r",
+            session_id,
+            what,
+            exc,
+            exc_info=not isinstance(exc, NetServError),
+        )
+        return None

@@ -1,9 +1,19 @@
 """Sessions and their state changes, with no I/O: time is passed in as `now`.
 
 A session is one requester's claim on one flow at one node, with a module chain and a
-soft-state lifetime. Its life: `reserve` (ids, tag and flow space held while the agent
-and switch are being set up) → `activate` → `refresh`* → `remove` (teardown, expiry,
-or a failed part). A reservation that fails is `discard`ed and leaves no trace.
+soft-state lifetime. Every change of its state goes through `SessionTable.move`, which
+allows only the transitions in TRANSITIONS and raises Conflict, saying why, otherwise:
+
+    INSTALLING ──► ACTIVE ◄──► REFRESHING      a refresh; a re-armed switch timer
+        │            │              │
+        │            ▼              │
+        │          ENDING ◄─────────┘          teardown, expiry, a dead agent
+        │            │
+        │            ▼
+        └────────► ENDED                       undone, or removed everywhere
+
+A reservation (INSTALLING) holds the id, tag and flow space while the agent and switch
+are set up; a session keeps them until it has ENDED, when it leaves the table.
 """
 
 from __future__ import annotations
@@ -20,8 +30,35 @@ VLAN_TAGS = range(1, 4095)  # the VLAN id a detour pushes names the session at i
 
 
 class State(enum.Enum):
-    INSTALLING = "installing"
-    ACTIVE = "active"
+    INSTALLING = "installing"  # reserved; the agent and the switch are being set up
+    ACTIVE = "active"  # chain at the agent, detour in the switch
+    REFRESHING = "refreshing"  # active; a new lifetime or switch timer is being pushed
+    ENDING = "ending"  # the detour and the chain are being removed
+    ENDED = "ended"  # gone everywhere (or never made): no longer in the table
+
+
+TRANSITIONS: dict[State, frozenset[State]] = {
+    State.INSTALLING: frozenset({State.ACTIVE, State.ENDED}),  # installed, or undone
+    State.ACTIVE: frozenset({State.REFRESHING, State.ENDING}),
+    State.REFRESHING: frozenset({State.ACTIVE, State.ENDING}),  # done or undone; teardown wins
+    State.ENDING: frozenset({State.ENDED}),
+    State.ENDED: frozenset(),
+}
+LIVE = frozenset({State.ACTIVE, State.REFRESHING})  # the states whose detour is in the switch
+_ACTION = {
+    State.ACTIVE: "activate",
+    State.REFRESHING: "refresh",
+    State.ENDING: "end",
+    State.ENDED: "discard",
+    State.INSTALLING: "reinstall",
+}
+_BECAUSE = {
+    State.INSTALLING: "is still being installed",
+    State.ACTIVE: "is active",
+    State.REFRESHING: "is being refreshed",
+    State.ENDING: "is already ending",
+    State.ENDED: "has ended",
+}
 
 
 @dataclass(frozen=True)
@@ -35,6 +72,7 @@ class Session:
     created: float
     expires: float
     state: State = State.INSTALLING
+    armed_until: float = 0.0  # when the switch's hard timeout on its detour runs out
 
     @property
     def cookie(self) -> int:
@@ -115,25 +153,38 @@ class SessionTable:
                 return tag
         raise Unavailable(f"node {format_dpid(node)} has no free session tag")
 
-    def activate(self, session_id: int) -> Session:
-        """Mark a reserved session as installed; return it."""
-        session = replace(self.get(session_id), state=State.ACTIVE)
-        self._sessions[session_id] = session
-        return session
+    def move(self, session_id: int, to: State, **changes: object) -> Session:
+        """Change a session's state to `to` (and the fields in `changes`); return it.
 
-    def discard(self, session_id: int) -> None:
-        """Forget a session (failed reservation or finished teardown); idempotent."""
-        self._sessions.pop(session_id, None)
-
-    def refresh(self, session_id: int, lifetime: int, now: float) -> Session:
-        """Extend an active session to live `lifetime` seconds from `now`; return it."""
+        Raise NotFound when there is no such session, Conflict when TRANSITIONS does not
+        allow the change. A session moved to ENDED leaves the table.
+        """
         session = self.get(session_id)
-        if session.state is not State.ACTIVE:
-            raise Conflict(f"session {session_id} is {session.state.value}, not active")
-        session = replace(session, lifetime=lifetime, expires=now + lifetime)
-        self._sessions[session_id] = session
+        if to not in TRANSITIONS[session.state]:
+            raise Conflict(
+                f"cannot {_ACTION[to]} session {session_id}: it {_BECAUSE[session.state]}"
+            )
+        session = replace(session, state=to, **changes)
+        if to is State.ENDED:
+            del self._sessions[session_id]
+        else:
+            self._sessions[session_id] = session
         return session
 
     def expired(self, now: float) -> list[Session]:
         """Return the active sessions whose lifetime has run out at `now`."""
         return [s for s in self.all() if s.state is State.ACTIVE and s.expires <= now]
+
+    def rearm_due(self, now: float, margin: float) -> list[Session]:
+        """Return the active sessions whose detour's timer must be re-armed at `now`.
+
+        Those whose timer runs out within `margin` (or has run out) while the session
+        lives on: a capped timer. One set to the session's end (plus grace) never is.
+        """
+        return [
+            s
+            for s in self.all()
+            if s.state is State.ACTIVE
+            and s.armed_until < s.expires
+            and s.armed_until - now <= margin
+        ]

@@ -1,4 +1,4 @@
-"""The OpenFlow pipeline's layout, declared once: tables, priority bands and cookies.
+"""The OpenFlow pipeline's layout, declared once: tables, priority bands, cookies, timers.
 
 Every flow the controller emits names its table and band from here, and
 `check_flow` rejects a flow that falls outside its table's declared bands, so a
@@ -80,6 +80,40 @@ def session_of_cookie(value: int) -> int | None:
     if value & (COOKIE_PREFIX_MASK | KIND_MASK) != COOKIE_PREFIX | (KIND_SESSION << KIND_SHIFT):
         return None
     return value & SESSION_ID_MAX
+
+
+# A detour's hard timeout (a 16-bit field, at most 65,535 s) is the switch's own safety
+# net for a controller that died, not the session's lifetime (up to 86,400 s): it is
+# capped, and the controller re-arms it before it runs out by adding the identical flow
+# again (Open vSwitch then restarts the timer and keeps the flow's counters). One hour:
+# far longer than a controller takes to restart (so detours can outlast a restart once
+# flows are reconciled instead of wiped), well inside the field, short enough that a
+# controller gone for good leaves no detour for more than an hour, and cheap: one
+# flow-mod per long session per hour (10,000 sessions: about 3 a second).
+HARD_TIMEOUT_MAX = 0xFFFF
+HARD_TIMEOUT_CAP = 3600
+# The controller takes another cap from this environment variable (tests set a few seconds
+# to see it re-arm the timers).
+HARD_TIMEOUT_CAP_ENV = "NETSERV_HARD_TIMEOUT_CAP"
+# Re-arm this long before the timer runs out: room for the once-a-second tick, a slow
+# barrier (5 s) and several retries when the switch is briefly away. With a small cap
+# (tests) the margin shrinks to half of it.
+REARM_MARGIN = 60
+
+
+def parse_hard_timeout_cap(raw: str | None) -> int:
+    """Return the hard-timeout cap `raw` names (seconds), HARD_TIMEOUT_CAP when unset.
+
+    Raise ValueError unless it is a whole number from 1 to HARD_TIMEOUT_MAX.
+    """
+    text = (raw or "").strip()
+    if not text:
+        return HARD_TIMEOUT_CAP
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= HARD_TIMEOUT_MAX:
+        raise ValueError(
+            f"the hard timeout cap must be whole seconds from 1 to {HARD_TIMEOUT_MAX}, got {raw!r}"
+        )
+    return int(text)
 
 
 def check_flow(table: int, priority: int) -> None:

@@ -1,11 +1,16 @@
 """A simulated OpenFlow switch: applies message descriptions, forwards frame descriptions.
 
 Tests assert on forwarding ("this frame leaves port 2 with tag 5") rather than on the
-text of flow rules.
+text of flow rules. Like Open vSwitch it refuses timeouts that do not fit their 16-bit
+fields, counts frames per flow, keeps a flow's counters when an identical flow (same
+table, priority and match) is added again, and restarts its hard timeout then; with a
+clock, `expire` drops the flows whose hard timeout ran out.
 """
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from controller.match import FlowMatch, overlaps
@@ -27,38 +32,76 @@ class Result:
     to_controller: list[int] = field(default_factory=list)  # table ids that sent it up
 
 
+FlowKey = tuple[int, int, tuple[tuple[str, object], ...]]
+
+
+def _key(flow: FlowAdd) -> FlowKey:
+    return flow.table, flow.priority, flow.match
+
+
 class SimSwitch:
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] | None = None) -> None:
         self.flows: list[FlowAdd] = []
         self.packet_outs: list[PacketOut] = []
+        self.clock = clock
+        self.added_at: dict[FlowKey, float] = {}
+        self.packets: dict[FlowKey, int] = {}
+
+    def _now(self) -> float:
+        return self.clock() if self.clock is not None else 0.0
 
     def apply(self, msgs: list[Message]) -> None:
         for msg in msgs:
             if isinstance(msg, FlowAdd):
-                self.flows = [
-                    f
-                    for f in self.flows
-                    if not (
-                        f.table == msg.table and f.priority == msg.priority and f.match == msg.match
-                    )
-                ]
+                struct.pack("!HH", msg.idle_timeout, msg.hard_timeout)  # as a real flow-mod
+                key = _key(msg)
+                self.flows = [f for f in self.flows if _key(f) != key]
                 self.flows.append(msg)
+                self.added_at[key] = self._now()
+                self.packets.setdefault(key, 0)
             elif isinstance(msg, FlowDelete):
-                self.flows = [
+                gone = [
                     f
                     for f in self.flows
-                    if not (
-                        (f.cookie & msg.cookie_mask) == (msg.cookie & msg.cookie_mask)
-                        and (msg.table is None or f.table == msg.table)
-                    )
+                    if (f.cookie & msg.cookie_mask) == (msg.cookie & msg.cookie_mask)
+                    and (msg.table is None or f.table == msg.table)
                 ]
+                self._drop(gone)
             elif isinstance(msg, PacketOut):
                 self.packet_outs.append(msg)
             elif not isinstance(msg, Barrier):
                 raise TypeError(msg)
 
+    def _drop(self, flows: list[FlowAdd]) -> None:
+        keys = {_key(f) for f in flows}
+        self.flows = [f for f in self.flows if _key(f) not in keys]
+        for key in keys:
+            self.added_at.pop(key, None)
+            self.packets.pop(key, None)
+
+    def deadline(self, flow: FlowAdd) -> float | None:
+        """Return when `flow`'s hard timeout runs out, or None when it has none."""
+        if not flow.hard_timeout:
+            return None
+        return self.added_at[_key(flow)] + flow.hard_timeout
+
+    def expire(self) -> list[FlowAdd]:
+        """Drop the flows whose hard timeout ran out by the clock; return them."""
+        now = self._now()
+        gone = [f for f in self.flows if (d := self.deadline(f)) is not None and d <= now]
+        self._drop(gone)
+        return gone
+
     def cookies(self) -> set[int]:
         return {f.cookie for f in self.flows}
+
+    def with_cookie(self, cookie: int) -> list[FlowAdd]:
+        """Return the flows carrying exactly `cookie`."""
+        return [f for f in self.flows if f.cookie == cookie]
+
+    def packets_of(self, cookie: int) -> int:
+        """Return the frames counted by the flows carrying `cookie`."""
+        return sum(self.packets[_key(f)] for f in self.with_cookie(cookie))
 
     def _lookup(self, table: int, frame: dict[str, object]) -> FlowAdd | None:
         candidates = [
@@ -77,6 +120,7 @@ class SimSwitch:
             flow = self._lookup(table, frame)
             if flow is None:
                 break  # table miss with no miss flow: drop
+            self.packets[_key(flow)] += 1
             for action in flow.actions:
                 if isinstance(action, PushVlan):
                     tag = action.vid

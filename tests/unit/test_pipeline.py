@@ -6,9 +6,15 @@ from controller import tables
 from controller.match import parse_match
 from controller.messages import FlowAdd, Output
 from controller.network import Agent, Network
-from controller.pipeline import session_install, session_remove
-from controller.requests import ModuleSpec, SessionRequest
-from controller.sessions import SessionTable
+from controller.pipeline import (
+    HARD_TIMEOUT_GRACE,
+    hard_timeout,
+    rearm_margin,
+    session_install,
+    session_remove,
+)
+from controller.requests import MAX_LIFETIME, ModuleSpec, SessionRequest
+from controller.sessions import SessionTable, State
 from tests.unit.flowsim import SimSwitch
 
 DPID, AGENT = 1, 4
@@ -75,8 +81,8 @@ def test_frames_from_the_agent_never_teach_macs(net):
 
 def _session(network: Network, sim: SimSwitch, table: SessionTable, match: dict) -> object:
     request = SessionRequest(parse_match(match), (ModuleSpec("counter", ()),), 30)
-    session = table.activate(table.reserve(request, network.place(request), 0.0).id)
-    sim.apply(session_install(session, network.agent_port(DPID)))
+    session = table.move(table.reserve(request, network.place(request), 0.0).id, State.ACTIVE)
+    sim.apply(session_install(session, network.agent_port(DPID), hard_timeout(session, 0.0)))
     return session
 
 
@@ -113,6 +119,44 @@ def test_session_flow_has_a_hard_timeout_safety_net_and_a_session_cookie(net):
     assert flow.hard_timeout > session.lifetime and flow.notify_removal
     assert tables.session_of_cookie(flow.cookie) == session.id
     assert flow.priority in tables.SESSION
+
+
+@pytest.mark.parametrize("lifetime", [1, 30, 3590, 3600, 65_525, 65_526, 80_000, MAX_LIFETIME])
+def test_a_detours_hard_timeout_is_capped_fits_its_field_and_never_outlives_the_session(lifetime):
+    table = SessionTable()
+    request = SessionRequest(parse_match({"udp_dst": 1}), (ModuleSpec("null", ()),), lifetime)
+    session = table.reserve(request, DPID, 100.0)
+    for now in (100.0, 100.4, session.expires - 3600.5, session.expires - 1.5, session.expires):
+        if now < 100.0:
+            continue
+        hard = hard_timeout(session, now)
+        assert 1 <= hard <= tables.HARD_TIMEOUT_CAP < 1 << 16
+        # The switch never keeps the detour past the session's end plus grace (the agent
+        # keeps the chain that long), and in the last stretch it keeps it past the end,
+        # so the controller's expiry, not the switch, ends a session whose controller lives.
+        assert now + hard <= session.expires + HARD_TIMEOUT_GRACE
+        if session.expires - now + HARD_TIMEOUT_GRACE <= tables.HARD_TIMEOUT_CAP:
+            assert now + hard > session.expires
+    assert hard_timeout(session, 100.0, cap=8) == min(8, lifetime + HARD_TIMEOUT_GRACE)
+
+
+def test_the_rearm_margin_leaves_room_for_retries_and_shrinks_with_a_small_cap():
+    assert rearm_margin(tables.HARD_TIMEOUT_CAP) == tables.REARM_MARGIN
+    assert rearm_margin(8) == 4.0
+    assert tables.REARM_MARGIN < tables.HARD_TIMEOUT_CAP / 2
+
+
+@pytest.mark.parametrize(
+    "raw, cap", [(None, tables.HARD_TIMEOUT_CAP), ("", tables.HARD_TIMEOUT_CAP), ("8", 8)]
+)
+def test_the_hard_timeout_cap_can_be_set(raw, cap):
+    assert tables.parse_hard_timeout_cap(raw) == cap
+
+
+@pytest.mark.parametrize("raw", ["0", "-5", "65536", "1e3", "ten", "3.5"])
+def test_a_hard_timeout_cap_that_does_not_fit_is_refused(raw):
+    with pytest.raises(ValueError, match="hard timeout cap"):
+        tables.parse_hard_timeout_cap(raw)
 
 
 def test_a_flow_outside_its_band_is_refused():

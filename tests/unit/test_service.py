@@ -1,8 +1,15 @@
 """The session service against a simulated switch and real, in-process node agents."""
 
+import struct
+
 import pytest
 
-from controller.errors import Conflict, NotFound, PartFailed, Unavailable
+from controller import pipeline, tables
+from controller.errors import Conflict, InvalidRequest, NotFound, PartFailed, Unavailable
+from controller.pipeline import HARD_TIMEOUT_GRACE
+from controller.requests import MAX_LIFETIME
+from controller.sessions import State
+from controller.tables import HARD_TIMEOUT_CAP
 from nodes.agent import AgentConfig, NodeAgent
 from nodes.bundle import Catalog
 from tests.unit.conftest import AGENT_PORT, DPID
@@ -150,3 +157,335 @@ def test_refresh_of_a_node_without_agent_is_unavailable(world):
     del service.network.agents[DPID]
     with pytest.raises(Unavailable):
         service.refresh(session.id, {"lifetime": 9})
+
+
+# --- long lifetimes: the switch's hard timeout is a capped safety net, re-armed ------------
+
+
+def served(sim: SimSwitch, session) -> bool:
+    return frame_of(sim, 9000) == [(AGENT_PORT, session.tag)]
+
+
+def detour(sim: SimSwitch, session):
+    (flow,) = sim.with_cookie(session.cookie)
+    return flow
+
+
+@pytest.mark.parametrize("lifetime", [1, 600, 65_525, 65_526, 80_000, MAX_LIFETIME])
+def test_every_accepted_lifetime_works_end_to_end(world, lifetime):
+    service, sim, _, _, agent, clock = world
+    session = service.create({**BODY, "lifetime": lifetime})
+    assert session.state is State.ACTIVE and service.sessions.get(session.id) == session
+    assert served(sim, session)
+    assert detour(sim, session).hard_timeout <= HARD_TIMEOUT_CAP
+    refreshed = service.refresh(session.id, {"lifetime": 80_000})
+    assert refreshed.lifetime == 80_000 and refreshed.expires == clock.now + 80_000
+    assert detour(sim, session).hard_timeout == HARD_TIMEOUT_CAP and served(sim, session)
+    final = service.teardown(session.id)
+    assert final["state"] == "ended" and final["ended"] == "teardown"
+    assert sim.with_cookie(session.cookie) == [] and agent.dispatcher.chains() == []
+    assert service.sessions.all() == []
+
+
+def run_for(world, seconds: float, step: float = 10.0) -> list:
+    """Let the clock run: agent heartbeats, switch timeouts, controller ticks."""
+    service, sim, _, _, agent, clock = world
+    removed, ended = [], []
+    end = clock.now + seconds
+    while clock.now < end:
+        clock.now = min(clock.now + step, end)
+        beat(service, agent)
+        for flow in sim.expire():
+            removed.append(flow)
+            service.flow_removed(DPID, tables.session_of_cookie(flow.cookie))
+        ended += service.tick()
+        agent.expire_due()
+    return removed, ended
+
+
+def test_a_long_session_keeps_its_detour_and_counters_and_expires_on_time(world):
+    service, sim, _, _, agent, clock = world
+    sim.clock = clock
+    start = clock.now
+    session = service.create({**BODY, "lifetime": 3 * HARD_TIMEOUT_CAP})
+    frame_of(sim, 9000)
+    counted = sim.packets_of(session.cookie)
+    removed, ended = run_for(world, 3 * HARD_TIMEOUT_CAP - 20)
+    assert removed == [] and ended == []  # re-armed before every cap ran out
+    assert sim.packets_of(session.cookie) == counted == 1  # a re-arm keeps the counters
+    assert served(sim, session) and agent.dispatcher.by_session(session.id) is not None
+    # the last stretch: the timer is the rest of the lifetime plus grace, not re-armed
+    flow = detour(sim, session)
+    assert sim.deadline(flow) == start + 3 * HARD_TIMEOUT_CAP + HARD_TIMEOUT_GRACE
+    assert run_for(world, 19, step=1.0) == ([], [])
+    assert run_for(world, 1, step=1.0) == ([], [session.id])  # at its expiry, by the controller
+    assert clock.now == session.expires and sim.with_cookie(session.cookie) == []
+    assert agent.dispatcher.chains() == []
+
+
+def test_the_switch_never_keeps_a_detour_longer_than_the_agent_keeps_its_chain(world):
+    service, sim, _, _, agent, clock = world
+    sim.clock = clock
+    session = service.create({**BODY, "lifetime": 2 * HARD_TIMEOUT_CAP + 500})
+    for _ in range(3 * HARD_TIMEOUT_CAP // 100):
+        run_for(world, 100)
+        flows = sim.with_cookie(session.cookie)
+        chain = agent.dispatcher.by_session(session.id)
+        if not flows:
+            break
+        assert chain is not None and sim.deadline(flows[0]) <= chain.expires
+        if clock.now > session.expires:
+            pytest.fail("the session outlived its lifetime")
+    assert service.sessions.all() == []
+
+
+def test_a_refresh_rearms_the_timer(world):
+    service, sim, _, _, _, clock = world
+    sim.clock = clock
+    session = service.create({**BODY, "lifetime": MAX_LIFETIME})
+    clock.now += 1000
+    service.refresh(session.id, {"lifetime": 80_000})
+    flow = detour(sim, session)
+    assert sim.deadline(flow) == clock.now + HARD_TIMEOUT_CAP
+
+
+def test_a_failed_rearm_is_retried_at_the_next_tick(world):
+    service, sim, switches, _, agent, clock = world
+    sim.clock = clock
+    session = service.create({**BODY, "lifetime": MAX_LIFETIME})
+    run_for(world, HARD_TIMEOUT_CAP - 70)
+    clock.now += 20  # the timer runs out in 50 s: due
+    beat(service, agent)
+    switches.fail = Unavailable("switch gone for a moment")
+    service.tick()
+    assert service.sessions.get(session.id).state is State.ACTIVE
+    switches.fail = None
+    removed, ended = run_for(world, 100)
+    assert removed == [] and ended == [] and served(sim, session)
+
+
+@pytest.mark.parametrize("exc", [Unavailable("gone"), RuntimeError("bug")])
+def test_a_detour_the_switch_dropped_too_early_is_reinstalled(world, exc):
+    service, sim, switches, _, agent, clock = world
+    sim.clock = clock
+    session = service.create({**BODY, "lifetime": MAX_LIFETIME})
+    frame_of(sim, 9000)
+    switches.fail = exc  # every re-arm fails until the flow's timer runs out
+    run_for(world, HARD_TIMEOUT_CAP - 5)
+    assert sim.expire() == []
+    clock.now += 10
+    (flow,) = sim.expire()
+    switches.fail = None
+    service.flow_removed(DPID, tables.session_of_cookie(flow.cookie))
+    assert served(sim, session) and service.sessions.get(session.id).state is State.ACTIVE
+    assert sim.deadline(detour(sim, session)) == clock.now + HARD_TIMEOUT_CAP
+
+
+def test_a_detour_the_switch_dropped_at_the_end_of_the_lifetime_ends_the_session(world):
+    service, sim, _, _, agent, clock = world
+    session = service.create({**BODY, "lifetime": 30})
+    clock.now += 40  # the controller missed its own expiry (its tick was late)
+    beat(service, agent)
+    service.flow_removed(DPID, session.id)
+    assert service.sessions.all() == [] and agent.dispatcher.chains() == []
+    assert sim.with_cookie(session.cookie) == []
+
+
+def test_flow_removal_of_an_unknown_or_foreign_session_is_ignored(world):
+    service, sim, *_ = world
+    session = service.create(BODY)
+    service.flow_removed(DPID, 999)
+    service.flow_removed(DPID + 1, session.id)
+    service.flow_removed(DPID, None)
+    assert service.sessions.get(session.id).state is State.ACTIVE and served(sim, session)
+
+
+# --- any failure after a reservation undoes everything --------------------------------
+
+FAILURES = [
+    PartFailed("refused"),
+    Unavailable("gone"),
+    ValueError("bad field"),
+    KeyError("tag"),
+    RuntimeError("bug"),
+    struct.error("'H' format requires 0 <= number <= 65535"),
+]
+
+
+def _raise(exc, after=None):
+    def fail(*args, **kwargs):
+        if after is not None:
+            after(*args, **kwargs)
+        raise exc
+
+    return fail
+
+
+def nothing_left(world, cookie: int) -> None:
+    service, sim, _, _, agent, _ = world
+    assert service.sessions.all() == []
+    assert sim.with_cookie(cookie) == []
+    assert agent.dispatcher.chains() == [] and agent.host.loaded() == {}
+
+
+@pytest.mark.parametrize("exc", FAILURES, ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize(
+    "step", ["attach", "attach-after-done", "build", "send", "send-after-done"]
+)
+def test_any_failure_while_creating_undoes_everything(world, monkeypatch, exc, step):
+    service, sim, switches, agents, agent, _ = world
+    if step == "attach":
+        monkeypatch.setattr(agents, "attach", _raise(exc))
+    elif step == "attach-after-done":  # e.g. the answer was lost: the chain exists
+        monkeypatch.setattr(agents, "attach", _raise(exc, after=agents.attach))
+    elif step == "build":
+        monkeypatch.setattr(pipeline, "session_install", _raise(exc))
+    elif step == "send":
+        monkeypatch.setattr(switches, "send", _raise(exc))
+    else:  # the switch installed the detour, then the call failed
+        monkeypatch.setattr(switches, "send", _raise(exc, after=switches.send))
+    with pytest.raises(type(exc)):
+        service.create(BODY)
+    monkeypatch.undo()
+    nothing_left(world, tables.session_cookie(1))
+    again = service.create(BODY)  # the flow space and the tag were given back
+    assert served(sim, again)
+
+
+def test_a_failing_cleanup_does_not_hide_the_first_error(world, monkeypatch):
+    service, sim, switches, agents, agent, _ = world
+    monkeypatch.setattr(switches, "send", _raise(RuntimeError("first")))
+    monkeypatch.setattr(agents, "detach", _raise(KeyError("second")))
+    with pytest.raises(RuntimeError, match="first"):
+        service.create(BODY)
+    assert service.sessions.all() == []
+
+
+@pytest.mark.parametrize("exc", FAILURES, ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize("step", ["agent", "build", "send", "send-after-done"])
+def test_any_failure_while_refreshing_leaves_the_session_as_it_was(world, monkeypatch, exc, step):
+    service, sim, switches, agents, agent, clock = world
+    sim.clock = clock
+    session = service.create({**BODY, "lifetime": 600})
+    clock.now += 100
+    before = service.sessions.get(session.id)
+    chain_expires = agent.dispatcher.by_session(session.id).expires
+    flow_deadline = sim.deadline(detour(sim, session))
+    if step == "agent":
+        monkeypatch.setattr(agents, "refresh", _raise(exc))
+    elif step == "build":
+        monkeypatch.setattr(pipeline, "session_install", _raise(exc))
+    elif step == "send":
+        monkeypatch.setattr(switches, "send", _raise(exc))
+    else:
+        monkeypatch.setattr(switches, "send", _raise(exc, after=switches.send))
+    with pytest.raises(type(exc)):
+        service.refresh(session.id, {"lifetime": 30})
+    monkeypatch.undo()
+    assert service.sessions.get(session.id) == before  # old lifetime and expiry, active
+    assert agent.dispatcher.by_session(session.id).expires == chain_expires
+    assert sim.deadline(detour(sim, session)) == flow_deadline and served(sim, session)
+    assert service.refresh(session.id, {"lifetime": 30}).lifetime == 30  # and it works again
+
+
+@pytest.mark.parametrize(
+    "body", [{"lifetime": 0}, {"lifetime": MAX_LIFETIME + 1}, {"lifetime": "9"}, [], {"x": 1}]
+)
+def test_a_bad_refresh_changes_nothing(world, body):
+    service, sim, _, _, agent, clock = world
+    session = service.create(BODY)
+    clock.now += 1
+    chain_expires = agent.dispatcher.by_session(session.id).expires
+    flows = list(sim.flows)
+    with pytest.raises(InvalidRequest):
+        service.refresh(session.id, body)
+    assert service.sessions.get(session.id) == session
+    assert agent.dispatcher.by_session(session.id).expires == chain_expires
+    assert sim.flows == flows
+
+
+# --- one transition table: racing requests get a clear 409, nothing is resurrected ----------
+
+
+def test_teardown_or_refresh_of_a_session_still_installing_is_a_conflict(world, monkeypatch):
+    service, sim, _, agents, _, _ = world
+    seen = []
+
+    def attach_and_interfere(agent_, session):
+        for call in (lambda: service.teardown(session.id), lambda: service.refresh(session.id, {})):
+            with pytest.raises(Conflict, match="still being installed") as err:
+                call()
+            seen.append(str(err.value))
+
+    monkeypatch.setattr(agents, "attach", attach_and_interfere)
+    session = service.create(BODY)
+    assert len(seen) == 2 and service.sessions.get(session.id).state is State.ACTIVE
+
+
+def test_a_refresh_while_another_runs_is_a_conflict(world, monkeypatch):
+    service, _, _, agents, _, _ = world
+    session = service.create(BODY)
+    inner = []
+    real = agents.refresh
+
+    def refresh_twice(agent_, s):
+        with pytest.raises(Conflict, match="being refreshed"):
+            service.refresh(session.id, {"lifetime": 9})
+        inner.append(True)
+        real(agent_, s)
+
+    monkeypatch.setattr(agents, "refresh", refresh_twice)
+    assert service.refresh(session.id, {"lifetime": 20}).lifetime == 20 and inner
+
+
+def test_a_teardown_during_a_refresh_wins_and_leaves_no_flow(world, monkeypatch):
+    service, sim, _, agents, agent, _ = world
+    session = service.create(BODY)
+    real = agents.refresh
+
+    def refresh_after_teardown(agent_, s):
+        real(agent_, s)
+        service.teardown(session.id)
+
+    monkeypatch.setattr(agents, "refresh", refresh_after_teardown)
+    with pytest.raises(Conflict, match="ended"):
+        service.refresh(session.id, {"lifetime": 20})
+    nothing_left(world, session.cookie)
+
+
+def test_a_teardown_during_a_rearm_leaves_no_flow(world, monkeypatch):
+    service, sim, switches, _, agent, clock = world
+    sim.clock = clock
+    session = service.create({**BODY, "lifetime": MAX_LIFETIME})
+    run_for(world, HARD_TIMEOUT_CAP - 70)
+    clock.now += 20
+    real, raced = switches.send, []
+
+    def teardown_then_send(dpid, msgs):
+        if service.sessions.all() and service.sessions.get(session.id).state is State.REFRESHING:
+            raced.append(service.teardown(session.id))  # its delete comes before the re-arm
+        real(dpid, msgs)
+
+    monkeypatch.setattr(switches, "send", teardown_then_send)
+    beat(service, agent)
+    service.tick()
+    assert len(raced) == 1
+    nothing_left(world, session.cookie)
+
+
+def test_a_second_teardown_is_not_found_and_the_reply_says_ended(world):
+    service, *_ = world
+    session = service.create(BODY)
+    assert service.teardown(session.id)["state"] == "ended"
+    with pytest.raises(NotFound):
+        service.teardown(session.id)
+
+
+@pytest.mark.parametrize("exc", [PartFailed("x"), RuntimeError("bug"), KeyError("k")])
+def test_a_teardown_whose_parts_fail_still_ends_the_session(world, monkeypatch, exc):
+    service, sim, switches, agents, _, _ = world
+    session = service.create(BODY)
+    monkeypatch.setattr(switches, "send", _raise(exc))
+    monkeypatch.setattr(agents, "detach", _raise(exc))
+    assert service.teardown(session.id)["ended"] == "teardown"
+    assert service.sessions.all() == []
