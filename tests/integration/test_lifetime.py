@@ -23,8 +23,8 @@ from controller.requests import MAX_LIFETIME
 from controller.tables import HARD_TIMEOUT_CAP, HARD_TIMEOUT_CAP_ENV
 from signaling.client import NetServClient
 from tools import ovs
-from tools.procs import ControllerProcess
-from tools.scenario import Receiver, send_udp, wait_ready, warm_up
+from tools.scenario import Receiver, send_udp, warm_up
+from topo.controller import ControllerProcess, wait_ready
 from topo.net import netserv_network, wait_connected
 from topo.topos import SingleSwitchTopo
 
