@@ -58,6 +58,7 @@ class NodeAgent:
         self.stopping = threading.Event()
         self.io_counters = {"received": 0, "sent": 0, "dropped": 0}
         self._lock = threading.Lock()
+        self._batch_end = threading.Condition(threading.Lock())
         self._in_batch = False  # the packet loop is running modules on a batch
         self._batches = 0  # batches finished, so a waiter sees one end
 
@@ -141,11 +142,10 @@ class NodeAgent:
         A batch that starts now reads the new map, so waiting for the current one to
         end is enough.
         """
-        if not self._in_batch:
-            return
-        seen, deadline = self._batches, time.monotonic() + timeout
-        while self._in_batch and self._batches == seen and time.monotonic() < deadline:
-            time.sleep(0.0005)
+        with self._batch_end:
+            if self._in_batch:
+                seen = self._batches
+                self._batch_end.wait_for(lambda: self._batches != seen, timeout)
 
     def _stop(self, chain: Chain) -> None:
         for name, module in chain.modules:
@@ -172,12 +172,15 @@ class NodeAgent:
             batch = io.recv_batch()
             if not batch:
                 continue
-            self._in_batch = True
+            with self._batch_end:
+                self._in_batch = True
             try:
                 out = [frame for tag, frame in batch if dispatch(tag, frame)]
             finally:
-                self._in_batch = False
-                self._batches += 1
+                with self._batch_end:
+                    self._in_batch = False
+                    self._batches += 1
+                    self._batch_end.notify_all()
             counters["received"] += len(batch)
             counters["dropped"] += len(batch) - len(out)
             if out:
