@@ -57,6 +57,7 @@ class NodeAgent:
         self.registered = threading.Event()
         self.stopping = threading.Event()
         self.io_counters = {"received": 0, "sent": 0, "dropped": 0}
+        self._io: PacketSocket | None = None
         self._lock = threading.Lock()
         self._batch_end = threading.Condition(threading.Lock())
         self._in_batch = False  # the packet loop is running modules on a batch
@@ -161,12 +162,17 @@ class NodeAgent:
             "registered": self.registered.is_set(),
             "modules_loaded": self.host.loaded(),
             "sessions": [c.session_id for c in self.dispatcher.chains()],
-            "io": dict(self.io_counters, unmatched=self.dispatcher.unmatched),
+            "io": dict(
+                self.io_counters,
+                unmatched=self.dispatcher.unmatched,
+                too_big=self._io.too_big if self._io else 0,
+            ),
         }
 
     # --- loops ---------------------------------------------------------------------
     def packet_loop(self, io: PacketSocket) -> None:
         """Receive, dispatch and send back frames until stopping is set."""
+        self._io = io
         counters, dispatch = self.io_counters, self.dispatcher.dispatch
         while not self.stopping.is_set():
             batch = io.recv_batch()

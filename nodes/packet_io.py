@@ -17,24 +17,30 @@ ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_AUXDATA = 8
 PACKET_IGNORE_OUTGOING = 23  # else an ETH_P_ALL socket also reads its own transmissions
+SO_RCVBUFFORCE = 33
 TP_STATUS_VLAN_VALID = 1 << 4
 _AUX = struct.Struct("IIIHHHH")  # struct tpacket_auxdata
 VLAN_TPIDS = (b"\x81\x00", b"\x88\xa8")
-SNAPLEN = 65536
+# The largest frame a veth carries: its largest MTU, an Ethernet header and two tags.
+SNAPLEN = 65535 + 14 + 2 * 4
 RCVBUF = 4 << 20
 
 
 class PacketSocket:
-    """A raw socket bound to one interface, reading at most one frame per call."""
+    """A raw socket bound to one interface, reading at most one frame per call.
 
-    def __init__(self, iface: str, timeout: float = 0.5) -> None:
+    `too_big` counts frames larger than the receive buffer (`snaplen`), which are
+    dropped rather than handed on cut short.
+    """
+
+    def __init__(self, iface: str, timeout: float = 0.5, snaplen: int = SNAPLEN) -> None:
         self.iface = iface
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         try:
             self.sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
             self.sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
             try:  # root may exceed rmem_max: a burst of small frames overflows the default
-                self.sock.setsockopt(socket.SOL_SOCKET, 33, RCVBUF)  # SO_RCVBUFFORCE
+                self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RCVBUF)
             except OSError:
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
             self.sock.bind((iface, ETH_P_ALL))
@@ -42,18 +48,24 @@ class PacketSocket:
         except OSError:
             self.sock.close()
             raise
-        self._buf = bytearray(SNAPLEN)
+        self._buf = bytearray(snaplen)
         self._view = memoryview(self._buf)
         self._cmsg = socket.CMSG_SPACE(_AUX.size)
+        self.too_big = 0
 
     def recv_batch(self) -> list[tuple[int | None, memoryview]]:
-        """Return the frames that arrived (empty on time-out), each with its tag or None.
+        """Return the frames that arrived, each with its tag or None.
+
+        Empty on time-out, and when the frame was too big (counted in `too_big`).
 
         The memoryviews point into a buffer reused by the next call.
         """
         try:
-            n, ancdata, _flags, _addr = self.sock.recvmsg_into([self._buf], self._cmsg)
+            n, ancdata, flags, _addr = self.sock.recvmsg_into([self._buf], self._cmsg)
         except TimeoutError:
+            return []
+        if flags & socket.MSG_TRUNC:
+            self.too_big += 1
             return []
         tag = None
         for level, kind, data in ancdata:

@@ -26,6 +26,7 @@ from topo.topos import AGENT_IFACE_SUFFIX, AGENT_PORT_SUFFIX
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RUNDIR = REPO_ROOT / "run"
 AGENT_STOP_TIMEOUT = 5.0
+DEFAULT_MTU = 1500
 
 
 class NetServHost(Host):
@@ -126,9 +127,17 @@ class NetServSwitch(OVSSwitch):
                 self._start_agent()
 
     def attach(self, intf: object) -> None:
-        """Add a port after start (net.addLink at run time), tuned like the others."""
+        """Add a port after start (net.addLink at run time), tuned like the others.
+
+        The agent's link grows to the new port's MTU if that is larger, so frames
+        the port takes in can still be detoured.
+        """
         super().attach(intf)
         self._tune(str(intf))
+        mtu = link_mtu(str(intf))
+        if self._agent_veth_made and mtu > link_mtu(str(self.agent_iface)):
+            for name in (str(self.agent_iface), str(self.agent_port_name)):
+                run(["ip", "link", "set", name, "mtu", str(mtu)])
 
     def agent_argv(self) -> list[str]:
         """Return the command line of this node's agent (override to run another)."""
@@ -203,7 +212,14 @@ class NetServSwitch(OVSSwitch):
                     f"network uses the same names); remove it with `ip link del {name}` "
                     "or use another prefix"
                 )
-        run(["ip", "link", "add", iface, "type", "veth", "peer", "name", port])
+        # The agent's link takes the largest frame any port takes in (the kernel lets
+        # the session's tag exceed the MTU), else the switch cannot hand it over.
+        mtus = [link_mtu(intf.name) for intf in self.intfList() if self.ports.get(intf)]
+        mtu = str(max([DEFAULT_MTU, *mtus]))
+        run(
+            ["ip", "link", "add", iface, "mtu", mtu, "type", "veth"]
+            + ["peer", "name", port, "mtu", mtu]
+        )
         self._agent_veth_made = True
         # IPv6 off before the links go up, so not even one solicitation is sent.
         for name in (iface, port):
@@ -239,6 +255,11 @@ class NetServSwitch(OVSSwitch):
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+
+
+def link_mtu(ifname: str) -> int:
+    """Return the MTU of a root-namespace interface."""
+    return int(Path("/sys/class/net", ifname, "mtu").read_text())
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
