@@ -21,6 +21,7 @@ from nodes.dispatcher import Chain, Dispatcher
 from nodes.host import ModuleHost, ModuleLoadError
 from nodes.module_api import ServiceModule
 from nodes.packet_io import PacketSocket
+from nodes.sockdiag import packet_socket_drops
 from signaling.jsonhttp import ClientError, call_json
 
 log = logging.getLogger("netserv.agent")
@@ -56,7 +57,7 @@ class NodeAgent:
         self.url = ""  # set once the control API listens
         self.registered = threading.Event()
         self.stopping = threading.Event()
-        self.io_counters = {"received": 0, "sent": 0, "dropped": 0}
+        self.io_counters = {"received": 0, "sent": 0, "dropped": 0, "send_failed": 0}
         self._io: PacketSocket | None = None
         self._lock = threading.Lock()
         self._batch_end = threading.Condition(threading.Lock())
@@ -162,18 +163,39 @@ class NodeAgent:
             "registered": self.registered.is_set(),
             "modules_loaded": self.host.loaded(),
             "sessions": [c.session_id for c in self.dispatcher.chains()],
-            "io": dict(
-                self.io_counters,
-                unmatched=self.dispatcher.unmatched,
-                too_big=self._io.too_big if self._io else 0,
-            ),
+            "io": self.io_stats(),
         }
+
+    def io_stats(self) -> dict[str, int | None]:
+        """Return the node's frame counters, every session together, since the agent started.
+
+        Besides what the packet loop counted: frames the kernel dropped because the
+        agent's receive queue was full (`queue_dropped`), frames too big for its
+        buffer (`too_big`), and frames back from the agent that the switch's own
+        receive queue on the agent port dropped (`switch_queue_dropped`, None when
+        the switch reads the port some other way). None of these carry a session.
+        """
+        io = self._io
+        return dict(
+            self.io_counters,
+            unmatched=self.dispatcher.unmatched,
+            queue_dropped=io.queue_dropped() if io else 0,
+            too_big=io.too_big if io else 0,
+            switch_queue_dropped=packet_socket_drops(self.config.switch_port),
+        )
+
+    def session_stats(self, session_id: int) -> dict[str, object]:
+        """Return a chain's counters with the node's under "node"; KeyError when none."""
+        chain = self.dispatcher.by_session(session_id)
+        if chain is None:
+            raise KeyError(session_id)
+        return chain.stats() | {"node": self.io_stats()}
 
     # --- loops ---------------------------------------------------------------------
     def packet_loop(self, io: PacketSocket) -> None:
         """Receive, dispatch and send back frames until stopping is set."""
         self._io = io
-        counters, dispatch = self.io_counters, self.dispatcher.dispatch
+        counters, dispatcher = self.io_counters, self.dispatcher
         while not self.stopping.is_set():
             batch = io.recv_batch()
             if not batch:
@@ -181,7 +203,9 @@ class NodeAgent:
             with self._batch_end:
                 self._in_batch = True
             try:
-                out = [frame for tag, frame in batch if dispatch(tag, frame)]
+                out = dispatcher.run_batch(batch)
+                sent = io.send_batch([frame for frame, _chain in out]) if out else 0
+                dispatcher.count_sent(out, sent)
             finally:
                 with self._batch_end:
                     self._in_batch = False
@@ -189,8 +213,8 @@ class NodeAgent:
                     self._batch_end.notify_all()
             counters["received"] += len(batch)
             counters["dropped"] += len(batch) - len(out)
-            if out:
-                counters["sent"] += io.send_batch(out)
+            counters["sent"] += sent
+            counters["send_failed"] += len(out) - sent
 
     def expire_due(self) -> list[int]:
         """Detach the chains whose lifetime (plus grace) ran out; return their session ids."""

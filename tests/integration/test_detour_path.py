@@ -1,7 +1,10 @@
-"""A detoured frame's way on real parts: jumbo frames."""
+"""A detoured frame's way on real parts: jumbo frames, and every frame accounted for."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,7 +13,7 @@ import pytest
 
 from signaling.client import NetServClient
 from tools.procs import ControllerProcess
-from tools.scenario import wait_ready, warm_up
+from tools.scenario import Receiver, send_udp, wait_ready, warm_up
 from topo.net import netserv_network, wait_connected
 from topo.topos import MtuIntf, SingleSwitchTopo
 
@@ -58,6 +61,9 @@ def test_a_jumbo_frame_crosses_a_detour_intact_and_is_counted(
         warm_up((h1, h2))
         assert mtu(switch.agent_iface) == mtu(switch.agent_port_name) == JUMBO
         assert " 0% packet loss" in ping_jumbo(h1, h2)  # plain OVS carries it
+        # OVS credits a flow's recent frames to the rule it matches when its counters
+        # are next brought up to date: let the plain ping's go to the plain rule.
+        time.sleep(1.5)
         match = {"ipv4_src": h1.IP(), "ipv4_dst": h2.IP(), "ip_proto": 1}
         session = client.setup(match, modules=[{"name": "null"}, {"name": "counter"}])
         out = ping_jumbo(h1, h2)
@@ -69,6 +75,9 @@ def test_a_jumbo_frame_crosses_a_detour_intact_and_is_counted(
             "bytes": 3 * (JUMBO + 14),
             "active_seconds": stats["stats"]["modules"][1]["stats"]["active_seconds"],
         }
+        path = settled(client, session["id"])
+        assert path["switch_sent"] == path["agent_received"] == path["agent_returned"] == 3
+        assert path["lost_before_agent"] == 0 and path["node_losses"]["agent_too_big"] == 0
 
 
 def test_the_agent_link_follows_a_larger_port_added_later(
@@ -88,3 +97,47 @@ def test_the_agent_link_follows_a_larger_port_added_later(
         )
         switch.attach(link.intf2)
         assert mtu(switch.agent_iface) == mtu(switch.agent_port_name) == JUMBO
+
+
+def test_frames_lost_before_the_agent_are_counted_under_their_cause(
+    controller: ControllerProcess, unique_prefix: str, tmp_path: Path
+) -> None:
+    n = 6000  # 1400-byte frames: more than the agent's receive queue holds
+    with network(controller, unique_prefix, tmp_path, k=2) as net:
+        client = ready(net, controller)
+        switch, (h1, h2) = net.switches[0], net.hosts
+        warm_up((h1, h2))
+        match = {"ipv4_src": h1.IP(), "ipv4_dst": h2.IP(), "udp_dst": 9000}
+        session = client.setup(match, module="null", lifetime=120)
+        before = client.stats(session["id"])["path"]["node_losses"]
+        with Receiver(h2) as rx:
+            os.kill(switch.agent_pid, signal.SIGSTOP)  # the agent reads nothing for a moment
+            try:
+                send_udp(h1, h2, 9000, n, rate=0, size=1400)
+            finally:
+                os.kill(switch.agent_pid, signal.SIGCONT)
+            path = settled(client, session["id"])
+        after = path["node_losses"]
+        grew = {k: after[k] - before[k] for k in before if after[k] is not None}
+        assert 0 < path["switch_sent"] <= n
+        assert path["lost_before_agent"] > 0
+        assert path["switch_sent"] == path["agent_received"] + path["lost_before_agent"]
+        assert grew["agent_queue_dropped"] > 0
+        assert path["lost_before_agent"] == grew["agent_queue_dropped"] + grew["switch_tx_dropped"]
+        assert path["agent_returned"] == path["agent_received"]  # null drops nothing
+        assert rx.got(h1, 9000) == path["agent_returned"] - grew["switch_queue_dropped"]
+
+
+def settled(client: NetServClient, session_id: int, timeout: float = 30.0) -> dict[str, Any]:
+    """Return the session's frame path once its counters stayed put for 1.5 s.
+
+    Open vSwitch brings its flow counters up to date in the background about
+    every half second, so one unchanged read is not enough.
+    """
+    deadline, reads = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        reads = [*reads[-2:], client.stats(session_id)["path"]]
+        if len(reads) == 3 and reads[0] == reads[1] == reads[2]:
+            return reads[-1]
+        time.sleep(0.5)
+    raise TimeoutError(f"session {session_id}'s counters still move: {reads[-1]}")

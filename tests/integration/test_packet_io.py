@@ -1,4 +1,4 @@
-"""The agent's packet socket on a real veth: frames too big are counted."""
+"""The agent's packet socket on a real veth: frames too big, a full queue, counted."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from nodes.packet_io import PacketSocket
+from nodes.sockdiag import packet_socket_drops
 
 ETH_P_EXPERIMENTAL = 0x88B5
 
@@ -60,3 +61,22 @@ def test_a_frame_larger_than_the_buffer_is_counted_never_handed_on_cut(veth):
         assert io.too_big == 1
     finally:
         io.close()
+
+
+def test_frames_dropped_for_a_full_queue_are_counted_by_the_socket_and_sock_diag(veth):
+    a, b = veth
+    io = PacketSocket(a, timeout=0.3, rcvbuf=32 << 10)  # a few dozen frames
+    try:
+        assert packet_socket_drops(a) == 0
+        with sender(b) as tx:
+            for n in range(300):
+                tx.send(frame(1000, n))
+        got = drain(io)
+        dropped = io.queue_dropped()
+        assert 0 < len(got) < 300 and len(got) + dropped == 300
+        assert got == [frame(1000, n) for n in range(len(got))]  # the first ones, in order
+        assert io.queue_dropped() == dropped  # the kernel's count is read once, kept
+        assert packet_socket_drops(a) == dropped  # as the switch's socket is read
+    finally:
+        io.close()
+    assert packet_socket_drops(a) is None  # no socket left on it: unknown, not 0

@@ -13,10 +13,16 @@ from controller.messages import (
     Barrier,
     FlowAdd,
     FlowDelete,
+    FlowStats,
+    FlowStatsRequest,
     Message,
     Output,
     PacketOut,
+    PortStats,
+    PortStatsRequest,
     PushVlan,
+    Stats,
+    StatsRequest,
     ToController,
 )
 
@@ -31,6 +37,8 @@ class SimSwitch:
     def __init__(self) -> None:
         self.flows: list[FlowAdd] = []
         self.packet_outs: list[PacketOut] = []
+        self.packets: dict[tuple, int] = {}  # by flow key, kept when a flow is re-added
+        self.tx_dropped: dict[int, int] = {}  # set by tests: frames a port could not send
 
     def apply(self, msgs: list[Message]) -> None:
         for msg in msgs:
@@ -52,10 +60,24 @@ class SimSwitch:
                         and (msg.table is None or f.table == msg.table)
                     )
                 ]
+                kept = {_key(f) for f in self.flows}
+                self.packets = {k: n for k, n in self.packets.items() if k in kept}
             elif isinstance(msg, PacketOut):
                 self.packet_outs.append(msg)
             elif not isinstance(msg, Barrier):
                 raise TypeError(msg)
+
+    def answer(self, msg: StatsRequest) -> list[Stats]:
+        """Return what a switch answers to a statistics request."""
+        if isinstance(msg, FlowStatsRequest):
+            return [
+                FlowStats(f.table, f.priority, f.cookie, self.packets.get(_key(f), 0), 0)
+                for f in self.flows
+                if (f.cookie & msg.cookie_mask) == (msg.cookie & msg.cookie_mask)
+            ]
+        if isinstance(msg, PortStatsRequest):
+            return [PortStats(msg.port, 0, 0, 0, self.tx_dropped.get(msg.port, 0), 0, 0)]
+        raise TypeError(msg)
 
     def cookies(self) -> set[int]:
         return {f.cookie for f in self.flows}
@@ -77,6 +99,7 @@ class SimSwitch:
             flow = self._lookup(table, frame)
             if flow is None:
                 break  # table miss with no miss flow: drop
+            self.packets[_key(flow)] = self.packets.get(_key(flow), 0) + 1
             for action in flow.actions:
                 if isinstance(action, PushVlan):
                     tag = action.vid
@@ -86,3 +109,7 @@ class SimSwitch:
                     result.to_controller.append(table)
             table = flow.goto
         return result
+
+
+def _key(flow: FlowAdd) -> tuple:
+    return (flow.table, flow.priority, flow.match)

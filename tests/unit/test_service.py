@@ -150,3 +150,28 @@ def test_refresh_of_a_node_without_agent_is_unavailable(world):
     del service.network.agents[DPID]
     with pytest.raises(Unavailable):
         service.refresh(session.id, {"lifetime": 9})
+
+
+def test_stats_follow_a_sessions_frames_and_name_where_the_lost_ones_went(world):
+    service, sim, _, _, agent, _ = world
+    session = service.create(BODY)
+    for _ in range(5):  # the switch detours five frames ...
+        [(port, tag)] = frame_of(sim, 9000)
+    for _ in range(3):  # ... the agent gets three of them
+        agent.dispatcher.dispatch(tag, memoryview(bytearray(60)))
+    sim.tx_dropped[AGENT_PORT] = 2  # the switch could not put two on the agent's link
+    path = service.stats(session.id)["path"]
+    assert (path["switch_sent"], path["agent_received"], path["lost_before_agent"]) == (5, 3, 2)
+    assert path["module_dropped"] == 0
+    assert path["node_losses"]["switch_tx_dropped"] == 2
+    assert path["node_losses"]["agent_queue_dropped"] == 0  # no socket in this test
+
+
+def test_stats_without_the_switch_still_show_the_agents_counters(world):
+    service, sim, switches, _, agent, _ = world
+    session = service.create(BODY)
+    agent.dispatcher.dispatch(session.tag, memoryview(bytearray(60)))
+    switches.fail = Unavailable("switch gone")
+    stats = service.stats(session.id)
+    assert stats["stats"]["packets"] == 1 and stats["path"]["agent_received"] == 1
+    assert stats["path"]["switch_sent"] is None and stats["path"]["lost_before_agent"] is None
