@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 
+from nodes.sockdiag import packet_socket_rcvbufs
 from signaling.client import NetServClient
 from tools.procs import ControllerProcess
 from tools.scenario import Receiver, send_udp, wait_ready, warm_up
 from topo.net import netserv_network, wait_connected
+from topo.node import AGENT_PORT_RCVBUF
 from topo.topos import MtuIntf, SingleSwitchTopo
 
 JUMBO = 9000
@@ -97,6 +99,19 @@ def test_the_agent_link_follows_a_larger_port_added_later(
         )
         switch.attach(link.intf2)
         assert mtu(switch.agent_iface) == mtu(switch.agent_port_name) == JUMBO
+
+
+def test_the_switch_reads_the_agent_port_with_a_large_buffer_and_restores_the_default(
+    controller: ControllerProcess, unique_prefix: str, tmp_path: Path
+) -> None:
+    rmem_default = Path("/proc/sys/net/core/rmem_default").read_text()
+    with network(controller, unique_prefix, tmp_path, k=1) as net:
+        switch = net.switches[0]
+        if switch.datapath != "user":
+            pytest.skip("the kernel datapath reads its ports without a packet socket")
+        (rcvbuf,) = packet_socket_rcvbufs(switch.agent_port_name)  # the switch's socket
+        assert rcvbuf >= AGENT_PORT_RCVBUF
+        assert Path("/proc/sys/net/core/rmem_default").read_text() == rmem_default
 
 
 def test_frames_lost_before_the_agent_are_counted_under_their_cause(
