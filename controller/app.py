@@ -24,14 +24,15 @@ from ryu.ofproto import ofproto_v1_3
 from controller import tables
 from controller.agent_client import AgentClient
 from controller.errors import PartFailed, Unavailable
-from controller.messages import Barrier, Message
-from controller.ofbuild import build
+from controller.messages import Barrier, Message, Stats, StatsRequest
+from controller.ofbuild import build, flow_stats, port_stats
 from controller.rest import INSTANCE, RestApi
 from controller.service import AGENT_DEAD_AFTER, NetServService
 from nodes.bundle import Catalog, module_path
 
 log = logging.getLogger("netserv.controller")
 BARRIER_TIMEOUT = 5.0
+STATS_TIMEOUT = 5.0
 TICK = 1.0
 
 
@@ -49,7 +50,8 @@ def _mac(raw: bytes) -> str:
 
 
 class RyuSwitches:
-    """Sends message descriptions to connected datapaths; confirms batches by barrier."""
+    """Sends message descriptions to connected datapaths; confirms batches by barrier;
+    asks for statistics and waits for the reply."""
 
     def __init__(self) -> None:
         self.datapaths: dict[int, Any] = {}
@@ -84,15 +86,47 @@ class RyuSwitches:
         if batch["errors"]:
             raise PartFailed(f"switch {dpid:016x} refused: {'; '.join(batch['errors'])}")
 
+    def request(self, dpid: int, msg: StatsRequest) -> list[Stats]:
+        """Send a statistics request; wait for every part of its reply; return the records.
+
+        Raise Unavailable when the switch is gone or silent, PartFailed when it
+        answered with an error.
+        """
+        dp = self.datapaths.get(dpid)
+        if dp is None:
+            raise Unavailable(f"switch {dpid:016x} is not connected")
+        ryu_msg = build(dp, msg)
+        xid = dp.set_xid(ryu_msg)
+        wait: dict[str, Any] = {"xids": {xid}, "errors": [], "done": hub.Event(), "records": []}
+        self._pending[(dpid, xid)] = wait
+        try:
+            dp.send_msg(ryu_msg)
+            if not wait["done"].wait(timeout=STATS_TIMEOUT):
+                raise Unavailable(f"switch {dpid:016x} did not answer within {STATS_TIMEOUT}s")
+        finally:
+            self._pending.pop((dpid, xid), None)
+        if wait["errors"]:
+            raise PartFailed(f"switch {dpid:016x} refused: {'; '.join(wait['errors'])}")
+        return wait["records"]
+
     def barrier_reply(self, dpid: int, xid: int) -> None:
         batch = self._pending.get((dpid, xid))
         if batch is not None:
             batch["done"].set()
 
+    def stats_reply(self, dpid: int, xid: int, records: list[Stats], more: bool) -> None:
+        wait = self._pending.get((dpid, xid))
+        if wait is not None:
+            wait["records"].extend(records)
+            if not more:
+                wait["done"].set()
+
     def error(self, dpid: int, xid: int, text: str) -> None:
-        for (pdpid, _), batch in self._pending.items():
+        for (pdpid, pxid), batch in self._pending.items():
             if pdpid == dpid and xid in batch["xids"]:
                 batch["errors"].append(text)
+                if pxid == xid:  # the awaited message itself failed: no other reply comes
+                    batch["done"].set()
 
 
 class NetServApp(app_manager.RyuApp):
@@ -191,6 +225,18 @@ class NetServApp(app_manager.RyuApp):
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
     def barrier_reply(self, ev: Any) -> None:
         self.switches.barrier_reply(ev.msg.datapath.id, ev.msg.xid)
+
+    @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
+    def flow_stats_reply(self, ev: Any) -> None:
+        msg = ev.msg
+        more = bool(msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE)
+        self.switches.stats_reply(msg.datapath.id, msg.xid, flow_stats(msg.body), more)
+
+    @set_ev_cls(ofp_event.EventOFPPortStatsReply, MAIN_DISPATCHER)
+    def port_stats_reply(self, ev: Any) -> None:
+        msg = ev.msg
+        more = bool(msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE)
+        self.switches.stats_reply(msg.datapath.id, msg.xid, port_stats(msg.body), more)
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     def error(self, ev: Any) -> None:

@@ -74,6 +74,49 @@ class Barrier:
 Message = FlowAdd | FlowDelete | PacketOut | Barrier
 
 
+@dataclass(frozen=True)
+class FlowStatsRequest:
+    """Ask for the counters of the flows, in any table, whose cookie matches under the mask."""
+
+    cookie: int
+    cookie_mask: int
+
+
+@dataclass(frozen=True)
+class PortStatsRequest:
+    port: int
+
+
+StatsRequest = FlowStatsRequest | PortStatsRequest
+
+
+@dataclass(frozen=True)
+class FlowStats:
+    """One flow's counters, as the switch answered a FlowStatsRequest."""
+
+    table: int
+    priority: int
+    cookie: int
+    packets: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class PortStats:
+    """One port's counters, as the switch answered a PortStatsRequest."""
+
+    port: int
+    rx_packets: int
+    tx_packets: int
+    rx_dropped: int
+    tx_dropped: int
+    rx_errors: int
+    tx_errors: int
+
+
+Stats = FlowStats | PortStats
+
+
 def as_match(fields: dict[str, object]) -> Match:
     """Return `fields` as a Match: a hashable, order-independent tuple of pairs."""
     return tuple(sorted(fields.items()))

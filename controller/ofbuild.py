@@ -1,4 +1,5 @@
-"""The one place that turns message descriptions into Ryu OpenFlow 1.3 objects."""
+"""The one place that turns message descriptions into Ryu OpenFlow 1.3 objects, and
+the switch's statistics replies back into plain records."""
 
 from __future__ import annotations
 
@@ -9,10 +10,15 @@ from controller.messages import (
     Barrier,
     FlowAdd,
     FlowDelete,
+    FlowStats,
+    FlowStatsRequest,
     Message,
     Output,
     PacketOut,
+    PortStats,
+    PortStatsRequest,
     PushVlan,
+    StatsRequest,
     ToController,
 )
 
@@ -39,7 +45,7 @@ def _actions(dp: Any, actions: tuple[Action, ...]) -> list[Any]:
     return out
 
 
-def build(dp: Any, msg: Message) -> Any:
+def build(dp: Any, msg: Message | StatsRequest) -> Any:
     """Return the Ryu message for `msg` on datapath `dp`."""
     ofp, parser = dp.ofproto, dp.ofproto_parser
     if isinstance(msg, FlowAdd):
@@ -83,4 +89,38 @@ def build(dp: Any, msg: Message) -> Any:
         )
     if isinstance(msg, Barrier):
         return parser.OFPBarrierRequest(dp)
+    if isinstance(msg, FlowStatsRequest):
+        return parser.OFPFlowStatsRequest(
+            dp,
+            0,
+            ofp.OFPTT_ALL,
+            ofp.OFPP_ANY,
+            ofp.OFPG_ANY,
+            msg.cookie,
+            msg.cookie_mask,
+            parser.OFPMatch(),
+        )
+    if isinstance(msg, PortStatsRequest):
+        return parser.OFPPortStatsRequest(dp, 0, msg.port)
     raise TypeError(f"unknown message {msg!r}")
+
+
+def flow_stats(body: list[Any]) -> list[FlowStats]:
+    """Return the records of a flow-stats reply's body (OFPFlowStats entries)."""
+    return [FlowStats(f.table_id, f.priority, f.cookie, f.packet_count, f.byte_count) for f in body]
+
+
+def port_stats(body: list[Any]) -> list[PortStats]:
+    """Return the records of a port-stats reply's body (OFPPortStats entries)."""
+    return [
+        PortStats(
+            p.port_no,
+            p.rx_packets,
+            p.tx_packets,
+            p.rx_dropped,
+            p.tx_dropped,
+            p.rx_errors,
+            p.tx_errors,
+        )
+        for p in body
+    ]

@@ -30,9 +30,9 @@ from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import Any, Protocol
 
-from controller import pipeline
+from controller import framepath, pipeline
 from controller.errors import Conflict, InvalidRequest, NetServError, NotFound, Unavailable
-from controller.messages import Message
+from controller.messages import Message, Stats, StatsRequest
 from controller.network import Agent, Network, refusal
 from controller.requests import format_dpid, parse_dpid, parse_refresh, parse_session_request
 from controller.sessions import LIVE, Session, SessionTable, State
@@ -46,6 +46,9 @@ AGENT_DEAD_AFTER = 6.0
 class Switches(Protocol):
     def send(self, dpid: int, msgs: list[Message]) -> None:
         """Send `msgs`; when they end in a Barrier, wait for it. Raise PartFailed/Unavailable."""
+
+    def request(self, dpid: int, msg: StatsRequest) -> list[Stats]:
+        """Return the switch's statistics records for `msg`. Raise PartFailed/Unavailable."""
 
 
 class Agents(Protocol):
@@ -211,12 +214,25 @@ class NetServService:
         return None
 
     def stats(self, session_id: int) -> dict[str, Any]:
-        """Return a session's JSON view with its chain's counters from the agent."""
+        """Return a session's JSON view with its chain's counters and its frames' path."""
         session = self.sessions.get(session_id)
         agent = self.network.agents.get(session.node)
         if agent is None:
             raise Unavailable(f"node {session.node:#x} has no agent")
-        return session.to_json(self.clock()) | {"stats": self.agents.stats(agent, session_id)}
+        port = self.network.agent_port(session.node)
+        # The switch before the agent: the other way round, frames still on their
+        # way to the agent would read as lost.
+        try:
+            flows = self.switches.request(session.node, framepath.flow_request(session.cookie))
+            ports = None
+            if port is not None:
+                ports = self.switches.request(session.node, framepath.port_request(port))
+        except NetServError as exc:  # the agent's counters are worth showing alone
+            log.warning("session %d: no switch counters: %s", session_id, exc)
+            flows = ports = None
+        chain = self.agents.stats(agent, session_id)
+        path = framepath.frame_path(flows, ports, chain)
+        return session.to_json(self.clock()) | {"stats": chain, "path": path}
 
     # --- housekeeping --------------------------------------------------------------
     def tick(self) -> list[int]:

@@ -22,6 +22,7 @@ from nodes.dispatcher import Chain, Dispatcher
 from nodes.host import ModuleHost, ModuleLoadError
 from nodes.module_api import ServiceModule
 from nodes.packet_io import PacketSocket
+from nodes.sockdiag import packet_socket_drops
 from signaling.dpid import format_dpid
 from signaling.jsonhttp import ClientError, call_json
 
@@ -67,8 +68,10 @@ class NodeAgent:
         self.stopping = threading.Event()
         self.refused = ""  # the controller's reason, once it refused this agent
         self._failures = 0  # registrations in a row that did not reach the controller
-        self.io_counters = {"received": 0, "sent": 0, "dropped": 0}
+        self.io_counters = {"received": 0, "sent": 0, "dropped": 0, "send_failed": 0}
+        self._io: PacketSocket | None = None
         self._lock = threading.Lock()
+        self._batch_end = threading.Condition(threading.Lock())
         self._in_batch = False  # the packet loop is running modules on a batch
         self._batches = 0  # batches finished, so a waiter sees one end
 
@@ -152,11 +155,10 @@ class NodeAgent:
         A batch that starts now reads the new map, so waiting for the current one to
         end is enough.
         """
-        if not self._in_batch:
-            return
-        seen, deadline = self._batches, time.monotonic() + timeout
-        while self._in_batch and self._batches == seen and time.monotonic() < deadline:
-            time.sleep(0.0005)
+        with self._batch_end:
+            if self._in_batch:
+                seen = self._batches
+                self._batch_end.wait_for(lambda: self._batches != seen, timeout)
 
     def _stop(self, chain: Chain) -> None:
         for name, module in chain.modules:
@@ -173,27 +175,58 @@ class NodeAgent:
             "registered": self.registered.is_set(),
             "modules_loaded": self.host.loaded(),
             "sessions": [c.session_id for c in self.dispatcher.chains()],
-            "io": dict(self.io_counters, unmatched=self.dispatcher.unmatched),
+            "io": self.io_stats(),
         }
+
+    def io_stats(self) -> dict[str, int | None]:
+        """Return the node's frame counters, every session together, since the agent started.
+
+        Besides what the packet loop counted: frames the kernel dropped because the
+        agent's receive queue was full (`queue_dropped`), frames too big for its
+        buffer (`too_big`), and frames back from the agent that the switch's own
+        receive queue on the agent port dropped (`switch_queue_dropped`, None when
+        the switch reads the port some other way). None of these carry a session.
+        """
+        io = self._io
+        return dict(
+            self.io_counters,
+            unmatched=self.dispatcher.unmatched,
+            queue_dropped=io.queue_dropped() if io else 0,
+            too_big=io.too_big if io else 0,
+            switch_queue_dropped=packet_socket_drops(self.config.switch_port),
+        )
+
+    def session_stats(self, session_id: int) -> dict[str, object]:
+        """Return a chain's counters with the node's under "node"; KeyError when none."""
+        chain = self.dispatcher.by_session(session_id)
+        if chain is None:
+            raise KeyError(session_id)
+        return chain.stats() | {"node": self.io_stats()}
 
     # --- loops ---------------------------------------------------------------------
     def packet_loop(self, io: PacketSocket) -> None:
         """Receive, dispatch and send back frames until stopping is set."""
-        counters, dispatch = self.io_counters, self.dispatcher.dispatch
+        self._io = io
+        counters, dispatcher = self.io_counters, self.dispatcher
         while not self.stopping.is_set():
             batch = io.recv_batch()
             if not batch:
                 continue
-            self._in_batch = True
+            with self._batch_end:
+                self._in_batch = True
             try:
-                out = [frame for tag, frame in batch if dispatch(tag, frame)]
+                out = dispatcher.run_batch(batch)
+                sent = io.send_batch([frame for frame, _chain in out]) if out else 0
+                dispatcher.count_sent(out, sent)
             finally:
-                self._in_batch = False
-                self._batches += 1
+                with self._batch_end:
+                    self._in_batch = False
+                    self._batches += 1
+                    self._batch_end.notify_all()
             counters["received"] += len(batch)
             counters["dropped"] += len(batch) - len(out)
-            if out:
-                counters["sent"] += io.send_batch(out)
+            counters["sent"] += sent
+            counters["send_failed"] += len(out) - sent
 
     def expire_due(self) -> list[int]:
         """Detach the chains whose lifetime (plus grace) ran out; return their session ids."""

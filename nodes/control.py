@@ -2,7 +2,7 @@
 
 GET    /health              the agent's identity, loaded modules, I/O counters
 GET    /sessions            every attached chain's counters
-GET    /sessions/<id>       one chain's counters
+GET    /sessions/<id>       one chain's counters, with the node's under "node"
 PUT    /sessions/<id>       attach {tag, lifetime, modules: [{name, params}]}
 PATCH  /sessions/<id>       refresh {lifetime}
 DELETE /sessions/<id>       detach; returns the final counters
@@ -65,10 +65,7 @@ def make_server(agent: NodeAgent, host: str, port: int) -> ThreadingHTTPServer:
                     chain = agent.refresh(sid, self._body().get("lifetime"))
                     return self._reply(200, chain.stats())
                 if method == "GET":
-                    chain = agent.dispatcher.by_session(sid)
-                    if chain is None:
-                        raise KeyError(sid)
-                    return self._reply(200, chain.stats())
+                    return self._reply(200, agent.session_stats(sid))
                 if method == "DELETE":
                     stats = agent.detach(sid)
                     if stats is None:

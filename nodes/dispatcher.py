@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from nodes.module_api import ServiceModule, Verdict
 
 log = logging.getLogger("netserv.dispatcher")
+Batch = list[tuple[int | None, memoryview]]  # (tag, frame) as received
 
 
 @dataclass
@@ -26,8 +27,10 @@ class Chain:
     expires: float
     lifetime: int
     attached_at: float = 0.0
-    packets: int = 0
-    dropped: int = 0
+    packets: int = 0  # frames the chain was run on
+    dropped: int = 0  # ... that a module dropped
+    returned: int = 0  # ... sent back to the switch
+    send_failed: int = 0  # ... passed on but not sent (the agent's link was full)
     errors: int = 0
     last_error: str = field(default="")
 
@@ -60,10 +63,15 @@ class Chain:
             "tag": self.tag,
             "packets": self.packets,
             "dropped": self.dropped,
+            "returned": self.returned,
+            "send_failed": self.send_failed,
             "errors": self.errors,
             "last_error": self.last_error,
             "modules": modules,
         }
+
+
+Outgoing = list[tuple[memoryview, Chain | None]]  # frames to send, with the chain they ran
 
 
 class Dispatcher:
@@ -76,11 +84,30 @@ class Dispatcher:
 
         A frame with no known tag (its session just ended) goes on unchanged.
         """
-        chain = self._by_tag.get(tag) if tag is not None else None
-        if chain is None:
-            self.unmatched += 1
-            return True
-        return chain.run(frame)
+        return bool(self.run_batch([(tag, frame)]))
+
+    def run_batch(self, batch: Batch) -> Outgoing:
+        """Dispatch every (tag, frame); return the frames to send on, each with its chain."""
+        out: Outgoing = []
+        by_tag = self._by_tag  # one map for the whole batch
+        for tag, frame in batch:
+            chain = by_tag.get(tag) if tag is not None else None
+            if chain is None:
+                self.unmatched += 1
+                out.append((frame, None))
+            elif chain.run(frame):
+                out.append((frame, chain))
+        return out
+
+    @staticmethod
+    def count_sent(out: Outgoing, sent: int) -> None:
+        """Credit each chain with its frames: the first `sent` of `out` left, the rest failed."""
+        for i, (_frame, chain) in enumerate(out):
+            if chain is not None:
+                if i < sent:
+                    chain.returned += 1
+                else:
+                    chain.send_failed += 1
 
     def chains(self) -> list[Chain]:
         """Return every chain, by session id."""

@@ -4,7 +4,8 @@ Every name is derived from an optional `prefix`, so several networks (for
 example parallel tests) can exist at once without clashing on bridge or
 interface names. Hosts get 10.0.0.i/8 and 00:00:00:00:00:0i-style MACs in
 order; switch i gets dpid i. A switch that is a NetServ node carries
-`netserv=True` in its params; `topo.node.NetServSwitch` reads it.
+`netserv=True` in its params; `topo.node.NetServSwitch` reads it. With `mtu`
+given, every link's two interfaces get that MTU (jumbo frames, for example).
 
 This file imports only Mininet and the standard library so that
 `mn --custom topo/topos.py --topo single,3` can load it by path.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from mininet.link import Intf
 from mininet.topo import Topo
 from mininet.util import ipAdd, macColonHex
 
@@ -55,13 +57,33 @@ def check_ifname(name: str) -> str:
     return name
 
 
+class MtuIntf(Intf):
+    """A Mininet interface that takes an `mtu` link parameter (Mininet's own ignores it)."""
+
+    def config(self, mtu: int | None = None, **params: object) -> dict[str, object]:
+        """Configure as Intf does, then set the MTU; return the results by parameter."""
+        results = super().config(**params)
+        if mtu is not None:
+            err = self.cmd("ip", "link", "set", self.name, "mtu", str(mtu))
+            if err.strip():
+                raise ValueError(f"cannot set MTU {mtu} on {self.name}: {err.strip()}")
+            results["mtu"] = mtu
+        return results
+
+
 class NetServTopo(Topo):
     """Base class: naming, addressing and validation shared by the NetServ topologies."""
 
-    def _init_naming(self, prefix: str) -> None:
+    def _init_naming(self, prefix: str, mtu: int | str | None = None) -> None:
         if not isinstance(prefix, str) or not _PREFIX_RE.fullmatch(prefix):
             raise ValueError(f"prefix {prefix!r} must contain only letters, digits and '_'")
         self.prefix = prefix
+        if mtu is not None and not 68 <= int(mtu) <= 65535:
+            raise ValueError(f"mtu must be 68..65535, got {mtu}")
+        self.link_mtu = None if mtu is None else int(mtu)
+
+    def _link_opts(self) -> dict[str, object]:
+        return {} if self.link_mtu is None else {"intf": MtuIntf, "mtu": self.link_mtu}
 
     def _add_netserv_switch(self, index: int, netserv: bool | str) -> str:
         netserv = _flag(netserv)
@@ -85,6 +107,7 @@ class NetServTopo(Topo):
             port2=port,
             intfName1=host_intf_name(host),
             intfName2=check_ifname(switch_intf_name(switch, port)),
+            **self._link_opts(),
         )
 
     def _add_switch_link(self, sw1: str, port1: int, sw2: str, port2: int) -> None:
@@ -95,16 +118,19 @@ class NetServTopo(Topo):
             port2=port2,
             intfName1=check_ifname(switch_intf_name(sw1, port1)),
             intfName2=check_ifname(switch_intf_name(sw2, port2)),
+            **self._link_opts(),
         )
 
 
 class SingleSwitchTopo(NetServTopo):
     """One switch `{prefix}s1` with hosts `{prefix}h1..hk` on ports 1..k."""
 
-    def build(self, k: int = 3, netserv: bool | str = True, prefix: str = "") -> None:
+    def build(
+        self, k: int = 3, netserv: bool | str = True, prefix: str = "", mtu: int | None = None
+    ) -> None:
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
-        self._init_naming(prefix)
+        self._init_naming(prefix, mtu)
         switch = self._add_netserv_switch(1, netserv)
         for i in range(1, k + 1):
             self._add_host_link(self._add_numbered_host(i), switch, port=i)
@@ -126,10 +152,11 @@ class LinearTopo(NetServTopo):
         k: int = 1,
         netserv: bool | int | str | Iterable[int] = True,
         prefix: str = "",
+        mtu: int | None = None,
     ) -> None:
         if n < 1 or k < 0:
             raise ValueError(f"need n >= 1 and k >= 0, got n={n}, k={k}")
-        self._init_naming(prefix)
+        self._init_naming(prefix, mtu)
         marked = _netserv_indices(netserv, n)
         switches = [self._add_netserv_switch(i, i in marked) for i in range(1, n + 1)]
         host_index = 1

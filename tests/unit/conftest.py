@@ -34,6 +34,11 @@ class SimSwitches:
             raise self.fail
         self.sims.setdefault(dpid, SimSwitch()).apply(msgs)
 
+    def request(self, dpid, msg):
+        if self.fail:
+            raise self.fail
+        return self.sims[dpid].answer(msg)
+
 
 class InProcessAgents:
     """The Agents port, answered by real NodeAgent objects instead of over HTTP."""
@@ -66,7 +71,7 @@ class InProcessAgents:
         return self._agent(agent).detach(session_id)
 
     def stats(self, agent, session_id):
-        return self._agent(agent).dispatcher.by_session(session_id).stats()
+        return self._agent(agent).session_stats(session_id)
 
     def health(self, agent):
         if self.health_down:

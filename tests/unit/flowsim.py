@@ -18,10 +18,16 @@ from controller.messages import (
     Barrier,
     FlowAdd,
     FlowDelete,
+    FlowStats,
+    FlowStatsRequest,
     Message,
     Output,
     PacketOut,
+    PortStats,
+    PortStatsRequest,
     PushVlan,
+    Stats,
+    StatsRequest,
     ToController,
 )
 
@@ -46,6 +52,7 @@ class SimSwitch:
         self.clock = clock
         self.added_at: dict[FlowKey, float] = {}
         self.packets: dict[FlowKey, int] = {}
+        self.tx_dropped: dict[int, int] = {}  # set by tests: frames a port could not send
 
     def _now(self) -> float:
         return self.clock() if self.clock is not None else 0.0
@@ -92,6 +99,18 @@ class SimSwitch:
         self._drop(gone)
         return gone
 
+    def answer(self, msg: StatsRequest) -> list[Stats]:
+        """Return what a switch answers to a statistics request."""
+        if isinstance(msg, FlowStatsRequest):
+            return [
+                FlowStats(f.table, f.priority, f.cookie, self.packets.get(_key(f), 0), 0)
+                for f in self.flows
+                if (f.cookie & msg.cookie_mask) == (msg.cookie & msg.cookie_mask)
+            ]
+        if isinstance(msg, PortStatsRequest):
+            return [PortStats(msg.port, 0, 0, 0, self.tx_dropped.get(msg.port, 0), 0, 0)]
+        raise TypeError(msg)
+
     def cookies(self) -> set[int]:
         return {f.cookie for f in self.flows}
 
@@ -120,7 +139,7 @@ class SimSwitch:
             flow = self._lookup(table, frame)
             if flow is None:
                 break  # table miss with no miss flow: drop
-            self.packets[_key(flow)] += 1
+            self.packets[_key(flow)] = self.packets.get(_key(flow), 0) + 1
             for action in flow.actions:
                 if isinstance(action, PushVlan):
                     tag = action.vid
@@ -130,3 +149,7 @@ class SimSwitch:
                     result.to_controller.append(table)
             table = flow.goto
         return result
+
+
+def _key(flow: FlowAdd) -> tuple:
+    return (flow.table, flow.priority, flow.match)

@@ -206,3 +206,60 @@ def test_detach_waits_for_the_frame_a_module_is_still_handling(agent):
         slow.release.set()
         agent.stopping.set()
         loop.join(5)
+
+
+class Batches:
+    """A packet socket stand-in: delivers the given batches, then stops the agent.
+
+    `send_batch` sends at most `room` frames of each batch, as a full link would.
+    """
+
+    def __init__(self, agent, batches, room=99):
+        self.agent, self.batches, self.room, self.sent = agent, list(batches), room, []
+        self.too_big = 3
+
+    def recv_batch(self):
+        if not self.batches:
+            self.agent.stopping.set()
+            return []
+        return self.batches.pop(0)
+
+    def send_batch(self, frames):
+        self.sent += [bytes(f) for f in frames[: self.room]]
+        return min(len(frames), self.room)
+
+    def queue_dropped(self):
+        return 7
+
+
+def frame(n):
+    return memoryview(bytearray([n]) * 60)
+
+
+def test_the_packet_loop_credits_each_chain_with_what_it_returned_or_failed_to_send(agent):
+    kept = agent.attach(1, {"tag": 5, "lifetime": 5, "modules": [{"name": "null"}]})
+    dropper = agent.attach(2, {"tag": 6, "lifetime": 5, "modules": [{"name": "null"}]})
+    dropper.modules[0] = ("null", Drop({}, None))
+    io = Batches(agent, [[(5, frame(1)), (6, frame(2)), (None, frame(3))], [(5, frame(4))]], room=1)
+    agent.packet_loop(io)
+    assert io.sent == [bytes(frame(1)), bytes(frame(4))]  # the untagged frame found no room
+    assert (kept.packets, kept.returned, kept.send_failed) == (2, 2, 0)
+    assert (dropper.packets, dropper.dropped, dropper.returned) == (1, 1, 0)
+    node = agent.session_stats(1)["node"]
+    assert {k: node[k] for k in ("received", "sent", "dropped", "send_failed", "unmatched")} == {
+        "received": 4,
+        "sent": 2,
+        "dropped": 1,
+        "send_failed": 1,
+        "unmatched": 1,
+    }
+    assert (node["too_big"], node["queue_dropped"]) == (3, 7)
+    with pytest.raises(KeyError):
+        agent.session_stats(3)
+
+
+def test_a_failed_send_is_charged_to_the_chain_of_the_frame_that_did_not_leave(agent):
+    a = agent.attach(1, {"tag": 5, "lifetime": 5, "modules": [{"name": "null"}]})
+    b = agent.attach(2, {"tag": 6, "lifetime": 5, "modules": [{"name": "null"}]})
+    agent.packet_loop(Batches(agent, [[(5, frame(1)), (6, frame(2)), (5, frame(3))]], room=1))
+    assert (a.returned, a.send_failed, b.returned, b.send_failed) == (1, 1, 0, 1)

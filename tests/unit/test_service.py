@@ -489,3 +489,28 @@ def test_a_teardown_whose_parts_fail_still_ends_the_session(world, monkeypatch, 
     monkeypatch.setattr(agents, "detach", _raise(exc))
     assert service.teardown(session.id)["ended"] == "teardown"
     assert service.sessions.all() == []
+
+
+def test_stats_follow_a_sessions_frames_and_name_where_the_lost_ones_went(world):
+    service, sim, _, _, agent, _ = world
+    session = service.create(BODY)
+    for _ in range(5):  # the switch detours five frames ...
+        [(port, tag)] = frame_of(sim, 9000)
+    for _ in range(3):  # ... the agent gets three of them
+        agent.dispatcher.dispatch(tag, memoryview(bytearray(60)))
+    sim.tx_dropped[AGENT_PORT] = 2  # the switch could not put two on the agent's link
+    path = service.stats(session.id)["path"]
+    assert (path["switch_sent"], path["agent_received"], path["lost_before_agent"]) == (5, 3, 2)
+    assert path["module_dropped"] == 0
+    assert path["node_losses"]["switch_tx_dropped"] == 2
+    assert path["node_losses"]["agent_queue_dropped"] == 0  # no socket in this test
+
+
+def test_stats_without_the_switch_still_show_the_agents_counters(world):
+    service, sim, switches, _, agent, _ = world
+    session = service.create(BODY)
+    agent.dispatcher.dispatch(session.tag, memoryview(bytearray(60)))
+    switches.fail = Unavailable("switch gone")
+    stats = service.stats(session.id)
+    assert stats["stats"]["packets"] == 1 and stats["path"]["agent_received"] == 1
+    assert stats["path"]["switch_sent"] is None and stats["path"]["lost_before_agent"] is None

@@ -6,6 +6,7 @@ import pytest
 
 from topo.topos import (
     LinearTopo,
+    MtuIntf,
     SingleSwitchTopo,
     check_ifname,
     netserv_switches,
@@ -113,3 +114,13 @@ def test_single_switch_flag_from_mn_string() -> None:
 def test_topos_for_mn_custom() -> None:
     assert topos["single"](2).hosts() == ["h1", "h2"]
     assert topos["linear"](3).switches() == ["s1", "s2", "s3"]
+
+
+def test_mtu_reaches_every_link_and_only_when_asked() -> None:
+    jumbo = LinearTopo(n=2, k=1, mtu=9000)
+    infos = [info for _a, _b, info in jumbo.links(withInfo=True)]
+    assert len(infos) == 3 and all(i["mtu"] == 9000 and i["intf"] is MtuIntf for i in infos)
+    plain = SingleSwitchTopo(k=1)
+    assert all("mtu" not in info for _a, _b, info in plain.links(withInfo=True))
+    with pytest.raises(ValueError, match="mtu"):
+        SingleSwitchTopo(k=1, mtu=70000)
