@@ -72,7 +72,8 @@ def test_limits_agree_with_the_controller_and_manifests():
 
 
 def test_the_codec_does_not_import_scapy():
-    code = "import sys, signaling.codec, signaling.auth, signaling.freshness;"
+    code = "import sys, signaling.codec, signaling.auth, signaling.session, signaling.probe,"
+    code += " signaling.freshness;"
     code += "print(sorted(m for m in sys.modules if m.split('.')[0] in ('scapy', 'ryu')))"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=DOC.parents[1]
