@@ -63,6 +63,12 @@ class Echo:
     sequence: int
     nonce: bytes
 
+    @property
+    def answerable(self) -> bool:
+        """Return True if the message may be answered: requests only (high bit clear),
+        so that no ERROR ever answers an answer."""
+        return not self.message_type & 0x80
+
 
 class SignalingError(Exception):
     """Base of the signaling library's own exceptions."""
@@ -76,8 +82,8 @@ class SignalingProtocolError(SignalingError):
     """The peer sent something that is not a valid message.
 
     `code` is the ErrorCode to answer with, `reason` a short text for the answer, and
-    `echo` what the answer copies from the offending header (None when the header
-    itself could not be read: then the answer uses session id 0, sequence 0, zero nonce).
+    `echo` what the answer copies from the offending header. Answer only when `echo` is
+    not None (the header could be read) and `echo.answerable` (it came in a request).
     """
 
     def __init__(self, code: ErrorCode, reason: str, echo: Echo | None = None) -> None:

@@ -180,14 +180,11 @@ class ErrorReply(_Message):
 
     @classmethod
     def answering(
-        cls, request: _Message | Echo | None, timestamp_ms: int, code: ErrorCode, reason: str
+        cls, request: _Message | Echo, timestamp_ms: int, code: ErrorCode, reason: str
     ) -> ErrorReply:
-        """Return the ERROR answering `request` (None: its header was unreadable).
-
-        A reason too long for the wire is cut at a character boundary.
-        """
-        if request is None:
-            request = Echo(0, 0, 0, bytes(wire.NONCE_SIZE))
+        """Return the ERROR answering `request` (a message, or the `echo` of a
+        SignalingProtocolError). A reason too long for the wire is cut at a character
+        boundary."""
         raw = reason.encode(errors="replace")[: wire.MAX_STRING]
         reason = raw.decode(errors="ignore")
         return cls(**_answer_fields(request, timestamp_ms), code=code, reason=reason)

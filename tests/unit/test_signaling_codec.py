@@ -167,8 +167,15 @@ def test_answers_echo_their_request():
             request.nonce,
         )
         decode(encode(answer))
-    unreadable = ErrorReply.answering(None, 5, ErrorCode.MALFORMED, "?")
-    assert (unreadable.session_id, unreadable.sequence, unreadable.nonce) == (0, 0, bytes(16))
+    with pytest.raises(SignalingProtocolError) as info:
+        decode(_patch(encode(request), 20, b"\x01"))
+    refusal = ErrorReply.answering(info.value.echo, 5, info.value.code, info.value.reason)
+    assert (refusal.session_id, refusal.sequence, refusal.nonce) == (
+        request.session_id,
+        request.sequence,
+        request.nonce,
+    )
+    assert refusal.code is ErrorCode.MALFORMED
 
 
 # -- decoding: each kind of garbage, with its code ---------------------------------------
@@ -339,7 +346,10 @@ def test_errors_carry_what_the_answer_echoes():
     assert error.echo == Echo(wire.MessageType.SETUP, H["session_id"], 1, NONCE)
     assert _expect(b"\x00" * 10, ErrorCode.MALFORMED).echo is None
     assert _expect(_patch(GOOD, 0, b"XX"), ErrorCode.MALFORMED).echo is None
-    assert peek_echo(GOOD) == Echo(1, H["session_id"], 1, NONCE)
+    assert peek_echo(GOOD) == Echo(1, H["session_id"], 1, NONCE) and peek_echo(GOOD).answerable
+    answer = _patch(encode(Ack(**H)), 20, b"\x01")
+    assert not _expect(answer, ErrorCode.MALFORMED).echo.answerable
+    assert not _expect(_patch(GOOD, 3, b"\x90"), ErrorCode.UNKNOWN_MESSAGE_TYPE).echo.answerable
 
 
 def test_an_ack_names_its_nodes():
