@@ -13,8 +13,8 @@ import pytest
 
 from nodes.sockdiag import packet_socket_rcvbufs
 from signaling.client import NetServClient
-from tools.procs import ControllerProcess
-from tools.scenario import Receiver, send_udp, wait_ready, warm_up
+from tools.scenario import Receiver, send_udp, warm_up
+from topo.controller import ControllerProcess, wait_ready
 from topo.net import netserv_network, wait_connected
 from topo.node import AGENT_PORT_RCVBUF
 from topo.topos import MtuIntf, SingleSwitchTopo
