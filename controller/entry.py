@@ -4,6 +4,13 @@ Ryu 4.34 imports `eventlet.wsgi.ALREADY_HANDLED`, which current eventlet no long
 (and the eventlet that had it does not run on Python 3.11). It is only used to answer
 websocket requests, which NetServ does not serve, so a stand-in object is enough; it
 must exist before Ryu is imported.
+
+Ryu starts its REST server with eventlet's defaults: `debug=True`, which sends the
+traceback of an unhandled exception as the body of a 500, and no socket time-out, so a
+client that promises a body and never sends it holds its connection for as long as it
+likes. `_serve_rest` replaces Ryu's `serve_forever` (Ryu's files stay as they are): no
+tracebacks, a read time-out, and our JSON guard around Ryu's router. Each connection
+still gets its own greenthread, so a stalled client never delays an agent's heartbeat.
 """
 
 from __future__ import annotations
@@ -19,6 +26,27 @@ def _eventlet_compat() -> None:
 
     if not hasattr(eventlet.wsgi, "ALREADY_HANDLED"):
         eventlet.wsgi.ALREADY_HANDLED = object()
+
+
+def _serve_rest() -> None:
+    """Make Ryu's REST server hide tracebacks, time out stalled reads, and answer in JSON."""
+    import eventlet.wsgi
+    from ryu.app import wsgi
+    from ryu.lib import hub
+
+    from controller.rest import READ_TIMEOUT, guard
+
+    def serve_forever(server: wsgi.WSGIServer) -> None:
+        server.logger = hub.LoggingWrapper()
+        eventlet.wsgi.server(
+            server.server,
+            guard(server.handle),
+            server.logger,
+            debug=False,
+            socket_timeout=READ_TIMEOUT,
+        )
+
+    wsgi.WSGIServer.serve_forever = serve_forever
 
 
 def run_controller(
@@ -45,7 +73,9 @@ def run_controller(
             ),
         ]
     )
-    from ryu.cmd import manager
+    from ryu.cmd import manager  # patches the standard library for eventlet
+
+    _serve_rest()
 
     args = [
         "--ofp-listen-host",

@@ -105,7 +105,7 @@ class NetServService:
                 raise Conflict(f"session {session_id} is still being installed")
             self.sessions.discard(session_id)
             agent = self.network.agents.get(session.node)
-        view = session.to_json(self.clock()) | {"ended": reason}
+        view = session.to_json(self.clock()) | {"state": "ended", "ended": reason}
         try:
             self.switches.send(session.node, pipeline.session_remove(session))
         except NetServError as exc:  # the switch's reset on reconnect removes it
