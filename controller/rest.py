@@ -55,7 +55,7 @@ from controller.errors import (
     Unavailable,
 )
 from controller.service import NetServService
-from controller.tables import SESSION_ID_MAX
+from controller.tables import SESSION_ID_MAX, session_id_of_text
 from signaling.jsonhttp import decode_json
 
 log = logging.getLogger("netserv.rest")
@@ -63,7 +63,6 @@ INSTANCE = "netserv_service"
 READ_TIMEOUT = 2.0  # seconds a client may stall while sending a request before it is dropped
 MAX_BODY = 1 << 20
 INTERNAL_ERROR = "internal error; the controller's log has the details"
-_SESSION_ID = re.compile(r"[1-9][0-9]{0,15}\Z")
 _PLAIN_PATH = re.compile(r"/[!-$&-~]*\Z")  # printable ASCII without '%'
 _METHODS = ("GET", "POST", "DELETE")
 
@@ -194,10 +193,11 @@ def _body(req: Any) -> dict[str, object]:
 
 def _session_id(raw: str) -> int:
     """Return the session id `raw` spells in canonical decimal; raise NotFound otherwise."""
-    if not _SESSION_ID.match(raw) or int(raw) > SESSION_ID_MAX:
+    session_id = session_id_of_text(raw)
+    if session_id is None:
         shown = raw if len(raw) <= 40 else raw[:20] + f"... ({len(raw)} characters)"
         raise NotFound(f"no session {shown!r}: ids are 1 to {SESSION_ID_MAX}, in decimal")
-    return int(raw)
+    return session_id
 
 
 def _api(status: int = 200) -> Callable[[Callable[..., object]], Callable[..., Response]]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from controller.entry import _eventlet_compat
-from tests.integration.rawhttp import Answer, exchange, has_traceback, request
+from tests.rawhttp import Answer, exchange, has_traceback, request
 from tools.procs import ControllerProcess
 
 _eventlet_compat()
