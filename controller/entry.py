@@ -15,6 +15,8 @@ still gets its own greenthread, so a stalled client never delays an agent's hear
 
 from __future__ import annotations
 
+import json
+from http import HTTPStatus
 from pathlib import Path
 
 
@@ -36,12 +38,33 @@ def _serve_rest() -> None:
 
     from controller.rest import READ_TIMEOUT, guard
 
+    class Protocol(eventlet.wsgi.HttpProtocol):
+        def send_error(
+            self, code: int, message: str | None = None, explain: str | None = None
+        ) -> None:
+            # http.server's own refusals (a broken request line, too many headers) came as
+            # HTML, and with no status line at all when the line was too broken to say
+            # its HTTP version.
+            if code == HTTPStatus.HTTP_VERSION_NOT_SUPPORTED:  # not a fault of the server
+                code, message = 400, "only HTTP/1.0 and HTTP/1.1 are spoken here"
+            body = json.dumps({"error": message or HTTPStatus(code).phrase}).encode()
+            self.request_version = "HTTP/1.0"
+            self.close_connection = True
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
     def serve_forever(server: wsgi.WSGIServer) -> None:
         server.logger = hub.LoggingWrapper()
         eventlet.wsgi.server(
             server.server,
             guard(server.handle),
             server.logger,
+            protocol=Protocol,
             debug=False,
             socket_timeout=READ_TIMEOUT,
         )

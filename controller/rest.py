@@ -147,7 +147,8 @@ def guard(app: Callable[..., Any]) -> Callable[..., Any]:
 def _route(app: Callable[..., Any], environ: dict[str, Any]) -> Response:
     raw = environ.get("RAW_PATH_INFO", environ.get("PATH_INFO", ""))
     if not _PLAIN_PATH.match(raw):
-        raise NotFound(f"no resource {raw!r}: NetServ's paths take no percent-escapes")
+        why = ": NetServ's paths take no percent-escapes" if "%" in raw else ""
+        raise NotFound(f"no resource {_shown(raw)!r}{why}")
     response = Request(environ).get_response(app)
     if response.status_int != 404 or response.content_type == "application/json":
         return response
@@ -162,7 +163,7 @@ def _route(app: Callable[..., Any], environ: dict[str, Any]) -> Response:
     ]
     if allowed:
         raise MethodNotAllowed(f"{raw} takes {', '.join(allowed)}, not {method}", allowed)
-    raise NotFound(f"no resource {raw}: docs/rest-api.md lists the endpoints")
+    raise NotFound(f"no resource {_shown(raw)}: docs/rest-api.md lists the endpoints")
 
 
 def _body(req: Any) -> dict[str, object]:
@@ -195,9 +196,12 @@ def _session_id(raw: str) -> int:
     """Return the session id `raw` spells in canonical decimal; raise NotFound otherwise."""
     session_id = session_id_of_text(raw)
     if session_id is None:
-        shown = raw if len(raw) <= 40 else raw[:20] + f"... ({len(raw)} characters)"
-        raise NotFound(f"no session {shown!r}: ids are 1 to {SESSION_ID_MAX}, in decimal")
+        raise NotFound(f"no session {_shown(raw)!r}: ids are 1 to {SESSION_ID_MAX}, in decimal")
     return session_id
+
+
+def _shown(text: str) -> str:
+    return text if len(text) <= 60 else text[:40] + f"... ({len(text)} characters)"
 
 
 def _api(status: int = 200) -> Callable[[Callable[..., object]], Callable[..., Response]]:

@@ -52,7 +52,7 @@ def exchange(port: int, data: bytes, timeout: float = 5.0, half_close: bool = Tr
 def _read_answer(sock: socket.socket, deadline: float) -> bytes:
     raw = b""
     while True:
-        head, sep, rest = raw.partition(b"\r\n\r\n")
+        head, sep, rest = _final(raw).partition(b"\r\n\r\n")
         if sep:
             length = _content_length(head)
             if length is not None and len(rest) >= length:
@@ -78,9 +78,16 @@ def _content_length(head: bytes) -> int | None:
     return None
 
 
+def _final(raw: bytes) -> bytes:
+    """Return `raw` without the interim answers (100 Continue) in front of the final one."""
+    while raw.startswith(b"HTTP/1.1 1") and b"\r\n\r\n" in raw:
+        raw = raw.partition(b"\r\n\r\n")[2]
+    return raw
+
+
 def parse(raw: bytes, seconds: float) -> Answer:
-    """Return the Answer in the bytes `raw` (status 0 when there is none)."""
-    head, _, body = raw.partition(b"\r\n\r\n")
+    """Return the final Answer in the bytes `raw` (status 0 when there is none)."""
+    head, _, body = _final(raw).partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     words = lines[0].split(" ", 2)
     if len(words) < 2 or not words[0].startswith("HTTP/") or not words[1].isdigit():

@@ -59,6 +59,21 @@ def test_bad_requests_get_a_json_error_and_no_traceback(controller, method, path
     assert answer.headers["content-type"].startswith("application/json")
 
 
+@pytest.mark.parametrize(
+    "data, status",
+    [
+        (b"GET /netserv/nodes HTTP/1.x\r\n\r\n", 400),
+        (b"GET /netserv/nodes HTTP/2.0\r\n\r\n", 400),
+        (b" /netserv/nodes HTTP/1.1\r\n\r\n", 400),
+        (b"GET /netserv/nodes HTTP/1.1\r\n" + b"X-A: b\r\n" * 200 + b"\r\n", 431),
+    ],
+)
+def test_requests_the_http_layer_refuses_get_a_status_line_and_json(controller, data, status):
+    answer = exchange(controller.rest_port, data)
+    assert answer.status == status and answer.json()["error"], answer.body
+    assert not has_traceback(answer.body)
+
+
 def test_a_body_that_ends_early_is_refused_at_once(controller):
     answer = send(controller, "POST", "/netserv/sessions", b"{}", headers={"Content-Length": "50"})
     assert answer.status == 400 and "ended after 2 of its 50 bytes" in answer.json()["error"]
