@@ -39,6 +39,15 @@ def _serve_rest() -> None:
     from controller.rest import READ_TIMEOUT, guard
 
     class Protocol(eventlet.wsgi.HttpProtocol):
+        def get_environ(self) -> dict[str, object]:
+            # http.server turns a leading "//" into "/" before eventlet sees the path, so
+            # RAW_PATH_INFO would not be raw: take the path from the request line itself.
+            environ = super().get_environ()
+            words = self.requestline.split()
+            if len(words) >= 2:
+                environ["RAW_PATH_INFO"] = words[1].partition("?")[0]
+            return environ
+
         def send_error(
             self, code: int, message: str | None = None, explain: str | None = None
         ) -> None:

@@ -1,7 +1,8 @@
 """The controller's REST API, on Ryu's WSGI server. JSON in and out; errors are
 `{"error": message}` with the status below. Datapath ids are 16 hex digits; a session
 {id} is canonical decimal (1, 2, ...): any other spelling (01, +1, %31, 1.0) names no
-session and is a 404, as is every path with a percent-escape.
+session and is a 404, as is every path with a percent-escape or not spelled as routed
+(//netserv/...).
 
 | method | path                               | does                                          |
 | ------ | ---------------------------------- | --------------------------------------------- |
@@ -128,8 +129,9 @@ def error_response(exc: Exception, environ: dict[str, Any]) -> Response:
 def guard(app: Callable[..., Any]) -> Callable[..., Any]:
     """Return the WSGI application `app` (Ryu's router) wrapped so that every answer is JSON.
 
-    Paths that cannot name a resource (percent-escapes, which the router would decode
-    first, so that /netserv/sessions/%31 named session 1) are refused before routing; a
+    Only a path routed as it was sent names a resource: one with percent-escapes (which
+    the router would decode first, so that /netserv/sessions/%31 named session 1) or
+    one the HTTP layer rewrote (//netserv/... to /netserv/...) is a 404 before routing; a
     path with no route is a 404, or a 405 when another method has one; an exception that
     escapes the router is a 500 without details, as in a handler.
     """
@@ -146,7 +148,7 @@ def guard(app: Callable[..., Any]) -> Callable[..., Any]:
 
 def _route(app: Callable[..., Any], environ: dict[str, Any]) -> Response:
     raw = environ.get("RAW_PATH_INFO", environ.get("PATH_INFO", ""))
-    if not _PLAIN_PATH.match(raw):
+    if not _PLAIN_PATH.match(raw) or raw != environ.get("PATH_INFO", raw):
         why = ": NetServ's paths take no percent-escapes" if "%" in raw else ""
         raise NotFound(f"no resource {_shown(raw)!r}{why}")
     response = Request(environ).get_response(app)
@@ -175,8 +177,8 @@ def _body(req: Any) -> dict[str, object]:
         raw = req.body_file_raw.read(MAX_BODY + 1 if length is None else length)
     except TimeoutError:
         raise BodyTimeout(f"the body did not arrive within {READ_TIMEOUT:g} s") from None
-    except ValueError as exc:  # eventlet's ChunkReadError: a bad chunked encoding
-        raise InvalidRequest(f"the body's chunked encoding is broken: {exc}") from None
+    except (OSError, ValueError) as exc:  # eventlet: a broken chunked encoding, a lost client
+        raise InvalidRequest(f"the body could not be read: {exc}") from None
     if length is not None and len(raw) < length:
         raise InvalidRequest(f"the body ended after {len(raw)} of its {length} bytes")
     if len(raw) > MAX_BODY:

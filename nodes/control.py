@@ -229,6 +229,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
             raw = self.rfile.read(length)
         except TimeoutError:
             raise BodyTimeout(f"the body did not arrive within {READ_TIMEOUT:g} s") from None
+        except OSError as exc:  # the client reset the connection
+            raise BadRequest(f"the body could not be read: {exc}") from None
         if len(raw) < length:
             raise BadRequest(f"the body ended after {len(raw)} of its {length} bytes")
         if not raw:

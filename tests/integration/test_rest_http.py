@@ -45,6 +45,7 @@ def send(ctl: ControllerProcess, method: str, path: str, body: bytes = b"", **kw
         ("POST", "/netserv/sessions", b"[1]", 400),
         ("GET", "/netserv/%ff", b"", 404),
         ("GET", "/netserv/sessions/%31", b"", 404),
+        ("GET", "//netserv/nodes", b"", 404),
         ("GET", "/netserv/sessions/" + "9" * 30, b"", 404),
         ("GET", "/netserv/nothing", b"", 404),
         ("PUT", "/netserv/sessions", b"{}", 405),
@@ -65,10 +66,15 @@ def test_bad_requests_get_a_json_error_and_no_traceback(controller, method, path
         (b"GET /netserv/nodes HTTP/1.x\r\n\r\n", 400),
         (b"GET /netserv/nodes HTTP/2.0\r\n\r\n", 400),
         (b" /netserv/nodes HTTP/1.1\r\n\r\n", 400),
+        (
+            b"POST /netserv/sessions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"-1\r\n12\r\n0\r\n\r\n",
+            400,
+        ),
         (b"GET /netserv/nodes HTTP/1.1\r\n" + b"X-A: b\r\n" * 200 + b"\r\n", 431),
     ],
 )
-def test_requests_the_http_layer_refuses_get_a_status_line_and_json(controller, data, status):
+def test_malformed_http_gets_a_status_line_and_json(controller, data, status):
     answer = exchange(controller.rest_port, data)
     assert answer.status == status and answer.json()["error"], answer.body
     assert not has_traceback(answer.body)

@@ -213,6 +213,14 @@ def test_the_body_is_read_within_its_limits(api):
     slow = {"wsgi.input": Stalled(), "CONTENT_LENGTH": "10"}
     reply = call("POST", "/netserv/sessions", environ=slow)
     assert reply.status == 408 and "did not arrive" in reply.json["error"]
+
+    class BrokenChunks(io.RawIOBase):  # what eventlet raises for a chunk size of -1
+        def read(self, n=-1):
+            raise OSError("unexpected end of file while parsing chunked data")
+
+    broken = {"wsgi.input": BrokenChunks(), "CONTENT_LENGTH": "10"}
+    reply = call("POST", "/netserv/sessions", environ=broken)
+    assert reply.status == 400 and "could not be read" in reply.json["error"]
     assert state(service, sim) == before
 
 
