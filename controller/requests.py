@@ -77,11 +77,13 @@ def _modules(body: Mapping[str, object], catalog: Catalog) -> tuple[ModuleSpec, 
             item = {"name": item}
         if not isinstance(item, Mapping) or set(item) - {"name", "params"}:
             raise InvalidRequest("each module is a name or an object {name, params}")
-        params = item.get("params", {})
+        name, params = item.get("name"), item.get("params", {})
+        if not isinstance(name, str):
+            raise InvalidRequest(f"a module is named by a string, got {name!r}")
         if not isinstance(params, Mapping):
-            raise InvalidRequest(f"params of module {item.get('name')!r} must be a JSON object")
+            raise InvalidRequest(f"params of module {name!r} must be a JSON object")
         try:
-            manifest = catalog.get(item.get("name"))  # type: ignore[arg-type]
+            manifest = catalog.get(name)
             resolved = manifest.resolve_params(params)
         except BundleError as exc:
             raise InvalidRequest(str(exc)) from None

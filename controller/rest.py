@@ -1,39 +1,51 @@
 """The controller's REST API, on Ryu's WSGI server. JSON in and out; errors are
-`{"error": message}` with the status below. Datapath ids are 16 hex digits.
+`{"error": message}` with the status below. Datapath ids are 16 hex digits; a session
+{id} is canonical decimal (1, 2, ...): any other spelling (01, +1, %31, 1.0) names no
+session and is a 404, as is every path with a percent-escape or not spelled as routed
+(//netserv/...).
 
 | method | path                               | does                                          |
 | ------ | ---------------------------------- | --------------------------------------------- |
 | GET    | /netserv/nodes                     | switches and node agents, readiness           |
 | POST   | /netserv/nodes                     | agent registration and heartbeat              |
-| GET    | /netserv/modules                   | service modules available (manifests)         |
+| GET    | /netserv/modules                   | service modules available (manifests), and    |
+|        |                                    | the errors of module folders that are broken  |
 | GET    | /netserv/sessions                  | every session                                 |
 | POST   | /netserv/sessions                  | create (body below) → 201                     |
 | GET    | /netserv/sessions/{id}             | one session                                   |
-| DELETE | /netserv/sessions/{id}             | teardown; returns the chain's final counters  |
+| DELETE | /netserv/sessions/{id}             | teardown; the ended session, final counters   |
 | POST   | /netserv/sessions/{id}/refresh     | {lifetime}: extend the soft state             |
 | GET    | /netserv/sessions/{id}/stats       | the session with its modules' counters        |
 
 Create body: {"match": {OXM fields}, "module": name, "params": {..}, "lifetime": s,
 "node": dpid} or, for a chain, "modules": [name | {"name", "params"}, ..] instead of
 "module" and "params". "lifetime" defaults to 60 s; "node" may be left out when one
-NetServ node is ready.
+NetServ node is ready. Bodies are strict JSON objects (UTF-8, no NaN, no repeated key,
+nested at most 32 deep), at most MAX_BODY bytes, sent within READ_TIMEOUT.
 
-| error                          | status |
-| ------------------------------ | ------ |
-| malformed body, bad field      | 400    |
-| unknown session or node        | 404    |
-| overlaps a session; not ready  | 409    |
-| a switch or agent refused      | 502    |
-| a switch or agent is not there | 503    |
+| error                                              | status |
+| -------------------------------------------------- | ------ |
+| malformed body, bad field; several nodes are ready | 400    |
+| unknown session, node or path                      | 404    |
+| a method the path does not take                    | 405    |
+| the body did not arrive within READ_TIMEOUT        | 408    |
+| overlaps a session; session still being installed | 409    |
+| the body is larger than MAX_BODY                   | 413    |
+| internal error (details in the controller's log)   | 500    |
+| a switch or agent refused                          | 502    |
+| a switch or agent is not there; no node is ready   | 503    |
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import logging
+import re
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ryu.app.wsgi import ControllerBase, Response, route
+from webob import Request
 
 from controller.errors import (
     Conflict,
@@ -44,12 +56,41 @@ from controller.errors import (
     Unavailable,
 )
 from controller.service import NetServService
+from controller.tables import SESSION_ID_MAX, session_id_of_text
+from signaling.jsonhttp import decode_json
 
+log = logging.getLogger("netserv.rest")
 INSTANCE = "netserv_service"
+READ_TIMEOUT = 2.0  # seconds a client may stall while sending a request before it is dropped
+MAX_BODY = 1 << 20
+INTERNAL_ERROR = "internal error; the controller's log has the details"
+_PLAIN_PATH = re.compile(r"/[!-$&-~]*\Z")  # printable ASCII without '%'
+_METHODS = ("GET", "POST", "DELETE")
+
+
+class MethodNotAllowed(NetServError):
+    """The path exists but does not take the request's method."""
+
+    def __init__(self, message: str, allowed: Iterable[str]) -> None:
+        super().__init__(message)
+        self.allowed = tuple(allowed)
+
+
+class BodyTimeout(NetServError):
+    """The request's body did not arrive within READ_TIMEOUT."""
+
+
+class BodyTooLarge(NetServError):
+    """The request's body is longer than MAX_BODY."""
+
+
 STATUS: dict[type[NetServError], int] = {
     InvalidRequest: 400,
     NotFound: 404,
+    MethodNotAllowed: 405,
+    BodyTimeout: 408,
     Conflict: 409,
+    BodyTooLarge: 413,
     PartFailed: 502,
     Unavailable: 503,
 }
@@ -64,31 +105,116 @@ def _json(status: int, body: object) -> Response:
     )
 
 
-def _body(req: Any) -> object:
-    if not req.body:
+def error_response(exc: Exception, environ: dict[str, Any]) -> Response:
+    """Return the JSON answer to `exc`: its mapped status, or a 500 that gives no details.
+
+    An exception that is not a NetServError is a bug: its traceback goes to the log,
+    never to the client.
+    """
+    status = next((STATUS[c] for c in type(exc).__mro__ if c in STATUS), None)
+    if status is None:
+        log.error(
+            "internal error answering %s %s",
+            environ.get("REQUEST_METHOD"),
+            environ.get("RAW_PATH_INFO", environ.get("PATH_INFO")),
+            exc_info=exc,
+        )
+        return _json(500, {"error": INTERNAL_ERROR})
+    response = _json(status, {"error": str(exc)})
+    if isinstance(exc, MethodNotAllowed):
+        response.headers["Allow"] = ", ".join(exc.allowed)
+    return response
+
+
+def guard(app: Callable[..., Any]) -> Callable[..., Any]:
+    """Return the WSGI application `app` (Ryu's router) wrapped so that every answer is JSON.
+
+    Only a path routed as it was sent names a resource: one with percent-escapes (which
+    the router would decode first, so that /netserv/sessions/%31 named session 1) or
+    one the HTTP layer rewrote (//netserv/... to /netserv/...) is a 404 before routing; a
+    path with no route is a 404, or a 405 when another method has one; an exception that
+    escapes the router is a 500 without details, as in a handler.
+    """
+
+    def serve(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        try:
+            response = _route(app, environ)
+        except Exception as exc:
+            response = error_response(exc, environ)
+        return response(environ, start_response)
+
+    return serve
+
+
+def _route(app: Callable[..., Any], environ: dict[str, Any]) -> Response:
+    raw = environ.get("RAW_PATH_INFO", environ.get("PATH_INFO", ""))
+    if not _PLAIN_PATH.match(raw) or raw != environ.get("PATH_INFO", raw):
+        why = ": NetServ's paths take no percent-escapes" if "%" in raw else ""
+        raise NotFound(f"no resource {_shown(raw)!r}{why}")
+    response = Request(environ).get_response(app)
+    if response.status_int != 404 or response.content_type == "application/json":
+        return response
+    mapper = getattr(app, "mapper", None)
+    method = environ.get("REQUEST_METHOD", "")
+    allowed = [
+        m
+        for m in _METHODS
+        if mapper is not None
+        and m != method
+        and mapper.match(environ=environ | {"REQUEST_METHOD": m})
+    ]
+    if allowed:
+        raise MethodNotAllowed(f"{raw} takes {', '.join(allowed)}, not {method}", allowed)
+    raise NotFound(f"no resource {_shown(raw)}: docs/rest-api.md lists the endpoints")
+
+
+def _body(req: Any) -> dict[str, object]:
+    """Return the request's body, a JSON object ({} when there is none)."""
+    length = req.content_length
+    if length is not None and length > MAX_BODY:
+        raise BodyTooLarge(f"the body may be {MAX_BODY} bytes at most, not {length}")
+    try:
+        raw = req.body_file_raw.read(MAX_BODY + 1 if length is None else length)
+    except TimeoutError:
+        raise BodyTimeout(f"the body did not arrive within {READ_TIMEOUT:g} s") from None
+    except (OSError, ValueError) as exc:  # eventlet: a broken chunked encoding, a lost client
+        raise InvalidRequest(f"the body could not be read: {exc}") from None
+    if length is not None and len(raw) < length:
+        raise InvalidRequest(f"the body ended after {len(raw)} of its {length} bytes")
+    if len(raw) > MAX_BODY:
+        raise BodyTooLarge(f"the body may be {MAX_BODY} bytes at most")
+    if not raw:
         return {}
     try:
-        return json.loads(req.body)
+        body = decode_json(raw)
     except ValueError as exc:
-        raise InvalidRequest(f"the body is not JSON: {exc}") from None
+        raise InvalidRequest(f"the body is not JSON as NetServ takes it: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest(f"the body must be a JSON object, not {type(body).__name__}")
+    return body
 
 
 def _session_id(raw: str) -> int:
-    try:
-        return int(raw)
-    except ValueError:
-        raise NotFound(f"no session {raw!r}") from None
+    """Return the session id `raw` spells in canonical decimal; raise NotFound otherwise."""
+    session_id = session_id_of_text(raw)
+    if session_id is None:
+        raise NotFound(f"no session {_shown(raw)!r}: ids are 1 to {SESSION_ID_MAX}, in decimal")
+    return session_id
+
+
+def _shown(text: str) -> str:
+    return text if len(text) <= 60 else text[:40] + f"... ({len(text)} characters)"
 
 
 def _api(status: int = 200) -> Callable[[Callable[..., object]], Callable[..., Response]]:
-    """Wrap a handler: its return value becomes JSON, NetServError its mapped status."""
+    """Wrap a handler: its return value becomes JSON, an exception its mapped status."""
 
     def wrap(handler: Callable[..., object]) -> Callable[..., Response]:
         def run(self: RestApi, req: Any, **kwargs: Any) -> Response:
             try:
                 return _json(status, handler(self, req, **kwargs))
-            except NetServError as exc:
-                return _json(STATUS[type(exc)], {"error": str(exc)})
+            except Exception as exc:
+                return error_response(exc, req.environ)
 
         run.__name__ = handler.__name__
         return run

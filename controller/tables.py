@@ -7,6 +7,7 @@ typo in a priority cannot silently shadow another band.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 CLASSIFY = 0
@@ -114,6 +115,20 @@ def parse_hard_timeout_cap(raw: str | None) -> int:
             f"the hard timeout cap must be whole seconds from 1 to {HARD_TIMEOUT_MAX}, got {raw!r}"
         )
     return int(text)
+
+
+def session_id_of_text(text: str) -> int | None:
+    """Return the session id `text` spells in canonical decimal (as paths carry it), or None.
+
+    Only 1..SESSION_ID_MAX written plainly: no sign, no leading zero, no other digits.
+    """
+    if not _SESSION_ID_TEXT.match(text):
+        return None
+    value = int(text)
+    return value if value <= SESSION_ID_MAX else None
+
+
+_SESSION_ID_TEXT = re.compile(r"[1-9][0-9]{0,15}\Z")
 
 
 def check_flow(table: int, priority: int) -> None:

@@ -9,14 +9,19 @@ agent can load the code by path without it being importable as a package.
     summary = "Counts the packets and bytes of a session's flow"
     entry = "module:Counter"            # file module.py, class Counter
 
-    [params.report_every]
-    type = "int"
+    [params.log_every]
+    type = "int"                        # int | float | str | bool
     default = 0
+    min = 0                             # int, float: a range (int: signed 64-bit if not given)
+    max = 1_000_000_000
     help = "log the counts every N packets (0 = never)"
+
+A str parameter may declare `choices = [..]` and `max_length`; see ParamSpec.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -25,34 +30,154 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}\Z")
 _TYPES: dict[str, tuple[type, ...]] = {
     "int": (int,),
     "float": (int, float),
     "str": (str,),
     "bool": (bool,),
 }
+# What a manifest may declare for a parameter, by type, beside type/default/help.
+_LIMIT_KEYS = {"int": {"min", "max"}, "float": {"min", "max"}, "str": {"choices", "max_length"}}
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1  # an int parameter's range when none is declared
+STR_MAX_LENGTH = 1024  # a str parameter's length when none is declared
 
 
 class BundleError(ValueError):
     """A bundle or a module parameter set is malformed; the message says what is wrong."""
 
 
+def _is_number(value: object, kind: str) -> bool:
+    return isinstance(value, _TYPES[kind]) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class ParamSpec:
+    """One declared parameter: its type and the values it takes.
+
+    int: any integer in [min, max], which default to the signed 64-bit range.
+    float: a finite number in [min, max] (an integer is taken as a float).
+    str: at most `max_length` characters (STR_MAX_LENGTH by default), one of `choices` if given.
+    bool: true or false, never 0 or 1.
+    """
+
     name: str
     type: str
     default: object = None
     help: str = ""
+    min: int | float | None = None
+    max: int | float | None = None
+    choices: tuple[str, ...] | None = None
+    max_length: int | None = None
 
     def check(self, value: object) -> object:
-        """Return `value` if it has this parameter's type; raise BundleError otherwise."""
-        ok = isinstance(value, _TYPES[self.type]) and not (
-            self.type != "bool" and isinstance(value, bool)
-        )
-        if not ok:
-            raise BundleError(f"parameter {self.name!r} must be {self.type}, got {value!r}")
+        """Return `value` as the module gets it; raise BundleError when it is not allowed."""
+        if self.type == "bool":
+            if not isinstance(value, bool):
+                raise self._refuse(value)
+            return value
+        if self.type == "str":
+            return self._check_str(value)
+        if not _is_number(value, self.type):
+            raise self._refuse(value)
+        if self.type == "float":
+            try:
+                value = float(value)  # type: ignore[arg-type]
+            except OverflowError:
+                raise self._refuse(value, "and finite") from None
+            if not math.isfinite(value):
+                raise self._refuse(value, "and finite")
+        low, high = self.bounds
+        if not low <= value <= high:  # type: ignore[operator]
+            raise self._refuse(value, f"between {low} and {high}")
         return value
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """Return the (low, high) a number must lie in, defaults filled in."""
+        if self.type == "int":
+            low: float = INT64_MIN if self.min is None else self.min
+            high: float = INT64_MAX if self.max is None else self.max
+            return low, high
+        return (
+            -math.inf if self.min is None else self.min,
+            math.inf if self.max is None else self.max,
+        )
+
+    def _check_str(self, value: object) -> str:
+        if not isinstance(value, str):
+            raise self._refuse(value)
+        limit = STR_MAX_LENGTH if self.max_length is None else self.max_length
+        if len(value) > limit:
+            raise BundleError(
+                f"parameter {self.name!r} takes at most {limit} characters, got {len(value)}"
+            )
+        if self.choices is not None and value not in self.choices:
+            raise self._refuse(value, f"one of {list(self.choices)}")
+        return value
+
+    def _refuse(self, value: object, wanted: str = "") -> BundleError:
+        shown = repr(value)
+        if len(shown) > 60:
+            shown = shown[:40] + f"... ({len(shown)} characters)"
+        wanted = f"{self.type} {wanted}" if wanted else self.type
+        return BundleError(f"parameter {self.name!r} must be {wanted}, got {shown}")
+
+    def to_json(self) -> dict[str, object]:
+        """Return the declaration as the module list shows it (declared limits only)."""
+        out: dict[str, object] = {"type": self.type, "default": self.default, "help": self.help}
+        for key in ("min", "max", "max_length"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        if self.choices is not None:
+            out["choices"] = list(self.choices)
+        return out
+
+
+def _param_spec(path: Path, name: str, spec: object) -> ParamSpec:
+    """Return the ParamSpec a manifest's `[params.NAME]` table declares; raise BundleError."""
+    where = f"{path}: parameter {name!r}"
+    if not isinstance(spec, dict) or spec.get("type") not in _TYPES:
+        raise BundleError(f"{where} needs type one of {sorted(_TYPES)}")
+    kind = spec["type"]
+    allowed = {"type", "default", "help"} | _LIMIT_KEYS.get(kind, set())
+    if set(spec) - allowed:
+        raise BundleError(
+            f"{where} has unknown key(s) {sorted(set(spec) - allowed)}; a {kind} takes "
+            f"{sorted(allowed)}"
+        )
+    limits: dict[str, object] = {}
+    for key in ("min", "max"):
+        if key in spec:
+            limit = spec[key]
+            if not _is_number(limit, kind) or (kind == "float" and not math.isfinite(limit)):
+                raise BundleError(f"{where}: {key} must be a finite {kind}, got {limit!r}")
+            if kind == "int" and not INT64_MIN <= limit <= INT64_MAX:
+                raise BundleError(f"{where}: {key} {limit} is outside the signed 64-bit range")
+            limits[key] = limit
+    if "min" in limits and "max" in limits and limits["min"] > limits["max"]:  # type: ignore[operator]
+        raise BundleError(f"{where}: min {limits['min']} is above max {limits['max']}")
+    if "choices" in spec:
+        choices = spec["choices"]
+        if (
+            not isinstance(choices, list)
+            or not choices
+            or not all(isinstance(c, str) for c in choices)
+        ):
+            raise BundleError(f"{where}: choices must be a non-empty list of strings")
+        limits["choices"] = tuple(choices)
+    if "max_length" in spec:
+        length = spec["max_length"]
+        if not _is_number(length, "int") or length < 1:
+            raise BundleError(f"{where}: max_length must be a positive integer, got {length!r}")
+        limits["max_length"] = length
+    p = ParamSpec(name, kind, spec.get("default"), str(spec.get("help", "")), **limits)  # type: ignore[arg-type]
+    if p.default is not None:
+        try:
+            p.check(p.default)
+        except BundleError as exc:
+            raise BundleError(f"{path}: default does not fit: {exc}") from None
+    return p
 
 
 @dataclass(frozen=True)
@@ -85,10 +210,7 @@ class Manifest:
             "name": self.name,
             "version": self.version,
             "summary": self.summary,
-            "params": {
-                p.name: {"type": p.type, "default": p.default, "help": p.help}
-                for p in self.params.values()
-            },
+            "params": {p.name: p.to_json() for p in self.params.values()},
         }
 
 
@@ -115,16 +237,10 @@ def read_manifest(folder: Path) -> Manifest:
     entry_file, entry_class = entry.split(":")
     if not (folder / f"{entry_file}.py").is_file():
         raise BundleError(f"{path}: entry file {entry_file}.py is missing")
-    params: dict[str, ParamSpec] = {}
-    for pname, spec in (data.get("params") or {}).items():
-        if not isinstance(spec, dict) or spec.get("type") not in _TYPES:
-            raise BundleError(f"{path}: parameter {pname!r} needs type one of {sorted(_TYPES)}")
-        if set(spec) - {"type", "default", "help"}:
-            raise BundleError(f"{path}: parameter {pname!r} has unknown keys")
-        p = ParamSpec(pname, spec["type"], spec.get("default"), spec.get("help", ""))
-        if p.default is not None:
-            p.check(p.default)
-        params[pname] = p
+    params_table = data.get("params") or {}
+    if not isinstance(params_table, dict):
+        raise BundleError(f"{path}: params must be a table of [params.NAME] tables")
+    params = {pname: _param_spec(path, pname, spec) for pname, spec in params_table.items()}
     return Manifest(
         name=name,
         version=str(data.get("version", "0")),

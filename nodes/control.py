@@ -1,11 +1,29 @@
 """The agent's control API: JSON over HTTP, spoken by the controller.
 
-GET    /health              the agent's identity, loaded modules, I/O counters
-GET    /sessions            every attached chain's counters
-GET    /sessions/<id>       one chain's counters, with the node's under "node"
-PUT    /sessions/<id>       attach {tag, lifetime, modules: [{name, params}]}
-PATCH  /sessions/<id>       refresh {lifetime}
-DELETE /sessions/<id>       detach; returns the final counters
+| method | path           | does                                                    |
+| ------ | -------------- | ------------------------------------------------------- |
+| GET    | /health        | the agent's identity, loaded modules, I/O counters      |
+| GET    | /sessions      | every attached chain's counters                         |
+| GET    | /sessions/{id} | one chain's counters, with the node's under "node"      |
+| PUT    | /sessions/{id} | attach {tag, lifetime, modules: [{name, params}]} → 201 |
+| PATCH  | /sessions/{id} | refresh {lifetime}                                      |
+| DELETE | /sessions/{id} | detach; returns the final counters                      |
+
+{id} is a session id in canonical decimal (1 to SESSION_ID_MAX), as the controller
+writes it. Bodies are JSON objects read as strictly as the controller reads its own
+(`signaling.jsonhttp.decode_json`), at most MAX_BODY bytes, sent within READ_TIMEOUT.
+Errors are {"error": message}, mapped in `_error` only:
+
+| error                                           | status |
+| ----------------------------------------------- | ------ |
+| malformed body or field                         | 400    |
+| no such session or path                         | 404    |
+| a method the path does not take                 | 405    |
+| the body did not arrive within READ_TIMEOUT     | 408    |
+| the tag belongs to another session              | 409    |
+| the body is larger than MAX_BODY                | 413    |
+| a module cannot be loaded or set up             | 422    |
+| internal error (details in the agent's log)     | 500    |
 """
 
 from __future__ import annotations
@@ -13,82 +31,241 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
+from controller.tables import SESSION_ID_MAX, session_id_of_text
 from nodes.agent import AttachError, NodeAgent
+from signaling.jsonhttp import decode_json
 
 log = logging.getLogger("netserv.control")
-_SESSION = re.compile(r"^/sessions/(\d+)$")
 MAX_BODY = 1 << 20
+READ_TIMEOUT = 2.0  # seconds a client may stall while sending a request before it is dropped
+BACKLOG = 128  # connections the kernel queues before the server accepts them
+INTERNAL_ERROR = "internal error; the agent's log has the details"
+_LENGTH = re.compile(r"[0-9]{1,16}\Z")
+
+
+class ControlError(Exception):
+    """A request the control API refuses; the message says why."""
+
+
+class BadRequest(ControlError):
+    """The body or one of its fields is malformed."""
+
+
+class NoSuchResource(ControlError):
+    """The path names no resource (no such session, or no such path)."""
+
+
+class MethodNotAllowed(ControlError):
+    """The path exists, but not for this method."""
+
+    def __init__(self, message: str, allowed: list[str]) -> None:
+        super().__init__(message)
+        self.allowed = allowed
+
+
+class BodyTimeout(ControlError):
+    """The body did not arrive within READ_TIMEOUT."""
+
+
+class BodyTooLarge(ControlError):
+    """The body is longer than MAX_BODY."""
+
+
+STATUS: dict[type[ControlError], int] = {
+    ControlError: 400,
+    BadRequest: 400,
+    NoSuchResource: 404,
+    MethodNotAllowed: 405,
+    BodyTimeout: 408,
+    BodyTooLarge: 413,
+}
+
+
+@dataclass(frozen=True)
+class Call:
+    """What a handler gets: the agent, the session the path names, and its body on demand."""
+
+    agent: NodeAgent
+    session_id: int
+    body: Callable[[], dict[str, object]]
+
+
+def _health(call: Call) -> tuple[int, object]:
+    return 200, call.agent.status()
+
+
+def _list(call: Call) -> tuple[int, object]:
+    return 200, [c.stats() for c in call.agent.dispatcher.chains()]
+
+
+def _show(call: Call) -> tuple[int, object]:
+    try:
+        return 200, call.agent.session_stats(call.session_id)
+    except KeyError:  # NodeAgent.session_stats's way of saying "no such chain"
+        raise NoSuchResource(f"no session {call.session_id}") from None
+
+
+def _attach(call: Call) -> tuple[int, object]:
+    return 201, call.agent.attach(call.session_id, call.body()).stats()
+
+
+def _refresh(call: Call) -> tuple[int, object]:
+    lifetime = call.body().get("lifetime")
+    try:
+        chain = call.agent.refresh(call.session_id, lifetime)
+    except KeyError:  # NodeAgent.refresh's way of saying "no such chain"
+        raise NoSuchResource(f"no session {call.session_id}") from None
+    return 200, chain.stats()
+
+
+def _detach(call: Call) -> tuple[int, object]:
+    stats = call.agent.detach(call.session_id)
+    if stats is None:
+        raise NoSuchResource(f"no session {call.session_id}")
+    return 200, stats
+
+
+Handler = Callable[[Call], tuple[int, object]]
+SESSION = "/sessions/{id}"
+ROUTES: dict[tuple[str, str], Handler] = {
+    ("GET", "/health"): _health,
+    ("GET", "/sessions"): _list,
+    ("GET", SESSION): _show,
+    ("PUT", SESSION): _attach,
+    ("PATCH", SESSION): _refresh,
+    ("DELETE", SESSION): _detach,
+}
+
+
+def route(method: str, target: str) -> tuple[Handler, int]:
+    """Return the handler for `method` on the request target and the session id it names.
+
+    The id is 0 for paths without one. Raise NoSuchResource for a path that names
+    nothing (an id not in canonical decimal included) and MethodNotAllowed when the path
+    exists for other methods only.
+    """
+    path = target.partition("?")[0]
+    pattern, session_id = path, 0
+    head, _, last = path.rpartition("/")
+    if head == "/sessions":
+        pattern = SESSION
+    allowed = [m for m, p in ROUTES if p == pattern]
+    if not allowed:
+        raise NoSuchResource(f"no resource {_shown(path)}")
+    if (method, pattern) not in ROUTES:
+        raise MethodNotAllowed(f"{pattern} takes {', '.join(allowed)}, not {method}", allowed)
+    if pattern == SESSION:
+        session_id = session_id_of_text(last) or 0
+        if not session_id:
+            raise NoSuchResource(
+                f"no session {_shown(last)!r}: ids are 1 to {SESSION_ID_MAX}, in decimal"
+            )
+    return ROUTES[(method, pattern)], session_id
+
+
+def _shown(text: str) -> str:
+    return text if len(text) <= 60 else text[:40] + f"... ({len(text)} characters)"
+
+
+def _error(exc: Exception) -> tuple[int, str]:
+    """Return (status, message) for an exception raised while answering a request."""
+    if isinstance(exc, ControlError):
+        return next(STATUS[c] for c in type(exc).__mro__ if c in STATUS), str(exc)
+    if isinstance(exc, AttachError):  # the agent's own refusals carry their status
+        return exc.status, str(exc)
+    log.error("internal error", exc_info=exc)
+    return 500, INTERNAL_ERROR
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = BACKLOG  # the default of 5 made concurrent teardowns wait 1 s
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], agent: NodeAgent) -> None:
+        super().__init__(address, _RequestHandler)
+        self.agent = agent
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    server: _Server
+    timeout = READ_TIMEOUT  # applied to the connection's socket: reads give up after it
+
+    def __getattr__(self, name: str) -> Any:
+        # http.server looks up do_<METHOD>; every method goes through the route table,
+        # which answers 405 for the ones a path does not take.
+        if name.startswith("do_"):
+            return self._serve
+        raise AttributeError(name)
+
+    def _serve(self) -> None:
+        headers: dict[str, str] = {}
+        try:
+            handler, session_id = route(self.command, self.path)
+            status, body = handler(Call(self.server.agent, session_id, self._body))
+            data = json.dumps(body).encode()
+        except Exception as exc:
+            status, message = _error(exc)
+            data = json.dumps({"error": message}).encode()
+            if isinstance(exc, MethodNotAllowed):
+                headers["Allow"] = ", ".join(exc.allowed)
+            self.close_connection = True  # the body may be left unread
+        self._send(status, data, headers)
+
+    def _body(self) -> dict[str, object]:
+        if "Transfer-Encoding" in self.headers:
+            raise BadRequest("send the body with a Content-Length, not a Transfer-Encoding")
+        raw_length = self.headers.get("Content-Length", "0").strip()
+        if not _LENGTH.match(raw_length):
+            raise BadRequest(f"Content-Length {_shown(raw_length)!r} is not a byte count")
+        length = int(raw_length)
+        if length > MAX_BODY:
+            raise BodyTooLarge(f"the body may be {MAX_BODY} bytes at most, not {length}")
+        try:
+            raw = self.rfile.read(length)
+        except TimeoutError:
+            raise BodyTimeout(f"the body did not arrive within {READ_TIMEOUT:g} s") from None
+        except OSError as exc:  # the client reset the connection
+            raise BadRequest(f"the body could not be read: {exc}") from None
+        if len(raw) < length:
+            raise BadRequest(f"the body ended after {len(raw)} of its {length} bytes")
+        if not raw:
+            return {}
+        try:
+            body = decode_json(raw)
+        except ValueError as exc:
+            raise BadRequest(f"the body is not JSON as NetServ takes it: {exc}") from None
+        if not isinstance(body, dict):
+            raise BadRequest(f"the body must be a JSON object, not {type(body).__name__}")
+        return body
+
+    def _send(self, status: int, data: bytes, headers: dict[str, str]) -> None:
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+        except OSError as exc:  # the client went away; nothing to answer
+            log.debug("cannot answer %s: %s", self.client_address, exc)
+            self.close_connection = True
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Answer a request http.server itself refused (bad request line, headers) in JSON."""
+        self.close_connection = True
+        text = message or self.responses.get(code, ("error",))[0]
+        self._send(code, json.dumps({"error": text}).encode(), {})
+
+    def log_message(self, fmt: str, *args: Any) -> None:
+        log.debug(fmt, *args)
 
 
 def make_server(agent: NodeAgent, host: str, port: int) -> ThreadingHTTPServer:
     """Return an HTTP server (not yet serving) bound to host:port for `agent`."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, fmt: str, *args: object) -> None:
-            log.debug(fmt, *args)
-
-        def _reply(self, status: int, body: object) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _body(self) -> dict:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY:
-                raise AttachError("request body too large", 413)
-            try:
-                body = json.loads(self.rfile.read(length) or b"{}")
-            except ValueError as exc:
-                raise AttachError(f"body is not JSON: {exc}") from None
-            if not isinstance(body, dict):
-                raise AttachError("body must be a JSON object")
-            return body
-
-        def _route(self, method: str) -> None:
-            try:
-                m = _SESSION.match(self.path)
-                if self.path == "/health" and method == "GET":
-                    return self._reply(200, agent.status())
-                if self.path == "/sessions" and method == "GET":
-                    return self._reply(200, [c.stats() for c in agent.dispatcher.chains()])
-                if m is None:
-                    return self._reply(404, {"error": f"no such resource {self.path}"})
-                sid = int(m.group(1))
-                if method == "PUT":
-                    return self._reply(201, agent.attach(sid, self._body()).stats())
-                if method == "PATCH":
-                    chain = agent.refresh(sid, self._body().get("lifetime"))
-                    return self._reply(200, chain.stats())
-                if method == "GET":
-                    return self._reply(200, agent.session_stats(sid))
-                if method == "DELETE":
-                    stats = agent.detach(sid)
-                    if stats is None:
-                        raise KeyError(sid)
-                    return self._reply(200, stats)
-                return self._reply(405, {"error": f"{method} not allowed on {self.path}"})
-            except KeyError:
-                return self._reply(404, {"error": f"no session {self.path.rsplit('/', 1)[-1]}"})
-            except AttachError as exc:
-                return self._reply(exc.status, {"error": str(exc)})
-
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-            self._route("GET")
-
-        def do_PUT(self) -> None:  # noqa: N802
-            self._route("PUT")
-
-        def do_PATCH(self) -> None:  # noqa: N802
-            self._route("PATCH")
-
-        def do_DELETE(self) -> None:  # noqa: N802
-            self._route("DELETE")
-
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    return server
+    return _Server((host, port), agent)

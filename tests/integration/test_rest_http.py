@@ -1,0 +1,135 @@
+"""The controller's REST server on the wire: JSON errors, no tracebacks, read time-outs.
+
+Only the controller runs here (no switch): what is tested is its HTTP server.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from controller.entry import _eventlet_compat
+from tests.rawhttp import Answer, exchange, has_traceback, request
+from tools.procs import ControllerProcess
+
+_eventlet_compat()
+from controller.rest import READ_TIMEOUT  # noqa: E402
+
+HEARTBEAT = (
+    b'{"dpid": "00000000000000fe", "switch_port": "x-ns", "url": "http://127.0.0.1:9",'
+    b' "boot_id": "b"}'
+)
+
+
+@pytest.fixture
+def controller(tmp_path: Path) -> Iterator[ControllerProcess]:
+    with ControllerProcess(tmp_path / "controller.log") as ctl:
+        yield ctl
+
+
+def send(ctl: ControllerProcess, method: str, path: str, body: bytes = b"", **kw) -> Answer:
+    return exchange(ctl.rest_port, request(method, path, body, **kw))
+
+
+@pytest.mark.parametrize(
+    "method, path, body, status",
+    [
+        ("POST", "/netserv/sessions", b"[" * 100_000 + b"]" * 100_000, 400),
+        ("POST", "/netserv/nodes", b'{"a":' * 50_000 + b"1" + b"}" * 50_000, 400),
+        ("POST", "/netserv/sessions", b'{"match": {"udp_dst": NaN}, "module": "null"}', 400),
+        ("POST", "/netserv/sessions", b'{"match": "\xff"}', 400),
+        ("POST", "/netserv/sessions", b"[1]", 400),
+        ("GET", "/netserv/%ff", b"", 404),
+        ("GET", "/netserv/sessions/%31", b"", 404),
+        ("GET", "//netserv/nodes", b"", 404),
+        ("GET", "/netserv/sessions/" + "9" * 30, b"", 404),
+        ("GET", "/netserv/nothing", b"", 404),
+        ("PUT", "/netserv/sessions", b"{}", 405),
+        ("POST", "/netserv/sessions", b"x" * ((1 << 20) + 1), 413),
+    ],
+)
+def test_bad_requests_get_a_json_error_and_no_traceback(controller, method, path, body, status):
+    answer = send(controller, method, path, body)
+    assert answer.status == status, answer.body[:300]
+    assert not has_traceback(answer.body)
+    assert isinstance(answer.json(), dict) and answer.json()["error"]
+    assert answer.headers["content-type"].startswith("application/json")
+
+
+@pytest.mark.parametrize(
+    "data, status",
+    [
+        (b"GET /netserv/nodes HTTP/1.x\r\n\r\n", 400),
+        (b"GET /netserv/nodes HTTP/2.0\r\n\r\n", 400),
+        (b" /netserv/nodes HTTP/1.1\r\n\r\n", 400),
+        (
+            b"POST /netserv/sessions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"-1\r\n12\r\n0\r\n\r\n",
+            400,
+        ),
+        (b"GET /netserv/nodes HTTP/1.1\r\n" + b"X-A: b\r\n" * 200 + b"\r\n", 431),
+    ],
+)
+def test_malformed_http_gets_a_status_line_and_json(controller, data, status):
+    answer = exchange(controller.rest_port, data)
+    assert answer.status == status and answer.json()["error"], answer.body
+    assert not has_traceback(answer.body)
+
+
+def test_a_body_that_ends_early_is_refused_at_once(controller):
+    answer = send(controller, "POST", "/netserv/sessions", b"{}", headers={"Content-Length": "50"})
+    assert answer.status == 400 and "ended after 2 of its 50 bytes" in answer.json()["error"]
+    assert answer.seconds < 1
+
+
+def stalled(port: int, data: bytes) -> socket.socket:
+    """Return a connection that sent `data` and then goes quiet, the socket left open."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(data)
+    return sock
+
+
+def wait_answer(sock: socket.socket, started: float) -> tuple[bytes, float]:
+    """Return what the server sent before it closed `sock`, and when (s after `started`)."""
+    raw = b""
+    with sock:
+        while chunk := sock.recv(65536):
+            raw += chunk
+    return raw, time.monotonic() - started
+
+
+def test_a_stalled_body_is_given_up_after_the_read_timeout(controller):
+    started = time.monotonic()
+    sock = stalled(
+        controller.rest_port,
+        request("POST", "/netserv/sessions", b'{"match"', {"Content-Length": "100"}),
+    )
+    raw, seconds = wait_answer(sock, started)
+    assert raw.startswith(b"HTTP/1.1 408 ") and b"did not arrive" in raw, raw
+    assert READ_TIMEOUT - 0.1 <= seconds <= READ_TIMEOUT + 1
+
+
+def test_heartbeats_and_reads_stay_prompt_while_clients_stall(controller):
+    port, started = controller.rest_port, time.monotonic()
+    slow = [
+        stalled(port, request("POST", "/netserv/nodes", b'{"dp', {"Content-Length": "500"}))
+        for _ in range(20)
+    ] + [stalled(port, b"GET /netserv/nodes HTTP/1.1\r\nHost: x\r\n") for _ in range(20)]
+    latencies = []
+    while time.monotonic() - started < READ_TIMEOUT + 0.5:
+        for method, path, body in (
+            ("POST", "/netserv/nodes", HEARTBEAT),
+            ("GET", "/netserv/nodes", b""),
+            ("GET", "/netserv/sessions", b""),
+        ):
+            answer = send(controller, method, path, body)
+            assert answer.status == 200, answer.body
+            latencies.append(answer.seconds)
+    assert len(latencies) > 30 and max(latencies) < 0.3, sorted(latencies)[-5:]
+    for sock in slow:  # every stalled client was dropped after the read time-out
+        _, seconds = wait_answer(sock, started)
+        assert seconds <= READ_TIMEOUT + 1.5

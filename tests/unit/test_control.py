@@ -1,0 +1,188 @@
+"""The agent's control API on a real socket: every request answered, in JSON, promptly."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from controller.tables import SESSION_ID_MAX
+from nodes import control
+from nodes.agent import AgentConfig, NodeAgent
+from nodes.bundle import Catalog
+from tests.rawhttp import exchange, has_traceback, request
+
+SERVICES = Path(__file__).resolve().parents[2] / "services"
+ATTACH = b'{"tag": 5, "lifetime": 30, "modules": [{"name": "counter"}]}'
+
+
+class Served:
+    def __init__(self, start: bool = True) -> None:
+        self.agent = NodeAgent(AgentConfig(1, "s1-na", "s1-ns", "http://c"), Catalog(SERVICES))
+        self.server = control.make_server(self.agent, "127.0.0.1", 0)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        if start:
+            self.thread.start()
+
+    def send(self, method: str, path: str, body: bytes = b"", **kw):
+        return exchange(self.port, request(method, path, body, **kw))
+
+    def close(self) -> None:
+        if self.thread.is_alive():
+            self.server.shutdown()
+        self.server.server_close()
+        for chain in self.agent.dispatcher.chains():
+            self.agent.detach(chain.session_id)
+
+
+@pytest.fixture
+def served():
+    s = Served()
+    yield s
+    s.close()
+
+
+def test_the_endpoints_keep_their_json(served):
+    assert served.send("GET", "/health").json()["dpid"] == "0000000000000001"
+    attached = served.send("PUT", "/sessions/7", ATTACH)
+    assert attached.status == 201 and attached.json()["session"] == 7
+    assert attached.json()["modules"][0]["name"] == "counter"
+    assert [c["session"] for c in served.send("GET", "/sessions").json()] == [7]
+    assert served.send("GET", "/sessions/7").json()["tag"] == 5
+    assert served.send("PATCH", "/sessions/7", b'{"lifetime": 99}').status == 200
+    assert served.agent.dispatcher.by_session(7).lifetime == 99
+    final = served.send("DELETE", "/sessions/7")
+    assert final.status == 200 and final.json()["session"] == 7
+    assert served.send("GET", "/sessions/7").status == 404
+    assert served.agent.dispatcher.chains() == [] and served.agent.host.loaded() == {}
+
+
+BIG = "9" * 30
+
+
+@pytest.mark.parametrize(
+    "method, path, body, headers, status",
+    [
+        ("GET", f"/sessions/{BIG}", b"", {}, 404),
+        ("DELETE", f"/sessions/{BIG}", b"", {}, 404),
+        ("PATCH", f"/sessions/{BIG}", b'{"lifetime": 5}', {}, 404),
+        ("PUT", f"/sessions/{BIG}", ATTACH, {}, 404),
+        ("PUT", "/sessions/" + "9" * 5000, ATTACH, {}, 404),
+        ("PUT", f"/sessions/{SESSION_ID_MAX + 1}", ATTACH, {}, 404),
+        ("PUT", "/sessions/%31", ATTACH, {}, 404),
+        ("PUT", "/sessions/+1", ATTACH, {}, 404),
+        ("PUT", "/sessions/01", ATTACH, {}, 404),
+        ("PUT", "/sessions/0", ATTACH, {}, 404),
+        ("PUT", "/sessions/1.0", ATTACH, {}, 404),
+        ("GET", "/sessions/", b"", {}, 404),
+        ("GET", "/sessions/1/x", b"", {}, 404),
+        ("GET", "/nothing", b"", {}, 404),
+        ("GET", "/health/", b"", {}, 404),
+        ("GET", "/\xff", b"", {}, 404),
+        ("POST", "/sessions/1", ATTACH, {}, 405),
+        ("PUT", "/health", b"{}", {}, 405),
+        ("BREW", "/sessions", b"", {}, 405),
+        ("PUT", "/sessions/1", ATTACH, {"Content-Length": "abc"}, 400),
+        ("PUT", "/sessions/1", ATTACH, {"Content-Length": "-5"}, 400),
+        ("PUT", "/sessions/1", ATTACH, {"Content-Length": "9" * 30}, 400),
+        ("PUT", "/sessions/1", ATTACH, {"Content-Length": str(10**7)}, 413),
+        ("PUT", "/sessions/1", ATTACH, {"Content-Length": "500"}, 400),
+        ("PUT", "/sessions/1", ATTACH, {"Transfer-Encoding": "chunked"}, 400),
+        ("PUT", "/sessions/1", b"[" * 100_000 + b"]" * 100_000, {}, 400),
+        ("PUT", "/sessions/1", b'{"tag": NaN, "lifetime": 5, "modules": ["null"]}', {}, 400),
+        ("PUT", "/sessions/1", b'{"tag": 5, "tag": 6}', {}, 400),
+        ("PUT", "/sessions/1", b"\xff", {}, 400),
+        ("PUT", "/sessions/1", b"[1]", {}, 400),
+        ("PATCH", "/sessions/1", b"[1]", {}, 400),
+    ],
+)
+def test_every_request_gets_a_json_answer(served, method, path, body, headers, status):
+    data = request(method, path, body, headers)
+    answer = exchange(served.port, data)
+    assert answer.status == status, answer.body[:300]
+    assert not has_traceback(answer.body) and answer.json()["error"]
+    assert served.agent.dispatcher.chains() == []
+    assert served.send("GET", "/health").status == 200  # and the server still serves
+
+
+def test_a_long_session_id_does_not_attach_a_chain(served):
+    """The issue's case: the agent answers, and makes nothing, for a 30-digit id."""
+    answer = served.send("PUT", f"/sessions/{BIG}", ATTACH)
+    assert answer.status == 404 and "no session" in answer.json()["error"]
+    assert served.agent.dispatcher.chains() == [] and served.agent.host.loaded() == {}
+
+
+def test_an_unexpected_error_is_a_json_500_without_details(served, monkeypatch, caplog):
+    def broken():
+        raise RuntimeError("secret detail")
+
+    monkeypatch.setattr(served.agent, "status", broken)
+    answer = served.send("GET", "/health")
+    assert answer.status == 500 and answer.json() == {"error": control.INTERNAL_ERROR}
+    assert "secret detail" in caplog.text
+
+
+def test_a_stalled_body_is_given_up_after_the_read_timeout(served):
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+        sock.sendall(request("PUT", "/sessions/1", b'{"tag"', {"Content-Length": "60"}))
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    seconds = time.monotonic() - started
+    assert b" 408 " in raw.split(b"\r\n")[0] and b"did not arrive" in raw, raw
+    assert control.READ_TIMEOUT - 0.1 <= seconds <= control.READ_TIMEOUT + 1
+
+
+def test_requests_are_answered_while_clients_stall(served):
+    slow = [socket.create_connection(("127.0.0.1", served.port)) for _ in range(20)]
+    try:
+        for sock in slow[:10]:
+            sock.sendall(request("PUT", "/sessions/1", b"{", {"Content-Length": "60"}))
+        for sock in slow[10:]:
+            sock.sendall(b"GET /health HTTP/1.1\r\n")
+        latencies = [served.send("GET", "/health").seconds for _ in range(20)]
+        assert max(latencies) < 0.3
+    finally:
+        for sock in slow:
+            sock.close()
+
+
+def test_a_burst_of_connections_is_queued_not_dropped():
+    """More connections than the old backlog of 5 arrive before the server accepts any:
+    with that backlog the kernel dropped the extra SYNs and clients retried after 1 s."""
+    served = Served(start=False)
+    answers: list[int] = []
+
+    def client() -> None:
+        answers.append(served.send("GET", "/health").status)
+
+    clients = [threading.Thread(target=client) for _ in range(40)]
+    try:
+        for thread in clients:
+            thread.start()
+        time.sleep(0.3)  # every client has connected (or is retrying) before anyone is served
+        started = time.monotonic()
+        served.thread.start()
+        for thread in clients:
+            thread.join(10)
+        assert answers == [200] * 40
+        assert time.monotonic() - started < 0.9
+    finally:
+        served.close()
+
+
+def test_routes_are_a_table():
+    handler, session_id = control.route("GET", "/sessions/12?x=1")
+    assert handler is control.ROUTES[("GET", control.SESSION)] and session_id == 12
+    assert control.route("GET", "/health") == (control.ROUTES[("GET", "/health")], 0)
+    with pytest.raises(control.MethodNotAllowed) as err:
+        control.route("POST", "/sessions")
+    assert err.value.allowed == ["GET"]
+    for path in ("/sessions/01", "/sessions/x", "/other"):
+        with pytest.raises(control.NoSuchResource):
+            control.route("GET", path)
