@@ -132,12 +132,25 @@ def learn(
 
     Frames that come back from an agent never teach where a host lives: the agent is
     not a host, and learning there would detour every later frame through it. A host
-    that moves is learned again (the new flows replace the old ones).
+    that moves is learned again: its flows for the port it left are deleted first, or
+    a move back to that port would be neither seen nor forwarded to until they idle out.
     """
     if in_port in set(agent_ports) or is_multicast(eth_src):
         return []
+    before = macs.get(eth_src)
     macs[eth_src] = in_port
-    return [
+    moved: list[Message] = []
+    if before is not None and before != in_port:
+        moved += (
+            FlowDelete(
+                cookie=t.cookie(t.KIND_LEARNED),
+                cookie_mask=t.COOKIE_ALL,
+                table=t.LEARN,
+                match=as_match({"eth_src": eth_src}),
+            ),
+            Barrier(),  # the delete must not reach the flow added next
+        )
+    return moved + [
         FlowAdd(
             t.LEARN,
             t.LEARNED_SRC.low,

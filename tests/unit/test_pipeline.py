@@ -169,3 +169,16 @@ def test_cookies_of_other_kinds_are_not_sessions():
     assert tables.session_of_cookie(0x1234) is None
     with pytest.raises(ValueError):
         tables.cookie(tables.KIND_SESSION, tables.SESSION_ID_MAX + 1)
+
+
+def test_a_host_that_moves_away_and_back_is_relearned_each_time(net):
+    network, sim = net
+    learn_hosts(network, sim)
+    for port, other in ((3, 1), (1, 3)):  # H1 moves to port 3 (H3 left it), then back
+        moved = sim.process(udp(port, H1, H2, "10.0.0.1", "10.0.0.2", 9000))
+        assert moved.to_controller == [tables.LEARN], f"H1's move to port {port} was not seen"
+        sim.apply(network.packet_in(DPID, tables.LEARN, port, H1, H2, b""))
+        back = sim.process(udp(2, H2, H1, "10.0.0.2", "10.0.0.1", 9000))
+        assert back.outputs == [(port, None)]
+        # nothing is left of where it was: a frame from there is seen as a move again
+        assert sim.process(udp(other, H1, H2, "10.0.0.1", "10.0.0.2", 1)).to_controller
