@@ -1,6 +1,7 @@
 """Flow rules of the NetServ pipeline, as pure functions returning message descriptions.
 
-table 0 (classify): frames back from an agent → forward (they never teach MACs);
+table 0 (classify): link probes (LLDP) → the controller;
+                    frames back from an agent → forward (they never teach MACs);
                     a session's flow → push its tag, out to the agent's port;
                     everything else → learn.
 table 1 (learn):    known (in_port, eth_src) → forward; a miss is copied to the
@@ -14,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from controller import tables as t
+from controller.discovery import ETH_TYPE_LLDP
 from controller.messages import (
     Barrier,
     FlowAdd,
@@ -70,8 +72,25 @@ def switch_reset() -> list[Message]:
             actions=(ToController(),),
             cookie=t.cookie(t.KIND_BASE),
         ),
+        discovery_punt(),
         Barrier(),
     ]
+
+
+def discovery_punt() -> FlowAdd:
+    """Return the flow that sends every link probe (LLDP) to the controller, and only there."""
+    return FlowAdd(
+        t.CLASSIFY,
+        t.DISCOVERY.low,
+        as_match({"eth_type": ETH_TYPE_LLDP}),
+        actions=(ToController(),),
+        cookie=t.cookie(t.KIND_DISCOVERY),
+    )
+
+
+def probe_out(port: int, frame: bytes) -> PacketOut:
+    """Return the packet-out that sends a link probe out of `port`."""
+    return PacketOut(in_port=None, actions=(Output(port),), data=frame)
 
 
 def agent_return(agent_port: int) -> list[Message]:
