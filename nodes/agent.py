@@ -25,6 +25,7 @@ from nodes.packet_io import PacketSocket
 from nodes.sockdiag import packet_socket_drops
 from signaling.dpid import format_dpid
 from signaling.jsonhttp import ClientError, call_json
+from signaling.wire import MAX_LIFETIME
 
 log = logging.getLogger("netserv.agent")
 EXPIRY_GRACE = 10.0  # as the switch's hard-timeout grace: the controller ends it first
@@ -43,6 +44,14 @@ class AttachError(Exception):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
+
+
+def _check_lifetime(lifetime: object) -> None:
+    """Raise AttachError unless `lifetime` is whole seconds the controller could have sent."""
+    if isinstance(lifetime, bool) or not isinstance(lifetime, int):
+        raise AttachError(f"lifetime must be whole seconds, got {lifetime!r}")
+    if not 1 <= lifetime <= MAX_LIFETIME:
+        raise AttachError(f"lifetime must be 1 to {MAX_LIFETIME} seconds, got {lifetime}")
 
 
 @dataclass(frozen=True)
@@ -81,8 +90,7 @@ class NodeAgent:
         tag, modules, lifetime = body.get("tag"), body.get("modules"), body.get("lifetime")
         if not isinstance(tag, int) or not 1 <= tag <= 4094:
             raise AttachError(f"tag must be 1..4094, got {tag!r}")
-        if not isinstance(lifetime, int) or lifetime <= 0:
-            raise AttachError(f"lifetime must be a positive integer, got {lifetime!r}")
+        _check_lifetime(lifetime)
         if not isinstance(modules, list) or not modules:
             raise AttachError("modules must be a non-empty list of {name, params}")
         with self._lock:
@@ -126,8 +134,7 @@ class NodeAgent:
 
     def refresh(self, session_id: int, lifetime: object) -> Chain:
         """Extend a chain's soft state; return it. Raise KeyError when there is none."""
-        if not isinstance(lifetime, int) or lifetime <= 0:
-            raise AttachError(f"lifetime must be a positive integer, got {lifetime!r}")
+        _check_lifetime(lifetime)
         chain = self.dispatcher.by_session(session_id)
         if chain is None:
             raise KeyError(session_id)
