@@ -92,6 +92,8 @@ _BEARER = re.compile(r"Bearer +([A-Za-z0-9._~+/-]+=*) *\Z", re.IGNORECASE)  # RF
 class MethodNotAllowed(NetServError):
     """The path exists but does not take the request's method."""
 
+    code = "method_not_allowed"
+
     def __init__(self, message: str, allowed: Iterable[str]) -> None:
         super().__init__(message)
         self.allowed = tuple(allowed)
@@ -100,9 +102,13 @@ class MethodNotAllowed(NetServError):
 class BodyTimeout(NetServError):
     """The request's body did not arrive within READ_TIMEOUT."""
 
+    code = "body_timeout"
+
 
 class BodyTooLarge(NetServError):
     """The request's body is longer than MAX_BODY."""
+
+    code = "body_too_large"
 
 
 STATUS: dict[type[NetServError], int] = {
@@ -137,7 +143,7 @@ def error_response(exc: Exception, environ: dict[str, Any]) -> Response:
     never to the client.
     """
     status = next((STATUS[c] for c in type(exc).__mro__ if c in STATUS), None)
-    if status is None:
+    if status is None or not isinstance(exc, NetServError):
         log.error(
             "internal error answering %s %s",
             environ.get("REQUEST_METHOD"),
@@ -145,7 +151,6 @@ def error_response(exc: Exception, environ: dict[str, Any]) -> Response:
             exc_info=exc,
         )
         return _json(500, {"error": INTERNAL_ERROR})
-    assert isinstance(exc, NetServError)
     response = _json(status, {"error": str(exc), "code": exc.code})
     if isinstance(exc, MethodNotAllowed):
         response.headers["Allow"] = ", ".join(exc.allowed)
