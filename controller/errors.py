@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
-from signaling.errors import ErrorCode
+from signaling.errors import ErrorCode, SignalingProtocolError
 
 log = logging.getLogger("netserv.rejections")
 
@@ -141,12 +141,19 @@ class Rejections:
     def __init__(self) -> None:
         self._counts: Counter[tuple[str, str]] = Counter()
 
-    def record(self, exc: NetServError, transport: str, requester: str | None) -> str:
+    def record(
+        self, exc: NetServError | SignalingProtocolError, transport: str, requester: str | None
+    ) -> str:
         """Count and log the refusal `exc` of a request that came over `transport`
-        from `requester` (None: not known); return the code it was counted under."""
-        code = exc.code
+        from `requester` (None: not known); return the code it was counted under: the
+        error's code name, or for the signaling codec's and freshness guard's refusals
+        their ErrorCode's name in lower case (bad_auth, replay, stale_timestamp, ...)."""
+        if isinstance(exc, SignalingProtocolError):
+            code, doubtful = exc.code.name.lower(), exc.code >= ErrorCode.BAD_AUTH
+        else:
+            code, doubtful = exc.code, isinstance(exc, Unauthenticated | Forbidden)
         self._counts[(transport, code)] += 1
-        level = logging.WARNING if isinstance(exc, Unauthenticated | Forbidden) else logging.INFO
+        level = logging.WARNING if doubtful else logging.INFO
         log.log(level, "refused (%s, %s) from %s: %s", transport, code, requester or "?", exc)
         return code
 

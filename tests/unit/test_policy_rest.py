@@ -25,7 +25,7 @@ from controller.errors import (  # noqa: E402
     signaling_code,
 )
 from controller.policy import OPERATOR, load_policy  # noqa: E402
-from signaling.errors import ErrorCode  # noqa: E402
+from signaling.errors import ErrorCode, SignalingProtocolError  # noqa: E402
 from tests.unit.test_policy import ALICE_TOKEN, BOB_TOKEN, digest  # noqa: E402
 
 OPERATOR_TOKEN = "operator-token-0123456789abcdef"
@@ -299,6 +299,19 @@ def test_every_error_type_is_mapped_and_has_its_own_code_name():
         if error is not errors.PolicyError:  # the operator's, never a requester's
             assert signaling_code(error("why")) is not ErrorCode.INTERNAL_ERROR, error
     assert len({e.code for e in _errors()}) == len(_errors())
+
+
+def test_refusals_of_both_transports_are_counted_apart_by_code(caplog):
+    counts = errors.Rejections()
+    counts.record(errors.QuotaExceeded("full"), "rest", "alice")
+    counts.record(errors.QuotaExceeded("full"), "signaling", "alice")
+    counts.record(SignalingProtocolError(ErrorCode.REPLAY, "seen"), "signaling", "bob")
+    counts.record(SignalingProtocolError(ErrorCode.MALFORMED, "junk"), "signaling", None)
+    assert counts.to_json() == {
+        "rest": {"quota_exceeded": 1},
+        "signaling": {"malformed": 1, "quota_exceeded": 1, "replay": 1},
+    }
+    assert "refused (signaling, replay) from bob: replay (201): seen" in caplog.text
 
 
 def test_anything_else_is_an_internal_error_on_both_transports():
