@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
 from typing import Any
@@ -23,9 +24,10 @@ from ryu.ofproto import ofproto_v1_3
 
 from controller import tables
 from controller.agent_client import AgentClient
-from controller.errors import PartFailed, Unavailable
+from controller.errors import PartFailed, PolicyError, Unavailable
 from controller.messages import Barrier, Message, Stats, StatsRequest
 from controller.ofbuild import build, flow_stats, port_stats
+from controller.policy import OPERATOR_ONLY, load_policy
 from controller.rest import INSTANCE, RestApi
 from controller.service import AGENT_DEAD_AFTER, NetServService
 from controller.topology import PROBE_INTERVAL
@@ -142,6 +144,8 @@ class NetServApp(app_manager.RyuApp):
         folders = module_path(getattr(conf, "netserv_module_path", None))
         dead_after = float(getattr(conf, "netserv_agent_dead_after", None) or AGENT_DEAD_AFTER)
         cap = tables.parse_hard_timeout_cap(os.environ.get(tables.HARD_TIMEOUT_CAP_ENV))
+        policy_file = getattr(conf, "netserv_policy", None)
+        policy = load_policy(policy_file) if policy_file else OPERATOR_ONLY
         self.switches = RyuSwitches()
         self.service = NetServService(
             Catalog(folders),
@@ -151,8 +155,12 @@ class NetServApp(app_manager.RyuApp):
             threading.Lock(),
             dead_after,
             cap,
+            policy,
         )
         kwargs["wsgi"].register(RestApi, {INSTANCE: self.service})
+        self._reload_wanted = False
+        if policy.configured:
+            signal.signal(signal.SIGHUP, self._want_reload)
         self._ticker = hub.spawn(self._tick_loop)
         self._prober = hub.spawn(self._probe_loop)
         _tune_logging(conf.verbose)
@@ -164,12 +172,30 @@ class NetServApp(app_manager.RyuApp):
             conf.ofp_tcp_listen_port,
             os.pathsep.join(str(f) for f in folders),
         )
+        if policy.configured:
+            log.info("requester policy from %s (SIGHUP reads it again)", policy.source)
         if cap != tables.HARD_TIMEOUT_CAP:
             log.info("detours' hard timeouts capped at %d s (%s)", cap, tables.HARD_TIMEOUT_CAP_ENV)
+
+    def _want_reload(self, signum: int, frame: object) -> None:
+        self._reload_wanted = True  # read in the tick loop: no file I/O in a signal handler
+
+    def _reload_policy(self) -> None:
+        """Read the policy file again; a bad file is logged and the old policy stays."""
+        self._reload_wanted = False
+        source = self.service.policy.source
+        try:
+            self.service.policy = load_policy(source)
+        except PolicyError as exc:
+            log.error("%s; the policy in use stays", exc)
+        else:
+            log.info("policy reloaded from %s", source)
 
     def _tick_loop(self) -> None:
         while True:
             hub.sleep(TICK)
+            if self._reload_wanted:
+                self._reload_policy()
             try:
                 self.service.tick()
             except Exception:  # keep expiring: one bad session must not stop the others

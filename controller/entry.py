@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from http import HTTPStatus
 from pathlib import Path
 
+from controller.errors import PolicyError
+from controller.policy import load_policy
 from controller.service import AGENT_DEAD_AFTER
 from nodes.bundle import MODULE_PATH_HELP, BundleError, module_path
 
@@ -64,6 +66,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="seconds without a heartbeat before an agent's sessions are removed (%(default)s)",
     )
     p.add_argument(
+        "--policy",
+        metavar="FILE",
+        help="the requester policy (TOML, docs/policy.md): who may ask for which flows and"
+        " modules, with which keys and REST tokens, and how many sessions; read again on"
+        " SIGHUP. Without it every REST caller is the operator and may do anything",
+    )
+    p.add_argument(
         "--app",
         action="append",
         default=[],
@@ -79,6 +88,13 @@ def run(args: argparse.Namespace, verbose: bool = False) -> int:
     except BundleError as exc:
         print(f"netserv controller: {exc}", file=sys.stderr)
         return 1
+    policy = None
+    if args.policy is not None:
+        try:  # a bad file stops the controller here, with one message, before Ryu starts
+            policy = load_policy(args.policy).source
+        except PolicyError as exc:
+            print(f"netserv controller: {exc}", file=sys.stderr)
+            return 1
     return run_controller(
         args.of_host,
         args.of_port,
@@ -88,6 +104,7 @@ def run(args: argparse.Namespace, verbose: bool = False) -> int:
         args.agent_dead_after,
         verbose,
         tuple(args.app),
+        policy,
     )
 
 
@@ -151,6 +168,7 @@ def run_controller(
     agent_dead_after: float = AGENT_DEAD_AFTER,
     verbose: bool = False,
     extra_apps: tuple[str, ...] = (),
+    policy: Path | None = None,
 ) -> int:
     """Run ryu-manager with the NetServ app in this process until it is stopped."""
     _eventlet_compat()
@@ -166,6 +184,9 @@ def run_controller(
                 "netserv-agent-dead-after",
                 default=agent_dead_after,
                 help="seconds of agent silence before its sessions are removed",
+            ),
+            cfg.StrOpt(
+                "netserv-policy", default="", help="the requester policy file (TOML); none: open"
             ),
         ]
     )
@@ -186,6 +207,8 @@ def run_controller(
         joined,
         "--netserv-agent-dead-after",
         str(agent_dead_after),
+        "--netserv-policy",
+        str(policy or ""),
         *(["--verbose"] if verbose else []),
         "controller.app",
         *extra_apps,
