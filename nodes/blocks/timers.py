@@ -69,14 +69,18 @@ class Scheduler:
             self._heap = live
 
     def next_due(self) -> float | None:
-        """Return when the earliest armed timer is due (it may be cancelled), or None."""
+        """Return when the earliest live timer is due, or None when there is none."""
+        while self._heap and self._heap[0][2].cancelled:
+            with self._lock:
+                if self._heap and self._heap[0][2].cancelled:
+                    heapq.heappop(self._heap)
         heap = self._heap
         return heap[0][0] if heap else None
 
     def due(self, now: float | None = None) -> bool:
-        """Return True when a timer is due by `now` (default: the clock's time)."""
-        heap = self._heap
-        return bool(heap) and heap[0][0] <= (self.clock() if now is None else now)
+        """Return True when a live timer is due by `now` (default: the clock's time)."""
+        first = self.next_due()
+        return first is not None and first <= (self.clock() if now is None else now)
 
     def run_due(self, now: float | None = None) -> list[tuple[Timer, Exception | None]]:
         """Run every timer due by `now`, each once, earliest first; return each with the
