@@ -230,13 +230,13 @@ class Dispatcher:
         """Install `chain` under its tag and arm its modules' timers; return the chain it
         replaced, if any, whose timers are cancelled."""
         old = self.by_session(chain.session_id)
+        for name, ctx in chain.contexts():  # before any frame can reach the chain
+            ctx.timers.bind(self.timers, (chain, name, ctx))
         table = {t: c for t, c in self._by_tag.items() if c is not old}
         table[chain.tag] = chain
         self._by_tag = table
         if old is not None:
             self._disarm(old)
-        for name, ctx in chain.contexts():
-            ctx.timers.bind(self.timers, (chain, name, ctx))
         return old
 
     def remove(self, session_id: int) -> Chain | None:

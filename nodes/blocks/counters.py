@@ -94,11 +94,12 @@ class Metrics:
 
     def samples(self) -> list[Sample]:
         """Return every metric's current value, in the order they were made."""
-        return [Sample(m.name, m.kind, m.help, m.value) for m in self._by_name.values()]
+        # list() copies in one step: the packet loop may add a metric while stats are read
+        return [Sample(m.name, m.kind, m.help, m.value) for m in list(self._by_name.values())]
 
     def values(self) -> dict[str, int | float]:
         """Return {name: value} for every metric."""
-        return {m.name: m.value for m in self._by_name.values()}
+        return {m.name: m.value for m in list(self._by_name.values())}
 
     def __len__(self) -> int:
         return len(self._by_name)

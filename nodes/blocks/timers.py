@@ -134,6 +134,7 @@ class TimerSet:
         self._timers: list[Timer] = []
         self._scheduler: Scheduler | None = None
         self._owner: object = None
+        self._closed = False
 
     def every(self, seconds: float, fn: Callable[[], object]) -> Timer:
         """Return a timer that calls `fn()` every `seconds` (at least MIN_PERIOD), the first
@@ -153,9 +154,12 @@ class TimerSet:
         if len(self._timers) >= MAX_TIMERS:
             raise ValueError(f"a module may have at most {MAX_TIMERS} timers")
         self._timers.append(timer)
-        if self._scheduler is not None:
+        scheduler = self._scheduler
+        if scheduler is not None:
             timer.owner = self._owner
-            self._scheduler.arm(timer)
+            scheduler.arm(timer)
+        if self._closed:  # cancel_all ran meanwhile (from the control thread): it must not run
+            timer.cancel()
         return timer
 
     def bind(self, scheduler: Scheduler, owner: object) -> None:
@@ -167,7 +171,8 @@ class TimerSet:
                 scheduler.arm(timer)
 
     def cancel_all(self) -> None:
-        """Cancel every timer, now and for good: timers added later are not armed."""
+        """Cancel every timer, now and for good: a timer added later never runs."""
+        self._closed = True
         self._scheduler = None
         for timer in self._timers:
             timer.cancel()

@@ -317,3 +317,12 @@ def test_an_echo_request_is_answered_as_its_destination_would(version):
     assert reply == bytes(expected)
     with pytest.raises(ValueError, match="echo request"):
         icmp_echo_reply(Frame(reply))
+
+
+def test_a_timer_added_after_its_set_was_cancelled_never_runs(clock):
+    scheduler, timers, calls = Scheduler(clock), TimerSet(), []
+    timers.bind(scheduler, owner=None)
+    timers.cancel_all()  # the session ended while the module was still handling a frame
+    late = timers.after(0, lambda: calls.append(1))
+    clock.now += 1
+    assert scheduler.run_due() == [] and calls == [] and not late.active
