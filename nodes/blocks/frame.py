@@ -75,7 +75,7 @@ class Frame:
     @property
     def eth(self) -> Ethernet | None:
         """Return the Ethernet header, or None for a frame shorter than one."""
-        return Ethernet(self) if self._parse_l2() is not None else None
+        return Ethernet(self) if len(self.buf) >= ETH_LEN else None
 
     @property
     def vlans(self) -> tuple[Vlan, ...]:

@@ -71,8 +71,9 @@ class Ethernet(_Header):
         self._f._write(6, packed_mac(value))
 
     @property
-    def type(self) -> int:
-        return self._f.ethertype  # type: ignore[return-value]
+    def type(self) -> int | None:
+        """Return the type of what follows the tags; None when a tag is cut short."""
+        return self._f.ethertype
 
 
 class Vlan(_Header):

@@ -344,3 +344,8 @@ def test_an_updated_checksum_equals_the_one_computed_whole():
         assert update(csum, old, data[at : at + 2]) == checksum(data)
     odd = b"\x01\x02\x03"
     assert checksum(odd) == checksum(odd + b"\0")  # an odd byte is padded with zero
+
+
+def test_a_cut_vlan_tag_leaves_the_ethernet_header_readable():
+    f = Frame(bytes(packet(4, "udp", 1))[:16])
+    assert f.eth.src == MACS["src"] and f.eth.type is None and f.vlans == () and f.ip is None
