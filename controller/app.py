@@ -21,12 +21,13 @@ from ryu.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISP
 from ryu.lib import hub
 from ryu.ofproto import ofproto_v1_3
 
-from controller import tables
+from controller import keyfiles, tables
 from controller.agent_client import AgentClient
+from controller.auth import RestAuth
 from controller.errors import PartFailed, Unavailable
 from controller.messages import Barrier, Message, Stats, StatsRequest
 from controller.ofbuild import build, flow_stats, port_stats
-from controller.rest import INSTANCE, RestApi
+from controller.rest import AUTH, INSTANCE, RestApi
 from controller.service import AGENT_DEAD_AFTER, NetServService
 from nodes.bundle import Catalog, module_path
 
@@ -140,17 +141,23 @@ class NetServApp(app_manager.RyuApp):
         folders = module_path(getattr(conf, "netserv_module_path", None))
         dead_after = float(getattr(conf, "netserv_agent_dead_after", None) or AGENT_DEAD_AFTER)
         cap = tables.parse_hard_timeout_cap(os.environ.get(tables.HARD_TIMEOUT_CAP_ENV))
+        secrets = keyfiles.secrets_dir(getattr(conf, "netserv_secrets", None))
+        node_keys = keyfiles.NodeKeys(secrets)
         self.switches = RyuSwitches()
         self.service = NetServService(
             Catalog(folders),
             self.switches,
-            AgentClient(),
+            AgentClient(node_keys),
             time.monotonic,
             threading.Lock(),
             dead_after,
             cap,
         )
-        kwargs["wsgi"].register(RestApi, {INSTANCE: self.service})
+        token = keyfiles.token_path(secrets)
+        auth = RestAuth(
+            keyfiles.operator_token(secrets, create=True), node_keys, token_hint=str(token)
+        )
+        kwargs["wsgi"].register(RestApi, {INSTANCE: self.service, AUTH: auth})
         self._ticker = hub.spawn(self._tick_loop)
         _tune_logging(conf.verbose)
         log.info(
@@ -160,6 +167,11 @@ class NetServApp(app_manager.RyuApp):
             conf.ofp_listen_host or "*",
             conf.ofp_tcp_listen_port,
             os.pathsep.join(str(f) for f in folders),
+        )
+        log.info(
+            "the operator's REST token is in %s; node keys in %s",
+            token,
+            token.parent / keyfiles.NODES,
         )
         if cap != tables.HARD_TIMEOUT_CAP:
             log.info("detours' hard timeouts capped at %d s (%s)", cap, tables.HARD_TIMEOUT_CAP_ENV)

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from http import HTTPStatus
 from pathlib import Path
 
+from controller import keyfiles
 from controller.service import AGENT_DEAD_AFTER
 from nodes.bundle import MODULE_PATH_HELP, BundleError, module_path
 
@@ -64,6 +65,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="seconds without a heartbeat before an agent's sessions are removed (%(default)s)",
     )
     p.add_argument(
+        "--secrets",
+        metavar="DIR",
+        help=f"the secrets folder: the operator's REST token (made on the first start) and "
+        f"the nodes' keys (default ${keyfiles.ENV}, else run/secrets in the repository)",
+    )
+    p.add_argument(
         "--app",
         action="append",
         default=[],
@@ -79,6 +86,12 @@ def run(args: argparse.Namespace, verbose: bool = False) -> int:
     except BundleError as exc:
         print(f"netserv controller: {exc}", file=sys.stderr)
         return 1
+    secrets = keyfiles.secrets_dir(args.secrets)
+    try:
+        keyfiles.operator_token(secrets, create=True)
+    except keyfiles.SecretsError as exc:
+        print(f"netserv controller: {exc}", file=sys.stderr)
+        return 1
     return run_controller(
         args.of_host,
         args.of_port,
@@ -88,6 +101,7 @@ def run(args: argparse.Namespace, verbose: bool = False) -> int:
         args.agent_dead_after,
         verbose,
         tuple(args.app),
+        secrets,
     )
 
 
@@ -151,8 +165,12 @@ def run_controller(
     agent_dead_after: float = AGENT_DEAD_AFTER,
     verbose: bool = False,
     extra_apps: tuple[str, ...] = (),
+    secrets: Path | None = None,
 ) -> int:
-    """Run ryu-manager with the NetServ app in this process until it is stopped."""
+    """Run ryu-manager with the NetServ app in this process until it is stopped.
+
+    `secrets` is the secrets folder (None: `controller.keyfiles.secrets_dir()`).
+    """
     _eventlet_compat()
     from ryu import cfg
 
@@ -166,6 +184,11 @@ def run_controller(
                 "netserv-agent-dead-after",
                 default=agent_dead_after,
                 help="seconds of agent silence before its sessions are removed",
+            ),
+            cfg.StrOpt(
+                "netserv-secrets",
+                default=str(keyfiles.secrets_dir(secrets)),
+                help="the secrets folder (REST token, node keys)",
             ),
         ]
     )
@@ -186,6 +209,8 @@ def run_controller(
         joined,
         "--netserv-agent-dead-after",
         str(agent_dead_after),
+        "--netserv-secrets",
+        str(keyfiles.secrets_dir(secrets)),
         *(["--verbose"] if verbose else []),
         "controller.app",
         *extra_apps,
