@@ -4,18 +4,22 @@
 session and is a 404, as is every path with a percent-escape or not spelled as routed
 (//netserv/...).
 
-| method | path                           | who      | does                                      |
-| ------ | ------------------------------ | -------- | ----------------------------------------- |
-| GET    | /netserv/nodes                 | anyone   | switches and node agents, readiness       |
-| POST   | /netserv/nodes                 | node key | agent registration and heartbeat          |
-| GET    | /netserv/modules               | anyone   | service modules available (manifests),    |
-|        |                                |          | and the errors of broken module folders   |
-| GET    | /netserv/sessions              | token    | every session                             |
-| POST   | /netserv/sessions              | token    | create (body below) → 201                 |
-| GET    | /netserv/sessions/{id}         | token    | one session                               |
-| DELETE | /netserv/sessions/{id}         | token    | teardown; the ended session, its counters |
-| POST   | /netserv/sessions/{id}/refresh | token    | {lifetime}: extend the soft state         |
-| GET    | /netserv/sessions/{id}/stats   | token    | the session with its modules' counters    |
+| method | path                             | who      | does                                      |
+| ------ | -------------------------------- | -------- | ----------------------------------------- |
+| GET    | /netserv/nodes                   | anyone   | switches and node agents, readiness       |
+| POST   | /netserv/nodes                   | node key | agent registration and heartbeat          |
+| GET    | /netserv/modules                 | anyone   | service modules available (manifests),    |
+|        |                                  |          | and the errors of broken module folders   |
+| GET    | /netserv/sessions                | token    | every session                             |
+| POST   | /netserv/sessions                | token    | create (body below) → 201                 |
+| GET    | /netserv/sessions/{id}           | token    | one session                               |
+| DELETE | /netserv/sessions/{id}           | token    | teardown; the ended session, its counters |
+| POST   | /netserv/sessions/{id}/refresh   | token    | {lifetime}: extend the soft state         |
+| GET    | /netserv/sessions/{id}/stats     | token    | the session with its modules' counters    |
+| GET    | /netserv/topology                | anyone   | switches, links, hosts and where they are |
+| GET    | /netserv/topology/path?src=&dst= | anyone   | the switches a flow from src to dst       |
+|        |                                  |          | crosses, in order, and the NetServ nodes  |
+|        |                                  |          | among them                                |
 
 "token": `Authorization: Bearer TOKEN` with the operator's token (rest.token in the
 secrets folder) or another the requester hook of `controller.auth.RestAuth` knows;
@@ -337,3 +341,24 @@ class RestApi(ControllerBase):
     @_api(caller=True)
     def session_stats(self, req: Any, sid: str, **_: Any) -> object:
         return self.service.stats(_session_id(sid))
+
+    @route("netserv", "/netserv/topology", methods=["GET"])
+    @_api()
+    def show_topology(self, req: Any, **_: Any) -> object:
+        return self.service.network.topology_json(self.service.clock())
+
+    @route("netserv", "/netserv/topology/path", methods=["GET"])
+    @_api()
+    def show_path(self, req: Any, **_: Any) -> object:
+        src, dst = _path_query(req.GET)
+        return self.service.network.path_json(src, dst)
+
+
+def _path_query(query: Any) -> tuple[str, str]:
+    """Return the (src, dst) a path query names; raise InvalidRequest unless exactly those."""
+    names = list(query.keys())
+    if sorted(names) != ["dst", "src"]:
+        raise InvalidRequest(
+            f"a path query takes src and dst, each once (IPv4 addresses), not {names}"
+        )
+    return query["src"], query["dst"]

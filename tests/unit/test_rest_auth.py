@@ -96,10 +96,11 @@ def test_no_body_is_read_for_a_caller_without_a_token(api):
     assert state(service, sim) == before
 
 
-def test_nodes_and_modules_are_open_and_a_requester_token_is_a_caller(api):
+def test_nodes_modules_and_topology_are_open_and_a_requester_token_is_a_caller(api):
     call, service, sim = api
     assert call("GET", "/netserv/nodes").json[0]["ready"]
     assert "counter" in {m["name"] for m in call("GET", "/netserv/modules").json["modules"]}
+    assert call("GET", "/netserv/topology").json["switches"][0]["ready"]
     requester = {"Authorization": f"Bearer {REQUESTER_TOKEN}"}
     assert call("POST", "/netserv/sessions", GOOD, requester).status_int == 201
     assert [s["id"] for s in call("GET", "/netserv/sessions", b"", requester).json] == [1]
