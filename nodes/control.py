@@ -22,7 +22,7 @@ Errors are {"error": message}, mapped in `_error` only:
 | error                                           | status |
 | ----------------------------------------------- | ------ |
 | malformed body or field                         | 400    |
-| not signed by the controller with the node's key | 401    |
+| not signed by the controller with the node key  | 401    |
 | no such session or path                         | 404    |
 | a method the path does not take                 | 405    |
 | the body did not arrive within READ_TIMEOUT     | 408    |
