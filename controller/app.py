@@ -22,13 +22,14 @@ from ryu.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISP
 from ryu.lib import hub
 from ryu.ofproto import ofproto_v1_3
 
-from controller import tables
+from controller import keyfiles, tables
 from controller.agent_client import AgentClient
+from controller.auth import RestAuth
 from controller.errors import PartFailed, PolicyError, Unavailable
 from controller.messages import Barrier, Message, Stats, StatsRequest
 from controller.ofbuild import build, flow_stats, port_stats
 from controller.policy import OPERATOR_ONLY, load_policy
-from controller.rest import INSTANCE, RestApi
+from controller.rest import AUTH, INSTANCE, RestApi
 from controller.service import AGENT_DEAD_AFTER, NetServService
 from controller.topology import PROBE_INTERVAL
 from nodes.bundle import Catalog, module_path
@@ -146,18 +147,27 @@ class NetServApp(app_manager.RyuApp):
         cap = tables.parse_hard_timeout_cap(os.environ.get(tables.HARD_TIMEOUT_CAP_ENV))
         policy_file = getattr(conf, "netserv_policy", None)
         policy = load_policy(policy_file) if policy_file else OPERATOR_ONLY
+        secrets = keyfiles.secrets_dir(getattr(conf, "netserv_secrets", None))
+        node_keys = keyfiles.NodeKeys(secrets)
         self.switches = RyuSwitches()
         self.service = NetServService(
             Catalog(folders),
             self.switches,
-            AgentClient(),
+            AgentClient(node_keys),
             time.monotonic,
             threading.Lock(),
             dead_after,
             cap,
             policy,
         )
-        kwargs["wsgi"].register(RestApi, {INSTANCE: self.service})
+        token = keyfiles.token_path(secrets)
+        auth = RestAuth(
+            keyfiles.operator_token(secrets, create=True),
+            node_keys,
+            requester=lambda token: self.service.policy.rest_requester(token),  # after reloads
+            token_hint=str(token),
+        )
+        kwargs["wsgi"].register(RestApi, {INSTANCE: self.service, AUTH: auth})
         self._reload_wanted = False
         if policy.configured:
             signal.signal(signal.SIGHUP, self._want_reload)
@@ -174,6 +184,11 @@ class NetServApp(app_manager.RyuApp):
         )
         if policy.configured:
             log.info("requester policy from %s (SIGHUP reads it again)", policy.source)
+        log.info(
+            "the operator's REST token is in %s; node keys in %s",
+            token,
+            token.parent / keyfiles.NODES,
+        )
         if cap != tables.HARD_TIMEOUT_CAP:
             log.info("detours' hard timeouts capped at %d s (%s)", cap, tables.HARD_TIMEOUT_CAP_ENV)
 

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from http import HTTPStatus
 from pathlib import Path
 
+from controller import keyfiles
 from controller.errors import PolicyError
 from controller.policy import load_policy
 from controller.service import AGENT_DEAD_AFTER
@@ -73,6 +74,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         " SIGHUP. Without it every REST caller is the operator and may do anything",
     )
     p.add_argument(
+        "--secrets",
+        metavar="DIR",
+        help=f"the secrets folder: the operator's REST token (made on the first start) and "
+        f"the nodes' keys (default ${keyfiles.ENV}, else run/secrets in the repository)",
+    )
+    p.add_argument(
         "--app",
         action="append",
         default=[],
@@ -95,6 +102,12 @@ def run(args: argparse.Namespace, verbose: bool = False) -> int:
         except PolicyError as exc:
             print(f"netserv controller: {exc}", file=sys.stderr)
             return 1
+    secrets = keyfiles.secrets_dir(args.secrets)
+    try:
+        keyfiles.operator_token(secrets, create=True)
+    except keyfiles.SecretsError as exc:
+        print(f"netserv controller: {exc}", file=sys.stderr)
+        return 1
     return run_controller(
         args.of_host,
         args.of_port,
@@ -105,6 +118,7 @@ def run(args: argparse.Namespace, verbose: bool = False) -> int:
         verbose,
         tuple(args.app),
         policy,
+        secrets,
     )
 
 
@@ -169,8 +183,12 @@ def run_controller(
     verbose: bool = False,
     extra_apps: tuple[str, ...] = (),
     policy: Path | None = None,
+    secrets: Path | None = None,
 ) -> int:
-    """Run ryu-manager with the NetServ app in this process until it is stopped."""
+    """Run ryu-manager with the NetServ app in this process until it is stopped.
+
+    `secrets` is the secrets folder (None: `controller.keyfiles.secrets_dir()`).
+    """
     _eventlet_compat()
     from ryu import cfg
 
@@ -187,6 +205,11 @@ def run_controller(
             ),
             cfg.StrOpt(
                 "netserv-policy", default="", help="the requester policy file (TOML); none: open"
+            ),
+            cfg.StrOpt(
+                "netserv-secrets",
+                default=str(keyfiles.secrets_dir(secrets)),
+                help="the secrets folder (REST token, node keys)",
             ),
         ]
     )
@@ -209,6 +232,8 @@ def run_controller(
         str(agent_dead_after),
         "--netserv-policy",
         str(policy or ""),
+        "--netserv-secrets",
+        str(keyfiles.secrets_dir(secrets)),
         *(["--verbose"] if verbose else []),
         "controller.app",
         *extra_apps,

@@ -4,29 +4,32 @@
 session and is a 404, as is every path with a percent-escape or not spelled as routed
 (//netserv/...).
 
-| method | path                               | does                                          |
-| ------ | ---------------------------------- | --------------------------------------------- |
-| GET    | /netserv/nodes                     | switches and node agents, readiness           |
-| POST   | /netserv/nodes                     | agent registration and heartbeat              |
-| GET    | /netserv/modules                   | service modules available (manifests), and    |
-|        |                                    | the errors of module folders that are broken  |
-| GET    | /netserv/sessions                  | every session                                 |
-| POST   | /netserv/sessions                  | create (body below) → 201                     |
-| GET    | /netserv/sessions/{id}             | one session                                   |
-| DELETE | /netserv/sessions/{id}             | teardown; the ended session, final counters   |
-| POST   | /netserv/sessions/{id}/refresh     | {lifetime}: extend the soft state             |
-| GET    | /netserv/sessions/{id}/stats       | the session with its modules' counters        |
-| GET    | /netserv/topology                  | switches, links, hosts and where they are     |
-| GET    | /netserv/topology/path?src=&dst=   | the switches a flow from src to dst crosses,  |
-|        |                                    | in order, and the NetServ nodes among them    |
-| GET    | /netserv/policy                    | the requester policy and the refusals counted |
-|        |                                    | (the operator's, when a policy file is used)  |
-| POST   | /netserv/policy/reload             | read the policy file again (the operator's)   |
+| method | path                             | who      | does                                      |
+| ------ | -------------------------------- | -------- | ----------------------------------------- |
+| GET    | /netserv/nodes                   | anyone   | switches and node agents, readiness       |
+| POST   | /netserv/nodes                   | node key | agent registration and heartbeat          |
+| GET    | /netserv/modules                 | anyone   | service modules available (manifests),    |
+|        |                                  |          | and the errors of broken module folders   |
+| GET    | /netserv/sessions                | token    | every session                             |
+| POST   | /netserv/sessions                | token    | create (body below) → 201                 |
+| GET    | /netserv/sessions/{id}           | token    | one session                               |
+| DELETE | /netserv/sessions/{id}           | token    | teardown; the ended session, its counters |
+| POST   | /netserv/sessions/{id}/refresh   | token    | {lifetime}: extend the soft state         |
+| GET    | /netserv/sessions/{id}/stats     | token    | the session with its modules' counters    |
+| GET    | /netserv/topology                | anyone   | switches, links, hosts and where they are |
+| GET    | /netserv/topology/path?src=&dst= | anyone   | the switches a flow from src to dst       |
+|        |                                  |          | crosses, in order, and the NetServ nodes  |
+|        |                                  |          | among them                                |
+| GET    | /netserv/policy                  | operator | the requester policy, refusals counted    |
+| POST   | /netserv/policy/reload           | operator | read the policy file again                |
 
-State-changing calls on sessions (POST, DELETE) are made by a requester. With a policy
-file (`netserv controller --policy FILE`, docs/policy.md) the caller names itself with
-`Authorization: Bearer TOKEN`, and the policy decides what it may do; without one, every
-caller is the operator, who may do anything.
+"token": `Authorization: Bearer TOKEN` with the operator's token (rest.token in the
+secrets folder) or, with a policy file (`netserv controller --policy FILE`,
+docs/policy.md), a requester's token: the policy then decides what it may do, and a
+session belongs to the requester that made it (the operator may do anything);
+sessions are read with one too, as they name other users' flows. "node key": the
+registration is signed with the node's key and the answer signed back
+(`controller/auth.py`, docs/security.md). Callers are checked before bodies are read.
 
 Create body: {"match": {OXM fields}, "module": name, "params": {..}, "lifetime": s,
 "node": dpid} or, for a chain, "modules": [name | {"name", "params"}, ..] instead of
@@ -37,7 +40,8 @@ nested at most 32 deep), at most MAX_BODY bytes, sent within READ_TIMEOUT.
 | error                                              | status |
 | -------------------------------------------------- | ------ |
 | malformed body, bad field; several nodes are ready | 400    |
-| no bearer token, or one the policy does not know   | 401    |
+| no token, one no one holds, or not signed with    | 401    |
+| the node's key                                     |        |
 | the policy forbids it: a flow with no endpoint in  | 403    |
 | the requester's prefixes, a module it may not use, |        |
 | another requester's session                        |        |
@@ -64,6 +68,7 @@ from typing import Any
 from ryu.app.wsgi import ControllerBase, Response, route
 from webob import Request
 
+from controller.auth import BEARER_CHALLENGE, RestAuth, Unauthorized
 from controller.errors import (
     Conflict,
     Forbidden,
@@ -79,17 +84,18 @@ from controller.errors import (
 from controller.policy import OPERATOR, load_policy
 from controller.service import NetServService
 from controller.tables import SESSION_ID_MAX, session_id_of_text
+from signaling.dpid import parse_dpid
 from signaling.jsonhttp import decode_json
 
 log = logging.getLogger("netserv.rest")
 INSTANCE = "netserv_service"
+AUTH = "netserv_auth"
 READ_TIMEOUT = 2.0  # seconds a client may stall while sending a request before it is dropped
 MAX_BODY = 1 << 20
 INTERNAL_ERROR = "internal error; the controller's log has the details"
 _PLAIN_PATH = re.compile(r"/[!-$&-~]*\Z")  # printable ASCII without '%'
 _METHODS = ("GET", "POST", "DELETE")
 REQUESTER = "netserv.requester"  # the environ key under which a call's requester is kept
-_BEARER = re.compile(r"Bearer +([A-Za-z0-9._~+/-]+=*) *\Z", re.IGNORECASE)  # RFC 6750 token68
 
 
 class MethodNotAllowed(NetServError):
@@ -158,18 +164,8 @@ def error_response(exc: Exception, environ: dict[str, Any]) -> Response:
     if isinstance(exc, MethodNotAllowed):
         response.headers["Allow"] = ", ".join(exc.allowed)
     if isinstance(exc, Unauthenticated):
-        response.headers["WWW-Authenticate"] = 'Bearer realm="netserv"'
+        response.headers["WWW-Authenticate"] = getattr(exc, "challenge", BEARER_CHALLENGE)
     return response
-
-
-def bearer_token(header: str | None) -> str:
-    """Return the token of an `Authorization: Bearer TOKEN` header; raise Unauthenticated."""
-    if header is None:
-        raise Unauthenticated("this call needs 'Authorization: Bearer TOKEN' (docs/policy.md)")
-    m = _BEARER.match(header)
-    if m is None:
-        raise Unauthenticated("the Authorization header is not 'Bearer TOKEN'")
-    return m.group(1)
 
 
 def guard(app: Callable[..., Any]) -> Callable[..., Any]:
@@ -216,6 +212,11 @@ def _route(app: Callable[..., Any], environ: dict[str, Any]) -> Response:
 
 def _body(req: Any) -> dict[str, object]:
     """Return the request's body, a JSON object ({} when there is none)."""
+    return _decode(_raw_body(req))
+
+
+def _raw_body(req: Any) -> bytes:
+    """Return the request's body as sent, at most MAX_BODY bytes."""
     length = req.content_length
     if length is not None and length > MAX_BODY:
         raise BodyTooLarge(f"the body may be {MAX_BODY} bytes at most, not {length}")
@@ -229,6 +230,11 @@ def _body(req: Any) -> dict[str, object]:
         raise InvalidRequest(f"the body ended after {len(raw)} of its {length} bytes")
     if len(raw) > MAX_BODY:
         raise BodyTooLarge(f"the body may be {MAX_BODY} bytes at most")
+    return raw
+
+
+def _decode(raw: bytes) -> dict[str, object]:
+    """Return a body as a JSON object ({} when empty); raise InvalidRequest."""
     if not raw:
         return {}
     try:
@@ -248,16 +254,39 @@ def _session_id(raw: str) -> int:
     return session_id
 
 
+def _dpid_or_none(raw: object) -> int | None:
+    """Return the datapath id `raw` names, or None when it names none."""
+    try:
+        return parse_dpid(raw)
+    except ValueError:
+        return None
+
+
 def _shown(text: str) -> str:
     return text if len(text) <= 60 else text[:40] + f"... ({len(text)} characters)"
 
 
-def _api(status: int = 200) -> Callable[[Callable[..., object]], Callable[..., Response]]:
-    """Wrap a handler: its return value becomes JSON, an exception its mapped status."""
+def _target(environ: dict[str, Any]) -> str:
+    """Return the request target as sent: the raw path and the query, if any."""
+    path = environ.get("RAW_PATH_INFO", environ.get("PATH_INFO", ""))
+    query = environ.get("QUERY_STRING", "")
+    return path + (f"?{query}" if query else "")
+
+
+def _api(
+    status: int = 200, caller: bool = False
+) -> Callable[[Callable[..., object]], Callable[..., Response]]:
+    """Wrap a handler: its return value becomes JSON, an exception its mapped status.
+
+    With `caller`, the call needs a token (Unauthorized otherwise, before the body is
+    read) and the handler gets who made it as `caller` ("operator", or a requester).
+    """
 
     def wrap(handler: Callable[..., object]) -> Callable[..., Response]:
         def run(self: RestApi, req: Any, **kwargs: Any) -> Response:
             try:
+                if caller:
+                    kwargs["caller"] = self._requester(req)
                 return _json(status, handler(self, req, **kwargs))
             except Exception as exc:
                 if isinstance(exc, NetServError):
@@ -274,20 +303,12 @@ class RestApi(ControllerBase):
     def __init__(self, req: Any, link: Any, data: dict[str, Any], **config: Any) -> None:
         super().__init__(req, link, data, **config)
         self.service: NetServService = data[INSTANCE]
+        self.auth: RestAuth = data[AUTH]
 
     def _requester(self, req: Any) -> str:
-        """Return who makes this state-changing call: with a policy file, the requester
-        whose token the Authorization header bears (raise Unauthenticated if none is);
-        without one, the operator."""
-        policy = self.service.policy
-        if not policy.configured:
-            # No policy file: today's behaviour. The operator's REST token
-            # (controller/auth.py) is checked here when it is configured.
-            requester = OPERATOR
-        else:
-            requester = policy.rest_requester(bearer_token(req.headers.get("Authorization")))
-            if requester is None:
-                raise Unauthenticated("the bearer token is not one the policy knows")
+        """Return who makes this call: the operator or, with a policy file, the requester
+        whose token the Authorization header bears; raise Unauthenticated otherwise."""
+        requester = self.auth.caller(req.headers)
         req.environ[REQUESTER] = requester
         return requester
 
@@ -302,9 +323,26 @@ class RestApi(ControllerBase):
         return self.service.network.nodes_json(self.service.clock())
 
     @route("netserv", "/netserv/nodes", methods=["POST"])
-    @_api()
-    def register_node(self, req: Any, **_: Any) -> object:
-        return self.service.register_agent(_body(req))
+    def register_node(self, req: Any, **_: Any) -> Response:
+        """Take an agent's registration signed with its node's key; sign the answer."""
+        try:
+            raw = _raw_body(req)
+            proof = self.auth.registration(req.method, _target(req.environ), req.headers, raw)
+        except Exception as exc:
+            return error_response(exc, req.environ)
+        try:
+            body = _decode(raw)
+            named = _dpid_or_none(body.get("dpid"))  # a bad one is the service's 400
+            if named is not None and named != proof.dpid:
+                raise Unauthorized(
+                    f"the registration is signed with node {proof.dpid:016x}'s key, "
+                    f"not with that of node {named:016x}, which it names"
+                )
+            response = _json(200, self.service.register_agent(body))
+        except Exception as exc:
+            response = error_response(exc, req.environ)
+        response.headers.update(self.auth.sign_reply(proof, response.status_int, response.body))
+        return response
 
     @route("netserv", "/netserv/modules", methods=["GET"])
     @_api()
@@ -313,37 +351,34 @@ class RestApi(ControllerBase):
         return {"modules": [m.to_json() for m in good], "broken": bad}
 
     @route("netserv", "/netserv/sessions", methods=["GET"])
-    @_api()
+    @_api(caller=True)
     def list_sessions(self, req: Any, **_: Any) -> object:
         now = self.service.clock()
         return [s.to_json(now) for s in self.service.sessions.all()]
 
     @route("netserv", "/netserv/sessions", methods=["POST"])
-    @_api(201)
-    def create_session(self, req: Any, **_: Any) -> object:
-        requester = self._requester(req)
-        return self.service.create(_body(req), requester).to_json(self.service.clock())
+    @_api(201, caller=True)
+    def create_session(self, req: Any, caller: str, **_: Any) -> object:
+        return self.service.create(_body(req), caller).to_json(self.service.clock())
 
     @route("netserv", "/netserv/sessions/{sid}", methods=["GET"])
-    @_api()
+    @_api(caller=True)
     def show_session(self, req: Any, sid: str, **_: Any) -> object:
         return self.service.sessions.get(_session_id(sid)).to_json(self.service.clock())
 
     @route("netserv", "/netserv/sessions/{sid}", methods=["DELETE"])
-    @_api()
-    def delete_session(self, req: Any, sid: str, **_: Any) -> object:
-        requester = self._requester(req)
-        return self.service.teardown(_session_id(sid), requester=requester)
+    @_api(caller=True)
+    def delete_session(self, req: Any, sid: str, caller: str, **_: Any) -> object:
+        return self.service.teardown(_session_id(sid), requester=caller)
 
     @route("netserv", "/netserv/sessions/{sid}/refresh", methods=["POST"])
-    @_api()
-    def refresh_session(self, req: Any, sid: str, **_: Any) -> object:
-        requester = self._requester(req)
-        session = self.service.refresh(_session_id(sid), _body(req), requester)
+    @_api(caller=True)
+    def refresh_session(self, req: Any, sid: str, caller: str, **_: Any) -> object:
+        session = self.service.refresh(_session_id(sid), _body(req), caller)
         return session.to_json(self.service.clock())
 
     @route("netserv", "/netserv/sessions/{sid}/stats", methods=["GET"])
-    @_api()
+    @_api(caller=True)
     def session_stats(self, req: Any, sid: str, **_: Any) -> object:
         return self.service.stats(_session_id(sid))
 

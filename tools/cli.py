@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from controller import entry as controller_entry
+from controller import keyfiles
 from nodes import main as agent_main
 from nodes.bundle import MODULE_PATH_HELP, BundleError, Catalog, module_path
 from signaling.client import DEFAULT_URL, ClientError, NetServClient
@@ -108,7 +109,7 @@ def chain(modules: list[str], params: dict[str, object]) -> list[dict[str, objec
 
 
 def cmd_session(a: argparse.Namespace) -> int:
-    client = NetServClient(a.url)
+    client = NetServClient(a.url, token_file=a.token_file)
     if a.action == "setup":
         session = client.setup(
             match=_pairs(a.match, "match field"),
@@ -165,6 +166,12 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("session", help="ask a controller for services on flows")
     s.add_argument("--url", default=DEFAULT_URL, help="controller REST URL")
+    s.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="file holding the token sessions are asked for with (default: the operator's, "
+        f"{keyfiles.TOKEN_FILE} in the secrets folder: ${keyfiles.ENV}, else run/secrets)",
+    )
     ss = s.add_subparsers(dest="action", required=True)
     up = ss.add_parser("setup", help="request a service module on a flow")
     up.add_argument(

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from controller import keyfiles
 from nodes.bundle import module_path as search_path
 from signaling.client import ClientError, NetServClient
 
@@ -62,7 +63,10 @@ class ControllerProcess:
     is the module search path (see `nodes.bundle.module_path`); give the topology
     the same one. `agent_dead_after` None keeps the controller's default. `of_port`
     and `rest_port` None take free ports; give them to run on known ones (6653 and
-    8080 are `netserv controller`'s defaults).
+    8080 are `netserv controller`'s defaults). `secrets` is the secrets folder (None:
+    $NETSERV_SECRETS, else run/secrets; see `controller.keyfiles`): give the topology
+    the same one. `token` is the operator's REST token, `client()` a client that
+    sends it.
     """
 
     def __init__(
@@ -73,6 +77,7 @@ class ControllerProcess:
         apps: Sequence[str] = (),
         of_port: int | None = None,
         rest_port: int | None = None,
+        secrets: str | os.PathLike[str] | None = None,
     ) -> None:
         self.of_port = of_port if of_port is not None else free_port()
         self.rest_port = rest_port if rest_port is not None else free_port()
@@ -83,7 +88,17 @@ class ControllerProcess:
         self.module_path = module_path_arg(module_path)
         self.agent_dead_after = agent_dead_after
         self.apps = tuple(apps)
+        self.secrets = keyfiles.secrets_dir(secrets)
         self.proc: subprocess.Popen | None = None
+
+    @property
+    def token(self) -> str:
+        """Return the operator's REST token (the controller makes it on its first start)."""
+        return keyfiles.operator_token(self.secrets, create=True)
+
+    def client(self, timeout: float = 15.0) -> NetServClient:
+        """Return a client of this controller's REST API with the operator's token."""
+        return NetServClient(self.url, timeout=timeout, token=self.token)
 
     @property
     def of_addr(self) -> tuple[str, int]:
@@ -99,6 +114,7 @@ class ControllerProcess:
         """Return the controller's command line."""
         argv = [sys.executable, "-m", "controller", "--of-port", str(self.of_port)]
         argv += ["--rest-port", str(self.rest_port), "--module-path", self.module_path]
+        argv += ["--secrets", str(self.secrets)]
         if self.agent_dead_after is not None:
             argv += ["--agent-dead-after", str(self.agent_dead_after)]
         for app in self.apps:

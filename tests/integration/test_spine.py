@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from signaling.client import ClientError, NetServClient
+from tests.agents import call_agent
 from tools import ovs
 from tools.procs import REPO, python_env
 from tools.scenario import Receiver, send_udp, warm_up
@@ -35,14 +36,8 @@ class Node:
     switch: Any
     hosts: list[Any]
 
-    @property
-    def agent_url(self) -> str:
-        node = next(n for n in self.client.nodes() if n["dpid"] == self.switch.dpid)
-        return node["agent"]["url"]
-
     def agent(self) -> dict[str, Any]:
-        with urllib.request.urlopen(self.agent_url + "/health", timeout=5) as resp:
-            return json.loads(resp.read())
+        return call_agent(self.client, self.switch)
 
     def to_agent(self) -> int:
         return ovs.port_counters(self.switch.name, self.switch.agent_port_name)["tx_packets"]
@@ -167,8 +162,9 @@ def test_refresh_extends_the_session_at_controller_switch_and_agent(node: Node) 
     assert [s["id"] for s in node.client.sessions()] == [session["id"]]
 
 
-def _post_raw(url: str, data: bytes) -> tuple[int, dict[str, Any]]:
+def _post_raw(url: str, data: bytes, token: str) -> tuple[int, dict[str, Any]]:
     req = urllib.request.Request(url + "/netserv/sessions", data=data, method="POST")
+    req.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, json.loads(resp.read())
@@ -194,7 +190,7 @@ def test_bad_requests_are_refused_and_change_nothing(
     node: Node, controller: ControllerProcess, body: bytes, status: int, words: str
 ) -> None:
     flows = node.flows()
-    got, reply = _post_raw(controller.url, body)
+    got, reply = _post_raw(controller.url, body, controller.token)
     assert got == status and words in reply["error"]
     assert node.flows() == flows
     assert node.client.sessions() == []

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from controller.auth import RestAuth, Signer, agent_key_id, controller_key_id
 from controller.errors import PartFailed, Unavailable
 from controller.service import NetServService
 from nodes.agent import AgentConfig, AttachError, NodeAgent
@@ -14,6 +15,13 @@ from tests.unit.flowsim import SimSwitch
 SERVICES = Path(__file__).resolve().parents[2] / "services"
 DPID, AGENT_PORT = 1, 4
 PORTS = {1: "s1-eth1", 2: "s1-eth2", AGENT_PORT: "s1-ns"}
+TOKEN = "0123456789abcdef" * 4  # the operator's REST token
+NODE_KEY = bytes(range(32))  # node DPID's key
+
+
+def node_signed(method: str, path: str, body: bytes, dpid: int = DPID, key: bytes = NODE_KEY):
+    """Return the headers of a request signed by node `dpid`'s agent with `key`."""
+    return Signer(key, agent_key_id(dpid), controller_key_id(dpid)).sign(method, path, body)
 
 
 class Clock:
@@ -93,6 +101,12 @@ def services(tmp_path: Path) -> Path:
         "        raise RuntimeError('cannot start')\n"
     )
     return root
+
+
+@pytest.fixture
+def rest_auth() -> RestAuth:
+    """The controller's callers: the operator by TOKEN, node DPID's agent by NODE_KEY."""
+    return RestAuth(TOKEN, {DPID: NODE_KEY}.get)
 
 
 @pytest.fixture
