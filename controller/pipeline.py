@@ -11,6 +11,7 @@ Once a host has been seen, its traffic never leaves the datapath.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 
 from controller import tables as t
@@ -18,6 +19,8 @@ from controller.messages import (
     Barrier,
     FlowAdd,
     FlowDelete,
+    FlowStats,
+    FlowStatsRequest,
     Message,
     Output,
     PacketOut,
@@ -50,10 +53,10 @@ def rearm_margin(cap: int) -> float:
     return min(float(t.REARM_MARGIN), cap / 2)
 
 
-def switch_reset() -> list[Message]:
-    """Return the messages that wipe NetServ's flows and install the base pipeline."""
-    return [
-        FlowDelete(cookie=t.COOKIE_PREFIX, cookie_mask=t.COOKIE_PREFIX_MASK),
+def base_flows(agent_port: int | None) -> list[FlowAdd]:
+    """Return the flows every NetServ switch holds: each table's miss, and the agent
+    return once the node's agent port is known."""
+    flows = [
         FlowAdd(t.CLASSIFY, t.CLASSIFY_MISS.low, (), goto=t.LEARN, cookie=t.cookie(t.KIND_BASE)),
         FlowAdd(
             t.LEARN,
@@ -70,8 +73,102 @@ def switch_reset() -> list[Message]:
             actions=(ToController(),),
             cookie=t.cookie(t.KIND_BASE),
         ),
+    ]
+    return flows + (agent_return(agent_port) if agent_port is not None else [])
+
+
+def switch_reset() -> list[Message]:
+    """Return the messages that wipe NetServ's flows and install the base pipeline."""
+    return reinstall(base_flows(None))
+
+
+def present_request() -> FlowStatsRequest:
+    """Return the request for every NetServ flow a switch holds (by the cookie prefix)."""
+    return FlowStatsRequest(t.COOKIE_PREFIX, t.COOKIE_PREFIX_MASK)
+
+
+def reinstall(expected: list[FlowAdd]) -> list[Message]:
+    """Return the messages that wipe NetServ's flows and install `expected`: for a
+    switch whose flows could not be read, so nothing can be kept."""
+    return [
+        FlowDelete(cookie=t.COOKIE_PREFIX, cookie_mask=t.COOKIE_PREFIX_MASK),
+        *expected,
         Barrier(),
     ]
+
+
+def reconcile(expected: Iterable[FlowAdd], present: Iterable[FlowStats]) -> list[Message]:
+    """Return the messages that turn a switch's NetServ flows `present` into `expected`.
+
+    A present flow equal to an expected one (table, priority, match, cookie, actions,
+    goto; not its timer) is left alone, so its counters and timer run on and not a
+    frame misses it. Learned-MAC flows are kept whatever they say: a host is learned
+    again when its entry times out or it moves. Anything else of NetServ's is wrong or
+    unknown and goes: a session's flows by their exact cookie (the expected ones it
+    owns are added again), a base flow by a strict delete (its cookie is shared),
+    unless an expected flow takes its place, which adding that one does. Deletes come
+    first, then the missing flows, then one barrier; nothing when nothing differs.
+    """
+    want = {_key(f): f for f in expected}
+    kept: set[tuple[int, int, frozenset[tuple[str, object]]]] = set()
+    doomed: set[int] = set()  # session cookies whose flows are all deleted
+    strict: list[Message] = []
+    for flow in present:
+        if flow.cookie & t.COOKIE_PREFIX_MASK != t.COOKIE_PREFIX:
+            continue  # another application's
+        kind = (flow.cookie & t.KIND_MASK) >> t.KIND_SHIFT
+        if kind == t.KIND_LEARNED:
+            continue
+        key = _key(flow)
+        same = want.get(key)
+        if same is not None and _equal(same, flow):
+            kept.add(key)
+        elif kind == t.KIND_SESSION:
+            doomed.add(flow.cookie)
+        elif same is None:
+            strict.append(
+                FlowDelete(flow.cookie, t.COOKIE_ALL, flow.table, flow.match, flow.priority)
+            )
+    deletes: list[Message] = [FlowDelete(c, t.COOKIE_ALL) for c in sorted(doomed)] + strict
+    adds: list[Message] = [f for k, f in want.items() if k not in kept or f.cookie in doomed]
+    return deletes + adds + [Barrier()] if deletes or adds else []
+
+
+def _key(flow: FlowAdd | FlowStats) -> tuple[int, int, frozenset[tuple[str, object]]]:
+    """Return what a switch tells flows apart by: table, priority and match."""
+    return flow.table, flow.priority, frozenset((k, _canon(v)) for k, v in flow.match)
+
+
+def _equal(expected: FlowAdd, present: FlowStats) -> bool:
+    return (expected.cookie, expected.actions, expected.goto) == (
+        present.cookie,
+        present.actions,
+        present.goto,
+    )
+
+
+def _canon(value: object) -> object:
+    """Return a match value as a switch may spell it back: addresses in one canonical
+    form, a mask of all ones dropped."""
+    if isinstance(value, tuple) and len(value) == 2:
+        addr, mask = _canon(value[0]), _canon(value[1])
+        return addr if _all_ones(mask) else (addr, mask)
+    if isinstance(value, str):
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            return value.lower()
+    return value
+
+
+def _all_ones(mask: object) -> bool:
+    if not isinstance(mask, str):
+        return False
+    try:
+        addr = ipaddress.ip_address(mask)
+    except ValueError:
+        return mask == "ff:ff:ff:ff:ff:ff"
+    return int(addr) == (1 << addr.max_prefixlen) - 1
 
 
 def agent_return(agent_port: int) -> list[Message]:
