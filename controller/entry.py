@@ -26,6 +26,7 @@ from http import HTTPStatus
 from pathlib import Path
 
 from controller.service import AGENT_DEAD_AFTER
+from controller.store import SessionStore, StoreError, default_path
 from nodes.bundle import MODULE_PATH_HELP, BundleError, module_path
 
 
@@ -64,6 +65,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="seconds without a heartbeat before an agent's sessions are removed (%(default)s)",
     )
     p.add_argument(
+        "--store",
+        metavar="FILE",
+        help="SQLite file where the controller keeps its sessions, so that a restarted "
+        "controller takes them back without disturbing their flows; ':memory:' keeps "
+        "none (default: run/controller-OFPORT.sqlite in the repository, one per "
+        "OpenFlow port; one controller per file)",
+    )
+    p.add_argument(
         "--app",
         action="append",
         default=[],
@@ -79,6 +88,12 @@ def run(args: argparse.Namespace, verbose: bool = False) -> int:
     except BundleError as exc:
         print(f"netserv controller: {exc}", file=sys.stderr)
         return 1
+    store = args.store or str(default_path(args.of_port))
+    try:  # refuse a store that cannot be used before Ryu starts, in one line
+        SessionStore(store).close()
+    except StoreError as exc:
+        print(f"netserv controller: {exc}", file=sys.stderr)
+        return 1
     return run_controller(
         args.of_host,
         args.of_port,
@@ -88,6 +103,7 @@ def run(args: argparse.Namespace, verbose: bool = False) -> int:
         args.agent_dead_after,
         verbose,
         tuple(args.app),
+        store,
     )
 
 
@@ -151,8 +167,12 @@ def run_controller(
     agent_dead_after: float = AGENT_DEAD_AFTER,
     verbose: bool = False,
     extra_apps: tuple[str, ...] = (),
+    store: str | None = None,
 ) -> int:
-    """Run ryu-manager with the NetServ app in this process until it is stopped."""
+    """Run ryu-manager with the NetServ app in this process until it is stopped.
+
+    `store` None keeps the sessions in the default store for `of_port`.
+    """
     _eventlet_compat()
     from ryu import cfg
 
@@ -167,6 +187,7 @@ def run_controller(
                 default=agent_dead_after,
                 help="seconds of agent silence before its sessions are removed",
             ),
+            cfg.StrOpt("netserv-store", default=store, help="the controller's session store"),
         ]
     )
     from ryu.cmd import manager  # patches the standard library for eventlet
@@ -186,6 +207,8 @@ def run_controller(
         joined,
         "--netserv-agent-dead-after",
         str(agent_dead_after),
+        "--netserv-store",
+        store or str(default_path(of_port)),
         *(["--verbose"] if verbose else []),
         "controller.app",
         *extra_apps,

@@ -77,11 +77,6 @@ def base_flows(agent_port: int | None) -> list[FlowAdd]:
     return flows + (agent_return(agent_port) if agent_port is not None else [])
 
 
-def switch_reset() -> list[Message]:
-    """Return the messages that wipe NetServ's flows and install the base pipeline."""
-    return reinstall(base_flows(None))
-
-
 def present_request() -> FlowStatsRequest:
     """Return the request for every NetServ flow a switch holds (by the cookie prefix)."""
     return FlowStatsRequest(t.COOKIE_PREFIX, t.COOKIE_PREFIX_MASK)

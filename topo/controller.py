@@ -62,7 +62,10 @@ class ControllerProcess:
     is the module search path (see `nodes.bundle.module_path`); give the topology
     the same one. `agent_dead_after` None keeps the controller's default. `of_port`
     and `rest_port` None take free ports; give them to run on known ones (6653 and
-    8080 are `netserv controller`'s defaults).
+    8080 are `netserv controller`'s defaults). `store` is the controller's session
+    store (`--store`); None gives it one of its own beside the log file (`.sqlite`),
+    emptied when it is first started: a restart of this object (`stop`, `start`)
+    takes its sessions back, a new ControllerProcess starts with none.
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class ControllerProcess:
         apps: Sequence[str] = (),
         of_port: int | None = None,
         rest_port: int | None = None,
+        store: str | os.PathLike[str] | None = None,
     ) -> None:
         self.of_port = of_port if of_port is not None else free_port()
         self.rest_port = rest_port if rest_port is not None else free_port()
@@ -83,6 +87,8 @@ class ControllerProcess:
         self.module_path = module_path_arg(module_path)
         self.agent_dead_after = agent_dead_after
         self.apps = tuple(apps)
+        self.store = str(store) if store is not None else str(self.logfile.with_suffix(".sqlite"))
+        self._stale_store = store is None  # its own: left by an earlier controller, if any
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -99,6 +105,7 @@ class ControllerProcess:
         """Return the controller's command line."""
         argv = [sys.executable, "-m", "controller", "--of-port", str(self.of_port)]
         argv += ["--rest-port", str(self.rest_port), "--module-path", self.module_path]
+        argv += ["--store", self.store]
         if self.agent_dead_after is not None:
             argv += ["--agent-dead-after", str(self.agent_dead_after)]
         for app in self.apps:
@@ -112,6 +119,10 @@ class ControllerProcess:
         within `timeout` seconds; it is stopped then.
         """
         self.logfile.parent.mkdir(parents=True, exist_ok=True)
+        if self._stale_store:
+            for suffix in ("", "-wal", "-shm"):
+                Path(self.store + suffix).unlink(missing_ok=True)
+            self._stale_store = False
         with open(self.logfile, "ab") as log:
             self.proc = subprocess.Popen(
                 self.argv(),
