@@ -64,8 +64,8 @@ class ControllerProcess:
     and `rest_port` None take free ports; give them to run on known ones (6653 and
     8080 are `netserv controller`'s defaults). `store` is the controller's session
     store (`--store`); None gives it one of its own beside the log file (`.sqlite`),
-    emptied when it is first started: a restart of this object (`stop`, `start`)
-    takes its sessions back, a new ControllerProcess starts with none.
+    emptied when it is first started and removed when the context ends: a restart of
+    this object (`stop`, `start`) takes its sessions back, a new one starts with none.
     """
 
     def __init__(
@@ -88,7 +88,8 @@ class ControllerProcess:
         self.agent_dead_after = agent_dead_after
         self.apps = tuple(apps)
         self.store = str(store) if store is not None else str(self.logfile.with_suffix(".sqlite"))
-        self._stale_store = store is None  # its own: left by an earlier controller, if any
+        self._own_store = store is None
+        self._started = False
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -119,10 +120,9 @@ class ControllerProcess:
         within `timeout` seconds; it is stopped then.
         """
         self.logfile.parent.mkdir(parents=True, exist_ok=True)
-        if self._stale_store:
-            for suffix in ("", "-wal", "-shm"):
-                Path(self.store + suffix).unlink(missing_ok=True)
-            self._stale_store = False
+        if self._own_store and not self._started:  # left by an earlier controller, if any
+            self._remove_store()
+        self._started = True
         with open(self.logfile, "ab") as log:
             self.proc = subprocess.Popen(
                 self.argv(),
@@ -159,6 +159,12 @@ class ControllerProcess:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+        if self._own_store:
+            self._remove_store()
+
+    def _remove_store(self) -> None:
+        for suffix in ("", "-wal", "-shm"):
+            Path(self.store + suffix).unlink(missing_ok=True)
 
 
 def wait_ready(

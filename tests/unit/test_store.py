@@ -177,3 +177,29 @@ def test_a_controller_process_has_a_store_of_its_own_that_its_restarts_share(tmp
     assert argv[argv.index("--store") + 1] == str(tmp_path / "c.sqlite")
     given = ControllerProcess(tmp_path / "d.log", module_path=[], store=MEMORY).argv()
     assert given[given.index("--store") + 1] == MEMORY
+
+
+def test_a_controller_process_empties_its_own_store_first_and_removes_it_last(
+    tmp_path, monkeypatch
+):
+    ctl = ControllerProcess(tmp_path / "c.log", module_path=[])
+    monkeypatch.setattr(ctl, "argv", lambda: [sys.executable, "-c", "pass"])  # exits at once
+    store = tmp_path / "c.sqlite"
+    store.write_text("left by an earlier controller")
+    with pytest.raises(RuntimeError, match="exited"):
+        ctl.start()
+    assert not store.exists()
+    store.write_text("made by this controller")
+    with pytest.raises(RuntimeError, match="exited"):
+        ctl.start()  # a restart: its sessions are kept
+    assert store.exists()
+    ctl.__exit__(None, None, None)
+    assert not store.exists()
+    given = tmp_path / "given.sqlite"
+    given.write_text("the caller's")
+    other = ControllerProcess(tmp_path / "d.log", module_path=[], store=given)
+    monkeypatch.setattr(other, "argv", lambda: [sys.executable, "-c", "pass"])
+    with pytest.raises(RuntimeError, match="exited"):
+        other.start()
+    other.__exit__(None, None, None)
+    assert given.read_text() == "the caller's"
