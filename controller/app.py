@@ -30,12 +30,14 @@ from controller.ofbuild import build, flow_stats, port_stats
 from controller.rest import INSTANCE, RestApi
 from controller.service import AGENT_DEAD_AFTER, NetServService
 from controller.store import SessionStore, StoreError, default_path
+from controller.topology import PROBE_INTERVAL
 from nodes.bundle import Catalog, module_path
 
 log = logging.getLogger("netserv.controller")
 BARRIER_TIMEOUT = 5.0
 STATS_TIMEOUT = 5.0
 TICK = 1.0
+DISCOVERY_COOKIE = tables.cookie(tables.KIND_DISCOVERY)
 
 
 def _tune_logging(verbose: bool) -> None:
@@ -162,6 +164,7 @@ class NetServApp(app_manager.RyuApp):
         )
         kwargs["wsgi"].register(RestApi, {INSTANCE: self.service})
         self._ticker = hub.spawn(self._tick_loop)
+        self._prober = hub.spawn(self._probe_loop)
         log.info(
             "NetServ controller up: REST http://%s:%d/netserv/, OpenFlow %s:%d, modules from %s",
             conf.wsapi_host,
@@ -189,6 +192,23 @@ class NetServApp(app_manager.RyuApp):
                 self.service.tick()
             except Exception:  # keep expiring: one bad session must not stop the others
                 log.exception("housekeeping failed")
+
+    def _probe_loop(self) -> None:
+        while True:
+            try:
+                now = self.service.clock()
+                self.service.network.expire_links(now)
+                self._send_probes(self.service.network.probes(now))
+            except Exception:  # keep probing: links must keep being confirmed
+                log.exception("link discovery failed")
+            hub.sleep(PROBE_INTERVAL)
+
+    def _send_probes(self, probes: dict[int, list[Message]]) -> None:
+        for dpid, msgs in probes.items():
+            try:
+                self._send(dpid, msgs)
+            except Unavailable:  # gone meanwhile: its links go when it is seen gone
+                pass
 
     def _send(self, dpid: int, msgs: list[Message]) -> None:
         if msgs:
@@ -232,6 +252,8 @@ class NetServApp(app_manager.RyuApp):
         self._send(dpid, self.service.ports_replaced(dpid, ports))
         if self.service.sync_due(dpid):  # the agent's port is known now
             hub.spawn(self._sync, dpid)
+        # Every switch probes now, so both directions of the new switch's links are known.
+        self._send_probes(self.service.network.probes(self.service.clock()))
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def port_status(self, ev: Any) -> None:
@@ -251,9 +273,12 @@ class NetServApp(app_manager.RyuApp):
         data = bytes(msg.data)
         if len(data) < 14:
             return
-        dpid = msg.datapath.id
+        dpid, in_port, now = msg.datapath.id, msg.match["in_port"], self.service.clock()
+        if msg.cookie == DISCOVERY_COOKIE:
+            self.service.network.probe_in(dpid, in_port, data, now)
+            return
         msgs = self.service.network.packet_in(
-            dpid, msg.table_id, msg.match["in_port"], _mac(data[6:12]), _mac(data[0:6]), data
+            dpid, msg.table_id, in_port, _mac(data[6:12]), _mac(data[0:6]), data, now
         )
         self._send(dpid, msgs)
 

@@ -66,7 +66,9 @@ class FlowDelete:
 
 @dataclass(frozen=True)
 class PacketOut:
-    in_port: int
+    """A frame the controller sends out; `in_port` None when no port received it."""
+
+    in_port: int | None
     actions: tuple[Action, ...]
     data: bytes = field(repr=False, default=b"")
 

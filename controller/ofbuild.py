@@ -89,7 +89,7 @@ def build(dp: Any, msg: Message | StatsRequest) -> Any:
         return parser.OFPPacketOut(
             dp,
             buffer_id=ofp.OFP_NO_BUFFER,
-            in_port=msg.in_port,
+            in_port=ofp.OFPP_CONTROLLER if msg.in_port is None else msg.in_port,
             actions=_actions(dp, msg.actions),
             data=msg.data,
         )

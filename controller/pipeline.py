@@ -1,6 +1,7 @@
 """Flow rules of the NetServ pipeline, as pure functions returning message descriptions.
 
-table 0 (classify): frames back from an agent → forward (they never teach MACs);
+table 0 (classify): link probes (LLDP) → the controller;
+                    frames back from an agent → forward (they never teach MACs);
                     a session's flow → push its tag, out to the agent's port;
                     everything else → learn.
 table 1 (learn):    known (in_port, eth_src) → forward; a miss is copied to the
@@ -12,9 +13,10 @@ Once a host has been seen, its traffic never leaves the datapath.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from controller import tables as t
+from controller.discovery import ETH_TYPE_LLDP
 from controller.messages import (
     Barrier,
     FlowAdd,
@@ -54,8 +56,8 @@ def rearm_margin(cap: int) -> float:
 
 
 def base_flows(agent_port: int | None) -> list[FlowAdd]:
-    """Return the flows every NetServ switch holds: each table's miss, and the agent
-    return once the node's agent port is known."""
+    """Return the flows every NetServ switch holds: each table's miss, the link-probe
+    punt, and the agent return once the node's agent port is known."""
     flows = [
         FlowAdd(t.CLASSIFY, t.CLASSIFY_MISS.low, (), goto=t.LEARN, cookie=t.cookie(t.KIND_BASE)),
         FlowAdd(
@@ -73,6 +75,7 @@ def base_flows(agent_port: int | None) -> list[FlowAdd]:
             actions=(ToController(),),
             cookie=t.cookie(t.KIND_BASE),
         ),
+        discovery_punt(),
     ]
     return flows + (agent_return(agent_port) if agent_port is not None else [])
 
@@ -92,17 +95,42 @@ def reinstall(expected: list[FlowAdd]) -> list[Message]:
     ]
 
 
-def reconcile(expected: Iterable[FlowAdd], present: Iterable[FlowStats]) -> list[Message]:
+def discovery_punt() -> FlowAdd:
+    """Return the flow that sends every link probe (LLDP) to the controller, and only there."""
+    return FlowAdd(
+        t.CLASSIFY,
+        t.DISCOVERY.low,
+        as_match({"eth_type": ETH_TYPE_LLDP}),
+        actions=(ToController(),),
+        cookie=t.cookie(t.KIND_DISCOVERY),
+    )
+
+
+def probe_out(port: int, frame: bytes) -> PacketOut:
+    """Return the packet-out that sends a link probe out of `port`."""
+    return PacketOut(in_port=None, actions=(Output(port),), data=frame)
+
+
+def reconcile(
+    expected: Iterable[FlowAdd],
+    present: Iterable[FlowStats],
+    known_hosts: Mapping[str, int] | None = None,
+) -> list[Message]:
     """Return the messages that turn a switch's NetServ flows `present` into `expected`.
 
     A present flow equal to an expected one (table, priority, match, cookie, actions,
     goto; not its timer) is left alone, so its counters and timer run on and not a
-    frame misses it. Learned-MAC flows are kept whatever they say: a host is learned
-    again when its entry times out or it moves. Anything else of NetServ's is wrong or
-    unknown and goes: a session's flows by their exact cookie (the expected ones it
-    owns are added again), a base flow by a strict delete (its cookie is shared),
-    unless an expected flow takes its place, which adding that one does. Deletes come
-    first, then the missing flows, then one barrier; nothing when nothing differs.
+    frame misses it. Of the learned-MAC flows, those that forward (to a learned
+    destination) are kept, so learned hosts stay reachable in the datapath; one that
+    marks a source as learned is kept if the controller knows that host at that port
+    (`known_hosts`: MAC → port), else it goes, so the host's next frame is copied to
+    the controller, which learns again where it is (a controller that restarted knows
+    no host), while the frame goes on in the datapath. Anything else of
+    NetServ's is wrong or unknown and goes: a session's flows by their exact cookie
+    (the expected ones it owns are added again), a base flow by a strict delete (its
+    cookie is shared), unless an expected flow takes its place, which adding that one
+    does. Deletes come first, then the missing flows, then one barrier; nothing when
+    nothing differs.
     """
     want = {_key(f): f for f in expected}
     kept: set[tuple[int, int, frozenset[tuple[str, object]]]] = set()
@@ -113,6 +141,8 @@ def reconcile(expected: Iterable[FlowAdd], present: Iterable[FlowStats]) -> list
             continue  # another application's
         kind = (flow.cookie & t.KIND_MASK) >> t.KIND_SHIFT
         if kind == t.KIND_LEARNED:
+            if flow.table == t.LEARN and not _known(flow, known_hosts or {}):
+                strict.append(_strict_delete(flow))
             continue
         key = _key(flow)
         same = want.get(key)
@@ -121,12 +151,21 @@ def reconcile(expected: Iterable[FlowAdd], present: Iterable[FlowStats]) -> list
         elif kind == t.KIND_SESSION:
             doomed.add(flow.cookie)
         elif same is None:
-            strict.append(
-                FlowDelete(flow.cookie, t.COOKIE_ALL, flow.table, flow.match, flow.priority)
-            )
+            strict.append(_strict_delete(flow))
     deletes: list[Message] = [FlowDelete(c, t.COOKIE_ALL) for c in sorted(doomed)] + strict
     adds: list[Message] = [f for k, f in want.items() if k not in kept or f.cookie in doomed]
     return deletes + adds + [Barrier()] if deletes or adds else []
+
+
+def _strict_delete(flow: FlowStats) -> FlowDelete:
+    return FlowDelete(flow.cookie, t.COOKIE_ALL, flow.table, flow.match, flow.priority)
+
+
+def _known(flow: FlowStats, hosts: Mapping[str, int]) -> bool:
+    """Return True when a learned-source flow names a host where the controller has it."""
+    fields = dict(flow.match)
+    mac = fields.get("eth_src")
+    return isinstance(mac, str) and hosts.get(mac.lower()) == fields.get("in_port")
 
 
 def _key(flow: FlowAdd | FlowStats) -> tuple[int, int, frozenset[tuple[str, object]]]:
@@ -224,12 +263,25 @@ def learn(
 
     Frames that come back from an agent never teach where a host lives: the agent is
     not a host, and learning there would detour every later frame through it. A host
-    that moves is learned again (the new flows replace the old ones).
+    that moves is learned again: its flows for the port it left are deleted first, or
+    a move back to that port would be neither seen nor forwarded to until they idle out.
     """
     if in_port in set(agent_ports) or is_multicast(eth_src):
         return []
+    before = macs.get(eth_src)
     macs[eth_src] = in_port
-    return [
+    moved: list[Message] = []
+    if before is not None and before != in_port:
+        moved += (
+            FlowDelete(
+                cookie=t.cookie(t.KIND_LEARNED),
+                cookie_mask=t.COOKIE_ALL,
+                table=t.LEARN,
+                match=as_match({"eth_src": eth_src}),
+            ),
+            Barrier(),  # the delete must not reach the flow added next
+        )
+    return moved + [
         FlowAdd(
             t.LEARN,
             t.LEARNED_SRC.low,

@@ -16,6 +16,9 @@ session and is a 404, as is every path with a percent-escape or not spelled as r
 | DELETE | /netserv/sessions/{id}             | teardown; the ended session, final counters   |
 | POST   | /netserv/sessions/{id}/refresh     | {lifetime}: extend the soft state             |
 | GET    | /netserv/sessions/{id}/stats       | the session with its modules' counters        |
+| GET    | /netserv/topology                  | switches, links, hosts and where they are     |
+| GET    | /netserv/topology/path?src=&dst=   | the switches a flow from src to dst crosses,  |
+|        |                                    | in order, and the NetServ nodes among them    |
 
 Create body: {"match": {OXM fields}, "module": name, "params": {..}, "lifetime": s,
 "node": dpid} or, for a chain, "modules": [name | {"name", "params"}, ..] instead of
@@ -273,3 +276,24 @@ class RestApi(ControllerBase):
     @_api()
     def session_stats(self, req: Any, sid: str, **_: Any) -> object:
         return self.service.stats(_session_id(sid))
+
+    @route("netserv", "/netserv/topology", methods=["GET"])
+    @_api()
+    def show_topology(self, req: Any, **_: Any) -> object:
+        return self.service.network.topology_json(self.service.clock())
+
+    @route("netserv", "/netserv/topology/path", methods=["GET"])
+    @_api()
+    def show_path(self, req: Any, **_: Any) -> object:
+        src, dst = _path_query(req.GET)
+        return self.service.network.path_json(src, dst)
+
+
+def _path_query(query: Any) -> tuple[str, str]:
+    """Return the (src, dst) a path query names; raise InvalidRequest unless exactly those."""
+    names = list(query.keys())
+    if sorted(names) != ["dst", "src"]:
+        raise InvalidRequest(
+            f"a path query takes src and dst, each once (IPv4 addresses), not {names}"
+        )
+    return query["src"], query["dst"]

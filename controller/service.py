@@ -434,7 +434,12 @@ class NetServService:
             busy = {
                 s.cookie for s in self.sessions.all() if s.state in (State.INSTALLING, State.ENDING)
             }
-            msgs = pipeline.reconcile(expected, [f for f in present if f.cookie not in busy])
+            switch = self.network.switches.get(dpid)
+            msgs = pipeline.reconcile(
+                expected,
+                [f for f in present if f.cookie not in busy],
+                switch.macs if switch is not None else {},
+            )
         adds = sum(isinstance(m, FlowAdd) for m in msgs)
         log.info(
             "switch %016x reconciled: %d flows kept, %d deleted, %d added",

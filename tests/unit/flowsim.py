@@ -73,12 +73,18 @@ class SimSwitch:
                 self.packets.setdefault(key, 0)
                 self.added.append(msg)
             elif isinstance(msg, FlowDelete):
+                # As OFPFC_DELETE: every flow whose match has the delete's fields; with a
+                # priority as OFPFC_DELETE_STRICT: the flow with exactly that priority and match.
                 gone = [
                     f
                     for f in self.flows
                     if (f.cookie & msg.cookie_mask) == (msg.cookie & msg.cookie_mask)
                     and (msg.table is None or f.table == msg.table)
-                    and (msg.priority is None or (f.priority, f.match) == (msg.priority, msg.match))
+                    and (
+                        set(msg.match) <= set(f.match)
+                        if msg.priority is None
+                        else (f.priority, f.match) == (msg.priority, msg.match)
+                    )
                 ]
                 self._drop(gone)
                 self.deleted += gone

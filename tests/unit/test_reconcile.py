@@ -54,9 +54,12 @@ def expected(*sessions: Session, port: int = AGENT) -> list[FlowAdd]:
     return base_flows(port) + [session_detour(s, port, 100) for s in sessions]
 
 
-def sync(sim: SimSwitch, want: list[FlowAdd]) -> list:
+KNOWN = {H1: 1, H2: 2}  # the hosts the controller has learned, at their ports
+
+
+def sync(sim: SimSwitch, want: list[FlowAdd], known: dict[str, int] = KNOWN) -> list:
     """Reconcile `sim` with `want` as the controller does; return the messages sent."""
-    msgs = reconcile(want, sim.answer(present_request()))
+    msgs = reconcile(want, sim.answer(present_request()), known)
     sim.apply(msgs)
     return msgs
 
@@ -127,12 +130,26 @@ def test_a_base_flow_with_the_wrong_actions_is_overwritten_without_a_delete(sim)
     assert msgs == [miss, Barrier()] and sim.deleted == []
 
 
-def test_learned_flows_and_other_apps_flows_are_kept(sim):
+def test_learned_flows_the_controller_knows_and_other_apps_flows_are_kept(sim):
     learned = set(sim.with_cookie(tables.cookie(tables.KIND_LEARNED)))
     sync(sim, expected())  # no session any more
     assert set(sim.with_cookie(tables.cookie(tables.KIND_LEARNED))) == learned
     assert sim.with_cookie(0xABC) != []
-    assert sim.process(frame(9000)).outputs == [(2, None)]
+    result = sim.process(frame(9000))
+    assert result.outputs == [(2, None)] and result.to_controller == []
+
+
+def test_hosts_the_controller_does_not_know_are_learned_again_at_their_next_frame(sim):
+    msgs = sync(sim, expected(S1, S2), known={H2: 2})  # as after a restart that saw H2 only
+    assert [(m.table, dict(m.match)) for m in msgs if isinstance(m, FlowDelete)] == [
+        (tables.LEARN, {"in_port": 1, "eth_src": H1})
+    ]
+    h1 = sim.process(frame(9002))  # not detoured: learned again, forwarded meanwhile
+    assert h1.to_controller == [tables.LEARN] and h1.outputs == [(2, None)]
+    assert sync(sim, expected(S1, S2), known={}) != []  # a controller that knows no host
+    assert not [f for f in sim.flows if f.table == tables.LEARN and f.priority > 0]
+    assert sim.process(frame(9000)).outputs == [(AGENT, S1.tag)]  # detours untouched
+    assert sim.packets_of(S1.cookie) == 4
 
 
 def test_deletes_come_before_adds_and_one_barrier_ends_the_batch(sim):
