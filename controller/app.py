@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
 from typing import Any
@@ -24,9 +25,10 @@ from ryu.ofproto.ofproto_common import OFP_TCP_PORT
 
 from controller import pipeline, tables
 from controller.agent_client import AgentClient
-from controller.errors import NetServError, PartFailed, Unavailable
+from controller.errors import NetServError, PartFailed, PolicyError, Unavailable
 from controller.messages import Barrier, Message, Stats, StatsRequest
 from controller.ofbuild import build, flow_stats, port_stats
+from controller.policy import OPERATOR_ONLY, load_policy
 from controller.rest import INSTANCE, RestApi
 from controller.service import AGENT_DEAD_AFTER, NetServService
 from controller.store import SessionStore, StoreError, default_path
@@ -151,6 +153,8 @@ class NetServApp(app_manager.RyuApp):
             self.store = SessionStore(store_path)
         except StoreError as exc:  # entry.py checks first; this is for ryu-manager alone
             raise SystemExit(f"netserv controller: {exc}") from None
+        policy_file = getattr(conf, "netserv_policy", None)
+        policy = load_policy(policy_file) if policy_file else OPERATOR_ONLY
         self.switches = RyuSwitches()
         self.service = NetServService(
             Catalog(folders),
@@ -160,9 +164,13 @@ class NetServApp(app_manager.RyuApp):
             threading.Lock(),
             dead_after,
             cap,
-            self.store,
+            policy,
+            store=self.store,
         )
         kwargs["wsgi"].register(RestApi, {INSTANCE: self.service})
+        self._reload_wanted = False
+        if policy.configured:
+            signal.signal(signal.SIGHUP, self._want_reload)
         self._ticker = hub.spawn(self._tick_loop)
         self._prober = hub.spawn(self._probe_loop)
         log.info(
@@ -173,6 +181,8 @@ class NetServApp(app_manager.RyuApp):
             conf.ofp_tcp_listen_port,
             os.pathsep.join(str(f) for f in folders),
         )
+        if policy.configured:
+            log.info("requester policy from %s (SIGHUP reads it again)", policy.source)
         if cap != tables.HARD_TIMEOUT_CAP:
             log.info("detours' hard timeouts capped at %d s (%s)", cap, tables.HARD_TIMEOUT_CAP_ENV)
         log.info(
@@ -185,9 +195,25 @@ class NetServApp(app_manager.RyuApp):
     def close(self) -> None:
         self.store.close()
 
+    def _want_reload(self, signum: int, frame: object) -> None:
+        self._reload_wanted = True  # read in the tick loop: no file I/O in a signal handler
+
+    def _reload_policy(self) -> None:
+        """Read the policy file again; a bad file is logged and the old policy stays."""
+        self._reload_wanted = False
+        source = self.service.policy.source
+        try:
+            self.service.policy = load_policy(source)
+        except PolicyError as exc:
+            log.error("%s; the policy in use stays", exc)
+        else:
+            log.info("policy reloaded from %s", source)
+
     def _tick_loop(self) -> None:
         while True:
             hub.sleep(TICK)
+            if self._reload_wanted:
+                self._reload_policy()
             try:
                 self.service.tick()
             except Exception:  # keep expiring: one bad session must not stop the others

@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from http import HTTPStatus
 from pathlib import Path
 
+from controller.errors import PolicyError
+from controller.policy import load_policy
 from controller.service import AGENT_DEAD_AFTER
 from controller.store import SessionStore, StoreError, default_path
 from nodes.bundle import MODULE_PATH_HELP, BundleError, module_path
@@ -73,6 +75,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "OpenFlow port; one controller per file)",
     )
     p.add_argument(
+        "--policy",
+        metavar="FILE",
+        help="the requester policy (TOML, docs/policy.md): who may ask for which flows and"
+        " modules, with which keys and REST tokens, and how many sessions; read again on"
+        " SIGHUP. Without it every REST caller is the operator and may do anything",
+    )
+    p.add_argument(
         "--app",
         action="append",
         default=[],
@@ -94,6 +103,13 @@ def run(args: argparse.Namespace, verbose: bool = False) -> int:
     except StoreError as exc:
         print(f"netserv controller: {exc}", file=sys.stderr)
         return 1
+    policy = None
+    if args.policy is not None:
+        try:  # a bad file stops the controller here, with one message, before Ryu starts
+            policy = load_policy(args.policy).source
+        except PolicyError as exc:
+            print(f"netserv controller: {exc}", file=sys.stderr)
+            return 1
     return run_controller(
         args.of_host,
         args.of_port,
@@ -103,7 +119,8 @@ def run(args: argparse.Namespace, verbose: bool = False) -> int:
         args.agent_dead_after,
         verbose,
         tuple(args.app),
-        store,
+        store=store,
+        policy=policy,
     )
 
 
@@ -168,6 +185,7 @@ def run_controller(
     verbose: bool = False,
     extra_apps: tuple[str, ...] = (),
     store: str | None = None,
+    policy: Path | None = None,
 ) -> int:
     """Run ryu-manager with the NetServ app in this process until it is stopped.
 
@@ -188,6 +206,9 @@ def run_controller(
                 help="seconds of agent silence before its sessions are removed",
             ),
             cfg.StrOpt("netserv-store", default=store, help="the controller's session store"),
+            cfg.StrOpt(
+                "netserv-policy", default="", help="the requester policy file (TOML); none: open"
+            ),
         ]
     )
     from ryu.cmd import manager  # patches the standard library for eventlet
@@ -209,6 +230,8 @@ def run_controller(
         str(agent_dead_after),
         "--netserv-store",
         store or str(default_path(of_port)),
+        "--netserv-policy",
+        str(policy or ""),
         *(["--verbose"] if verbose else []),
         "controller.app",
         *extra_apps,

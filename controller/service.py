@@ -37,10 +37,24 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from controller import framepath, pipeline
-from controller.errors import Conflict, InvalidRequest, NetServError, NotFound, Unavailable
+from controller.errors import (
+    Conflict,
+    InvalidRequest,
+    NetServError,
+    NotFound,
+    Rejections,
+    Unavailable,
+)
 from controller.messages import FlowAdd, FlowDelete, FlowStats, Message, Stats, StatsRequest
 from controller.network import Agent, Network, refusal
-from controller.requests import format_dpid, parse_dpid, parse_refresh, parse_session_request
+from controller.policy import OPERATOR, OPERATOR_ONLY, Policy
+from controller.requests import (
+    SessionRequest,
+    format_dpid,
+    parse_dpid,
+    parse_refresh,
+    parse_session_request,
+)
 from controller.sessions import LIVE, Session, SessionTable, State
 from controller.store import SessionStore, StoreError
 from controller.tables import HARD_TIMEOUT_CAP
@@ -77,6 +91,7 @@ class NetServService:
         lock: AbstractContextManager[Any] | None = None,
         agent_dead_after: float = AGENT_DEAD_AFTER,
         hard_timeout_cap: int = HARD_TIMEOUT_CAP,
+        policy: Policy = OPERATOR_ONLY,
         store: SessionStore | None = None,
     ) -> None:
         self.catalog = catalog
@@ -87,6 +102,8 @@ class NetServService:
         self.lock = lock if lock is not None else contextlib.nullcontext()
         self.agent_dead_after = agent_dead_after
         self.hard_timeout_cap = hard_timeout_cap
+        self.policy = policy  # replaced whole when the operator reloads the file
+        self.rejections = Rejections()  # counted by the transports, shown to the operator
         self.store = store
         first_id = store.next_id if store is not None else 1
         self.sessions = SessionTable(first_id, on_change=self._persist)
@@ -96,16 +113,19 @@ class NetServService:
             self._restore(store)
 
     # --- sessions ------------------------------------------------------------------
-    def create(self, body: object) -> Session:
-        """Create a session from a request body; return it active, or raise and change nothing.
+    def create(self, body: object, requester: str = OPERATOR) -> Session:
+        """Create a session of `requester` from a request body; return it active, or
+        raise and change nothing.
 
-        A failure after the reservation, whatever its type, undoes everything done so far
-        and is raised again.
+        The policy is asked before anything is reserved (Unauthenticated, Forbidden,
+        QuotaExceeded). A failure after the reservation, whatever its type, undoes
+        everything done so far and is raised again.
         """
         request = parse_session_request(body, self.catalog)
         with self.lock:
+            self.policy.authorize(requester, request, self.sessions.all())
             node = self.network.place(request)
-            session = self.sessions.reserve(request, node, self.clock())
+            session = self.sessions.reserve(request, node, self.clock(), requester)
             agent, port = self.network.agents[node], self.network.agent_port(node)
         try:
             self.agents.attach(agent, session)
@@ -146,12 +166,16 @@ class NetServService:
             pipeline.session_remove(session),
         )
 
-    def teardown(self, session_id: int, reason: str = "teardown") -> dict[str, Any]:
+    def teardown(
+        self, session_id: int, reason: str = "teardown", requester: str = OPERATOR
+    ) -> dict[str, Any]:
         """End a session; return its last JSON view with the chain's final counters.
 
-        Raise NotFound, or Conflict when it is still being installed or already ending.
+        Raise NotFound, NotOwner when it is not `requester`'s, or Conflict when it is
+        still being installed or already ending.
         """
         with self.lock:
+            self.policy.check_owner(requester, self.sessions.get(session_id))
             session = self.sessions.move(session_id, State.ENDING)
             agent = self.network.agents.get(session.node)
         stats = None
@@ -168,16 +192,21 @@ class NetServService:
         log.info("session %d ended (%s)", session_id, reason)
         return view
 
-    def refresh(self, session_id: int, body: object) -> Session:
+    def refresh(self, session_id: int, body: object, requester: str = OPERATOR) -> Session:
         """Give a session a new lifetime from now (soft state); return it.
 
-        Everything is checked before anything changes. When the agent or the switch
-        fails, what was pushed is put back, the session stays as it was (lifetime,
-        expiry, active) and the error is raised again.
+        Everything is checked before anything changes, the policy too, as for a new
+        session (a reloaded policy may have taken a right away). When the agent or the
+        switch fails, what was pushed is put back, the session stays as it was
+        (lifetime, expiry, active) and the error is raised again.
         """
         with self.lock:
             old = self.sessions.get(session_id)
+            self.policy.check_owner(requester, old)
             lifetime = parse_refresh(body, default=old.lifetime)
+            others = [s for s in self.sessions.all() if s.id != session_id]
+            again = SessionRequest(old.match, old.modules, lifetime, old.node)
+            self.policy.authorize(requester, again, others)
             agent = self.network.agents.get(old.node)
             if agent is None:
                 raise Unavailable(f"node {format_dpid(old.node)} has no agent")

@@ -77,6 +77,7 @@ class Session:
     expires: float
     state: State = State.INSTALLING
     armed_until: float = 0.0  # when the switch's hard timeout on its detour runs out
+    requester: str = "operator"  # who asked for it (controller/policy.py)
 
     @property
     def cookie(self) -> int:
@@ -99,6 +100,7 @@ class Session:
             "lifetime": self.lifetime,
             "expires_in": round(max(0.0, self.expires - now), 3),
             "tag": self.tag,
+            "requester": self.requester,
         }
 
 
@@ -136,8 +138,11 @@ class SessionTable:
         """Return the sessions placed on node `dpid`, oldest first."""
         return [s for s in self.all() if s.node == dpid]
 
-    def reserve(self, request: SessionRequest, node: int, now: float) -> Session:
-        """Hold an id, a tag and the flow space for a new session; raise Conflict/Unavailable."""
+    def reserve(
+        self, request: SessionRequest, node: int, now: float, requester: str = "operator"
+    ) -> Session:
+        """Hold an id, a tag and the flow space for a new session of `requester`; return
+        it (INSTALLING). Raise Conflict/Unavailable."""
         probe = Session(0, node, 0, request.match, request.modules, request.lifetime, now, now)
         for other in self.on_node(node):
             if other.priority == probe.priority and overlaps(other.match, request.match):
@@ -148,7 +153,11 @@ class SessionTable:
         if self._next_id > SESSION_ID_MAX:
             raise Unavailable("session ids are exhausted")
         session = replace(
-            probe, id=self._next_id, tag=self._free_tag(node), expires=now + request.lifetime
+            probe,
+            id=self._next_id,
+            tag=self._free_tag(node),
+            expires=now + request.lifetime,
+            requester=requester,
         )
         self._next_id += 1
         self._sessions[session.id] = session

@@ -60,7 +60,8 @@ _SCHEMA = (
         created REAL NOT NULL,        -- wall-clock (Unix) times
         expires REAL NOT NULL,
         armed_until REAL NOT NULL,
-        state TEXT NOT NULL)""",
+        state TEXT NOT NULL,
+        requester TEXT NOT NULL)""",
     """CREATE TABLE agents (
         dpid TEXT PRIMARY KEY,
         switch_port TEXT NOT NULL,
@@ -152,9 +153,10 @@ class SessionStore:
             self._to_wall(session.expires),
             self._to_wall(session.armed_until),
             session.state.value,
+            session.requester,
         )
         self._write(
-            ("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row),
+            ("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row),
             ("UPDATE meta SET value = max(value, ?) WHERE key = 'next_id'", (session.id + 1,)),
         )
 
@@ -179,7 +181,7 @@ class SessionStore:
         return sessions
 
     def _session(self, row: tuple) -> Session:
-        sid, node, tag, match, modules, lifetime, created, expires, armed, state = row
+        sid, node, tag, match, modules, lifetime, created, expires, armed, state, requester = row
         fields = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in json.loads(match))
         specs = tuple(
             ModuleSpec(m["name"], tuple((k, v) for k, v in m["params"]))
@@ -196,6 +198,7 @@ class SessionStore:
             expires=self._from_wall(expires),
             state=State(state),
             armed_until=self._from_wall(armed),
+            requester=requester,
         )
 
     @property

@@ -68,8 +68,8 @@ class NodeAgent:
         self, config: AgentConfig, catalog: Catalog, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.config = config
-        self.host = ModuleHost(catalog, config.dpid)
-        self.dispatcher = Dispatcher()
+        self.host = ModuleHost(catalog, config.dpid, clock)
+        self.dispatcher = Dispatcher(clock)
         self.clock = clock
         self.boot_id = uuid.uuid4().hex
         self.url = ""  # set once the control API listens
@@ -217,13 +217,13 @@ class NodeAgent:
         counters, dispatcher = self.io_counters, self.dispatcher
         while not self.stopping.is_set():
             batch = io.recv_batch()
-            if not batch:
+            if not batch and not dispatcher.timers_due():
                 continue
             with self._batch_end:
                 self._in_batch = True
             try:
                 out = dispatcher.run_batch(batch)
-                sent = io.send_batch([frame for frame, _chain in out]) if out else 0
+                sent = io.send_batch(out.frames) if out else 0
                 dispatcher.count_sent(out, sent)
             finally:
                 with self._batch_end:
@@ -231,7 +231,7 @@ class NodeAgent:
                     self._batches += 1
                     self._batch_end.notify_all()
             counters["received"] += len(batch)
-            counters["dropped"] += len(batch) - len(out)
+            counters["dropped"] += len(batch) - out.forwarded
             counters["sent"] += sent
             counters["send_failed"] += len(out) - sent
 

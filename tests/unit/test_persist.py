@@ -78,13 +78,22 @@ def test_a_store_written_by_one_service_is_read_by_another(first, services):
     made = service.create(body)
     again, clock = restart(first, services, downtime=30)
     (back,) = again.sessions.all()
-    assert (back.id, back.node, back.tag, back.match, back.modules, back.lifetime) == (
+    assert (
+        back.id,
+        back.node,
+        back.tag,
+        back.match,
+        back.modules,
+        back.lifetime,
+        back.requester,
+    ) == (
         made.id,
         made.node,
         made.tag,
         made.match,
         made.modules,
         made.lifetime,
+        made.requester,
     )
     assert back.state is State.ACTIVE
     assert back.expires - clock() == pytest.approx(300 - 30)

@@ -38,6 +38,7 @@ def session(sid: int = 7, state: State = State.ACTIVE) -> Session:
         expires=87390.5,
         state=state,
         armed_until=4590.25,
+        requester="cdn-7",
     )
 
 
