@@ -29,6 +29,7 @@ from controller import keyfiles
 from controller.errors import PolicyError
 from controller.policy import load_policy
 from controller.service import AGENT_DEAD_AFTER
+from controller.store import SessionStore, StoreError, default_path
 from nodes.bundle import MODULE_PATH_HELP, BundleError, module_path
 
 
@@ -67,6 +68,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="seconds without a heartbeat before an agent's sessions are removed (%(default)s)",
     )
     p.add_argument(
+        "--store",
+        metavar="FILE",
+        help="SQLite file where the controller keeps its sessions, so that a restarted "
+        "controller takes them back without disturbing their flows; ':memory:' keeps "
+        "none (default: run/controller-OFPORT.sqlite in the repository, one per "
+        "OpenFlow port; one controller per file)",
+    )
+    p.add_argument(
         "--policy",
         metavar="FILE",
         help="the requester policy (TOML, docs/policy.md): who may ask for which flows and"
@@ -95,6 +104,12 @@ def run(args: argparse.Namespace, verbose: bool = False) -> int:
     except BundleError as exc:
         print(f"netserv controller: {exc}", file=sys.stderr)
         return 1
+    store = args.store or str(default_path(args.of_port))
+    try:  # refuse a store that cannot be used before Ryu starts, in one line
+        SessionStore(store).close()
+    except StoreError as exc:
+        print(f"netserv controller: {exc}", file=sys.stderr)
+        return 1
     policy = None
     if args.policy is not None:
         try:  # a bad file stops the controller here, with one message, before Ryu starts
@@ -117,8 +132,9 @@ def run(args: argparse.Namespace, verbose: bool = False) -> int:
         args.agent_dead_after,
         verbose,
         tuple(args.app),
-        policy,
-        secrets,
+        store=store,
+        policy=policy,
+        secrets=secrets,
     )
 
 
@@ -182,12 +198,14 @@ def run_controller(
     agent_dead_after: float = AGENT_DEAD_AFTER,
     verbose: bool = False,
     extra_apps: tuple[str, ...] = (),
+    store: str | None = None,
     policy: Path | None = None,
     secrets: Path | None = None,
 ) -> int:
     """Run ryu-manager with the NetServ app in this process until it is stopped.
 
     `secrets` is the secrets folder (None: `controller.keyfiles.secrets_dir()`).
+    `store` None keeps the sessions in the default store for `of_port`.
     """
     _eventlet_compat()
     from ryu import cfg
@@ -203,6 +221,7 @@ def run_controller(
                 default=agent_dead_after,
                 help="seconds of agent silence before its sessions are removed",
             ),
+            cfg.StrOpt("netserv-store", default=store, help="the controller's session store"),
             cfg.StrOpt(
                 "netserv-policy", default="", help="the requester policy file (TOML); none: open"
             ),
@@ -230,6 +249,8 @@ def run_controller(
         joined,
         "--netserv-agent-dead-after",
         str(agent_dead_after),
+        "--netserv-store",
+        store or str(default_path(of_port)),
         "--netserv-policy",
         str(policy or ""),
         "--netserv-secrets",

@@ -12,7 +12,8 @@ Once a host has been seen, its traffic never leaves the datapath.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import ipaddress
+from collections.abc import Iterable, Mapping
 
 from controller import tables as t
 from controller.discovery import ETH_TYPE_LLDP
@@ -20,6 +21,8 @@ from controller.messages import (
     Barrier,
     FlowAdd,
     FlowDelete,
+    FlowStats,
+    FlowStatsRequest,
     Message,
     Output,
     PacketOut,
@@ -52,10 +55,10 @@ def rearm_margin(cap: int) -> float:
     return min(float(t.REARM_MARGIN), cap / 2)
 
 
-def switch_reset() -> list[Message]:
-    """Return the messages that wipe NetServ's flows and install the base pipeline."""
-    return [
-        FlowDelete(cookie=t.COOKIE_PREFIX, cookie_mask=t.COOKIE_PREFIX_MASK),
+def base_flows(agent_port: int | None) -> list[FlowAdd]:
+    """Return the flows every NetServ switch holds: each table's miss, the link-probe
+    punt, and the agent return once the node's agent port is known."""
+    flows = [
         FlowAdd(t.CLASSIFY, t.CLASSIFY_MISS.low, (), goto=t.LEARN, cookie=t.cookie(t.KIND_BASE)),
         FlowAdd(
             t.LEARN,
@@ -73,6 +76,21 @@ def switch_reset() -> list[Message]:
             cookie=t.cookie(t.KIND_BASE),
         ),
         discovery_punt(),
+    ]
+    return flows + (agent_return(agent_port) if agent_port is not None else [])
+
+
+def present_request() -> FlowStatsRequest:
+    """Return the request for every NetServ flow a switch holds (by the cookie prefix)."""
+    return FlowStatsRequest(t.COOKIE_PREFIX, t.COOKIE_PREFIX_MASK)
+
+
+def reinstall(expected: list[FlowAdd]) -> list[Message]:
+    """Return the messages that wipe NetServ's flows and install `expected`: for a
+    switch whose flows could not be read, so nothing can be kept."""
+    return [
+        FlowDelete(cookie=t.COOKIE_PREFIX, cookie_mask=t.COOKIE_PREFIX_MASK),
+        *expected,
         Barrier(),
     ]
 
@@ -91,6 +109,100 @@ def discovery_punt() -> FlowAdd:
 def probe_out(port: int, frame: bytes) -> PacketOut:
     """Return the packet-out that sends a link probe out of `port`."""
     return PacketOut(in_port=None, actions=(Output(port),), data=frame)
+
+
+def reconcile(
+    expected: Iterable[FlowAdd],
+    present: Iterable[FlowStats],
+    known_hosts: Mapping[str, int] | None = None,
+) -> list[Message]:
+    """Return the messages that turn a switch's NetServ flows `present` into `expected`.
+
+    A present flow equal to an expected one (table, priority, match, cookie, actions,
+    goto; not its timer) is left alone, so its counters and timer run on and not a
+    frame misses it. Of the learned-MAC flows, those that forward (to a learned
+    destination) are kept, so learned hosts stay reachable in the datapath; one that
+    marks a source as learned is kept if the controller knows that host at that port
+    (`known_hosts`: MAC → port), else it goes, so the host's next frame is copied to
+    the controller, which learns again where it is (a controller that restarted knows
+    no host), while the frame goes on in the datapath. Anything else of
+    NetServ's is wrong or unknown and goes: a session's flows by their exact cookie
+    (the expected ones it owns are added again), a base flow by a strict delete (its
+    cookie is shared), unless an expected flow takes its place, which adding that one
+    does. Deletes come first, then the missing flows, then one barrier; nothing when
+    nothing differs.
+    """
+    want = {_key(f): f for f in expected}
+    kept: set[tuple[int, int, frozenset[tuple[str, object]]]] = set()
+    doomed: set[int] = set()  # session cookies whose flows are all deleted
+    strict: list[Message] = []
+    for flow in present:
+        if flow.cookie & t.COOKIE_PREFIX_MASK != t.COOKIE_PREFIX:
+            continue  # another application's
+        kind = (flow.cookie & t.KIND_MASK) >> t.KIND_SHIFT
+        if kind == t.KIND_LEARNED:
+            if flow.table == t.LEARN and not _known(flow, known_hosts or {}):
+                strict.append(_strict_delete(flow))
+            continue
+        key = _key(flow)
+        same = want.get(key)
+        if same is not None and _equal(same, flow):
+            kept.add(key)
+        elif kind == t.KIND_SESSION:
+            doomed.add(flow.cookie)
+        elif same is None:
+            strict.append(_strict_delete(flow))
+    deletes: list[Message] = [FlowDelete(c, t.COOKIE_ALL) for c in sorted(doomed)] + strict
+    adds: list[Message] = [f for k, f in want.items() if k not in kept or f.cookie in doomed]
+    return deletes + adds + [Barrier()] if deletes or adds else []
+
+
+def _strict_delete(flow: FlowStats) -> FlowDelete:
+    return FlowDelete(flow.cookie, t.COOKIE_ALL, flow.table, flow.match, flow.priority)
+
+
+def _known(flow: FlowStats, hosts: Mapping[str, int]) -> bool:
+    """Return True when a learned-source flow names a host where the controller has it."""
+    fields = dict(flow.match)
+    mac = fields.get("eth_src")
+    return isinstance(mac, str) and hosts.get(mac.lower()) == fields.get("in_port")
+
+
+def _key(flow: FlowAdd | FlowStats) -> tuple[int, int, frozenset[tuple[str, object]]]:
+    """Return what a switch tells flows apart by: table, priority and match."""
+    return flow.table, flow.priority, frozenset((k, _canon(v)) for k, v in flow.match)
+
+
+def _equal(expected: FlowAdd, present: FlowStats) -> bool:
+    return (expected.cookie, expected.actions, expected.goto) == (
+        present.cookie,
+        present.actions,
+        present.goto,
+    )
+
+
+def _canon(value: object) -> object:
+    """Return a match value as a switch may spell it back: addresses in one canonical
+    form, a mask of all ones dropped."""
+    if isinstance(value, tuple) and len(value) == 2:
+        addr, mask = _canon(value[0]), _canon(value[1])
+        return addr if _all_ones(mask) else (addr, mask)
+    if isinstance(value, str):
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            return value.lower()
+    return value
+
+
+def _all_ones(mask: object) -> bool:
+    if not isinstance(mask, str):
+        return False
+    try:
+        addr = ipaddress.ip_address(mask)
+    except ValueError:
+        return mask == "ff:ff:ff:ff:ff:ff"
+    return int(addr) == (1 << addr.max_prefixlen) - 1
 
 
 def agent_return(agent_port: int) -> list[Message]:

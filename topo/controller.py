@@ -67,6 +67,10 @@ class ControllerProcess:
     $NETSERV_SECRETS, else run/secrets; see `controller.keyfiles`): give the topology
     the same one. `token` is the operator's REST token, `client()` a client that
     sends it.
+    `store` is the controller's session store (`--store`); None gives it one of its own
+    beside the log file (`.sqlite`), emptied when it is first started and removed when
+    the context ends: a restart of this object (`stop`, `start`) takes its sessions
+    back, a new one starts with none.
     """
 
     def __init__(
@@ -78,6 +82,7 @@ class ControllerProcess:
         of_port: int | None = None,
         rest_port: int | None = None,
         secrets: str | os.PathLike[str] | None = None,
+        store: str | os.PathLike[str] | None = None,
     ) -> None:
         self.of_port = of_port if of_port is not None else free_port()
         self.rest_port = rest_port if rest_port is not None else free_port()
@@ -89,6 +94,9 @@ class ControllerProcess:
         self.agent_dead_after = agent_dead_after
         self.apps = tuple(apps)
         self.secrets = keyfiles.secrets_dir(secrets)
+        self.store = str(store) if store is not None else str(self.logfile.with_suffix(".sqlite"))
+        self._own_store = store is None
+        self._started = False
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -115,6 +123,7 @@ class ControllerProcess:
         argv = [sys.executable, "-m", "controller", "--of-port", str(self.of_port)]
         argv += ["--rest-port", str(self.rest_port), "--module-path", self.module_path]
         argv += ["--secrets", str(self.secrets)]
+        argv += ["--store", self.store]
         if self.agent_dead_after is not None:
             argv += ["--agent-dead-after", str(self.agent_dead_after)]
         for app in self.apps:
@@ -128,6 +137,9 @@ class ControllerProcess:
         within `timeout` seconds; it is stopped then.
         """
         self.logfile.parent.mkdir(parents=True, exist_ok=True)
+        if self._own_store and not self._started:  # left by an earlier controller, if any
+            self._remove_store()
+        self._started = True
         with open(self.logfile, "ab") as log:
             self.proc = subprocess.Popen(
                 self.argv(),
@@ -164,6 +176,12 @@ class ControllerProcess:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+        if self._own_store:
+            self._remove_store()
+
+    def _remove_store(self) -> None:
+        for suffix in ("", "-wal", "-shm"):
+            Path(self.store + suffix).unlink(missing_ok=True)
 
 
 def wait_ready(

@@ -7,7 +7,9 @@ import pytest
 
 from controller.auth import RestAuth, Signer, agent_key_id, controller_key_id
 from controller.errors import PartFailed, Unavailable
+from controller.pipeline import present_request
 from controller.service import NetServService
+from controller.store import MEMORY, SessionStore
 from nodes.agent import AgentConfig, AttachError, NodeAgent
 from nodes.bundle import Catalog
 from tests.unit.flowsim import SimSwitch
@@ -25,11 +27,17 @@ def node_signed(method: str, path: str, body: bytes, dpid: int = DPID, key: byte
 
 
 class Clock:
+    """A monotonic clock the test moves; `wall` is the time of day, moving with it."""
+
     def __init__(self) -> None:
         self.now = 1000.0
+        self.boot = 1_700_000_000.0  # the time of day when `now` was 0
 
     def __call__(self) -> float:
         return self.now
+
+    def wall(self) -> float:
+        return self.boot + self.now
 
 
 class SimSwitches:
@@ -45,7 +53,15 @@ class SimSwitches:
     def request(self, dpid, msg):
         if self.fail:
             raise self.fail
-        return self.sims[dpid].answer(msg)
+        return self.sims.setdefault(dpid, SimSwitch()).answer(msg)
+
+
+def connect(service, switches, dpid, ports) -> None:
+    """What the Ryu app does when a switch connects: ports, then read flows, reconcile."""
+    service.switch_connected(dpid)
+    switches.send(dpid, service.ports_replaced(dpid, ports))
+    assert service.sync_due(dpid)
+    switches.send(dpid, service.reconcile(dpid, switches.request(dpid, present_request())))
 
 
 class InProcessAgents:
@@ -112,9 +128,9 @@ def rest_auth() -> RestAuth:
 @pytest.fixture
 def world(services: Path):
     clock, switches, agents = Clock(), SimSwitches(), InProcessAgents()
-    service = NetServService(Catalog(services), switches, agents, clock)
-    switches.send(DPID, service.switch_connected(DPID))
-    switches.send(DPID, service.ports_changed(DPID, PORTS, set()))
+    store = SessionStore(MEMORY, clock, clock.wall)
+    service = NetServService(Catalog(services), switches, agents, clock, store=store)
+    connect(service, switches, DPID, PORTS)
     node_agent = NodeAgent(
         AgentConfig(DPID, "s1-na", "s1-ns", "http://c"), Catalog(services), clock
     )

@@ -4,7 +4,10 @@ Tests assert on forwarding ("this frame leaves port 2 with tag 5") rather than o
 text of flow rules. Like Open vSwitch it refuses timeouts that do not fit their 16-bit
 fields, counts frames per flow, keeps a flow's counters when an identical flow (same
 table, priority and match) is added again, and restarts its hard timeout then; with a
-clock, `expire` drops the flows whose hard timeout ran out.
+clock, `expire` drops the flows whose hard timeout ran out. A flow-stats request is
+answered with each flow as it was added, its counters and how long ago that was;
+`added` and `deleted` record every flow-mod's effect, so a test can tell a flow left
+alone from one replaced.
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ class SimSwitch:
         self.added_at: dict[FlowKey, float] = {}
         self.packets: dict[FlowKey, int] = {}
         self.tx_dropped: dict[int, int] = {}  # set by tests: frames a port could not send
+        self.added: list[FlowAdd] = []  # every flow-add applied, in order
+        self.deleted: list[FlowAdd] = []  # every flow a delete removed, in order
 
     def _now(self) -> float:
         return self.clock() if self.clock is not None else 0.0
@@ -66,16 +71,23 @@ class SimSwitch:
                 self.flows.append(msg)
                 self.added_at[key] = self._now()
                 self.packets.setdefault(key, 0)
+                self.added.append(msg)
             elif isinstance(msg, FlowDelete):
-                # Non-strict, as OFPFC_DELETE: every flow whose match has the delete's fields.
+                # As OFPFC_DELETE: every flow whose match has the delete's fields; with a
+                # priority as OFPFC_DELETE_STRICT: the flow with exactly that priority and match.
                 gone = [
                     f
                     for f in self.flows
                     if (f.cookie & msg.cookie_mask) == (msg.cookie & msg.cookie_mask)
                     and (msg.table is None or f.table == msg.table)
-                    and set(msg.match) <= set(f.match)
+                    and (
+                        set(msg.match) <= set(f.match)
+                        if msg.priority is None
+                        else (f.priority, f.match) == (msg.priority, msg.match)
+                    )
                 ]
                 self._drop(gone)
+                self.deleted += gone
             elif isinstance(msg, PacketOut):
                 self.packet_outs.append(msg)
             elif not isinstance(msg, Barrier):
@@ -105,7 +117,18 @@ class SimSwitch:
         """Return what a switch answers to a statistics request."""
         if isinstance(msg, FlowStatsRequest):
             return [
-                FlowStats(f.table, f.priority, f.cookie, self.packets.get(_key(f), 0), 0)
+                FlowStats(
+                    f.table,
+                    f.priority,
+                    f.cookie,
+                    self.packets.get(_key(f), 0),
+                    0,
+                    f.match,
+                    f.actions,
+                    f.goto,
+                    f.hard_timeout,
+                    self._now() - self.added_at[_key(f)],
+                )
                 for f in self.flows
                 if (f.cookie & msg.cookie_mask) == (msg.cookie & msg.cookie_mask)
             ]

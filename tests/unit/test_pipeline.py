@@ -8,8 +8,11 @@ from controller.messages import FlowAdd, Output
 from controller.network import Agent, Network
 from controller.pipeline import (
     HARD_TIMEOUT_GRACE,
+    base_flows,
     hard_timeout,
+    present_request,
     rearm_margin,
+    reconcile,
     session_install,
     session_remove,
 )
@@ -38,13 +41,16 @@ def udp(in_port: int, src: str, dst: str, ip_src: str, ip_dst: str, dport: int) 
 @pytest.fixture
 def net() -> tuple[Network, SimSwitch]:
     network, sim = Network(), SimSwitch()
-    sim.apply(network.switch_connected(DPID))
+    network.switch_connected(DPID)
+    sim.apply(reconcile(base_flows(None), sim.answer(present_request())))
     sim.apply(network.ports_changed(DPID, PORTS, set()))
-    network.register_agent(Agent(DPID, "s1-ns", "http://x", "boot", 0.0))
+    sim.apply(network.register_agent(Agent(DPID, "s1-ns", "http://x", "boot", 0.0))[1])
     sim.apply(network.ports_changed(DPID, {}, set()))  # nothing new: no duplicate flows
     restarted, msgs = network.register_agent(Agent(DPID, "s1-ns", "http://x", "boot", 1.0))
     assert not restarted
-    sim.apply(network.switch_connected(DPID))  # a reconnect reinstalls the agent return
+    network.switch_connected(DPID)  # a reconnect: what is there already stays
+    expected = base_flows(network.agent_port(DPID))
+    assert reconcile(expected, sim.answer(present_request())) == []
     return network, sim
 
 
