@@ -32,7 +32,7 @@ VLAN_TPIDS = (b"\x81\x00", b"\x88\xa8")
 # The largest frame a veth carries: its largest MTU, an Ethernet header and two tags.
 SNAPLEN = 65535 + 14 + 2 * 4
 RCVBUF = 4 << 20
-BATCH = 64  # frames per system call; more gains little here (BENCHMARKS.md)
+BATCH = 64  # frames per system call, at most
 
 Batch = list[tuple[int | None, memoryview]]
 _SLICE = memoryview.__getitem__

@@ -164,7 +164,7 @@ def trial(
     gen_cpu, dut_cpu = cpus if cpus else (None, None)
     with serving(ns, ends[1], path, dut_cpu) as (pid, counters):
         window = generate(ns, ends[0], size, seconds, warmup, gen_cpu, pid)
-    return {**trial_numbers(window), "window": window, "worker": counters}
+    return {**trial_numbers(window, counters), "window": window, "worker": counters}
 
 
 def schedule(paths: Sequence[str], repeats: int) -> list[tuple[int, str]]:
@@ -190,17 +190,18 @@ def _describe(t: dict[str, Any]) -> str:
     per_cpu = "-" if t["per_cpu"] is None else f"{t['per_cpu'] / 1e3:,.0f}"
     return (
         f"returned {t['rate'] / 1e3:,.1f} kpps of {t['offered'] / 1e3:,.1f} offered, "
-        f"CPU {100 * t['cpu_share']:.0f}%, {per_cpu} kpps per CPU-s"
+        f"CPU {100 * t['cpu_share']:.0f}%, {per_cpu} kpps per CPU-s, "
+        f"{t['batch'] or 0:.1f} frames per batch"
     )
 
 
 def run_agent_bench(
     paths: Sequence[str] = tuple(PATHS),
-    repeats: int = 5,
+    repeats: int = 7,
     seconds: float = 3.0,
     warmup: float = 0.5,
     size: int = 64,
-    pin: bool = True,
+    pin: bool = False,
     out: Path | None = REPO / "tools" / "out" / "agent.json",
     markdown: Path | None = None,
     log: Callable[[str], None] | None = None,
@@ -222,8 +223,8 @@ def run_agent_bench(
 
     log = log or Progress()
     paths = [p for p in PATHS if p in paths]
-    # The generator and the process under test on CPUs of their own (as far as the
-    # machine lets them: others' work still runs there), the generator on the first.
+    # Pinned, the generator and the process under test never share a CPU, but
+    # cannot move away from other work on theirs either.
     cpus = (0, 1) if pin and (os.cpu_count() or 1) >= 2 else None
     report: dict[str, Any] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -239,7 +240,7 @@ def run_agent_bench(
             "pinning": (
                 "the generator pinned to CPU 0, the process under test to CPU 1"
                 if cpus
-                else "no CPU pinning"
+                else "neither pinned to a CPU"
             ),
         },
         "trials": [],

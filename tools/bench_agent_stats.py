@@ -68,14 +68,16 @@ def tagged_frame(size: int, tag: int) -> bytes:
     return macs + struct.pack("!HH", 0x8100, tag) + b"\x08\x00" + ip + udp + bytes(payload)
 
 
-def trial_numbers(window: Mapping[str, float]) -> dict[str, Any]:
-    """Return a trial's numbers from the generator's window: {"seconds", "sent",
+def trial_numbers(window: Mapping[str, float], worker: Mapping[str, int]) -> dict[str, Any]:
+    """Return a trial's numbers from the generator's window, {"seconds", "sent",
     "returned", "worker_cpu_seconds"} (frames it sent, frames that came back, CPU
-    time the process under test got, all in the same window).
+    time the process under test got, all in the same window), and the process's own
+    counters over its life, {"received", "batches"}.
 
     Returns offered and returned frames per second, `per_cpu` (returned per CPU
-    second; None without CPU time), the process's CPU share and `bound` (True when
-    nearly everything offered came back: the generator was the limit).
+    second; None without CPU time), the process's CPU share, `batch` (frames per
+    non-empty receive) and `bound` (True when nearly everything offered came back:
+    the generator was the limit).
     """
     seconds, cpu = window["seconds"], window["worker_cpu_seconds"]
     offered = window["sent"] / seconds
@@ -85,6 +87,7 @@ def trial_numbers(window: Mapping[str, float]) -> dict[str, Any]:
         "rate": rate,
         "per_cpu": window["returned"] / cpu if cpu > 0 else None,
         "cpu_share": cpu / seconds,
+        "batch": worker["received"] / worker["batches"] if worker.get("batches") else None,
         "bound": rate >= BOUND * offered,
     }
 
@@ -117,6 +120,8 @@ def summarize(trials: Sequence[Mapping[str, Any]], repeats: int) -> dict[str, An
             entry[metric] = {**spread([v for v in runs if v is not None]), "runs": runs}
         entry["offered"] = statistics.median(t["offered"] for t in mine)
         entry["cpu_share"] = statistics.median(t["cpu_share"] for t in mine)
+        batches = [t["batch"] for t in mine if t.get("batch") is not None]
+        entry["batch"] = statistics.median(batches) if batches else None
         entry["bound"] = sum(bool(t["bound"]) for t in mine)
         paths[path] = entry
     ratios: dict[str, Any] = {}
@@ -154,6 +159,7 @@ PATH_HEADER = (
     "returned kpps min / median / max",
     "offered kpps",
     "CPU %",
+    "frames per batch",
     "kpps per CPU-s min / median / max",
 )
 RATIO_HEADER = (
@@ -170,7 +176,9 @@ RATIO_HEADER = (
 def path_rows(summary: Mapping[str, Any]) -> list[list[str]]:
     """Return the per-path table as rows of cells, a header row first.
 
-    A `*` marks a path that returned nearly all that was offered in some repeat: the
+    "frames per batch" is the median over trials of frames per non-empty receive (a
+batch of the agent loop): a process that catches up with its queue takes smaller
+batches and pays more per frame. A `*` marks a path that returned nearly all that was offered in some repeat: the
     generator was its limit there, so its rate is a lower bound.
     """
     rows = [list(PATH_HEADER)]
@@ -181,6 +189,7 @@ def path_rows(summary: Mapping[str, Any]) -> list[list[str]]:
                 _trio(p["rate"], _kpps),
                 _kpps(p["offered"]),
                 f"{100 * p['cpu_share']:.0f}",
+                "-" if p["batch"] is None else f"{p['batch']:.1f}",
                 _trio(p["per_cpu"], _kpps),
             ]
         )
@@ -243,7 +252,7 @@ def render_section(report: Mapping[str, Any]) -> str:
     )
     command = (
         f"./netserv bench agent --repeats {p['repeats']} --seconds {p['seconds']} "
-        f"--size {p['size']} --markdown BENCHMARKS.md"
+        f"--size {p['size']}{' --pin' if p.get('cpus') else ''} --markdown BENCHMARKS.md"
     )
     return f"""{SECTION}
 
@@ -269,7 +278,9 @@ CPU time the process under test got in the window (from /proc/PID/schedstat; it
 includes the kernel's work for its system calls and the softirq work run in its
 context, such as the far end's receive of what it sends): its rate with a core to
 itself, and the steadier number on a shared machine, so the ratios in bold use it.
-A `*` marks a path that returned ≥ {BOUND:.0%} of what was offered in some repeat
+"frames per batch" is the median over trials of frames per non-empty receive (a
+batch of the agent loop): a process that catches up with its queue takes smaller
+batches and pays more per frame. A `*` marks a path that returned ≥ {BOUND:.0%} of what was offered in some repeat
 (the generator was the limit there). `agent-one-frame` is the packet loop on the
 one-frame socket (`OneFramePacketSocket`, the fallback), which is what the agent
 used before batching.
@@ -286,6 +297,6 @@ Reproduce (as root, from the repository; this run took {report["minutes"]} minut
   the absolute rates. Kernel {m["kernel"]}; Python {m["python"]}.
 - Generator: `tools/bench_agent_worker.py generate`, one frame sent over and over
   with sendmmsg in batches of 64 through ctypes; {gen_line}.
-  {p["pinning"]}.
+- CPUs: {p["pinning"]}.
 - Every trial is in `tools/out/agent.json` (gitignored).
 """

@@ -88,7 +88,7 @@ class Reflector:
 
     def __init__(self, iface: str) -> None:
         self.io = BatchPacketSocket(iface, snaplen=2048, batch=BATCH)
-        self.received = self.sent = 0
+        self.received = self.sent = self.batches = 0
         self.stopping = threading.Event()
 
     def loop(self) -> None:
@@ -97,12 +97,14 @@ class Reflector:
             n = msgs.recv(fd)
             if n:
                 self.received += n
+                self.batches += 1
                 self.sent += msgs.send(fd, msgs.addresses, msgs.meta(n)[2::3])
 
     def counters(self) -> dict[str, int]:
         return {
             "received": self.received,
             "sent": self.sent,
+            "batches": self.batches,
             "queue_dropped": self.io.queue_dropped(),
         }
 
@@ -124,9 +126,20 @@ def serve_agent(iface: str, tag: int, chain: int, io_kind: str) -> None:
     agent = NodeAgent(AgentConfig(1, iface, "", "http://127.0.0.1:9"), Catalog(module_path()))
     agent.attach(1, {"tag": tag, "lifetime": 86400, "modules": [{"name": "null"}] * chain})
     io = SOCKETS[io_kind](iface)
+    batches = 0
+    recv_batch = io.recv_batch
+
+    def counting() -> list:
+        nonlocal batches
+        batch = recv_batch()
+        batches += bool(batch)
+        return batch
+
+    io.recv_batch = counting
 
     def counters() -> dict[str, Any]:
-        return {**agent.io_stats(), "chain_packets": agent.dispatcher.by_tag(tag).packets}
+        chain_packets = agent.dispatcher.by_tag(tag).packets
+        return {**agent.io_stats(), "chain_packets": chain_packets, "batches": batches}
 
     serve(lambda: agent.packet_loop(io), agent.stopping, counters)
 

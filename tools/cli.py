@@ -113,7 +113,7 @@ def cmd_bench_agent(a: argparse.Namespace) -> int:
         seconds=seconds,
         warmup=min(a.warmup, 0.3) if a.quick else a.warmup,
         size=a.size,
-        pin=not a.no_pin,
+        pin=a.pin,
         out=Path(a.out) if a.out else None,
         markdown=Path(a.markdown) if a.markdown else None,
     )
@@ -191,12 +191,14 @@ def parser() -> argparse.ArgumentParser:
     kinds = b.add_subparsers(dest="bench", metavar="{mlffr,agent}")
     _mlffr_arguments(kinds.add_parser("mlffr", help="measure MLFFR: Linux vs OVS vs OVS + null"))
     ag = kinds.add_parser("agent", help="the agent's packet loop against a bare batched reflector")
-    ag.add_argument("--repeats", type=int, default=5, help="trials per path, interleaved")
+    ag.add_argument("--repeats", type=int, default=7, help="trials per path, interleaved")
     ag.add_argument("--seconds", type=float, default=3.0, help="measured window of a trial")
     ag.add_argument("--warmup", type=float, default=0.5, help="seconds sent before the window")
     ag.add_argument("--size", type=int, default=64, help="frame size as modules see it (60..1514)")
     ag.add_argument("--paths", type=_csv, default=list(AGENT_PATHS), help="paths to measure")
-    ag.add_argument("--no-pin", action="store_true", help="do not pin generator and agent to CPUs")
+    ag.add_argument(
+        "--pin", action="store_true", help="pin the generator to CPU 0, the path to CPU 1"
+    )
     ag.add_argument("--quick", action="store_true", help="2 repeats of 1 s: a short run")
     ag.add_argument("--out", default=str(REPO / "tools/out/agent.json"), help="JSON results")
     ag.add_argument("--markdown", metavar="FILE", help="update the agent section of FILE too")

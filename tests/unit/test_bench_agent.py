@@ -36,20 +36,19 @@ def test_the_frame_is_ipv4_udp_of_the_size_asked_with_a_tag_after_the_macs() -> 
 
 
 def test_trial_numbers_are_rates_per_second_and_per_cpu_second() -> None:
-    t = trial_numbers(
-        {"seconds": 2.0, "sent": 800_000, "returned": 300_000, "worker_cpu_seconds": 1.5}
-    )
+    window = {"seconds": 2.0, "sent": 800_000, "returned": 300_000, "worker_cpu_seconds": 1.5}
+    t = trial_numbers(window, {"received": 640_000, "batches": 20_000})
     assert t == {
         "offered": 400_000,
         "rate": 150_000,
         "per_cpu": 200_000,
         "cpu_share": 0.75,
+        "batch": 32.0,
         "bound": False,
     }
-    kept_up = trial_numbers(
-        {"seconds": 1.0, "sent": 1000, "returned": 990, "worker_cpu_seconds": 0.0}
-    )
-    assert kept_up["bound"] and kept_up["per_cpu"] is None
+    window = {"seconds": 1.0, "sent": 1000, "returned": 990, "worker_cpu_seconds": 0.0}
+    kept_up = trial_numbers(window, {"received": 0, "batches": 0})
+    assert kept_up["bound"] and kept_up["per_cpu"] is None and kept_up["batch"] is None
 
 
 def _trial(path: str, repeat: int, rate: float, per_cpu: float, bound: bool = False) -> dict:
@@ -60,6 +59,7 @@ def _trial(path: str, repeat: int, rate: float, per_cpu: float, bound: bool = Fa
         "per_cpu": per_cpu,
         "offered": 2 * rate,
         "cpu_share": 0.9,
+        "batch": 60.0 + repeat,
         "bound": bound,
     }
 
@@ -112,7 +112,7 @@ def test_tables_mark_generator_bound_paths_and_show_ratios_with_targets() -> Non
     s = summarize(TRIALS, repeats=2)
     paths = {row[0]: row for row in path_rows(s)[1:]}
     assert paths["reflector*"][1] == "200.0 / 300.0 / 400.0"
-    assert paths["agent"][3:] == ["90", "350.0 / 370.0 / 390.0"]
+    assert paths["agent"][3:] == ["90", "60.5", "350.0 / 370.0 / 390.0"]
     ratios = {row[0]: row for row in ratio_rows(s)[1:]}
     assert ratios["agent/reflector"][2:] == [
         "0.67",
