@@ -73,42 +73,27 @@ def veth_namespace(name: str) -> Iterator[tuple[str, str]]:
         subprocess.run(["ip", "netns", "del", name], check=False)
 
 
-def _worker(ns: str, role: str, *args: str) -> list[str]:
-    return [
-        "ip",
-        "netns",
-        "exec",
-        ns,
-        sys.executable,
-        "-m",
-        "tools.bench_agent_worker",
-        role,
-        *args,
-    ]
-
-
-def _options(options: dict[str, object], cpu: int | None) -> list[str]:
-    out = [f"--{k}={v}" for k, v in options.items()]
-    return out + ([f"--cpu={cpu}"] if cpu is not None else [])
+def _worker(ns: str, role: str, options: dict[str, object], cpu: int | None) -> list[str]:
+    """Return the command that runs worker `role` in namespace `ns` with `options`."""
+    argv = ["ip", "netns", "exec", ns, sys.executable, "-m", "tools.bench_agent_worker", role]
+    argv += [f"--{name.replace('_', '-')}={value}" for name, value in options.items()]
+    return argv + ([f"--cpu={cpu}"] if cpu is not None else [])
 
 
 def generate(
     ns: str, iface: str, size: int, seconds: float, warmup: float, cpu: int | None, pid: int = 0
 ) -> dict[str, float]:
     """Run the generator for a warm-up and a window; return its JSON (see the worker)."""
-    argv = _worker(
-        ns,
-        "generate",
-        f"--iface={iface}",
-        f"--size={size}",
-        f"--tag={TAG}",
-        f"--seconds={seconds}",
-        f"--warmup={warmup}",
-        f"--worker-pid={pid}",
-        *_options({}, cpu),
-    )
+    options = {
+        "iface": iface,
+        "size": size,
+        "tag": TAG,
+        "seconds": seconds,
+        "warmup": warmup,
+        "worker_pid": pid,
+    }
     proc = subprocess.run(
-        argv,
+        _worker(ns, "generate", options, cpu),
         capture_output=True,
         text=True,
         env=python_env(),
@@ -125,10 +110,9 @@ def serving(ns: str, iface: str, path: str, cpu: int | None) -> Iterator[tuple[i
     """Start `path`'s worker on `iface`; yield (its pid, a dict that holds its final
     counters once the block ends); always stop it."""
     role, options = PATHS[path]
-    if role == "agent":
-        options = {**options, "tag": TAG}
+    options = {"iface": iface, **options} | ({"tag": TAG} if role == "agent" else {})
     proc = subprocess.Popen(
-        _worker(ns, role, f"--iface={iface}", *_options(options, cpu)),
+        _worker(ns, role, options, cpu),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
