@@ -176,9 +176,7 @@ RATIO_HEADER = (
 def path_rows(summary: Mapping[str, Any]) -> list[list[str]]:
     """Return the per-path table as rows of cells, a header row first.
 
-    "frames per batch" is the median over trials of frames per non-empty receive (a
-batch of the agent loop): a process that catches up with its queue takes smaller
-batches and pays more per frame. A `*` marks a path that returned nearly all that was offered in some repeat: the
+    A `*` marks a path that returned nearly all that was offered in some repeat: the
     generator was its limit there, so its rate is a lower bound.
     """
     rows = [list(PATH_HEADER)]
@@ -246,7 +244,7 @@ def render_section(report: Mapping[str, Any]) -> str:
     m, p, summary = report["machine"], report["parameters"], report["summary"]
     gen = report.get("generator_alone") or {}
     gen_line = (
-        f"{_kpps(gen.get('rate'))} kpps offered with nothing reading the far end"
+        f"{_kpps(gen.get('rate'))} kpps offered\n  with nothing reading the far end"
         if gen
         else "not measured in this run"
     )
@@ -271,19 +269,19 @@ nothing else), {p["repeats"]} repeats of every path interleaved in one run,
 {render_markdown_table(ratio_rows(summary))}
 
 What is measured: frames that came back to the generator's end (the veth's own
-receive counter) over a window of {p["seconds"]} s after {p["warmup"]} s of warm-up,
-while the generator offers more than the path takes (the socket's queue overflows:
-this is its capacity, not a loss-free rate). "kpps per CPU-s" divides them by the
-CPU time the process under test got in the window (from /proc/PID/schedstat; it
-includes the kernel's work for its system calls and the softirq work run in its
-context, such as the far end's receive of what it sends): its rate with a core to
-itself, and the steadier number on a shared machine, so the ratios in bold use it.
-"frames per batch" is the median over trials of frames per non-empty receive (a
-batch of the agent loop): a process that catches up with its queue takes smaller
-batches and pays more per frame. A `*` marks a path that returned ≥ {BOUND:.0%} of what was offered in some repeat
-(the generator was the limit there). `agent-one-frame` is the packet loop on the
-one-frame socket (`OneFramePacketSocket`, the fallback), which is what the agent
-used before batching.
+receive counter) over a window of {p["seconds"]} s after {p["warmup"]} s of warm-up, while
+the generator offers more than the path takes (the socket's queue overflows: this is
+its capacity, not a loss-free rate). "kpps per CPU-s" divides them by the CPU time the
+process under test got in the window (from /proc/PID/schedstat; it includes the
+kernel's work for its system calls and the softirq work run in its context, such as
+the far end's receive of what it sends): its rate with a core to itself, and the
+steadier number on a shared machine, so the ratios in bold use it. Ratios are taken
+of the medians and of the two paths' values within each repeat ("paired"). "frames
+per batch" is the median over trials of frames per non-empty receive: a process that
+catches up with its queue takes smaller batches and pays more per frame. A `*` marks
+a path that returned ≥ {BOUND:.0%} of what was offered in some repeat (the generator
+was the limit there). `agent-one-frame` is the packet loop on the one-frame socket
+(`OneFramePacketSocket`, the fallback), which is what the agent used before batching.
 
 Reproduce (as root, from the repository; this run took {report["minutes"]} minutes):
 
@@ -295,8 +293,8 @@ Reproduce (as root, from the repository; this run took {report["minutes"]} minut
 - {m["nproc"]}-core VM ({m["cpu"]}), shared with other people's work during the run
   (load average {" ".join(m["loadavg_at_start"])} at its start): read the ratios, not
   the absolute rates. Kernel {m["kernel"]}; Python {m["python"]}.
-- Generator: `tools/bench_agent_worker.py generate`, one frame sent over and over
-  with sendmmsg in batches of 64 through ctypes; {gen_line}.
+- Generator: `tools/bench_agent_worker.py generate`, one frame sent over and
+  over with sendmmsg in batches of 64 through ctypes; {gen_line}.
 - CPUs: {p["pinning"]}.
 - Every trial is in `tools/out/agent.json` (gitignored).
 """
