@@ -17,6 +17,10 @@ agent can load the code by path without it being importable as a package.
     help = "log the counts every N packets (0 = never)"
 
 A str parameter may declare `choices = [..]` and `max_length`; see ParamSpec.
+
+What becomes of the module's sessions when their node's agent dies or hangs, optional:
+
+    failure = "open"                    # or "closed": the flow goes on unserved, or is dropped
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
 _LIMIT_KEYS = {"int": {"min", "max"}, "float": {"min", "max"}, "str": {"choices", "max_length"}}
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1  # an int parameter's range when none is declared
 STR_MAX_LENGTH = 1024  # a str parameter's length when none is declared
+FAILURES = ("open", "closed")  # a failed module's frames: go on without it, or are dropped
 
 
 class BundleError(ValueError):
@@ -189,6 +194,7 @@ class Manifest:
     entry_class: str
     path: Path
     params: Mapping[str, ParamSpec] = field(default_factory=dict)
+    failure: str = "open"
 
     def resolve_params(self, given: Mapping[str, object] | None) -> dict[str, object]:
         """Return the full parameter dict (defaults filled in); raise BundleError on bad input."""
@@ -211,7 +217,15 @@ class Manifest:
             "version": self.version,
             "summary": self.summary,
             "params": {p.name: p.to_json() for p in self.params.values()},
+            "failure": self.failure,
         }
+
+
+def _choice(path: Path, data: Mapping[str, object], key: str, choices: tuple[str, ...]) -> str:
+    value = data.get(key, choices[0])
+    if value not in choices:
+        raise BundleError(f"{path}: {key} must be one of {list(choices)}, got {value!r}")
+    return str(value)
 
 
 def read_manifest(folder: Path) -> Manifest:
@@ -224,6 +238,7 @@ def read_manifest(folder: Path) -> Manifest:
     except tomllib.TOMLDecodeError as exc:
         raise BundleError(f"{path}: {exc}") from None
     known = {"name", "version", "summary", "entry", "params"}
+    known |= {"failure"}
     if set(data) - known:
         raise BundleError(f"{path}: unknown key(s) {sorted(set(data) - known)}")
     name = data.get("name")
@@ -249,6 +264,7 @@ def read_manifest(folder: Path) -> Manifest:
         entry_class=entry_class,
         path=folder,
         params=MappingProxyType(params),
+        failure=_choice(path, data, "failure", FAILURES),
     )
 
 
