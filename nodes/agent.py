@@ -4,11 +4,13 @@ Three threads around one `NodeAgent`: the packet loop (port → dispatcher → p
 control API (the controller attaches and detaches session chains), and housekeeping
 (registration with the controller, which doubles as its heartbeat, and expiry of
 chains whose lifetime ran out: the agent's soft state does not depend on the
-controller being alive).
+controller being alive). Under a supervisor (`nodes/supervisor.py`) a fourth, the
+watchdog, beats on a pipe while the packet loop comes round.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 
 from controller.auth import Signer, agent_key_id, controller_key_id
 from nodes.bundle import Catalog
-from nodes.dispatcher import Chain, Dispatcher
+from nodes.dispatcher import Chain, Dispatcher, Outgoing
 from nodes.host import ModuleHost, ModuleLoadError
 from nodes.module_api import ServiceModule
 from nodes.packet_io import PacketSocket
@@ -33,6 +35,17 @@ EXPIRY_GRACE = 10.0  # as the switch's hard-timeout grace: the controller ends i
 HEARTBEAT = 2.0  # seconds between registrations; the controller waits a few before giving up
 REGISTER_TIMEOUT = 5.0  # the controller may first ask a node's previous agent whether it runs
 REFUSED = 409  # the controller's answer when another agent serves the node
+# A frame that waited longer in the receive queue is stale: the flow has gone on without
+# it (the controller takes the detour out within a second of a hang), and sending it
+# now would deliver it late and out of order.
+MAX_FRAME_AGE = 0.5
+LOOP_TURN = 0.1  # the packet loop comes round at least this often, frames or not
+WATCHDOG_BEAT = 0.1
+LOOP_STALL = 0.3  # the watchdog stops beating when the packet loop has not come round this long
+
+
+def _never() -> bool:
+    return False
 
 
 class Refused(Exception):
@@ -65,6 +78,7 @@ class AgentConfig:
     # The node's key (controller/keyfiles.py): it signs the registrations, and the
     # control API takes only calls signed with it. Without one, nothing is taken.
     key: bytes = field(default=b"", repr=False)
+    max_frame_age: float | None = MAX_FRAME_AGE  # None: no frame is too old
 
 
 class NodeAgent:
@@ -82,7 +96,10 @@ class NodeAgent:
         self.stopping = threading.Event()
         self.refused = ""  # the controller's reason, once it refused this agent
         self._failures = 0  # registrations in a row that did not reach the controller
-        self.io_counters = {"received": 0, "sent": 0, "dropped": 0, "send_failed": 0}
+        self.io_counters = {"received": 0, "sent": 0, "dropped": 0, "send_failed": 0, "stale": 0}
+        self.stale: dict[int, int] = {}  # by session: frames dropped for their age
+        self.loop_turn = LOOP_TURN
+        self.loop_turns = 0  # the packet loop's rounds, which the watchdog follows
         self._io: PacketSocket | None = None
         self._lock = threading.Lock()
         self._batch_end = threading.Condition(threading.Lock())
@@ -154,7 +171,7 @@ class NodeAgent:
         if chain is None:
             return None
         self._quiesce()
-        stats = chain.stats()
+        stats = chain.stats() | {"stale": self.stale.pop(session_id, 0)}
         self._stop(chain)
         log.info("session %d detached after %d packets", session_id, chain.packets)
         return stats
@@ -202,6 +219,7 @@ class NodeAgent:
         io = self._io
         return dict(
             self.io_counters,
+            stale=self.io_counters["stale"] + getattr(io, "stale", 0),
             unmatched=self.dispatcher.unmatched,
             queue_dropped=io.queue_dropped() if io else 0,
             too_big=io.too_big if io else 0,
@@ -213,21 +231,28 @@ class NodeAgent:
         chain = self.dispatcher.by_session(session_id)
         if chain is None:
             raise KeyError(session_id)
-        return chain.stats() | {"node": self.io_stats()}
+        return chain.stats() | {"stale": self.stale.get(session_id, 0), "node": self.io_stats()}
 
     # --- loops ---------------------------------------------------------------------
     def packet_loop(self, io: PacketSocket) -> None:
         """Receive, dispatch and send back frames until stopping is set."""
         self._io = io
         counters, dispatcher = self.io_counters, self.dispatcher
+        late = getattr(io, "late", _never)  # a socket without receive times: never late
         while not self.stopping.is_set():
             batch = io.recv_batch()
+            self.loop_turns += 1
+            if getattr(io, "stale_tags", None):
+                self._count_stale(io.stale_tags)
             if not batch and not dispatcher.timers_due():
                 continue
             with self._batch_end:
                 self._in_batch = True
             try:
                 out = dispatcher.run_batch(batch)
+                if out and late():  # stopped between receive and send: too late to send
+                    self._count_late(out)
+                    out = Outgoing()
                 sent = io.send_batch(out.frames) if out else 0
                 dispatcher.count_sent(out, sent)
             finally:
@@ -239,6 +264,44 @@ class NodeAgent:
             counters["dropped"] += len(batch) - out.forwarded
             counters["sent"] += sent
             counters["send_failed"] += len(out) - sent
+
+    def _count_stale(self, tags: list[int | None]) -> None:
+        """Charge the frames dropped on receive for their age to their sessions."""
+        for tag in tags:
+            chain = self.dispatcher.by_tag(tag) if tag is not None else None
+            if chain is not None:
+                self.stale[chain.session_id] = self.stale.get(chain.session_id, 0) + 1
+
+    def _count_late(self, out: Outgoing) -> None:
+        """Count a batch handled but not sent, its frames now too old, as stale."""
+        self.io_counters["stale"] += len(out)
+        for chain, emitted in out.owners:
+            if chain is not None and not emitted:
+                self.stale[chain.session_id] = self.stale.get(chain.session_id, 0) + 1
+
+    def watchdog_loop(self, fd: int, clock: Callable[[], float] = time.monotonic) -> None:
+        """Write a byte to `fd` (the supervisor's pipe) every WATCHDOG_BEAT seconds while
+        the packet loop comes round, until stopping is set. Before it starts (while
+        registering) the agent counts as alive. A supervisor that is gone (a broken
+        pipe) stops the agent."""
+        os.set_blocking(fd, False)
+        seen, changed = self.loop_turns, clock()
+        while not self.stopping.is_set():
+            now = clock()
+            if self.loop_turns != seen:
+                seen, changed = self.loop_turns, now
+            if self._io is None or now - changed <= LOOP_STALL:
+                try:
+                    os.write(fd, b".")
+                except BlockingIOError:  # the supervisor reads later: it is stopped itself
+                    pass
+                except OSError as exc:
+                    if exc.errno != errno.EPIPE:
+                        raise
+                    log.error("the supervisor is gone; stopping")
+                    self.stopping.set()
+                    return
+            self.stopping.wait(WATCHDOG_BEAT)
 
     def expire_due(self) -> list[int]:
         """Detach the chains whose lifetime (plus grace) ran out; return their session ids."""
