@@ -199,6 +199,8 @@ class Supervisor:
         reason = exit_reason(status)
         if self.stopping or status == 0:
             log.info("agent stopped (%s)", reason)
+        elif status == EXIT_FATAL:  # refused or set up wrongly: it never served the node
+            log.warning("agent %s", reason)
         else:
             log.warning("agent %s", reason)
             self.notify(boot_id, reason)
