@@ -159,7 +159,7 @@ class BatchPacketSocket(_PacketSocketBase):
             raise
         self.fd = self.sock.fileno()  # `msgs` and `fd`: for a bare loop that needs no tags
         self._cmsg = cmsg
-        self._cmsg_len = socket.CMSG_SPACE(_TIMESPEC.size) + socket.CMSG_LEN(_AUX.size)
+        self._cmsg_len = cmsg  # the kernel takes each control message's aligned space
         head = socket.CMSG_LEN(0)
         stamp = socket.CMSG_SPACE(_TIMESPEC.size)
         # (seconds, nanoseconds, status, vlan_tci) of each slot's receive time and
