@@ -438,8 +438,11 @@ class NetServService:
         with self.lock:
             agent = self.network.agents.get(node)
             port = self.network.agent_port(node)
+            switch = self.network.switches.get(node)
             if agent is None or not agent.alive:
                 return []
+            if port is not None and (switch is None or not switch.connected):
+                return []  # the next tick after it is back
             resuming = [
                 self.sessions.move(s.id, State.RESUMING)
                 for s in self.sessions.on_node(node)
