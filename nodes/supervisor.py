@@ -44,7 +44,10 @@ from signaling.jsonhttp import ClientError, call_json
 
 log = logging.getLogger("netserv.supervisor")
 WATCHDOG_BEAT = 0.1  # seconds between the agent's beats while its packet loop comes round
-HANG_AFTER = 0.5  # seconds without a beat before the agent counts as hung
+# Seconds without a beat before the agent counts as hung: long enough that a loaded
+# machine's scheduling does not pass for a hang, short enough that the notice and the
+# switch's change still come within the second.
+HANG_AFTER = 0.6
 KILL_AFTER = 10.0  # seconds a hung agent is given to come back before it is killed
 NOTICE_TIMEOUT = 2.0
 EXIT_FATAL = 2  # the agent's exit code when starting it again would not help
