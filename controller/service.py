@@ -425,7 +425,7 @@ class NetServService:
                 policy = "closed: dropped" if self.fails_closed(session) else "open: unserved"
                 log.info("session %d suspended (fails %s)", session.id, policy)
 
-    def _resume(self, node: int, restarted: bool) -> list[int]:
+    def _resume(self, node: int, restarted: bool, in_place: set[int] | None = None) -> list[int]:
         """Give node `node`'s suspended sessions their chain and detour again, now that
         its agent is back; return the ids resumed.
 
@@ -433,7 +433,9 @@ class NetServService:
         chain's rest of lifetime, and attached it when it no longer holds it. A chain
         the agent refuses ends its session; an agent or switch that is away leaves the
         session suspended, tried again at the next tick. While the switch's ports are
-        not known, the detours wait for them (`ports_changed`, `reconcile`).
+        not known, the detours wait for them (`ports_changed`, `reconcile`). The
+        sessions `in_place` still have their detour (an agent that restarted before
+        anyone noticed): it is left as it is.
         """
         with self.lock:
             agent = self.network.agents.get(node)
@@ -454,7 +456,7 @@ class NetServService:
             changes = {}
             try:
                 self._give_chain(agent, rest, restarted)
-                if port is not None:
+                if port is not None and session.id not in (in_place or ()):
                     changes["armed_until"] = self._install(session, port)
             except PartFailed as exc:
                 log.warning("session %d: not resumed: %s", session.id, exc)
@@ -580,10 +582,12 @@ class NetServService:
             before = self.network.agents.get(agent.dpid)
             restarted, msgs = self.network.register_agent(agent)
             back = restarted or (before is not None and not before.alive)
-            if restarted:  # it holds no chain: resumed below, their detours left as they are
+            in_place = set()  # live sessions: only the chain was lost, the detour is there
+            if restarted:  # it holds no chain: resumed below
                 for session in self.sessions.on_node(agent.dpid):
-                    if session.state in LIVE or session.state is State.RESUMING:
+                    if session.state in LIVE:
                         self.sessions.move(session.id, State.SUSPENDED)
+                        in_place.add(session.id)
             resync = self._agent_registered(agent, back)
         self._resync_chains(agent, resync)
         switch = self.network.switches.get(agent.dpid)
@@ -591,7 +595,7 @@ class NetServService:
             self.switches.send(agent.dpid, msgs)
         if back:
             log.info("agent of node %016x registered at %s", agent.dpid, agent.url)
-            self._resume(agent.dpid, restarted)
+            self._resume(agent.dpid, restarted, in_place)
         # The agent drops any chain not listed: orphans of a controller that restarted.
         listed = [s.id for s in self.sessions.on_node(agent.dpid)]
         return {"dpid": format_dpid(agent.dpid), "sessions": listed}

@@ -18,7 +18,8 @@ growing pause while it keeps dying young); a hung one is given `kill_after` seco
 to come back by itself (it then heartbeats, and the controller resumes its
 sessions), then killed and started again. An agent that exits 0 (stopped) or
 EXIT_FATAL (refused by the controller, or set up wrongly: starting it again would
-not help) is not started again, and the supervisor exits with its code.
+not help) is not started again, and the supervisor exits with its code; the
+controller is told of every end but the last kind, a stop included.
 
 The agent stays in the supervisor's process group, so stopping the group (as
 `topo/node.py` does) stops both; a supervisor that dies leaves the agent a broken
@@ -200,13 +201,16 @@ class Supervisor:
         finally:
             os.close(read_end)
         reason = exit_reason(status)
+        if status == EXIT_FATAL:  # refused or set up wrongly: it never served the node
+            log.warning("agent %s", reason)
+            return status
         if self.stopping or status == 0:
             log.info("agent stopped (%s)", reason)
-        elif status == EXIT_FATAL:  # refused or set up wrongly: it never served the node
-            log.warning("agent %s", reason)
         else:
             log.warning("agent %s", reason)
-            self.notify(boot_id, reason)
+        # Stopped or dead, its detours lead nowhere now: the controller applies the
+        # sessions' failure policies at once rather than after the heartbeats stop.
+        self.notify(boot_id, reason)
         return status
 
     def _watch(self, child: subprocess.Popen[bytes], beats: int, boot_id: str) -> int:

@@ -103,7 +103,9 @@ def supervisor(what, tmp_path, **kw):
 def test_an_agent_that_stops_or_cannot_work_is_not_started_again(tmp_path, what, code):
     sup, notices = supervisor(what, tmp_path)
     assert sup.run() == code and sup.restarts == 0
-    assert notices == []  # it never served the node, or stopped as asked
+    # One that stopped is told: its sessions must not wait for the heartbeats to stop.
+    # One that could not work never served the node.
+    assert [why for _, _, why in notices] == (["exited with code 0"] if code == 0 else [])
 
 
 def test_a_dead_agent_is_reported_at_once_and_started_again(tmp_path):
@@ -156,5 +158,6 @@ def test_a_stopped_agent_is_hung_and_comes_back_by_itself_with_sigcont(tmp_path)
     finally:
         sup.stop()
         thread.join(10)
-    ((when, _, why),) = notices
+    (when, _, why), (_, _, stopped_at_last) = notices  # hung; then stopped at the end
+    assert stopped_at_last == "killed by SIGTERM"  # the stand-in takes no SIGTERM
     assert why.startswith("hung") and 0.3 - 0.1 <= when - stopped < 0.6  # last beat: 0.05 s before
