@@ -249,3 +249,49 @@ def _rest(service):
         return req.get_response(served)
 
     return call
+
+
+def test_a_drop_the_switch_timed_out_before_the_session_ended_is_put_back(world):
+    service, sim, _, _, agent, _ = world
+    guarded = service.create(CLOSED)
+    down(service, agent)
+    sim.flows = [f for f in sim.flows if f.cookie != guarded.cookie]  # its timer ran out
+    assert path_of(sim, 9001) == "normal"
+    service.flow_removed(DPID, guarded.id)
+    assert path_of(sim, 9001) == "dropped"
+
+
+def test_suspended_sessions_outlive_a_controller_restart_and_resume_on_their_agent(
+    services, tmp_path
+):
+    from tests.unit.test_persist import restart
+
+    world = _first(services, tmp_path)
+    service, switches, agents, agent, _, _ = world
+    guarded = service.create(CLOSED)
+    down(service, agent)
+    again, _ = restart(world, services)
+    assert [s.state for s in again.sessions.all()] == [State.SUSPENDED]
+    connect(again, switches, DPID, PORTS)
+    assert path_of(switches.sims[DPID], 9001) == "dropped"  # the drop kept, or put back
+    beat(again, agent)  # back from its hang, with its boot id and its chain
+    assert again.sessions.get(guarded.id).state is State.ACTIVE
+    assert path_of(switches.sims[DPID], 9001) == "agent"
+
+
+def _first(services, tmp_path):
+    """The world of test_persist: a service whose store is a file, and its agent."""
+    from controller.service import NetServService
+    from controller.store import SessionStore
+    from tests.unit.conftest import Clock, InProcessAgents, SimSwitches
+
+    clock, switches, agents = Clock(), SimSwitches(), InProcessAgents()
+    path = tmp_path / "controller.sqlite"
+    service = NetServService(
+        Catalog(services), switches, agents, clock, store=SessionStore(path, clock, clock.wall)
+    )
+    connect(service, switches, DPID, PORTS)
+    agent = NodeAgent(AgentConfig(DPID, "s1-na", "s1-ns", "http://c"), Catalog(services), clock)
+    agents.by_dpid[DPID] = agent
+    beat(service, agent)
+    return service, switches, agents, agent, clock, path
