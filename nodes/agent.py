@@ -18,7 +18,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from controller.auth import Signer, agent_key_id, controller_key_id
-from nodes.bundle import Catalog
+from nodes.bundle import BundleError, Catalog
+from nodes.bundlecache import BundleCache, fetch_from
 from nodes.dispatcher import Chain, Dispatcher
 from nodes.host import ModuleHost, ModuleLoadError
 from nodes.module_api import ServiceModule
@@ -72,13 +73,15 @@ class NodeAgent:
         self, config: AgentConfig, catalog: Catalog, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.config = config
-        self.host = ModuleHost(catalog, config.dpid, clock)
+        self.signer = Signer(config.key, agent_key_id(config.dpid), controller_key_id(config.dpid))
+        self.bundles = BundleCache(catalog, fetch_from(config.controller, self.signer))
+        self.host = ModuleHost(self.bundles, config.dpid, clock)
+        self._refs: dict[int, list[str]] = {}  # id() of a chain: its modules' host refs
         self.dispatcher = Dispatcher(clock)
         self.clock = clock
         self.boot_id = uuid.uuid4().hex
         self.url = ""  # set once the control API listens
         self.registered = threading.Event()
-        self.signer = Signer(config.key, agent_key_id(config.dpid), controller_key_id(config.dpid))
         self.stopping = threading.Event()
         self.refused = ""  # the controller's reason, once it refused this agent
         self._failures = 0  # registrations in a row that did not reach the controller
@@ -98,15 +101,17 @@ class NodeAgent:
         _check_lifetime(lifetime)
         if not isinstance(modules, list) or not modules:
             raise AttachError("modules must be a non-empty list of {name, params}")
+        refs = self._module_refs(modules)  # bundles are fetched before anything changes
         with self._lock:
             other = self.dispatcher.by_tag(tag)
             if other is not None and other.session_id != session_id:
                 raise AttachError(f"tag {tag} belongs to session {other.session_id}", 409)
-            instances = self._instantiate(session_id, modules)
+            instances = self._instantiate(session_id, modules, refs)
             now = self.clock()
             chain = Chain(
                 session_id, tag, instances, now + lifetime + EXPIRY_GRACE, lifetime, attached_at=now
             )
+            self._refs[id(chain)] = refs
             old = self.dispatcher.put(chain)
         if old is not None:
             self._quiesce()
@@ -116,24 +121,37 @@ class NodeAgent:
         )
         return chain
 
-    def _instantiate(self, session_id: int, modules: list) -> list[tuple[str, ServiceModule]]:
+    def _module_refs(self, modules: list) -> list[str]:
+        """Return what the host loads each requested module by, fetching and checking the
+        bundles of the repository's modules that this agent does not hold yet."""
+        refs = []
+        for item in modules:
+            if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
+                raise AttachError("each module is an object {name, params}")
+            try:
+                refs.append(self.bundles.ref(item["name"], item.get("version"), item.get("sha256")))
+            except BundleError as exc:
+                raise AttachError(str(exc), 422) from None
+        return refs
+
+    def _instantiate(
+        self, session_id: int, modules: list, refs: list[str]
+    ) -> list[tuple[str, ServiceModule]]:
         """Return one instance per requested module; on any failure release them all."""
         instances: list[tuple[str, ServiceModule]] = []
         try:
-            for item in modules:
-                if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
-                    raise AttachError("each module is an object {name, params}")
+            for item, ref in zip(modules, refs, strict=True):
                 params = item.get("params") or {}
                 if not isinstance(params, Mapping):
                     raise AttachError(f"params of {item['name']!r} must be an object")
                 try:
-                    instance = self.host.instantiate(item["name"], params, session_id)
+                    instance = self.host.instantiate(ref, params, session_id)
                 except ModuleLoadError as exc:
                     raise AttachError(str(exc), 422) from None
                 instances.append((item["name"], instance))
         except AttachError:
-            for name, instance in instances:
-                self.host.release(name, instance)
+            for ref, (_, instance) in zip(refs, instances, strict=False):
+                self.host.release(ref, instance)
             raise
         return instances
 
@@ -173,8 +191,9 @@ class NodeAgent:
                 self._batch_end.wait_for(lambda: self._batches != seen, timeout)
 
     def _stop(self, chain: Chain) -> None:
-        for name, module in chain.modules:
-            self.host.release(name, module)
+        refs = self._refs.pop(id(chain), [name for name, _ in chain.modules])
+        for ref, (_, module) in zip(refs, chain.modules, strict=True):
+            self.host.release(ref, module)
 
     def status(self) -> dict[str, object]:
         """Return the agent's own view: identity, loaded modules, sessions, I/O counters."""

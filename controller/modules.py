@@ -1,0 +1,157 @@
+"""Where the controller finds a session's modules: the module path and the repository.
+
+A module named in a request is looked up in this order, and the first that has it wins:
+
+1. the operator's folders on the module search path (`--module-path`, in their order):
+   the operator's own modules come first, as they always have;
+2. the module repository (`controller/repository.py`): what was published, the
+   newest version first;
+3. the shipped `services/` folder, last: publishing a version of a shipped module
+   replaces it without touching the installation.
+
+A request that names a version (`{"name": "counter", "version": "1.2.0"}`) gets the
+first module of that name with exactly that version, from any of the three. One that
+names none gets the first module of that name: the operator folder's, else the
+repository's newest, else the shipped one. A module from the repository carries its
+bundle's SHA-256, which the session records and the agent checks what it loads
+against; one from a folder carries none, and the agent loads it from its own module
+path, which must hold the same version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from controller.errors import NotFound
+from controller.policy import ModuleTrust
+from controller.repository import Entry, Repository, admit
+from nodes.bundle import SHIPPED_MODULES, BundleError, Catalog, Manifest
+
+if TYPE_CHECKING:
+    from controller.sessions import Session
+
+
+@dataclass(frozen=True)
+class Found:
+    """A module a request may use: its manifest and, from the repository, its entry."""
+
+    manifest: Manifest
+    entry: Entry | None = None
+
+    @property
+    def sha256(self) -> str:
+        """Return the bundle's SHA-256 for a module from the repository, else ""."""
+        return self.entry.sha256 if self.entry is not None else ""
+
+    def to_json(self, trust: ModuleTrust) -> dict[str, object]:
+        """Return the manifest with where it comes from."""
+        if self.entry is not None:
+            return self.entry.to_json(trust)
+        return self.manifest.to_json() | {"source": "path", "path": str(self.manifest.path)}
+
+
+class ModuleSource:
+    """The modules sessions may use: `catalog`'s folders and, when there is one,
+    `repository`, whose bundles `trust` (called at each look-up, so a reloaded policy
+    counts at once) must let in."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        repository: Repository | None = None,
+        trust: Callable[[], ModuleTrust] = ModuleTrust,
+    ) -> None:
+        roots = list(catalog.roots)
+        cut = roots.index(SHIPPED_MODULES) if SHIPPED_MODULES in roots else len(roots)
+        self.catalog = catalog
+        self.operator = Catalog(roots[:cut])
+        self.shipped = Catalog(roots[cut:])
+        self.repository = repository
+        self.trust = trust
+
+    def _folder_module(self, catalog: Catalog, name: str) -> Found | None:
+        """Return `catalog`'s module `name`, None when it has none; raise BundleError
+        when its manifest is broken."""
+        if name not in catalog.names():
+            return None
+        return Found(catalog.get(name))
+
+    def candidates(self, name: str) -> list[Found]:
+        """Return every module named `name`, in the order of precedence; raise BundleError
+        when a folder's manifest of that name is broken."""
+        found = [self._folder_module(self.operator, name)]
+        if self.repository is not None:
+            found += [
+                Found(e.manifest, e)
+                for e in (self.repository.get(name, v) for v in self.repository.versions(name))
+            ]
+        found.append(self._folder_module(self.shipped, name))
+        return [f for f in found if f is not None]
+
+    def resolve(self, name: str, version: str | None = None) -> Found:
+        """Return the module a request for `name` (at `version`, if given) gets.
+
+        Raise BundleError when there is no such module or version, or its manifest is
+        broken; UntrustedBundle when it comes from the repository and the policy does
+        not let its bundle in.
+        """
+        if not isinstance(name, str):
+            raise BundleError(f"{name!r} is not a valid module name")
+        try:
+            found = self.candidates(name)
+        except NotFound as exc:  # removed while it was listed
+            raise BundleError(str(exc)) from None
+        if not found:
+            self.catalog.get(name)  # raises the catalog's "unknown module" message
+            raise BundleError(f"unknown module {name!r}")
+        chosen = found[0]
+        if version is not None:
+            chosen = next((f for f in found if f.manifest.version == version), None)
+            if chosen is None:
+                have = ", ".join(f"{f.manifest.version} ({_where(f)})" for f in found)
+                raise BundleError(f"module {name!r} has no version {version!r}; there are {have}")
+        if chosen.entry is not None:
+            admit(self.trust(), chosen.entry.sha256, chosen.entry.signature)
+        return chosen
+
+    def listing(self) -> dict[str, Any]:
+        """Return every module on offer, each version from each source once, with
+        `default` true on the one a request that names no version gets, and `broken`:
+        the messages of the folders and published versions that cannot be used."""
+        trust = self.trust()
+        ops, bad_ops = self.operator.all()
+        shipped, bad_shipped = self.shipped.all()
+        published, bad_published = self.repository.entries() if self.repository else ([], [])
+        rows: list[tuple[str, int, dict[str, object]]] = []
+        for rank, found in enumerate(
+            [Found(m) for m in ops] + [Found(e.manifest, e) for e in published]
+        ):
+            rows.append((found.manifest.name, rank, found.to_json(trust)))
+        rows += [(m.name, 1 << 30, Found(m).to_json(trust)) for m in shipped]
+        rows.sort(key=lambda row: (row[0], row[1]))
+        seen: set[str] = set()
+        modules = []
+        for name, _, view in rows:
+            modules.append(view | {"default": name not in seen})
+            seen.add(name)
+        return {"modules": modules, "broken": bad_ops + bad_published + bad_shipped}
+
+
+def as_source(catalog: Catalog | ModuleSource) -> ModuleSource:
+    """Return `catalog` as a ModuleSource (a plain Catalog: its folders, no repository)."""
+    return catalog if isinstance(catalog, ModuleSource) else ModuleSource(catalog)
+
+
+def users_of(sessions: Iterable[Session], entry: Entry) -> list[int]:
+    """Return the ids of the `sessions` whose chain holds `entry`'s bundle."""
+    return [
+        s.id
+        for s in sessions
+        if any(m.name == entry.name and m.sha256 == entry.sha256 for m in s.modules)
+    ]
+
+
+def _where(found: Found) -> str:
+    return "repository" if found.entry is not None else str(found.manifest.path.parent)
