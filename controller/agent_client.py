@@ -13,7 +13,7 @@ from controller.auth import Signer, agent_key_id, controller_key_id
 from controller.errors import PartFailed, Unavailable
 from controller.network import Agent
 from controller.sessions import Session
-from signaling.jsonhttp import ClientError, call_json
+from jsonhttp.client import ClientError, call_json
 
 TIMEOUT = 5.0
 HEALTH_TIMEOUT = 2.0  # asked while an agent waits for its registration's answer

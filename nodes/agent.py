@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from controller.auth import Signer, agent_key_id, controller_key_id
+from jsonhttp.client import ClientError, call_json
 from nodes.bundle import Catalog
 from nodes.dispatcher import Chain, Dispatcher
 from nodes.host import ModuleHost, ModuleLoadError
@@ -25,7 +26,6 @@ from nodes.module_api import ServiceModule
 from nodes.packet_io import PacketSocket
 from nodes.sockdiag import packet_socket_drops
 from signaling.dpid import format_dpid
-from signaling.jsonhttp import ClientError, call_json
 from signaling.wire import MAX_LIFETIME
 
 log = logging.getLogger("netserv.agent")

@@ -16,7 +16,7 @@ knows it came from here.
 
 {id} is a session id in canonical decimal (1 to SESSION_ID_MAX), as the controller
 writes it. Bodies are JSON objects read as strictly as the controller reads its own
-(`signaling.jsonhttp.decode_json`), at most MAX_BODY bytes, sent within READ_TIMEOUT.
+(`jsonhttp.strict.decode_json`), at most MAX_BODY bytes, sent within READ_TIMEOUT.
 Errors are {"error": message}, mapped in `_error` only:
 
 | error                                           | status |
@@ -52,8 +52,8 @@ from controller.auth import (
     sign_response,
 )
 from controller.tables import SESSION_ID_MAX, session_id_of_text
+from jsonhttp.strict import decode_json
 from nodes.agent import AttachError, NodeAgent
-from signaling.jsonhttp import decode_json
 
 log = logging.getLogger("netserv.control")
 MAX_BODY = 1 << 20

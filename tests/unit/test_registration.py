@@ -86,8 +86,8 @@ def test_a_live_agent_cannot_move_its_port(world):
 
 
 def test_a_refused_agent_stops_instead_of_retrying(services, monkeypatch):
+    from jsonhttp.client import ClientError
     from nodes import agent as agent_module
-    from signaling.jsonhttp import ClientError
 
     def refuse(*_args, **_kwargs):
         raise ClientError(409, "node 0000000000000001 already has a live agent")
