@@ -30,11 +30,11 @@ from typing import Any
 
 import pytest
 
+from agentproto.limits import HEARTBEAT
 from controller.auth import Signer, agent_key_id, controller_key_id
 from controller.keyfiles import node_key_path, provision_node_key, read_secret
 from controller.tables import KIND_LEARNED, KIND_SHIFT
 from jsonhttp.client import ClientError, call_json
-from nodes.agent import HEARTBEAT
 from signaling.client import NetServClient
 from tests.agents import call_agent
 from tools import ovs
