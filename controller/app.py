@@ -23,6 +23,7 @@ from ryu.lib import hub
 from ryu.ofproto import ofproto_v1_3
 from ryu.ofproto.ofproto_common import OFP_TCP_PORT
 
+from agentproto.limits import AGENT_DEAD_AFTER
 from controller import keyfiles, pipeline, tables
 from controller.agent_client import AgentClient
 from controller.auth import RestAuth
@@ -34,7 +35,7 @@ from controller.policy import OPERATOR_ONLY, load_policy
 from controller.repository import Repository
 from controller.repository import default_path as default_repository
 from controller.rest import AUTH, INSTANCE, RestApi
-from controller.service import AGENT_DEAD_AFTER, NetServService
+from controller.service import NetServService
 from controller.store import SessionStore, StoreError, default_path
 from controller.topology import PROBE_INTERVAL
 from nodes.bundle import Catalog, module_path

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from agentproto.limits import MAX_CHAIN, MAX_LIFETIME
+from agentproto.messages import ModuleSpec as ModuleSpec  # the agents' own, found here too
 from controller.errors import InvalidRequest
 from controller.match import FlowMatch, parse_match
 from controller.modules import ModuleSource, as_source
@@ -16,30 +18,7 @@ from nodes.bundle import BundleError, Catalog, check_version
 from signaling import dpid
 from signaling.dpid import format_dpid as format_dpid  # where the rest of controller/ finds it
 
-MAX_LIFETIME = 24 * 3600
 DEFAULT_LIFETIME = 60
-MAX_CHAIN = 8
-
-
-@dataclass(frozen=True)
-class ModuleSpec:
-    """One module of a session's chain: its name, its full parameter set, the version
-    the request resolved to ("" in a session stored before versions were recorded) and,
-    for a module from the repository, its bundle's SHA-256, which the agent checks the
-    bundle it loads against ("" for a module from a folder on the module path)."""
-
-    name: str
-    params: tuple[tuple[str, object], ...]
-    version: str = ""
-    sha256: str = ""
-
-    def to_json(self) -> dict[str, object]:
-        out: dict[str, object] = {"name": self.name, "params": dict(self.params)}
-        if self.version:
-            out["version"] = self.version
-        if self.sha256:
-            out["sha256"] = self.sha256
-        return out
 
 
 @dataclass(frozen=True)

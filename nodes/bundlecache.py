@@ -33,9 +33,9 @@ import weakref
 from collections.abc import Callable
 from pathlib import Path
 
+from jsonhttp.client import ClientError, Signer, call_json
 from nodes.archive import digest, unpack_bundle
 from nodes.bundle import NAME_RE, BundleError, Catalog, Manifest, check_version, read_manifest
-from signaling.jsonhttp import ClientError, Signer, call_json
 
 log = logging.getLogger("netserv.bundles")
 FETCH_TIMEOUT = 3.0  # within the controller's wait for the attach that needs the bundle

@@ -108,7 +108,7 @@ def test_publish_list_show_and_a_session_that_loads_the_bundle(api, tmp_path):
         {"name": "tally", "params": {}, "version": "1.0.0", "sha256": sha}
     ]
     assert agent.host.loaded() == {f"tally@{sha}": {"version": "1.0.0", "sessions": 1}}
-    stats = agent.session_stats(made.json["id"])["modules"][0]
+    stats = agent.session_stats(made.json["id"]).to_json()["modules"][0]
     assert stats["name"] == "tally" and stats["stats"]["version"] == "1.0.0"
     call("DELETE", f"/netserv/sessions/{made.json['id']}")
     assert agent.host.loaded() == {}
@@ -126,7 +126,7 @@ def test_a_session_names_a_version_or_gets_the_newest_and_keeps_it(api, tmp_path
         {"match": {"udp_dst": 3}, "modules": [{"name": "tally", "version": "1.0.0"}]},
     ).json
     versions = {
-        s["id"]: agent.session_stats(s["id"])["modules"][0]["stats"]["version"]
+        s["id"]: agent.session_stats(s["id"]).to_json()["modules"][0]["stats"]["version"]
         for s in (old, new, pinned)
     }
     assert versions == {old["id"]: "1.0.0", new["id"]: "2.0.0", pinned["id"]: "1.0.0"}
