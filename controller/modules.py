@@ -20,14 +20,14 @@ path, which must hold the same version.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from controller.errors import NotFound
 from controller.policy import ModuleTrust
 from controller.repository import Entry, Repository, admit
-from nodes.bundle import SHIPPED_MODULES, BundleError, Catalog, Manifest
+from nodes.bundle import NAME_RE, SHIPPED_MODULES, BundleError, Catalog, Manifest
 
 if TYPE_CHECKING:
     from controller.sessions import Session
@@ -78,17 +78,25 @@ class ModuleSource:
             return None
         return Found(catalog.get(name))
 
+    def _candidates(self, name: str) -> Iterator[Found]:
+        """Yield every module named `name`, in the order of precedence, reading each only
+        when the one before it was not taken; raise BundleError when a folder's manifest
+        of that name is broken."""
+        first = self._folder_module(self.operator, name)
+        if first is not None:
+            yield first
+        if self.repository is not None:
+            for version in self.repository.versions(name):
+                entry = self.repository.get(name, version)
+                yield Found(entry.manifest, entry)
+        last = self._folder_module(self.shipped, name)
+        if last is not None:
+            yield last
+
     def candidates(self, name: str) -> list[Found]:
         """Return every module named `name`, in the order of precedence; raise BundleError
         when a folder's manifest of that name is broken."""
-        found = [self._folder_module(self.operator, name)]
-        if self.repository is not None:
-            found += [
-                Found(e.manifest, e)
-                for e in (self.repository.get(name, v) for v in self.repository.versions(name))
-            ]
-        found.append(self._folder_module(self.shipped, name))
-        return [f for f in found if f is not None]
+        return list(self._candidates(name))
 
     def resolve(self, name: str, version: str | None = None) -> Found:
         """Return the module a request for `name` (at `version`, if given) gets.
@@ -97,24 +105,29 @@ class ModuleSource:
         broken; UntrustedBundle when it comes from the repository and the policy does
         not let its bundle in.
         """
-        if not isinstance(name, str):
+        if not isinstance(name, str) or not NAME_RE.match(name):
             raise BundleError(f"{name!r} is not a valid module name")
+        passed: list[Found] = []
         try:
-            found = self.candidates(name)
-        except NotFound as exc:  # removed while it was listed
-            raise BundleError(str(exc)) from None
-        if not found:
-            self.catalog.get(name)  # raises the catalog's "unknown module" message
-            raise BundleError(f"unknown module {name!r}")
-        chosen = found[0]
-        if version is not None:
-            chosen = next((f for f in found if f.manifest.version == version), None)
-            if chosen is None:
-                have = ", ".join(f"{f.manifest.version} ({_where(f)})" for f in found)
+            for found in self._candidates(name):
+                if version is None or found.manifest.version == version:
+                    break
+                passed.append(found)
+            else:
+                if not passed:
+                    raise BundleError(f"unknown module {name!r}; available: {self.names()}")
+                have = ", ".join(f"{f.manifest.version} ({_where(f)})" for f in passed)
                 raise BundleError(f"module {name!r} has no version {version!r}; there are {have}")
-        if chosen.entry is not None:
-            admit(self.trust(), chosen.entry.sha256, chosen.entry.signature)
-        return chosen
+        except NotFound as exc:  # removed while it was being read
+            raise BundleError(str(exc)) from None
+        if found.entry is not None:
+            admit(self.trust(), found.entry.sha256, found.entry.signature)
+        return found
+
+    def names(self) -> list[str]:
+        """Return the names of every module on offer, sorted."""
+        published = self.repository.names() if self.repository is not None else []
+        return sorted(set(self.catalog.names()) | set(published))
 
     def listing(self) -> dict[str, Any]:
         """Return every module on offer, each version from each source once, with

@@ -137,7 +137,7 @@ def test_a_module_comes_from_the_operators_folders_then_the_repository_then_serv
     assert source.resolve("null").manifest.path.parent == SHIPPED_MODULES
     with pytest.raises(BundleError, match="no version '3.0.0'; there are 0.5.0 .*, 2.0.0 "):
         source.resolve("tally", "3.0.0")
-    with pytest.raises(BundleError, match="unknown module 'nope'"):
+    with pytest.raises(BundleError, match="unknown module 'nope'; available: .*'counter'.*'tally'"):
         source.resolve("nope")
     listing = source.listing()
     tally = [(m["version"], m["source"], m["default"]) for m in listing["modules"]]
