@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from controller.errors import NotFound
+from controller.errors import Conflict, NotFound
 from controller.policy import ModuleTrust
 from controller.repository import Entry, Repository, admit
 from nodes.bundle import NAME_RE, SHIPPED_MODULES, BundleError, Catalog, Manifest
@@ -123,6 +123,24 @@ class ModuleSource:
         if found.entry is not None:
             admit(self.trust(), found.entry.sha256, found.entry.signature)
         return found
+
+    def remove(self, name: str, version: str, users: Callable[[Entry], list[int]]) -> Entry:
+        """Remove a published version; return what it was. Raise NotFound when the
+        repository does not hold it (naming the folder a module of that version comes
+        from, if one does), Conflict when `users` names sessions that use it."""
+        repository = self.repository
+        if repository is None or version not in repository.versions(name):
+            try:
+                found = [f for f in self.candidates(name) if f.manifest.version == version]
+            except BundleError:
+                found = []
+            where = f": it comes from {found[0].manifest.path}" if found else ""
+            raise NotFound(f"the repository holds no {name} {version}{where}")
+        entry = repository.get(name, version)
+        in_use = users(entry)
+        if in_use:
+            raise Conflict(f"{name} {version} is in use by session(s) {in_use}: end them first")
+        return repository.remove(name, version)
 
     def names(self) -> list[str]:
         """Return the names of every module on offer, sorted."""

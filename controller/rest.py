@@ -401,17 +401,9 @@ class RestApi(ControllerBase):
     @_api()
     def remove_module(self, req: Any, name: str, version: str, **_: Any) -> object:
         self._operator(req)
-        repository = self._repository()
-        if version not in repository.versions(name):
-            found = [f for f in self._candidates(name) if f.manifest.version == version]
-            where = f": it comes from {found[0].manifest.path}" if found else ""
-            raise NotFound(f"the repository holds no {name} {_shown(version)}{where}")
+        sessions = self.service.sessions
         with self.service.lock:  # no session may take it up between the check and the removal
-            entry = repository.get(name, version)
-            users = users_of(self.service.sessions.all(), entry)
-            if users:
-                raise Conflict(f"{name} {version} is in use by session(s) {users}: end them first")
-            repository.remove(name, version)
+            entry = self._modules().remove(name, version, lambda e: users_of(sessions.all(), e))
         return entry.to_json(self.service.policy.modules) | {"removed": True}
 
     @route("netserv", "/netserv/modules/{name}/{version}/bundle", methods=["GET"])
