@@ -29,6 +29,8 @@ from agentproto.limits import AGENT_DEAD_AFTER
 from controller import keyfiles
 from controller.errors import PolicyError
 from controller.policy import load_policy
+from controller.repository import Repository
+from controller.repository import default_path as default_repository
 from controller.store import SessionStore, StoreError, default_path
 from nodes.bundle import MODULE_PATH_HELP, BundleError, module_path
 
@@ -116,6 +118,15 @@ def run(args: argparse.Namespace, verbose: bool = False) -> int:
         SessionStore(store).close()
     except StoreError as exc:
         print(f"netserv controller: {exc}", file=sys.stderr)
+        return 1
+    repo = args.repo or default_repository(store)
+    try:  # the same for the module repository's folder
+        Repository(repo)
+    except OSError as exc:
+        print(
+            f"netserv controller: cannot keep the module repository in {repo}: {exc}",
+            file=sys.stderr,
+        )
         return 1
     policy = None
     if args.policy is not None:
