@@ -23,6 +23,7 @@ from nodes.dispatcher import Chain, Dispatcher
 from nodes.host import ModuleHost, ModuleLoadError
 from nodes.module_api import ServiceModule
 from nodes.packet_io import PacketSocket
+from nodes.sandbox.policy import TierPolicy
 from nodes.sockdiag import packet_socket_drops
 from signaling.dpid import format_dpid
 from signaling.jsonhttp import ClientError, call_json
@@ -65,6 +66,8 @@ class AgentConfig:
     # The node's key (controller/keyfiles.py): it signs the registrations, and the
     # control API takes only calls signed with it. Without one, nothing is taken.
     key: bytes = field(default=b"", repr=False)
+    # Which modules run in the agent's process, what isolated ones are granted.
+    policy: TierPolicy = field(default_factory=TierPolicy)
 
 
 class NodeAgent:
@@ -72,7 +75,7 @@ class NodeAgent:
         self, config: AgentConfig, catalog: Catalog, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.config = config
-        self.host = ModuleHost(catalog, config.dpid, clock)
+        self.host = ModuleHost(catalog, config.dpid, clock, config.policy)
         self.dispatcher = Dispatcher(clock)
         self.clock = clock
         self.boot_id = uuid.uuid4().hex
@@ -104,8 +107,10 @@ class NodeAgent:
                 raise AttachError(f"tag {tag} belongs to session {other.session_id}", 409)
             instances = self._instantiate(session_id, modules)
             now = self.clock()
+            guards = [self.host.guard(module) for _, module in instances]
+            expires = now + lifetime + EXPIRY_GRACE
             chain = Chain(
-                session_id, tag, instances, now + lifetime + EXPIRY_GRACE, lifetime, attached_at=now
+                session_id, tag, instances, expires, lifetime, attached_at=now, guards=guards
             )
             old = self.dispatcher.put(chain)
         if old is not None:

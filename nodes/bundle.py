@@ -17,6 +17,15 @@ agent can load the code by path without it being importable as a package.
     help = "log the counts every N packets (0 = never)"
 
 A str parameter may declare `choices = [..]` and `max_length`; see ParamSpec.
+
+How the module runs, each optional (the defaults here):
+
+    tier = "isolated"                   # or "trusted": in the agent, if the node trusts it
+    failure = "open"                    # or "closed": what becomes of frames it fails on
+    capabilities = []                   # "net", "read:/abs/path": asked, the node grants
+
+    [budget]                            # see nodes/sandbox/budgets.py
+    time_per_frame = 0.001
 """
 
 from __future__ import annotations
@@ -30,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from nodes.sandbox.budgets import Budget, parse_budget
+
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}\Z")
 _TYPES: dict[str, tuple[type, ...]] = {
     "int": (int,),
@@ -41,6 +52,10 @@ _TYPES: dict[str, tuple[type, ...]] = {
 _LIMIT_KEYS = {"int": {"min", "max"}, "float": {"min", "max"}, "str": {"choices", "max_length"}}
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1  # an int parameter's range when none is declared
 STR_MAX_LENGTH = 1024  # a str parameter's length when none is declared
+TIERS = ("isolated", "trusted")  # where a module runs: its own process, or the agent's
+FAILURES = ("open", "closed")  # a failed module's frames: go on without it, or are dropped
+NET = "net"  # the capability to open UDP and TCP sockets
+READ = "read:"  # the capability to read a folder or file, "read:/abs/path"
 
 
 class BundleError(ValueError):
@@ -189,6 +204,10 @@ class Manifest:
     entry_class: str
     path: Path
     params: Mapping[str, ParamSpec] = field(default_factory=dict)
+    tier: str = "isolated"
+    failure: str = "open"
+    capabilities: tuple[str, ...] = ()
+    budget: Budget = field(default_factory=Budget)
 
     def resolve_params(self, given: Mapping[str, object] | None) -> dict[str, object]:
         """Return the full parameter dict (defaults filled in); raise BundleError on bad input."""
@@ -211,7 +230,34 @@ class Manifest:
             "version": self.version,
             "summary": self.summary,
             "params": {p.name: p.to_json() for p in self.params.values()},
+            "tier": self.tier,
+            "failure": self.failure,
+            "capabilities": list(self.capabilities),
+            "budget": self.budget.to_json(),
         }
+
+
+def _choice(path: Path, data: Mapping[str, object], key: str, choices: tuple[str, ...]) -> str:
+    value = data.get(key, choices[0])
+    if value not in choices:
+        raise BundleError(f"{path}: {key} must be one of {list(choices)}, got {value!r}")
+    return str(value)
+
+
+def parse_capabilities(path: Path | str, value: object) -> tuple[str, ...]:
+    """Return the capabilities a manifest asks for; raise BundleError for a bad one."""
+    if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+        raise BundleError(f"{path}: capabilities must be a list of strings")
+    for cap in value:
+        if cap == NET:
+            continue
+        target = cap[len(READ) :] if cap.startswith(READ) else ""
+        if not target.startswith("/") or os.path.normpath(target) != target:
+            raise BundleError(
+                f"{path}: capability {cap!r} is neither {NET!r} nor {READ!r} followed by an "
+                "absolute, normalized path"
+            )
+    return tuple(dict.fromkeys(value))
 
 
 def read_manifest(folder: Path) -> Manifest:
@@ -224,6 +270,7 @@ def read_manifest(folder: Path) -> Manifest:
     except tomllib.TOMLDecodeError as exc:
         raise BundleError(f"{path}: {exc}") from None
     known = {"name", "version", "summary", "entry", "params"}
+    known |= {"tier", "failure", "capabilities", "budget"}
     if set(data) - known:
         raise BundleError(f"{path}: unknown key(s) {sorted(set(data) - known)}")
     name = data.get("name")
@@ -241,6 +288,10 @@ def read_manifest(folder: Path) -> Manifest:
     if not isinstance(params_table, dict):
         raise BundleError(f"{path}: params must be a table of [params.NAME] tables")
     params = {pname: _param_spec(path, pname, spec) for pname, spec in params_table.items()}
+    try:
+        budget = parse_budget(str(path), data.get("budget"))
+    except ValueError as exc:
+        raise BundleError(str(exc)) from None
     return Manifest(
         name=name,
         version=str(data.get("version", "0")),
@@ -249,6 +300,10 @@ def read_manifest(folder: Path) -> Manifest:
         entry_class=entry_class,
         path=folder,
         params=MappingProxyType(params),
+        tier=_choice(path, data, "tier", TIERS),
+        failure=_choice(path, data, "failure", FAILURES),
+        capabilities=parse_capabilities(path, data.get("capabilities", [])),
+        budget=budget,
     )
 
 
