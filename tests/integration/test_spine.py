@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from controller.agent_client import agent_call
+from controller.keyfiles import read_secret
 from signaling.client import ClientError, NetServClient
 from tests.agents import call_agent
 from tools import ovs
@@ -234,9 +236,11 @@ def detour(node: Node, cookie: int) -> tuple[float, int, float]:
 
 
 def agent_counted(node: Node, url: str, session_id: int) -> int:
-    """Return what the session's counter module counted, asked of the agent itself."""
-    with urllib.request.urlopen(f"{url}/sessions/{session_id}", timeout=5) as resp:
-        return json.loads(resp.read())["modules"][0]["stats"]["packets"]
+    """Return what the session's counter module counted, asked of the agent itself
+    (signed with the node's key, as the controller asks, which may be down)."""
+    key = read_secret(node.switch.key_file)
+    stats = agent_call(key, node.switch.dpid_int, url, "GET", f"/sessions/{session_id}")
+    return stats["modules"][0]["stats"]["packets"]
 
 
 def test_a_controller_killed_and_restarted_keeps_the_detoured_flow_served(
@@ -245,7 +249,10 @@ def test_a_controller_killed_and_restarted_keeps_the_detoured_flow_served(
     h1, h2, _ = node.hosts
     lifetime, frames, rate = 300, 3000, 150.0  # 20 s of frames, across the whole episode
     old = node.client.setup(served_match(h1, h2), module="counter", lifetime=lifetime)
-    made_at, cookie, agent_url = time.monotonic(), int(old["cookie"], 16), node.agent_url
+    made_at, cookie = time.monotonic(), int(old["cookie"], 16)
+    agent_url = next(n for n in node.client.nodes() if n["dpid"] == node.switch.dpid)["agent"][
+        "url"
+    ]
     agent_pid = node.switch.agent_pid
     sent: list[int] = []
     with Receiver(h2) as rx:
