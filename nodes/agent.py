@@ -191,6 +191,7 @@ class NodeAgent:
             "pid": os.getpid(),
             "registered": self.registered.is_set(),
             "modules_loaded": self.host.loaded(),
+            "tiers": self.host.describe(),
             "sessions": [c.session_id for c in self.dispatcher.chains()],
             "io": self.io_stats(),
         }

@@ -162,6 +162,13 @@ class ModuleHost:
                 del self._loaded[name]
                 log.info("unloaded module %s", name)
 
+    def describe(self) -> dict[str, object]:
+        """Return the node's policy and, once an isolated module ran, what confines them."""
+        out: dict[str, object] = {"policy": self.policy.to_json()}
+        if self._sandbox is not None:
+            out["isolation"] = self._sandbox.describe()
+        return out
+
     def guard(self, instance: ServiceModule) -> Guard:
         """Return the guard made with `instance` (a fresh default one for a stranger)."""
         return self._guards.get(id(instance)) or Guard()

@@ -7,7 +7,9 @@ still had:
 1. join its cgroups (memory, CPU and process-count limits, `cgroups.py`);
 2. rlimits, the floor where a controller is missing: address space (the memory
    budget plus the interpreter's own mappings), one process (itself), few files, no
-   core dumps, no file writes, no locked memory;
+   core dumps, no file writes, no locked memory (no CPU-time limit: RLIMIT_CPU counts
+   a process's whole life, so it cannot bound the rate of a long-lived module; the
+   cgroup's CPU share and the agent's per-batch time budget do);
 3. an unprivileged uid and gid of its own, SANDBOX_UID_BASE + its pid, which no file
    and no other process has, so it can neither signal nor trace anything, nor read
    what only root or a user may; no supplementary groups, no capabilities (but see

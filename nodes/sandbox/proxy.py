@@ -228,8 +228,8 @@ class IsolatedModule(ServiceModule):
 
     def _fail(self, reason: str) -> ModuleFailed:
         """Kill the worker, quarantine the module for `reason`; return the exception to raise."""
-        self.kill()
         self._gone = self._gone or reason
+        self.kill()
         self.guard.quarantine(reason)
         return ModuleFailed(reason)
 
@@ -335,7 +335,11 @@ class IsolatedModule(ServiceModule):
         with self._lock:
             if self._gone:
                 return self.last_stats or {}
-            self._sock.sendmsg([bytes([wire.STATS])])
+            try:
+                self._sock.sendmsg([bytes([wire.STATS])])
+            except OSError:
+                self._fail(self._death())
+                return self.last_stats or {}
             message = self._recv(self.budget.deadline(0))
             if not message:
                 why = f"hung: no answer within {self.budget.deadline(0):.2f} s"

@@ -19,6 +19,7 @@ import pytest
 
 from nodes.bundle import SHIPPED_MODULES
 from signaling.client import NetServClient
+from tests.agents import call_agent
 from tests.integration.test_sandbox_worker import CONTAINED, HOSTILE, write_module
 from tools.procs import REPO, python_env, stop_process
 from tools.scenario import Receiver, send_udp, warm_up
@@ -141,6 +142,11 @@ def test_counter_counts_the_same_isolated_as_trusted(node: Node) -> None:
     ]
     assert a["modules"][0]["stats"]["packets"] == n
     assert (a["returned"], a["errors"]) == (b["returned"], b["errors"]) == (n, 0)
+    # The agent says which modules it trusts, and what confines the others.
+    tiers = call_agent(node.client, node.net.switches[0])["tiers"]
+    assert tiers["policy"]["trusted"] == ["shipped", "spinner"]
+    assert tiers["isolation"]["landlock_abi"] >= 1
+    assert b["modules"][0]["confined"]["landlock_abi"] == tiers["isolation"]["landlock_abi"]
 
 
 def test_a_module_looping_in_the_agent_never_makes_the_node_look_dead(node: Node) -> None:

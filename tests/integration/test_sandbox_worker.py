@@ -20,6 +20,8 @@ from nodes.sandbox.cgroups import Layout
 from nodes.sandbox.confine import SANDBOX_UID_BASE
 from nodes.sandbox.policy import TierPolicy
 
+REPO = Path(__file__).resolve().parents[2]
+
 pytestmark = pytest.mark.skipif(landlock.abi_version() < 1, reason="needs Landlock")
 
 HOSTILE = {
@@ -108,7 +110,7 @@ def worker_cgroups() -> set[Path]:
 def host(tmp_path: Path) -> ModuleHost:
     for name, body in HOSTILE.items():
         write_module(tmp_path, name, body)
-    catalog = Catalog([tmp_path, Path(__file__).resolve().parents[2] / "services"])
+    catalog = Catalog([tmp_path, REPO / "services"])
     host = ModuleHost(catalog, node=1, policy=TierPolicy.parse(["none"]))
     return host
 
@@ -172,9 +174,15 @@ def test_a_worker_runs_confined(host, d, tmp_path):
         """
         def stats(self):
             import os
-            return {"uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(),
-                    "cwd": os.getcwd()}
-        """,
+            out = {"uid": os.getuid(), "groups": os.getgroups(), "cwd": os.getcwd()}
+            for name, path in (("repo", REPO + "/README.md"), ("key", REPO + "/run/secrets")):
+                try:
+                    os.listdir(path) if name == "key" else open(path).close()
+                    out[name] = "read"
+                except OSError as exc:
+                    out[name] = type(exc).__name__
+            return out
+        """.replace("REPO", repr(str(REPO))),
     )
     chain = chain_of(host, d, 1, ["probe"])
     module = chain.modules[0][1]
@@ -189,6 +197,12 @@ def test_a_worker_runs_confined(host, d, tmp_path):
     stats = module.stats()
     assert (stats["uid"], stats["groups"]) == (uid, [])
     assert stats["cwd"] == str(tmp_path / "probe")
+    # The nodes package is readable, the rest of the repository (the node's secrets) not.
+    assert (stats["repo"], stats["key"]) == ("PermissionError", "PermissionError")
+    isolation = host.describe()["isolation"]
+    assert isolation["landlock_abi"] >= 1
+    for controller, where in isolation["cgroups"].items():  # found in /proc/self/mountinfo
+        assert where == "none" or where.startswith(("v1 /", "v2 /")), controller
     limits = Path(f"/proc/{pid}/limits").read_text()
     assert re.search(r"Max processes\s+1\s+1", limits)
     assert re.search(r"Max core file size\s+0\s+0", limits)

@@ -1,5 +1,6 @@
 """Tiers, failure policy, capabilities and budgets: the manifest's fields and the node's policy."""
 
+import argparse
 import re
 from pathlib import Path
 
@@ -163,3 +164,16 @@ def test_the_error_bucket_lets_a_burst_of_errors_through_then_runs_dry():
     assert [bucket.take() for _ in range(4)] == [True, True, True, False]
     clock.now += 1
     assert bucket.take()
+
+
+def test_the_agents_options_make_its_policy():
+    from nodes.main import add_arguments
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    base = ["--dpid", "1", "--iface", "a", "--switch-port", "b"]
+    args = p.parse_args([*base, "--trusted", "shipped,geo", "--trusted", "x", "--grant", "geo=net"])
+    policy = TierPolicy.parse(args.trusted, args.grant)
+    assert policy.trusted == {"shipped", "geo", "x"} and policy.grants == {"geo": {"net"}}
+    default = p.parse_args(base)
+    assert TierPolicy.parse(default.trusted, default.grant) == TierPolicy()
