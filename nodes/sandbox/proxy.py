@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
+from nodes.blocks.bucket import TokenBucket
 from nodes.bundle import Manifest
 from nodes.module_api import ModuleContext, ServiceModule, Verdict
 from nodes.sandbox import landlock, wire
@@ -42,6 +43,7 @@ BOOT = (
 SETUP_TIMEOUT = 10.0  # seconds for a worker to start, confine itself and set its module up
 STOP_TIMEOUT = 1.0  # seconds for a module's stop() before its worker is killed
 SOCKET_BUFFER = 4 << 20
+LOG_RATE, LOG_BURST = 10.0, 100  # a module's log lines a second in the agent's log, at once
 SO_SNDBUFFORCE = 32
 
 
@@ -145,6 +147,8 @@ class IsolatedModule(ServiceModule):
         self._gone = ""  # why the worker is gone, once it is
         self._tick_due: float | None = None
         self._peek = bytearray(1)
+        self._log_bucket = TokenBucket(LOG_RATE, LOG_BURST, clock)
+        self._log_left_out = 0
         self._cgroup: WorkerCgroup | None = None
         if sandbox.layout.by_controller:
             try:
@@ -256,7 +260,15 @@ class IsolatedModule(ServiceModule):
             self._cgroup.remove()
 
     def _relog(self, lines: list) -> None:
+        """Write the module's log lines to the agent's log, at most LOG_RATE a second: its
+        own logging may bypass the rate limit of ctx.log."""
         for level, line in lines:
+            if not self._log_bucket.take():
+                self._log_left_out += 1
+                continue
+            if self._log_left_out:
+                self._log.warning("%d log lines of the module were left out", self._log_left_out)
+                self._log_left_out = 0
             self._log.log(int(level), "%s", line)
 
     def _arm(self, delay: float) -> None:

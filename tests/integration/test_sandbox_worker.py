@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import textwrap
@@ -19,6 +20,7 @@ from nodes.sandbox import landlock
 from nodes.sandbox.cgroups import Layout
 from nodes.sandbox.confine import SANDBOX_UID_BASE
 from nodes.sandbox.policy import TierPolicy
+from nodes.sandbox.proxy import LOG_BURST
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -314,3 +316,23 @@ def test_capabilities_are_what_the_node_grants(tmp_path):
     assert module.stats() == {"read": "granted", "udp": True}
     host.release("netty", module)
     assert workers() == []
+
+
+def test_a_module_that_floods_the_log_is_held_to_a_rate(host, d, tmp_path, caplog):
+    body = """
+        def process(self, frame):
+            import logging
+            for i in range(100):
+                logging.getLogger("mine").error("line %d", i)  # past ctx.log's rate limit
+            return Verdict.FORWARD
+    """
+    write_module(tmp_path, "flood", body)
+    chain_of(host, d, 1, ["flood"])
+    with caplog.at_level(logging.INFO, logger="netserv.module.flood.1"):
+        for _ in range(20):
+            d.run_batch([(1, frame(i)) for i in range(4)])
+    lines = [r for r in caplog.records if r.name == "netserv.module.flood.1"]
+    # 20 batches of 400 lines each: the worker sends at most 32 a batch, the agent logs
+    # at most its burst and says what it left out.
+    assert LOG_BURST <= len(lines) <= LOG_BURST + 5
+    assert any("left out" in r.getMessage() for r in lines)
