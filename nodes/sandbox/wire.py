@@ -17,6 +17,13 @@ length) per emitted frame (index -1: a timer emitted it), the JSON part (errors,
 log lines, whether memory ran out; empty when there is nothing), the rewritten
 frames (those whose verdict is MODIFIED, each as long as it came) and the emitted
 frames. Everything is plain bytes: a verdict is a small int, a frame bytes.
+
+A socket pair rather than a shared-memory ring: measured here, a round trip takes about
+30 µs with an empty batch and about 95 µs with 64 frames and `null`, whether the frames
+are 60 or 1500 bytes long: the wake-ups and Python's work on either side are the cost,
+not the copies a ring would save. The agent reads an answer's length first (MSG_PEEK):
+a buffer as large as the largest message, allocated for each answer, cost more than
+the round trip itself.
 """
 
 from __future__ import annotations
