@@ -9,26 +9,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from agentproto.limits import MAX_CHAIN, MAX_LIFETIME
+from agentproto.messages import ModuleSpec as ModuleSpec  # the agents' own, found here too
 from controller.errors import InvalidRequest
 from controller.match import FlowMatch, parse_match
 from nodes.bundle import BundleError, Catalog
 from signaling import dpid
 from signaling.dpid import format_dpid as format_dpid  # where the rest of controller/ finds it
 
-MAX_LIFETIME = 24 * 3600
 DEFAULT_LIFETIME = 60
-MAX_CHAIN = 8
-
-
-@dataclass(frozen=True)
-class ModuleSpec:
-    """One module of a session's chain: its name and its full parameter set."""
-
-    name: str
-    params: tuple[tuple[str, object], ...]
-
-    def to_json(self) -> dict[str, object]:
-        return {"name": self.name, "params": dict(self.params)}
 
 
 @dataclass(frozen=True)

@@ -84,8 +84,8 @@ from controller.errors import (
 from controller.policy import OPERATOR, load_policy
 from controller.service import NetServService
 from controller.tables import SESSION_ID_MAX, session_id_of_text
+from jsonhttp.strict import decode_json
 from signaling.dpid import parse_dpid
-from signaling.jsonhttp import decode_json
 
 log = logging.getLogger("netserv.rest")
 INSTANCE = "netserv_service"

@@ -18,6 +18,7 @@ from nodes.module_api import ServiceModule, Verdict
 from nodes.sandbox.budgets import Budget, TimeAccount, admit, error_bucket, frame_bucket
 
 RUNNING, QUARANTINED = "running", "quarantined"
+STATES = (RUNNING, QUARANTINED)
 
 
 class Guard:

@@ -5,6 +5,8 @@ import signal
 
 import pytest
 
+from agentproto.fields import ContractError
+from agentproto.messages import ChainStats
 from nodes.dispatcher import Chain, Dispatcher
 from nodes.module_api import ModuleContext, ServiceModule, Verdict
 from nodes.sandbox import wire
@@ -254,3 +256,33 @@ def test_a_chain_of_the_agents_own_modules_stays_frame_by_frame():
     chain = Chain(1, 10, [("count", Count())], expires=0, lifetime=1)
     assert not chain.batched and [g.tier for g in chain.guards] == ["trusted"]
     assert Chain(2, 11, [("f", FakeIsolated())], expires=0, lifetime=1).batched
+
+
+def test_the_guards_view_crosses_the_agents_contract():
+    d = Dispatcher()
+    fake = FakeIsolated()
+    fake.failure = "hung: no answer within 0.30 s"
+    g = guard("closed", frames_per_second=100)
+    g.confined = {"uid": 1314066578, "landlock_abi": 7}
+    chain = install(d, 10, [("fake", fake), ("count", Count())], [g, Guard()])
+    d.run_batch(frames(3))
+    stats = ChainStats.from_json(chain.stats())
+    isolated, trusted = stats.modules
+    assert (isolated.tier, isolated.state, isolated.failure) == (
+        "isolated",
+        "quarantined",
+        "closed",
+    )
+    assert isolated.reason == "hung: no answer within 0.30 s" and isolated.unprocessed == 3
+    assert isolated.over_rate == 0 and isolated.confined["landlock_abi"] == 7
+    assert (trusted.tier, trusted.state, trusted.reason, trusted.over_rate) == (
+        "trusted",
+        "running",
+        None,
+        None,
+    )
+    assert ChainStats.from_json(stats.to_json()) == stats
+    bad = chain.stats()
+    bad["modules"][0]["state"] = "sleeping"
+    with pytest.raises(ContractError, match="state of fake must be one of"):
+        ChainStats.from_json(bad)
