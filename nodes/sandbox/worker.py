@@ -28,6 +28,7 @@ from nodes.sandbox import confine, wire
 MAX_ERRORS = 8  # error texts an answer carries (the count of failed frames is exact)
 MAX_LOG = 32  # log lines an answer carries; the rest are counted in one more line
 ERROR_TEXT = 300  # characters of an error's text
+EMITTED_MAX = wire.MAX_MESSAGE // 2  # bytes of emitted frames an answer carries
 _FORWARD, _DROP, _MODIFIED = wire.FORWARD, wire.DROP, wire.MODIFIED
 _CODES = {
     None: _FORWARD,
@@ -114,6 +115,7 @@ class Worker:
         verdicts = bytearray(len(frames))
         started = time.thread_time()
         size = 0  # bytes of emitted frames, kept under what one message can carry
+        left_out = 0
         for _timer, error in self.scheduler.run_due():
             frames_out = self.ctx.outbox.take()
             if error is not None:
@@ -138,8 +140,10 @@ class Worker:
                 if outbox.frames:
                     for out in outbox.take():
                         size += len(out) + 8
-                        if size < wire.MAX_MESSAGE // 2:
+                        if size < EMITTED_MAX:
                             answer.emitted.append((i, out))
+                        else:
+                            left_out += 1
             verdicts[i] = verdict
             if verdict == _MODIFIED:
                 answer.modified.append(frame)
@@ -147,6 +151,9 @@ class Worker:
         answer.verdicts = bytes(verdicts)
         answer.next_timer = self.next_timer()
         answer.log = self.log.take()
+        if left_out:
+            why = f"{left_out} emitted frames not sent: an answer carries {EMITTED_MAX} bytes"
+            answer.log.append((logging.WARNING, why))
         return answer
 
     def _failed(self, answer: wire.Answer, index: int, exc: BaseException) -> int:
