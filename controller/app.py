@@ -23,15 +23,19 @@ from ryu.lib import hub
 from ryu.ofproto import ofproto_v1_3
 from ryu.ofproto.ofproto_common import OFP_TCP_PORT
 
+from agentproto.limits import AGENT_DEAD_AFTER
 from controller import keyfiles, pipeline, tables
 from controller.agent_client import AgentClient
 from controller.auth import RestAuth
 from controller.errors import NetServError, PartFailed, PolicyError, Unavailable
 from controller.messages import Barrier, Message, Stats, StatsRequest
+from controller.modules import ModuleSource
 from controller.ofbuild import build, flow_stats, port_stats
 from controller.policy import OPERATOR_ONLY, load_policy
+from controller.repository import Repository
+from controller.repository import default_path as default_repository
 from controller.rest import AUTH, INSTANCE, RestApi
-from controller.service import AGENT_DEAD_AFTER, NetServService
+from controller.service import NetServService
 from controller.store import SessionStore, StoreError, default_path
 from controller.topology import PROBE_INTERVAL
 from nodes.bundle import Catalog, module_path
@@ -158,9 +162,13 @@ class NetServApp(app_manager.RyuApp):
         policy = load_policy(policy_file) if policy_file else OPERATOR_ONLY
         secrets = keyfiles.secrets_dir(getattr(conf, "netserv_secrets", None))
         node_keys = keyfiles.NodeKeys(secrets)
+        repository = Repository(
+            getattr(conf, "netserv_repo", None) or default_repository(store_path)
+        )
+        modules = ModuleSource(Catalog(folders), repository, lambda: self.service.policy.modules)
         self.switches = RyuSwitches()
         self.service = NetServService(
-            Catalog(folders),
+            modules,
             self.switches,
             AgentClient(node_keys),
             time.monotonic,
@@ -200,6 +208,7 @@ class NetServApp(app_manager.RyuApp):
         )
         if cap != tables.HARD_TIMEOUT_CAP:
             log.info("detours' hard timeouts capped at %d s (%s)", cap, tables.HARD_TIMEOUT_CAP_ENV)
+        log.info("module repository in %s", repository.root)
         log.info(
             "sessions kept in %s: %d taken back, next id %d",
             store_path,

@@ -9,26 +9,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from agentproto.limits import MAX_CHAIN, MAX_LIFETIME
+from agentproto.messages import ModuleSpec as ModuleSpec  # the agents' own, found here too
 from controller.errors import InvalidRequest
 from controller.match import FlowMatch, parse_match
-from nodes.bundle import BundleError, Catalog
+from controller.modules import ModuleSource, as_source
+from nodes.bundle import BundleError, Catalog, check_version
 from signaling import dpid
 from signaling.dpid import format_dpid as format_dpid  # where the rest of controller/ finds it
 
-MAX_LIFETIME = 24 * 3600
 DEFAULT_LIFETIME = 60
-MAX_CHAIN = 8
-
-
-@dataclass(frozen=True)
-class ModuleSpec:
-    """One module of a session's chain: its name and its full parameter set."""
-
-    name: str
-    params: tuple[tuple[str, object], ...]
-
-    def to_json(self) -> dict[str, object]:
-        return {"name": self.name, "params": dict(self.params)}
 
 
 @dataclass(frozen=True)
@@ -58,44 +48,58 @@ def parse_lifetime(raw: object, default: int | None = DEFAULT_LIFETIME) -> int:
     return raw
 
 
-def _modules(body: Mapping[str, object], catalog: Catalog) -> tuple[ModuleSpec, ...]:
+def _modules(body: Mapping[str, object], modules: Catalog | ModuleSource) -> tuple[ModuleSpec, ...]:
     if "module" in body and "modules" in body:
         raise InvalidRequest("give either 'module' (with 'params') or 'modules', not both")
     if "module" in body:
-        items: object = [{"name": body["module"], "params": body.get("params", {})}]
-    elif "params" in body:
-        raise InvalidRequest("'params' goes with 'module'; in 'modules' each entry has its own")
+        one = {"name": body["module"], "params": body.get("params", {})}
+        if "version" in body:
+            one["version"] = body["version"]
+        items: object = [one]
+    elif "params" in body or "version" in body:
+        raise InvalidRequest(
+            "'params' and 'version' go with 'module'; in 'modules' each entry has its own"
+        )
     else:
         items = body.get("modules")
     if not isinstance(items, list) or not items:
         raise InvalidRequest("a session needs 'module' (a name) or 'modules' (a non-empty list)")
     if len(items) > MAX_CHAIN:
         raise InvalidRequest(f"a chain has at most {MAX_CHAIN} modules")
-    specs = []
-    for item in items:
-        if isinstance(item, str):
-            item = {"name": item}
-        if not isinstance(item, Mapping) or set(item) - {"name", "params"}:
-            raise InvalidRequest("each module is a name or an object {name, params}")
-        name, params = item.get("name"), item.get("params", {})
-        if not isinstance(name, str):
-            raise InvalidRequest(f"a module is named by a string, got {name!r}")
-        if not isinstance(params, Mapping):
-            raise InvalidRequest(f"params of module {name!r} must be a JSON object")
-        try:
-            manifest = catalog.get(name)
-            resolved = manifest.resolve_params(params)
-        except BundleError as exc:
-            raise InvalidRequest(str(exc)) from None
-        specs.append(ModuleSpec(manifest.name, tuple(sorted(resolved.items()))))
-    return tuple(specs)
+    source = as_source(modules)
+    return tuple(_module(item, source) for item in items)
 
 
-def parse_session_request(body: object, catalog: Catalog) -> SessionRequest:
-    """Return the SessionRequest a JSON body asks for; raise InvalidRequest saying why not."""
+def _module(item: object, source: ModuleSource) -> ModuleSpec:
+    """Return the ModuleSpec one entry of a chain asks for; raise InvalidRequest."""
+    if isinstance(item, str):
+        item = {"name": item}
+    if not isinstance(item, Mapping) or set(item) - {"name", "params", "version"}:
+        raise InvalidRequest("each module is a name or an object {name, params, version}")
+    name, params, version = item.get("name"), item.get("params", {}), item.get("version")
+    if not isinstance(name, str):
+        raise InvalidRequest(f"a module is named by a string, got {name!r}")
+    if not isinstance(params, Mapping):
+        raise InvalidRequest(f"params of module {name!r} must be a JSON object")
+    try:
+        if version is not None:
+            check_version(version, f"the version of module {name!r}")
+        found = source.resolve(name, version)
+        resolved = found.manifest.resolve_params(params)
+    except BundleError as exc:
+        raise InvalidRequest(str(exc)) from None
+    manifest = found.manifest
+    return ModuleSpec(
+        manifest.name, tuple(sorted(resolved.items())), manifest.version, found.sha256
+    )
+
+
+def parse_session_request(body: object, catalog: Catalog | ModuleSource) -> SessionRequest:
+    """Return the SessionRequest a JSON body asks for; raise InvalidRequest saying why not,
+    or UntrustedBundle when a module's bundle is one the policy does not let in."""
     if not isinstance(body, Mapping):
         raise InvalidRequest("the request body must be a JSON object")
-    known = {"match", "module", "modules", "params", "lifetime", "node"}
+    known = {"match", "module", "modules", "params", "version", "lifetime", "node"}
     unknown = sorted(set(body) - known)
     if unknown:
         raise InvalidRequest(f"unknown key(s) {unknown}; known: {sorted(known)}")

@@ -28,12 +28,11 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from agentproto.limits import VLAN_TAGS
 from controller.errors import Conflict, NotFound, Unavailable
 from controller.match import FlowMatch, overlaps
 from controller.requests import ModuleSpec, SessionRequest, format_dpid
 from controller.tables import SESSION, SESSION_ID_MAX, session_cookie
-
-VLAN_TAGS = range(1, 4095)  # the VLAN id a detour pushes names the session at its agent
 
 
 class State(enum.Enum):

@@ -16,32 +16,44 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
+from agentproto.fields import ContractError
+from agentproto.limits import EXPIRY_GRACE, HEARTBEAT, REGISTER_TIMEOUT
+from agentproto.messages import (
+    AgentStatus,
+    Attach,
+    ChainStats,
+    LoadedModule,
+    ModuleSpec,
+    NodeIO,
+    Refresh,
+    Registration,
+    RegistrationReply,
+)
 from controller.auth import Signer, agent_key_id, controller_key_id
-from nodes.bundle import Catalog
+from jsonhttp.client import ClientError, call_json
+from nodes.bundle import BundleError, Catalog
+from nodes.bundlecache import BundleCache, fetch_from
 from nodes.dispatcher import Chain, Dispatcher, Outgoing
 from nodes.host import ModuleHost, ModuleLoadError
 from nodes.module_api import ServiceModule
 from nodes.packet_io import PacketSocket
+from nodes.sandbox.policy import TierPolicy
 from nodes.sockdiag import packet_socket_drops
-from signaling.dpid import format_dpid
-from signaling.jsonhttp import ClientError, call_json
-from signaling.wire import MAX_LIFETIME
 
 log = logging.getLogger("netserv.agent")
-EXPIRY_GRACE = 10.0  # as the switch's hard-timeout grace: the controller ends it first
-HEARTBEAT = 2.0  # seconds between registrations; the controller waits a few before giving up
-REGISTER_TIMEOUT = 5.0  # the controller may first ask a node's previous agent whether it runs
-REFUSED = 409  # the controller's answer when another agent serves the node
 # A frame that waited longer in the receive queue is stale: the flow has gone on without
 # it (the controller takes the detour out within a second of a hang), and sending it
 # now would deliver it late and out of order.
 MAX_FRAME_AGE = 0.5
 LOOP_TURN = 0.1  # the packet loop comes round at least this often, frames or not
 WATCHDOG_BEAT = 0.1
-LOOP_STALL = 0.3  # the watchdog stops beating when the packet loop has not come round this long
+# The watchdog stops beating when the packet loop has not come round this long: longer
+# than an isolated module's hang may hold it (its deadline, nodes/sandbox/budgets.py),
+# so a module's hang, which the node contains, is not taken for the node's.
+LOOP_STALL = 0.5
 
 
 def _never() -> bool:
@@ -53,19 +65,18 @@ class Refused(Exception):
 
 
 class AttachError(Exception):
-    """A chain could not be attached; `status` is the HTTP status the control API returns."""
+    """A well-formed attach this agent cannot carry out; `status` is the HTTP status the
+    control API returns (409: the tag is another session's, 422: a module cannot be
+    loaded or set up). A malformed one never gets here: `Attach` refuses it."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
 
 
-def _check_lifetime(lifetime: object) -> None:
-    """Raise AttachError unless `lifetime` is whole seconds the controller could have sent."""
-    if isinstance(lifetime, bool) or not isinstance(lifetime, int):
-        raise AttachError(f"lifetime must be whole seconds, got {lifetime!r}")
-    if not 1 <= lifetime <= MAX_LIFETIME:
-        raise AttachError(f"lifetime must be 1 to {MAX_LIFETIME} seconds, got {lifetime}")
+def chain_stats(chain: Chain) -> ChainStats:
+    """Return a chain's counters as the contract carries them."""
+    return ChainStats.from_json(chain.stats())
 
 
 @dataclass(frozen=True)
@@ -78,6 +89,8 @@ class AgentConfig:
     # The node's key (controller/keyfiles.py): it signs the registrations, and the
     # control API takes only calls signed with it. Without one, nothing is taken.
     key: bytes = field(default=b"", repr=False)
+    # Which modules run in the agent's process, what isolated ones are granted.
+    policy: TierPolicy = field(default_factory=TierPolicy)
     max_frame_age: float | None = MAX_FRAME_AGE  # None: no frame is too old
 
 
@@ -86,13 +99,15 @@ class NodeAgent:
         self, config: AgentConfig, catalog: Catalog, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.config = config
-        self.host = ModuleHost(catalog, config.dpid, clock)
+        self.signer = Signer(config.key, agent_key_id(config.dpid), controller_key_id(config.dpid))
+        self.bundles = BundleCache(catalog, fetch_from(config.controller, self.signer))
+        self.host = ModuleHost(self.bundles, config.dpid, clock, config.policy)
+        self._refs: dict[int, list[str]] = {}  # id() of a chain: its modules' host refs
         self.dispatcher = Dispatcher(clock)
         self.clock = clock
         self.boot_id = uuid.uuid4().hex
         self.url = ""  # set once the control API listens
         self.registered = threading.Event()
-        self.signer = Signer(config.key, agent_key_id(config.dpid), controller_key_id(config.dpid))
         self.stopping = threading.Event()
         self.refused = ""  # the controller's reason, once it refused this agent
         self._failures = 0  # registrations in a row that did not reach the controller
@@ -107,23 +122,25 @@ class NodeAgent:
         self._batches = 0  # batches finished, so a waiter sees one end
 
     # --- chains (called by the control API) ----------------------------------------
-    def attach(self, session_id: int, body: Mapping[str, object]) -> Chain:
-        """Build and install a session's chain from the controller's request; return it."""
-        tag, modules, lifetime = body.get("tag"), body.get("modules"), body.get("lifetime")
-        if not isinstance(tag, int) or not 1 <= tag <= 4094:
-            raise AttachError(f"tag must be 1..4094, got {tag!r}")
-        _check_lifetime(lifetime)
-        if not isinstance(modules, list) or not modules:
-            raise AttachError("modules must be a non-empty list of {name, params}")
+    def attach(self, request: Attach) -> Chain:
+        """Build and install a session's chain as the controller asks; return it.
+
+        It is kept for the request's lifetime plus EXPIRY_GRACE. Raise AttachError.
+        """
+        session_id, tag, lifetime = request.session_id, request.tag, request.lifetime
+        refs = self._module_refs(request.modules)  # bundles are fetched before anything changes
         with self._lock:
             other = self.dispatcher.by_tag(tag)
             if other is not None and other.session_id != session_id:
                 raise AttachError(f"tag {tag} belongs to session {other.session_id}", 409)
-            instances = self._instantiate(session_id, modules)
+            instances = self._instantiate(session_id, request.modules, refs)
             now = self.clock()
+            guards = [self.host.guard(module) for _, module in instances]
+            expires = now + lifetime + EXPIRY_GRACE
             chain = Chain(
-                session_id, tag, instances, now + lifetime + EXPIRY_GRACE, lifetime, attached_at=now
+                session_id, tag, instances, expires, lifetime, attached_at=now, guards=guards
             )
+            self._refs[id(chain)] = refs
             old = self.dispatcher.put(chain)
         if old is not None:
             self._quiesce()
@@ -133,46 +150,58 @@ class NodeAgent:
         )
         return chain
 
-    def _instantiate(self, session_id: int, modules: list) -> list[tuple[str, ServiceModule]]:
+    def _module_refs(self, modules: tuple[ModuleSpec, ...]) -> list[str]:
+        """Return what the host loads each requested module by, fetching and checking the
+        bundles of the repository's modules that this agent does not hold yet."""
+        refs = []
+        for module in modules:
+            try:
+                refs.append(
+                    self.bundles.ref(module.name, module.version or None, module.sha256 or None)
+                )
+            except BundleError as exc:
+                raise AttachError(str(exc), 422) from None
+        return refs
+
+    def _instantiate(
+        self, session_id: int, modules: tuple[ModuleSpec, ...], refs: list[str]
+    ) -> list[tuple[str, ServiceModule]]:
         """Return one instance per requested module; on any failure release them all."""
         instances: list[tuple[str, ServiceModule]] = []
         try:
-            for item in modules:
-                if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
-                    raise AttachError("each module is an object {name, params}")
-                params = item.get("params") or {}
-                if not isinstance(params, Mapping):
-                    raise AttachError(f"params of {item['name']!r} must be an object")
+            for module, ref in zip(modules, refs, strict=True):
                 try:
-                    instance = self.host.instantiate(item["name"], params, session_id)
+                    instance = self.host.instantiate(ref, dict(module.params), session_id)
                 except ModuleLoadError as exc:
                     raise AttachError(str(exc), 422) from None
-                instances.append((item["name"], instance))
+                instances.append((module.name, instance))
         except AttachError:
-            for name, instance in instances:
-                self.host.release(name, instance)
+            for ref, (_, instance) in zip(refs, instances, strict=False):
+                self.host.release(ref, instance)
             raise
         return instances
 
-    def refresh(self, session_id: int, lifetime: object) -> Chain:
-        """Extend a chain's soft state; return it. Raise KeyError when there is none."""
-        _check_lifetime(lifetime)
-        chain = self.dispatcher.by_session(session_id)
+    def refresh(self, request: Refresh) -> Chain:
+        """Extend a chain's soft state to the request's lifetime plus EXPIRY_GRACE from
+        now; return it. Raise KeyError when there is none."""
+        chain = self.dispatcher.by_session(request.session_id)
         if chain is None:
-            raise KeyError(session_id)
-        chain.lifetime = lifetime
-        chain.expires = self.clock() + lifetime + EXPIRY_GRACE
+            raise KeyError(request.session_id)
+        chain.lifetime = request.lifetime
+        chain.expires = self.clock() + request.lifetime + EXPIRY_GRACE
         return chain
 
-    def detach(self, session_id: int) -> dict[str, object] | None:
+    def detach(self, session_id: int) -> ChainStats | None:
         """Remove a session's chain; return its final counters, or None when there is none."""
         with self._lock:
             chain = self.dispatcher.remove(session_id)
         if chain is None:
             return None
         self._quiesce()
-        stats = chain.stats() | {"stale": self.stale.pop(session_id, 0)}
-        self._stop(chain)
+        try:
+            stats = replace(chain_stats(chain), stale=self.stale.pop(session_id, 0))
+        finally:  # the chain is out of the map: its modules stop whatever its counters say
+            self._stop(chain)
         log.info("session %d detached after %d packets", session_id, chain.packets)
         return stats
 
@@ -190,24 +219,29 @@ class NodeAgent:
                 self._batch_end.wait_for(lambda: self._batches != seen, timeout)
 
     def _stop(self, chain: Chain) -> None:
-        for name, module in chain.modules:
-            self.host.release(name, module)
+        refs = self._refs.pop(id(chain), [name for name, _ in chain.modules])
+        for ref, (_, module) in zip(refs, chain.modules, strict=True):
+            self.host.release(ref, module)
 
-    def status(self) -> dict[str, object]:
+    def status(self) -> AgentStatus:
         """Return the agent's own view: identity, loaded modules, sessions, I/O counters."""
-        return {
-            "dpid": format_dpid(self.config.dpid),
-            "iface": self.config.iface,
-            "switch_port": self.config.switch_port,
-            "boot_id": self.boot_id,
-            "pid": os.getpid(),
-            "registered": self.registered.is_set(),
-            "modules_loaded": self.host.loaded(),
-            "sessions": [c.session_id for c in self.dispatcher.chains()],
-            "io": self.io_stats(),
-        }
+        return AgentStatus(
+            dpid=self.config.dpid,
+            iface=self.config.iface,
+            switch_port=self.config.switch_port,
+            boot_id=self.boot_id,
+            pid=os.getpid(),
+            registered=self.registered.is_set(),
+            modules_loaded={
+                name: LoadedModule(str(m["version"]), int(m["sessions"]), str(m["tier"]))
+                for name, m in self.host.loaded().items()
+            },
+            tiers=self.host.describe(),
+            sessions=tuple(c.session_id for c in self.dispatcher.chains()),
+            io=self.io_stats(),
+        )
 
-    def io_stats(self) -> dict[str, int | None]:
+    def io_stats(self) -> NodeIO:
         """Return the node's frame counters, every session together, since the agent started.
 
         Besides what the packet loop counted: frames the kernel dropped because the
@@ -217,21 +251,21 @@ class NodeAgent:
         the switch reads the port some other way). None of these carry a session.
         """
         io = self._io
-        return dict(
-            self.io_counters,
-            stale=self.io_counters["stale"] + getattr(io, "stale", 0),
+        return NodeIO(
+            **{**self.io_counters, "stale": self.io_counters["stale"] + getattr(io, "stale", 0)},
             unmatched=self.dispatcher.unmatched,
             queue_dropped=io.queue_dropped() if io else 0,
             too_big=io.too_big if io else 0,
             switch_queue_dropped=packet_socket_drops(self.config.switch_port),
         )
 
-    def session_stats(self, session_id: int) -> dict[str, object]:
-        """Return a chain's counters with the node's under "node"; KeyError when none."""
+    def session_stats(self, session_id: int) -> ChainStats:
+        """Return a chain's counters with the node's; KeyError when there is none."""
         chain = self.dispatcher.by_session(session_id)
         if chain is None:
             raise KeyError(session_id)
-        return chain.stats() | {"stale": self.stale.get(session_id, 0), "node": self.io_stats()}
+        stats = replace(chain_stats(chain), stale=self.stale.get(session_id, 0))
+        return stats.with_node(self.io_stats())
 
     # --- loops ---------------------------------------------------------------------
     def packet_loop(self, io: PacketSocket) -> None:
@@ -337,25 +371,26 @@ class NodeAgent:
         The registration is signed with the node's key and only an answer signed by
         the controller counts. Raise Refused when the controller will not have this
         agent for the node, and ClientError when it cannot be reached or answers with
-        another error (or does not sign its answer).
+        another error (or does not sign its answer, or breaks the contract).
         """
         asked_at = self.clock()
-        body = {
-            "dpid": format_dpid(self.config.dpid),
-            "switch_port": self.config.switch_port,
-            "url": self.url,
-            "boot_id": self.boot_id,
-        }
-        url = self.config.controller.rstrip("/") + "/netserv/nodes"
+        request = Registration(self.config.dpid, self.config.switch_port, self.url, self.boot_id)
+        url = self.config.controller.rstrip("/") + request.path
         try:
-            reply = call_json(url, "POST", body, REGISTER_TIMEOUT, signer=self.signer)
+            raw = call_json(
+                url, request.METHOD, request.to_json(), REGISTER_TIMEOUT, signer=self.signer
+            )
         except ClientError as exc:
-            if exc.status == REFUSED:
+            if exc.status == Registration.REFUSED:
                 raise Refused(exc.message) from None
             raise
-        listed = reply.get("sessions") if isinstance(reply, dict) else None
-        if isinstance(listed, list):
-            self.reconcile(listed, asked_at)
+        try:
+            reply = RegistrationReply.from_json(raw)
+            if reply.dpid != self.config.dpid:
+                raise ContractError(f"it is for node {reply.dpid:016x}")
+        except ContractError as exc:
+            raise ClientError(0, f"the controller's answer breaks the contract: {exc}") from None
+        self.reconcile(list(reply.sessions), asked_at)
 
     def register(self) -> bool:
         """Try to register once; return True when registered.

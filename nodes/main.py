@@ -14,12 +14,14 @@ import sys
 import threading
 from collections.abc import Callable
 
+from agentproto.limits import HEARTBEAT
 from controller.keyfiles import ENV as SECRETS_ENV
 from controller.keyfiles import SecretsError, provision_node_key, read_secret
-from nodes.agent import HEARTBEAT, MAX_FRAME_AGE, AgentConfig, NodeAgent
+from nodes.agent import MAX_FRAME_AGE, AgentConfig, NodeAgent
 from nodes.bundle import MODULE_PATH_HELP, BundleError, Catalog, module_path
 from nodes.control import make_server
 from nodes.packet_io import PacketSocket
+from nodes.sandbox.policy import DEFAULT_TRUSTED, PolicyError, TierPolicy
 from nodes.supervisor import EXIT_FATAL, HANG_AFTER, KILL_AFTER, Notifier, supervise
 from signaling.client import DEFAULT_URL
 from signaling.dpid import parse_dpid
@@ -63,6 +65,8 @@ _PASSED_ON = (
     ("--module-path", "module_path"),
     ("--secrets", "secrets"),
     ("--key-file", "key_file"),
+    ("--trusted", "trusted"),
+    ("--grant", "grant"),
     ("--heartbeat", "heartbeat"),
     ("--max-frame-age", "max_frame_age"),
 )
@@ -106,6 +110,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="the node's key, if not in the secrets folder: the controller must hold the "
         "same key in its own (docs/security.md)",
+    )
+    p.add_argument(
+        "--trusted",
+        action="append",
+        metavar="MODULE",
+        help="a module that may run in the agent's own process when its manifest asks to "
+        "(tier = \"trusted\"); repeat, or join with commas; 'shipped': those in the shipped "
+        f"services/ folder; 'none': no module (default: {', '.join(DEFAULT_TRUSTED)}). "
+        "Every other module runs isolated (docs/modules.md)",
+    )
+    p.add_argument(
+        "--grant",
+        action="append",
+        default=[],
+        metavar="MODULE=CAPABILITY",
+        help="grant an isolated module a capability its manifest asks for: net, or "
+        "read:/abs/path; repeat for more",
     )
     p.add_argument(
         "--heartbeat",
@@ -189,6 +210,11 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, SecretsError) as exc:
         log.error("cannot read the node's key: %s", exc)
         return EXIT_FATAL
+    try:
+        policy = TierPolicy.parse(args.trusted, args.grant)
+    except PolicyError as exc:
+        log.error("%s", exc)
+        return EXIT_FATAL
     if not args.no_supervisor:
         notify = Notifier(args.controller, args.dpid, key)
         return supervise(
@@ -201,6 +227,7 @@ def run(args: argparse.Namespace) -> int:
         args.controller,
         args.heartbeat,
         key,
+        policy,
         max_frame_age=args.max_frame_age,
     )
     agent = NodeAgent(config, catalog)

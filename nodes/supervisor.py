@@ -40,8 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from controller.auth import Signer, agent_key_id, controller_key_id
+from jsonhttp.client import ClientError, call_json
 from signaling.dpid import format_dpid
-from signaling.jsonhttp import ClientError, call_json
 
 log = logging.getLogger("netserv.supervisor")
 WATCHDOG_BEAT = 0.1  # seconds between the agent's beats while its packet loop comes round

@@ -12,6 +12,7 @@ from controller import keyfiles
 from nodes import main as agent_main
 from nodes.bundle import MODULE_PATH_HELP, BundleError, Catalog, module_path
 from signaling.client import DEFAULT_URL, ClientError, NetServClient
+from tools import module_cli
 from tools.bench_agent_stats import PATHS as AGENT_PATHS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -123,9 +124,12 @@ def cmd_bench_agent(a: argparse.Namespace) -> int:
 def chain(modules: list[str], params: dict[str, object]) -> list[dict[str, object]]:
     """Return the `modules` list of a request: each module with its parameters.
 
-    With one module, parameters are plain names; with a chain, each names its module
-    (`counter.log_every=5`), since two modules may take parameters of the same name.
+    A module is NAME or NAME@VERSION. With one module, parameters are plain names; with
+    a chain, each names its module (`counter.log_every=5`), since two modules may take
+    parameters of the same name.
     """
+    versions = [module.partition("@")[2] for module in modules]
+    modules = [module.partition("@")[0] for module in modules]
     per_module: dict[str, dict[str, object]] = {name: {} for name in modules}
     for key, value in params.items():
         name, dot, param = key.rpartition(".")
@@ -137,7 +141,10 @@ def chain(modules: list[str], params: dict[str, object]) -> list[dict[str, objec
                 + ("; write it as MODULE.NAME=VALUE" if not dot else "")
             )
         per_module[name][param] = value
-    return [{"name": name, "params": per_module[name]} for name in modules]
+    return [
+        {"name": name, "params": per_module[name]} | ({"version": version} if version else {})
+        for name, version in zip(modules, versions, strict=True)
+    ]
 
 
 def cmd_session(a: argparse.Namespace) -> int:
@@ -219,7 +226,9 @@ def parser() -> argparse.ArgumentParser:
         "--module",
         action="append",
         required=True,
-        help="service module; repeat for a chain, run in the order given",
+        metavar="NAME[@VERSION]",
+        help="service module, at a version if given (else the module path's, else the "
+        "repository's newest); repeat for a chain, run in the order given",
     )
     up.add_argument(
         "--match",
@@ -264,6 +273,7 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--url", default=DEFAULT_URL, help="controller REST URL")
     m.add_argument("--module-path", action="append", metavar="DIRS", help=MODULE_PATH_HELP)
     m.set_defaults(func=cmd_modules)
+    module_cli.add_parser(sub)
     return p
 
 

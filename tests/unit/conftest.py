@@ -1,17 +1,22 @@
 """Fixtures of the unit tests: a simulated switch and real node agents, in process."""
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 
+from controller.agent_client import AgentClient
 from controller.auth import RestAuth, Signer, agent_key_id, controller_key_id
-from controller.errors import PartFailed, Unavailable
 from controller.pipeline import present_request
 from controller.service import NetServService
 from controller.store import MEMORY, SessionStore
-from nodes.agent import AgentConfig, AttachError, NodeAgent
+from jsonhttp.client import ClientError
+from nodes import control
+from nodes.agent import AgentConfig, NodeAgent
 from nodes.bundle import Catalog
+from nodes.sandbox import proxy
+from nodes.sandbox.policy import TierPolicy
 from tests.unit.flowsim import SimSwitch
 
 SERVICES = Path(__file__).resolve().parents[2] / "services"
@@ -19,6 +24,21 @@ DPID, AGENT_PORT = 1, 4
 PORTS = {1: "s1-eth1", 2: "s1-eth2", AGENT_PORT: "s1-ns"}
 TOKEN = "0123456789abcdef" * 4  # the operator's REST token
 NODE_KEY = bytes(range(32))  # node DPID's key
+# The `services` fixture's modules are copies, not the shipped folder: trusted by name,
+# so that they run in the agent, on the test's clock.
+COPIES_TRUSTED = TierPolicy.parse(
+    [p.name for p in SERVICES.iterdir() if (p / "manifest.toml").is_file()] + ["broken"]
+)
+
+
+@pytest.fixture(autouse=True)
+def no_worker_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unit tests start no isolated module's process: one that tries fails loudly."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a unit test tried to start an isolated module's worker")
+
+    monkeypatch.setattr(proxy.IsolatedModule, "_start", refuse)
 
 
 def node_signed(method: str, path: str, body: bytes, dpid: int = DPID, key: bytes = NODE_KEY):
@@ -64,43 +84,26 @@ def connect(service, switches, dpid, ports) -> None:
     switches.send(dpid, service.reconcile(dpid, switches.request(dpid, present_request())))
 
 
-class InProcessAgents:
-    """The Agents port, answered by real NodeAgent objects instead of over HTTP."""
+class InProcessAgents(AgentClient):
+    """The controller's own agent client, answered in process by real NodeAgent objects
+    through their control API's own routes and handlers: only HTTP and the signatures
+    are left out, so requests and answers cross the same contract as on the wire."""
 
     def __init__(self) -> None:
+        super().__init__(node_keys=lambda dpid: None)
         self.by_dpid: dict[int, NodeAgent] = {}
         self.down = False
         self.health_down = False  # only the control API's /health goes unanswered
 
-    def _agent(self, agent):
-        if self.down:
-            raise Unavailable("agent unreachable")
-        return self.by_dpid[agent.dpid]
-
-    def attach(self, agent, session):
-        body = {
-            "tag": session.tag,
-            "lifetime": session.lifetime,
-            "modules": [m.to_json() for m in session.modules],
-        }
-        try:
-            self._agent(agent).attach(session.id, body)
-        except AttachError as exc:
-            raise PartFailed(str(exc)) from None
-
-    def refresh(self, agent, session):
-        self._agent(agent).refresh(session.id, session.lifetime)
-
-    def detach(self, agent, session_id):
-        return self._agent(agent).detach(session_id)
-
-    def stats(self, agent, session_id):
-        return self._agent(agent).session_stats(session_id)
-
-    def health(self, agent):
-        if self.health_down:
-            raise Unavailable("agent unreachable")
-        return self._agent(agent).status()
+    def send(self, agent, method, path, body, timeout):
+        if self.down or (self.health_down and path == "/health"):
+            raise ClientError(0, "agent unreachable")
+        raw = b"" if body is None else json.dumps(body).encode()
+        status, data, _ = control.answer(self.by_dpid[agent.dpid], method, path, raw)
+        answer = json.loads(data)
+        if status >= 400:
+            raise ClientError(status, answer["error"])
+        return answer
 
 
 @pytest.fixture
@@ -109,7 +112,9 @@ def services(tmp_path: Path) -> Path:
     shutil.copytree(SERVICES, root)
     broken = root / "broken"
     broken.mkdir()
-    (broken / "manifest.toml").write_text('name = "broken"\nentry = "module:Broken"\n')
+    (broken / "manifest.toml").write_text(
+        'name = "broken"\nentry = "module:Broken"\ntier = "trusted"\n'
+    )
     (broken / "module.py").write_text(
         "from nodes.module_api import ServiceModule\n"
         "class Broken(ServiceModule):\n"
@@ -132,7 +137,9 @@ def world(services: Path):
     service = NetServService(Catalog(services), switches, agents, clock, store=store)
     connect(service, switches, DPID, PORTS)
     node_agent = NodeAgent(
-        AgentConfig(DPID, "s1-na", "s1-ns", "http://c"), Catalog(services), clock
+        AgentConfig(DPID, "s1-na", "s1-ns", "http://c", policy=COPIES_TRUSTED),
+        Catalog(services),
+        clock,
     )
     agents.by_dpid[DPID] = node_agent
     service.register_agent(

@@ -30,6 +30,16 @@ def test_a_chain_needs_module_qualified_parameters():
         chain(["counter"], {"other.x": 1})
 
 
+def test_a_module_may_name_its_version():
+    assert chain(["null", "tally@1.2.0"], {"tally.small": 5}) == [
+        {"name": "null", "params": {}},
+        {"name": "tally", "params": {"small": 5}, "version": "1.2.0"},
+    ]
+    assert chain(["tally@2"], {"small": 1}) == [
+        {"name": "tally", "params": {"small": 1}, "version": "2"}
+    ]
+
+
 def test_session_setup_arguments():
     args = parser().parse_args(
         ["session", "setup", "--module", "null", "--module", "counter", "--match", "udp_dst=1"]
@@ -87,7 +97,7 @@ def test_module_path_is_taken_by_controller_agent_and_modules(tmp_path):
 
 
 def test_agent_dead_after_has_one_default():
-    from controller.service import AGENT_DEAD_AFTER
+    from agentproto.limits import AGENT_DEAD_AFTER
 
     assert parser().parse_args(["controller"]).agent_dead_after == AGENT_DEAD_AFTER
 

@@ -10,7 +10,8 @@ from controller.pipeline import present_request
 from controller.sessions import State
 from nodes.agent import AgentConfig, NodeAgent
 from nodes.bundle import Catalog
-from tests.unit.conftest import AGENT_PORT, DPID, PORTS, connect
+from nodes.sandbox.policy import TierPolicy
+from tests.unit.conftest import AGENT_PORT, COPIES_TRUSTED, DPID, PORTS, connect
 from tests.unit.test_service import BODY, beat
 
 OPEN = {**BODY, "lifetime": 600}
@@ -26,6 +27,16 @@ def services(services):
     manifest = manifest.replace('name = "counter"', 'name = "guard"\nfailure = "closed"')
     (services / "guard" / "manifest.toml").write_text(manifest)
     return services
+
+
+TRUSTED = TierPolicy.parse([*COPIES_TRUSTED.trusted, "guard"])
+
+
+@pytest.fixture
+def world(world):
+    """The world of conftest, its agent trusting `guard` too (it runs in the agent)."""
+    world[4].host.policy = TRUSTED
+    return world
 
 
 def path_of(sim, dport: int) -> str:
@@ -110,7 +121,9 @@ def test_a_restarted_agent_is_attached_every_suspended_chain(world, services):
     service, sim, _, agents, old, clock = world
     served, guarded = service.create(OPEN), service.create(CLOSED)
     down(service, old)
-    new = NodeAgent(AgentConfig(DPID, "s1-na", "s1-ns", "http://c"), Catalog(services), clock)
+    new = NodeAgent(
+        AgentConfig(DPID, "s1-na", "s1-ns", "http://c", policy=TRUSTED), Catalog(services), clock
+    )
     agents.by_dpid[DPID] = new
     service.register_agent(
         {"dpid": 1, "switch_port": "s1-ns", "url": "http://b", "boot_id": new.boot_id}
@@ -139,7 +152,9 @@ def test_a_chain_the_restarted_agent_refuses_ends_its_session(world, services):
     session = service.create(OPEN)
     down(service, old)
     shutil.rmtree(services / "counter")  # gone from the node meanwhile
-    new = NodeAgent(AgentConfig(DPID, "s1-na", "s1-ns", "http://c"), Catalog(services), clock)
+    new = NodeAgent(
+        AgentConfig(DPID, "s1-na", "s1-ns", "http://c", policy=TRUSTED), Catalog(services), clock
+    )
     agents.by_dpid[DPID] = new
     service.register_agent(
         {"dpid": 1, "switch_port": "s1-ns", "url": "http://b", "boot_id": new.boot_id}
@@ -291,7 +306,9 @@ def _first(services, tmp_path):
         Catalog(services), switches, agents, clock, store=SessionStore(path, clock, clock.wall)
     )
     connect(service, switches, DPID, PORTS)
-    agent = NodeAgent(AgentConfig(DPID, "s1-na", "s1-ns", "http://c"), Catalog(services), clock)
+    agent = NodeAgent(
+        AgentConfig(DPID, "s1-na", "s1-ns", "http://c", policy=TRUSTED), Catalog(services), clock
+    )
     agents.by_dpid[DPID] = agent
     beat(service, agent)
     return service, switches, agents, agent, clock, path

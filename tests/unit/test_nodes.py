@@ -1,18 +1,25 @@
 """The node agent's pure parts: bundles, the module host, the dispatcher, attach checks."""
 
+import json
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from agentproto.messages import Attach, ModuleSpec
+from nodes import control
 from nodes.agent import AgentConfig, AttachError, NodeAgent
 from nodes.bundle import BundleError, Catalog, read_manifest
 from nodes.dispatcher import Chain, Dispatcher
 from nodes.host import ModuleHost, ModuleLoadError
 from nodes.module_api import ServiceModule, Verdict
+from nodes.sandbox.policy import TierPolicy
 
 SERVICES = Path(__file__).resolve().parents[2] / "services"
+
+
+TRUSTED = 'tier = "trusted"\n'
 
 
 def bundle(root: Path, name: str, manifest: str, code: str) -> Path:
@@ -56,10 +63,11 @@ def test_module_code_is_loaded_on_first_use_and_unloaded_after_last(tmp_path):
         "    def process(self, frame):\n"
         "        return Verdict.{}\n"
     )
-    folder = bundle(tmp_path, "m", 'name = "m"\nentry = "module:M"\n', code.format("PASS"))
-    host = ModuleHost(Catalog(tmp_path), node=1)
+    manifest = 'name = "m"\nentry = "module:M"\n' + TRUSTED
+    folder = bundle(tmp_path, "m", manifest, code.format("PASS"))
+    host = ModuleHost(Catalog(tmp_path), node=1, policy=TierPolicy.parse(["m"]))
     a, b = host.instantiate("m", {}, 1), host.instantiate("m", {}, 2)
-    assert host.loaded() == {"m": {"version": "0", "sessions": 2}}
+    assert host.loaded() == {"m": {"version": "0", "sessions": 2, "tier": "trusted"}}
     host.release("m", a)
     host.release("m", b)
     assert host.loaded() == {}
@@ -68,9 +76,9 @@ def test_module_code_is_loaded_on_first_use_and_unloaded_after_last(tmp_path):
 
 
 def test_load_failures_leave_nothing_loaded(tmp_path):
-    bundle(tmp_path, "syntax", 'name = "syntax"\nentry = "module:M"\n', "def (:\n")
-    bundle(tmp_path, "notsub", 'name = "notsub"\nentry = "module:M"\n', "class M: pass\n")
-    host = ModuleHost(Catalog(tmp_path), node=1)
+    bundle(tmp_path, "syntax", 'name = "syntax"\nentry = "module:M"\n' + TRUSTED, "def (:\n")
+    bundle(tmp_path, "notsub", 'name = "notsub"\nentry = "module:M"\n' + TRUSTED, "class M: pass\n")
+    host = ModuleHost(Catalog(tmp_path), node=1, policy=TierPolicy.parse(["syntax", "notsub"]))
     for name, message in (
         ("syntax", "failed to load"),
         ("notsub", "not a ServiceModule"),
@@ -130,18 +138,17 @@ def agent() -> NodeAgent:
     ],
 )
 def test_bad_attach_requests_leave_nothing(agent, body, status):
-    with pytest.raises(AttachError) as err:
-        agent.attach(7, body)
-    assert err.value.status == status
+    answered, data, _ = control.answer(agent, "PUT", "/sessions/7", json.dumps(body).encode())
+    assert answered == status, data
     assert agent.dispatcher.chains() == [] and agent.host.loaded() == {}
 
 
 def test_a_tag_belongs_to_one_session(agent):
-    agent.attach(1, {"tag": 5, "lifetime": 5, "modules": [{"name": "null"}]})
+    agent.attach(Attach(1, 5, 5, (ModuleSpec("null"),)))
     with pytest.raises(AttachError) as err:
-        agent.attach(2, {"tag": 5, "lifetime": 5, "modules": [{"name": "null"}]})
+        agent.attach(Attach(2, 5, 5, (ModuleSpec("null"),)))
     assert err.value.status == 409
-    agent.attach(1, {"tag": 6, "lifetime": 5, "modules": [{"name": "counter"}]})  # re-attach
+    agent.attach(Attach(1, 6, 5, (ModuleSpec("counter"),)))  # re-attach
     assert [c.tag for c in agent.dispatcher.chains()] == [6]
     assert set(agent.host.loaded()) == {"counter"}
 
@@ -187,7 +194,7 @@ class OneFrame:
 
 
 def test_detach_waits_for_the_frame_a_module_is_still_handling(agent):
-    chain = agent.attach(1, {"tag": 5, "lifetime": 5, "modules": [{"name": "null"}]})
+    chain = agent.attach(Attach(1, 5, 5, (ModuleSpec("null"),)))
     slow = Slow({}, None)
     chain.modules[0] = ("null", slow)  # in place of the null instance
     io = OneFrame(agent, 5)
@@ -245,15 +252,15 @@ def frame(n):
 
 
 def test_the_packet_loop_credits_each_chain_with_what_it_returned_or_failed_to_send(agent):
-    kept = agent.attach(1, {"tag": 5, "lifetime": 5, "modules": [{"name": "null"}]})
-    dropper = agent.attach(2, {"tag": 6, "lifetime": 5, "modules": [{"name": "null"}]})
+    kept = agent.attach(Attach(1, 5, 5, (ModuleSpec("null"),)))
+    dropper = agent.attach(Attach(2, 6, 5, (ModuleSpec("null"),)))
     dropper.modules[0] = ("null", Drop({}, None))
     io = Batches(agent, [[(5, frame(1)), (6, frame(2)), (None, frame(3))], [(5, frame(4))]], room=1)
     agent.packet_loop(io)
     assert io.sent == [bytes(frame(1)), bytes(frame(4))]  # the untagged frame found no room
     assert (kept.packets, kept.returned, kept.send_failed) == (2, 2, 0)
     assert (dropper.packets, dropper.dropped, dropper.returned) == (1, 1, 0)
-    node = agent.session_stats(1)["node"]
+    node = agent.session_stats(1).node.to_json()
     assert {k: node[k] for k in ("received", "sent", "dropped", "send_failed", "unmatched")} == {
         "received": 4,
         "sent": 2,
@@ -267,15 +274,15 @@ def test_the_packet_loop_credits_each_chain_with_what_it_returned_or_failed_to_s
 
 
 def test_a_failed_send_is_charged_to_the_chain_of_the_frame_that_did_not_leave(agent):
-    a = agent.attach(1, {"tag": 5, "lifetime": 5, "modules": [{"name": "null"}]})
-    b = agent.attach(2, {"tag": 6, "lifetime": 5, "modules": [{"name": "null"}]})
+    a = agent.attach(Attach(1, 5, 5, (ModuleSpec("null"),)))
+    b = agent.attach(Attach(2, 6, 5, (ModuleSpec("null"),)))
     agent.packet_loop(Batches(agent, [[(5, frame(1)), (6, frame(2)), (5, frame(3))]], room=1))
     assert (a.returned, a.send_failed, b.returned, b.send_failed) == (1, 1, 0, 1)
 
 
 def test_stale_frames_are_charged_to_their_sessions_and_a_late_batch_is_not_sent(agent):
-    agent.attach(1, {"tag": 5, "lifetime": 5, "modules": [{"name": "null"}]})
-    agent.attach(2, {"tag": 6, "lifetime": 5, "modules": [{"name": "null"}]})
+    agent.attach(Attach(1, 5, 5, (ModuleSpec("null"),)))
+    agent.attach(Attach(2, 6, 5, (ModuleSpec("null"),)))
     io = Batches(
         agent,
         [[(5, frame(1))], [(5, frame(2)), (6, frame(3))], [(6, frame(4))]],
@@ -284,8 +291,9 @@ def test_stale_frames_are_charged_to_their_sessions_and_a_late_batch_is_not_sent
     )
     agent.packet_loop(io)
     assert io.sent == [bytes(frame(1)), bytes(frame(4))]  # nothing sent late
-    assert agent.session_stats(1)["stale"] == 3 - 1 + 1  # two on receive, one late
-    assert agent.session_stats(2)["stale"] == 1
+    assert agent.session_stats(1).stale == 3 - 1 + 1  # two on receive, one late
+    assert agent.session_stats(2).stale == 1
     node = agent.io_stats()
-    assert node["stale"] == 3 + 2 and node["send_failed"] == 0 and node["sent"] == 2
-    assert agent.detach(1)["stale"] == 3 and agent.session_stats(2)["returned"] == 1
+    assert (node.stale, node.send_failed, node.sent) == (3 + 2, 0, 2)
+    assert agent.detach(1).stale == 3 and agent.session_stats(2).returned == 1
+    assert agent.session_stats(2).to_json()["stale"] == 1  # the contract carries it

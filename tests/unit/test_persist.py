@@ -19,6 +19,7 @@ from nodes.agent import AgentConfig, NodeAgent
 from nodes.bundle import Catalog
 from tests.unit.conftest import (
     AGENT_PORT,
+    COPIES_TRUSTED,
     DPID,
     PORTS,
     Clock,
@@ -38,7 +39,11 @@ def first(services, tmp_path):
         Catalog(services), switches, agents, clock, store=SessionStore(path, clock, clock.wall)
     )
     connect(service, switches, DPID, PORTS)
-    agent = NodeAgent(AgentConfig(DPID, "s1-na", "s1-ns", "http://c"), Catalog(services), clock)
+    agent = NodeAgent(
+        AgentConfig(DPID, "s1-na", "s1-ns", "http://c", policy=COPIES_TRUSTED),
+        Catalog(services),
+        clock,
+    )
     agents.by_dpid[DPID] = agent
     beat(service, agent)
     return service, switches, agents, agent, clock, path
@@ -65,7 +70,7 @@ def served(sim, agent, session, frames: int) -> None:
 
 
 def counted(agent, session) -> int:
-    return agent.session_stats(session.id)["modules"][0]["stats"]["packets"]
+    return agent.session_stats(session.id).modules[0].stats["packets"]
 
 
 def test_a_store_written_by_one_service_is_read_by_another(first, services):
@@ -208,7 +213,11 @@ def test_an_agent_that_restarted_while_the_controller_was_away_gets_its_chains(f
     service, switches, agents, old, _, _ = first
     session = service.create({**BODY, "lifetime": 300})
     again, clock = restart(first, services)
-    new = NodeAgent(AgentConfig(DPID, "s1-na", "s1-ns", "http://c"), Catalog(services), clock)
+    new = NodeAgent(
+        AgentConfig(DPID, "s1-na", "s1-ns", "http://c", policy=COPIES_TRUSTED),
+        Catalog(services),
+        clock,
+    )
     agents.by_dpid[DPID] = new
     agents.health_down = True  # the old agent's control API is gone
     again.register_agent(

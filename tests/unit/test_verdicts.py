@@ -4,11 +4,13 @@ from pathlib import Path
 
 import pytest
 
+from agentproto.messages import Attach, ModuleSpec
 from nodes.agent import AgentConfig, NodeAgent
 from nodes.bundle import Catalog
 from nodes.dispatcher import Chain, Dispatcher
 from nodes.host import ModuleHost
 from nodes.module_api import ModuleContext, ServiceModule, Verdict
+from nodes.sandbox.policy import TierPolicy
 
 SERVICES = Path(__file__).resolve().parents[2] / "services"
 
@@ -148,6 +150,10 @@ def test_module_timers_run_in_the_batch_once_the_chain_is_installed():
     assert d.by_tag(10).stats()["modules"][0] == {
         "name": "ticker",
         "stats": {"ticks": 1},  # a module's metrics are its stats unless it says otherwise
+        "tier": "trusted",
+        "state": "running",
+        "failure": "open",
+        "unprocessed": 0,
         "metrics": [{"name": "ticks", "type": "counter", "help": "timer runs", "value": 1}],
     }
     d.remove(1)
@@ -191,7 +197,9 @@ class Batches:
 def test_the_packet_loop_sends_emitted_frames_and_runs_timers_when_idle(tmp_path):
     clock = Clock()
     (tmp_path / "ticker").mkdir()
-    (tmp_path / "ticker" / "manifest.toml").write_text('name = "ticker"\nentry = "module:T"\n')
+    (tmp_path / "ticker" / "manifest.toml").write_text(
+        'name = "ticker"\nentry = "module:T"\ntier = "trusted"\n'
+    )
     (tmp_path / "ticker" / "module.py").write_text(
         "from nodes.module_api import ServiceModule, Verdict\n"
         "class T(ServiceModule):\n"
@@ -202,14 +210,15 @@ def test_the_packet_loop_sends_emitted_frames_and_runs_timers_when_idle(tmp_path
         "        self.ctx.emit(b'echo' * 4)\n"
         "        return Verdict.DROP\n"
     )
-    agent = NodeAgent(AgentConfig(1, "s1-na", "s1-ns", "http://c"), Catalog(tmp_path), clock)
-    c = agent.attach(1, {"tag": 5, "lifetime": 60, "modules": [{"name": "ticker"}]})
+    config = AgentConfig(1, "s1-na", "s1-ns", "http://c", policy=TierPolicy.parse(["ticker"]))
+    agent = NodeAgent(config, Catalog(tmp_path), clock)
+    c = agent.attach(Attach(1, 5, 60, (ModuleSpec("ticker"),)))
     io = Batches(agent, clock, [None, [(5, frame(1))], None])
     agent.packet_loop(io)
     assert io.sent == [b"tick" * 4, b"tick" * 4, b"echo" * 4, b"tick" * 4]
     assert (c.packets, c.dropped, c.returned, c.emitted) == (1, 1, 0, 4)
-    io_stats = agent.io_stats()
-    assert (io_stats["received"], io_stats["dropped"], io_stats["sent"]) == (1, 1, 4)
+    io = agent.io_stats()
+    assert (io.received, io.dropped, io.sent) == (1, 1, 4)
 
 
 def test_the_host_gives_each_instance_a_context_on_the_agents_clock_and_closes_it():
