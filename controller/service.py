@@ -58,6 +58,7 @@ from controller.errors import (
     Unavailable,
 )
 from controller.messages import FlowAdd, FlowDelete, FlowStats, Message, Stats, StatsRequest
+from controller.modules import as_source
 from controller.network import Agent, Network, refusal
 from controller.policy import OPERATOR, OPERATOR_ONLY, Policy
 from controller.requests import (
@@ -387,11 +388,12 @@ class NetServService:
     def fails_closed(self, session: Session) -> bool:
         """Return True when the session's frames are dropped while its agent is down:
         when any module of its chain says so in its manifest (`failure = "closed"`)."""
+        modules = as_source(self.catalog)
         for spec in session.modules:
             try:
-                if self.catalog.get(spec.name).failure == "closed":
+                if modules.resolve(spec.name, spec.version or None).manifest.failure == "closed":
                     return True
-            except BundleError as exc:  # gone since: its manifest cannot ask for more
+            except (BundleError, NetServError) as exc:  # gone or untrusted since: open
                 log.warning("session %d: module %s: %s", session.id, spec.name, exc)
         return False
 
@@ -407,13 +409,14 @@ class NetServService:
 
     def _hold(self, sessions: list[Session]) -> None:
         """Send the suspension flows of `sessions`, one batch per switch. A switch that
-        is away gets them at reconciliation when it is back."""
+        is away gets them at reconciliation when it is back; a failure is logged."""
         by_node: dict[int, list[Session]] = {}
         for session in sessions:
             by_node.setdefault(session.node, []).append(session)
         for node, group in sorted(by_node.items()):
             try:
-                self.switches.send(node, self._held_flows(group))
+                msgs = self._held_flows(group)
+                self.switches.send(node, msgs)
             except Exception as exc:
                 log.warning(
                     "node %016x: suspending sessions %s failed: %r",
@@ -422,11 +425,13 @@ class NetServService:
                     exc,
                     exc_info=not isinstance(exc, NetServError),
                 )
+                continue
             finally:
                 with self.lock:
                     self._suspending -= {s.id for s in group}
+            dropped = {m.cookie for m in msgs if isinstance(m, FlowAdd)}
             for session in group:
-                policy = "closed: dropped" if self.fails_closed(session) else "open: unserved"
+                policy = "closed: dropped" if session.cookie in dropped else "open: unserved"
                 log.info("session %d suspended (fails %s)", session.id, policy)
 
     def _resume(self, node: int, restarted: bool, in_place: set[int] | None = None) -> list[int]:

@@ -6,6 +6,7 @@ import shutil
 import pytest
 
 from controller.errors import Unavailable
+from controller.modules import as_source
 from controller.pipeline import present_request
 from controller.sessions import State
 from nodes.agent import AgentConfig, NodeAgent
@@ -68,6 +69,8 @@ def test_the_manifest_says_how_a_session_fails(world):
     assert service.catalog.get("counter").failure == "open"
     chain = service.create({"match": {"udp_dst": 1}, "modules": ["counter", "guard"]})
     assert service.fails_closed(chain)  # one module that fails closed is enough
+    service.catalog = as_source(service.catalog)  # as the controller has it: with a repository
+    assert service.fails_closed(chain)
 
 
 def test_a_notice_suspends_each_session_by_its_policy_at_once(world):
