@@ -219,22 +219,21 @@ def test_a_killed_agent_is_bypassed_at_once_then_restarted_and_its_session_serve
     session = node.client.setup(served_match(h1, h2), module="counter", lifetime=300)
     cookie = int(session["cookie"], 16)
     supervisor, pid = node.switch.supervisor_pid, node.switch.agent_pid
+    killed = time.monotonic()
     os.kill(pid, signal.SIGKILL)
-    # Its supervisor tells the controller at once: the detour goes (counter fails open).
-    deadline = time.monotonic() + 1
-    while ovs.dump_flows(node.switch.name, cookie) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert ovs.dump_flows(node.switch.name, cookie) == []
+    # Its supervisor tells the controller at once, which takes the detour out (counter
+    # fails open), and starts it again; the controller gives it the session's chain and
+    # detour. (test_heal.py measures the gap in a steady flow.)
     with Receiver(h2) as rx:  # through the switch alone, or the restarted agent by now
         send_udp(h1, h2, 9000, 30)
     assert rx.got(h1, 9000) == 30
-    # ... and starts it again; the controller gives it the session's chain and detour.
     deadline = time.monotonic() + 20
     while node.client.session(session["id"])["state"] != "active" or node.agent()["pid"] == pid:
         assert time.monotonic() < deadline, "the session was not served again"
         time.sleep(0.2)
     assert node.switch.supervisor_pid == supervisor and node.switch.agent_pid != pid
-    assert len(ovs.dump_flows(node.switch.name, cookie)) == 1
+    (_, _, age) = detour(node, cookie)
+    assert age < time.monotonic() - killed  # taken out, and added again since the kill
     before = module_stats(node.client, session["id"])["packets"]
     send_udp(h1, h2, 9000, 20)
     assert module_stats(node.client, session["id"])["packets"] == before + 20
