@@ -10,6 +10,7 @@ watchdog, beats on a pipe while the packet loop comes round.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
 import os
@@ -36,7 +37,7 @@ from controller.auth import Signer, agent_key_id, controller_key_id
 from jsonhttp.client import ClientError, call_json
 from nodes.bundle import BundleError, Catalog
 from nodes.bundlecache import BundleCache, fetch_from
-from nodes.dispatcher import Chain, Dispatcher, Outgoing
+from nodes.dispatcher import Chain, Dispatcher, ModuleHung, Outgoing
 from nodes.host import ModuleHost, ModuleLoadError
 from nodes.module_api import ServiceModule
 from nodes.packet_io import PacketSocket
@@ -52,7 +53,8 @@ LOOP_TURN = 0.1  # the packet loop comes round at least this often, frames or no
 WATCHDOG_BEAT = 0.1
 # The watchdog stops beating when the packet loop has not come round this long: longer
 # than an isolated module's hang may hold it (its deadline, nodes/sandbox/budgets.py),
-# so a module's hang, which the node contains, is not taken for the node's.
+# so a module's hang, which the node contains, is not taken for the node's. A trusted
+# module that holds the loop this long is interrupted (ModuleHung) and quarantined.
 LOOP_STALL = 0.5
 
 
@@ -115,6 +117,7 @@ class NodeAgent:
         self.stale: dict[int, int] = {}  # by session: frames dropped for their age
         self.loop_turn = LOOP_TURN
         self.loop_turns = 0  # the packet loop's rounds, which the watchdog follows
+        self._loop_thread = 0  # the packet loop's thread id, for the watchdog
         self._io: PacketSocket | None = None
         self._lock = threading.Lock()
         self._batch_end = threading.Condition(threading.Lock())
@@ -272,6 +275,7 @@ class NodeAgent:
         """Receive, dispatch and send back frames until stopping is set."""
         self._io = io
         counters, dispatcher = self.io_counters, self.dispatcher
+        self._loop_thread = threading.get_ident()
         late = getattr(io, "late", _never)  # a socket without receive times: never late
         while not self.stopping.is_set():
             batch = io.recv_batch()
@@ -313,18 +317,29 @@ class NodeAgent:
             if chain is not None and not emitted:
                 self.stale[chain.session_id] = self.stale.get(chain.session_id, 0) + 1
 
-    def watchdog_loop(self, fd: int, clock: Callable[[], float] = time.monotonic) -> None:
-        """Write a byte to `fd` (the supervisor's pipe) every WATCHDOG_BEAT seconds while
-        the packet loop comes round, until stopping is set. Before it starts (while
-        registering) the agent counts as alive. A supervisor that is gone (a broken
-        pipe) stops the agent."""
-        os.set_blocking(fd, False)
-        seen, changed = self.loop_turns, clock()
+    def watchdog_loop(
+        self, fd: int | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        """Follow the packet loop every WATCHDOG_BEAT seconds until stopping is set.
+
+        While it comes round, write a byte to `fd` (the supervisor's pipe, if any);
+        before it starts (while registering) the agent counts as alive. A loop held in
+        a batch longer than LOOP_STALL (a trusted module that does not return) is
+        interrupted once: ModuleHung is raised in its thread, and the module is
+        quarantined. A supervisor that is gone (a broken pipe) stops the agent.
+        """
+        if fd is not None:
+            os.set_blocking(fd, False)
+        seen, changed, interrupted = self.loop_turns, clock(), -1
         while not self.stopping.is_set():
             now = clock()
             if self.loop_turns != seen:
                 seen, changed = self.loop_turns, now
-            if self._io is None or now - changed <= LOOP_STALL:
+            stalled = self._io is not None and now - changed > LOOP_STALL
+            if stalled and self._in_batch and interrupted != seen:
+                interrupted = seen
+                self._interrupt(now - changed)
+            if fd is not None and not stalled:
                 try:
                     os.write(fd, b".")
                 except BlockingIOError:  # the supervisor reads later: it is stopped itself
@@ -336,6 +351,13 @@ class NodeAgent:
                     self.stopping.set()
                     return
             self.stopping.wait(WATCHDOG_BEAT)
+
+    def _interrupt(self, held: float) -> None:
+        """Raise ModuleHung in the packet loop's thread, held in a batch for `held` s."""
+        log.warning("the packet loop is held in a module for %.1f s: interrupting it", held)
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(self._loop_thread), ctypes.py_object(ModuleHung)
+        )
 
     def expire_due(self) -> list[int]:
         """Detach the chains whose lifetime (plus grace) ran out; return their session ids."""

@@ -29,6 +29,12 @@ Batch = list[tuple[int | None, memoryview]]  # (tag, frame) as received
 _DROP, _FORWARD, _MODIFIED = Verdict.DROP, Verdict.FORWARD, Verdict.MODIFIED
 
 
+class ModuleHung(BaseException):
+    """Raised in the packet loop's thread, inside a trusted module that held the loop too
+    long, by the agent's watchdog (`NodeAgent.watchdog_loop`). A BaseException, so that
+    the module's own `except Exception` does not swallow it."""
+
+
 def _context(module: ServiceModule) -> ModuleContext | None:
     return getattr(module, "ctx", None)
 
@@ -73,7 +79,7 @@ class Chain:
         for name, module in self.modules:
             try:
                 verdict = module.process(frame)
-            except Exception as exc:  # a broken module: the frame follows its failure policy
+            except (Exception, ModuleHung) as exc:  # the frame follows its failure policy
                 self._take(module, None)
                 if self._fail(name, module, exc):
                     self.dropped += 1
@@ -103,17 +109,19 @@ class Chain:
             if into is not None:
                 into.extend(frames)
 
-    def _error(self, name: str, exc: Exception) -> None:
+    def _error(self, name: str, exc: BaseException) -> None:
         self.errors += 1
         self.last_error = f"{name}: {exc!r}"
 
-    def _fail(self, name: str, module: ServiceModule, exc: Exception) -> bool:
+    def _fail(self, name: str, module: ServiceModule, exc: BaseException) -> bool:
         """Count a frame `module` failed on, quarantine it when that is over its error
-        budget; return True when the frame is dropped (its failure policy is closed)."""
+        budget or it hung; return True when the frame is dropped (its failure policy is
+        closed)."""
         self._error(name, exc)
         guard = self.guards[self._position(module)]
         guard.unprocessed += 1
-        reason = guard.error()
+        hung = isinstance(exc, ModuleHung)
+        reason = "hung: it held the node's packet loop" if hung else guard.error()
         if reason:
             self.quarantine(module, reason)
         return guard.fail_closed

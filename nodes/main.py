@@ -288,8 +288,8 @@ def run_agent(agent: NodeAgent, listen: tuple[str, int], watchdog: int | None = 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: agent.stopping.set())
     guarded("control", server.serve_forever)  # the controller may ask it before it answers
-    if watchdog is not None:  # beats while it registers too: a slow controller is no hang
-        guarded("watchdog", agent.watchdog_loop, watchdog)
+    # Beats while it registers too: a slow controller is no hang.
+    guarded("watchdog", agent.watchdog_loop, watchdog)
     while not agent.register() and not agent.stopping.wait(config.heartbeat):
         pass
     packets = None

@@ -297,3 +297,31 @@ def test_stale_frames_are_charged_to_their_sessions_and_a_late_batch_is_not_sent
     assert (node.stale, node.send_failed, node.sent) == (3 + 2, 0, 2)
     assert agent.detach(1).stale == 3 and agent.session_stats(2).returned == 1
     assert agent.session_stats(2).to_json()["stale"] == 1  # the contract carries it
+
+
+class Looper(ServiceModule):
+    """A trusted module that never returns from its first frame."""
+
+    def process(self, frame):
+        while True:
+            pass
+
+
+def test_a_trusted_module_that_holds_the_packet_loop_is_interrupted_and_quarantined(agent):
+    looping = agent.attach(Attach(1, 5, 5, (ModuleSpec("null"),)))
+    looping.modules[0] = ("null", Looper({}, None))
+    other = agent.attach(Attach(2, 6, 5, (ModuleSpec("null"),)))
+    io = Batches(agent, [[(5, frame(1))], [(6, frame(2)), (5, frame(3))]])
+    watchdog = threading.Thread(target=agent.watchdog_loop)
+    watchdog.start()
+    started = time.monotonic()
+    try:
+        agent.packet_loop(io)
+    finally:
+        agent.stopping.set()
+        watchdog.join(5)
+    assert time.monotonic() - started < 3
+    guard = looping.guards[0]
+    assert guard.quarantined and "packet loop" in guard.reason
+    assert io.sent == [bytes(frame(1)), bytes(frame(2)), bytes(frame(3))]  # it fails open
+    assert other.returned == 1 and looping.packets == 2
