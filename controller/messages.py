@@ -44,6 +44,7 @@ class FlowAdd:
     idle_timeout: int = 0
     hard_timeout: int = 0
     notify_removal: bool = False
+    meter: int | None = None  # the meter the flow's frames pass before its actions
 
     def __post_init__(self) -> None:
         check_flow(self.table, self.priority)
@@ -61,9 +62,28 @@ class FlowDelete:
 
 @dataclass(frozen=True)
 class PacketOut:
-    in_port: int
+    """A frame the controller sends out of the switch; `in_port` None: the controller's
+    own frame, arriving from no port (so it may go out of any, the request's included)."""
+
+    in_port: int | None
     actions: tuple[Action, ...]
     data: bytes = field(repr=False, default=b"")
+
+
+@dataclass(frozen=True)
+class MeterAdd:
+    """Add a meter that drops what exceeds `rate` packets a second, after a `burst`."""
+
+    meter_id: int
+    rate: int
+    burst: int
+
+
+@dataclass(frozen=True)
+class MeterDelete:
+    """Delete a meter; the switch deletes the flows that use it too."""
+
+    meter_id: int
 
 
 @dataclass(frozen=True)
@@ -71,7 +91,7 @@ class Barrier:
     pass
 
 
-Message = FlowAdd | FlowDelete | PacketOut | Barrier
+Message = FlowAdd | FlowDelete | PacketOut | MeterAdd | MeterDelete | Barrier
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from controller import pipeline, tables
-from controller.errors import Conflict, InvalidRequest, NotFound, Unavailable
+from controller.errors import Conflict
 from controller.messages import Message
-from controller.requests import SessionRequest, format_dpid
+from controller.requests import format_dpid
 
 
 @dataclass(frozen=True)
@@ -77,25 +77,17 @@ class Network:
         switch, agent = self.switches.get(dpid), self.agents.get(dpid)
         return bool(switch and switch.connected and agent and agent.alive and self.agent_port(dpid))
 
-    def place(self, request: SessionRequest) -> int:
-        """Return the node a session goes to: the one named, or the only ready one."""
-        if request.node is not None:
-            if request.node not in self.agents:
-                raise NotFound(f"no NetServ node {format_dpid(request.node)}")
-            if not self.ready(request.node):
-                raise Unavailable(
-                    f"node {format_dpid(request.node)} is not ready (switch or agent down)"
-                )
-            return request.node
-        ready = sorted(d for d in self.agents if self.ready(d))
-        if not ready:
-            raise Unavailable(
-                "no NetServ node is ready (no agent registered on a connected switch)"
-            )
-        if len(ready) > 1:
-            names = [format_dpid(d) for d in ready]
-            raise InvalidRequest(f"several NetServ nodes are ready {names}: name one with 'node'")
-        return ready[0]
+    def path_nodes(self, src_ip: str, dst_ip: str) -> list[int]:
+        """Return the switches a flow from `src_ip` to `dst_ip` crosses, in order.
+
+        Until links and host locations are known, every connected switch, by datapath
+        id: right for one switch, and for a chain numbered in the flow's direction.
+        """
+        return sorted(dpid for dpid, switch in self.switches.items() if switch.connected)
+
+    def netserv_nodes(self, dpids: list[int]) -> list[int]:
+        """Return the ready NetServ nodes among `dpids`, in their order."""
+        return [dpid for dpid in dpids if self.ready(dpid)]
 
     def nodes_json(self, now: float) -> list[dict[str, object]]:
         """Return every known switch and agent as JSON-ready dicts."""

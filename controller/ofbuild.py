@@ -13,6 +13,8 @@ from controller.messages import (
     FlowStats,
     FlowStatsRequest,
     Message,
+    MeterAdd,
+    MeterDelete,
     Output,
     PacketOut,
     PortStats,
@@ -50,6 +52,8 @@ def build(dp: Any, msg: Message | StatsRequest) -> Any:
     ofp, parser = dp.ofproto, dp.ofproto_parser
     if isinstance(msg, FlowAdd):
         inst = []
+        if msg.meter is not None:
+            inst.append(parser.OFPInstructionMeter(msg.meter, ofp.OFPIT_METER))
         if msg.actions:
             inst.append(
                 parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, _actions(dp, msg.actions))
@@ -83,10 +87,20 @@ def build(dp: Any, msg: Message | StatsRequest) -> Any:
         return parser.OFPPacketOut(
             dp,
             buffer_id=ofp.OFP_NO_BUFFER,
-            in_port=msg.in_port,
+            in_port=ofp.OFPP_CONTROLLER if msg.in_port is None else msg.in_port,
             actions=_actions(dp, msg.actions),
             data=msg.data,
         )
+    if isinstance(msg, MeterAdd):
+        return parser.OFPMeterMod(
+            dp,
+            command=ofp.OFPMC_ADD,
+            flags=ofp.OFPMF_PKTPS | ofp.OFPMF_BURST | ofp.OFPMF_STATS,
+            meter_id=msg.meter_id,
+            bands=[parser.OFPMeterBandDrop(rate=msg.rate, burst_size=msg.burst)],
+        )
+    if isinstance(msg, MeterDelete):
+        return parser.OFPMeterMod(dp, command=ofp.OFPMC_DELETE, meter_id=msg.meter_id)
     if isinstance(msg, Barrier):
         return parser.OFPBarrierRequest(dp)
     if isinstance(msg, FlowStatsRequest):

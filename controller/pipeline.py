@@ -1,6 +1,7 @@
 """Flow rules of the NetServ pipeline, as pure functions returning message descriptions.
 
 table 0 (classify): frames back from an agent → forward (they never teach MACs);
+                    signaling (UDP to port 20051) → the controller, through a meter;
                     a session's flow → push its tag, out to the agent's port;
                     everything else → learn.
 table 1 (learn):    known (in_port, eth_src) → forward; a miss is copied to the
@@ -14,11 +15,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from controller import tables as t
+from controller.match import ETH_IPV4, ETH_IPV6, PROTO_UDP
 from controller.messages import (
     Barrier,
     FlowAdd,
     FlowDelete,
     Message,
+    MeterAdd,
+    MeterDelete,
     Output,
     PacketOut,
     PushVlan,
@@ -26,6 +30,7 @@ from controller.messages import (
     as_match,
 )
 from controller.sessions import Session
+from signaling.wire import SIGNALING_PORT
 
 LEARNED_IDLE_TIMEOUT = 300  # a host silent this long is learned again when it speaks
 # In a session's last stretch the switch drops its detour by itself this long after the
@@ -54,6 +59,7 @@ def switch_reset() -> list[Message]:
     """Return the messages that wipe NetServ's flows and install the base pipeline."""
     return [
         FlowDelete(cookie=t.COOKIE_PREFIX, cookie_mask=t.COOKIE_PREFIX_MASK),
+        *signaling_punt(),
         FlowAdd(t.CLASSIFY, t.CLASSIFY_MISS.low, (), goto=t.LEARN, cookie=t.cookie(t.KIND_BASE)),
         FlowAdd(
             t.LEARN,
@@ -71,6 +77,27 @@ def switch_reset() -> list[Message]:
             cookie=t.cookie(t.KIND_BASE),
         ),
         Barrier(),
+    ]
+
+
+def signaling_punt() -> list[Message]:
+    """Return the signaling meter (made anew: a switch keeps meters across reconnects)
+    and the flows that send signaling datagrams, IPv4 and IPv6, to the controller
+    through it. They sit above every session's detour, so no session swallows them."""
+    return [
+        MeterDelete(t.SIGNALING_METER),
+        MeterAdd(t.SIGNALING_METER, t.SIGNALING_RATE, t.SIGNALING_BURST),
+        *(
+            FlowAdd(
+                t.CLASSIFY,
+                t.SIGNALING.low,
+                as_match({"eth_type": eth_type, "ip_proto": PROTO_UDP, "udp_dst": SIGNALING_PORT}),
+                actions=(ToController(),),
+                cookie=t.cookie(t.KIND_BASE),
+                meter=t.SIGNALING_METER,
+            )
+            for eth_type in (ETH_IPV4, ETH_IPV6)
+        ),
     ]
 
 

@@ -13,15 +13,22 @@ session and is a 404, as is every path with a percent-escape or not spelled as r
 | GET    | /netserv/sessions                  | every session                                 |
 | POST   | /netserv/sessions                  | create (body below) → 201                     |
 | GET    | /netserv/sessions/{id}             | one session                                   |
-| DELETE | /netserv/sessions/{id}             | teardown; the ended session, final counters   |
-| POST   | /netserv/sessions/{id}/refresh     | {lifetime}: extend the soft state             |
+| DELETE | /netserv/sessions/{id}             | teardown (with its group); the ended session  |
+|        |                                    | with its final counters                       |
+| POST   | /netserv/sessions/{id}/refresh     | {lifetime}: extend the soft state (its group) |
 | GET    | /netserv/sessions/{id}/stats       | the session with its modules' counters        |
 
 Create body: {"match": {OXM fields}, "module": name, "params": {..}, "lifetime": s,
 "node": dpid} or, for a chain, "modules": [name | {"name", "params"}, ..] instead of
-"module" and "params". "lifetime" defaults to 60 s; "node" may be left out when one
-NetServ node is ready. Bodies are strict JSON objects (UTF-8, no NaN, no repeated key,
-nested at most 32 deep), at most MAX_BODY bytes, sent within READ_TIMEOUT.
+"module" and "params". "lifetime" defaults to 60 s. Instead of "node", "nodes" may
+select "first", "last" or "every" NetServ node on the flow's path (from "ipv4_src" to
+"ipv4_dst"), or list datapath ids; with neither, the first node on the path, or the
+only ready node when the match names no source and destination. Served at several
+nodes, the request makes a group, one session per node, all or none: the answer is
+the first session with "group", every session of it; refresh and teardown of any
+session of a group act on the whole group. Bodies are strict JSON objects (UTF-8, no
+NaN, no repeated key, nested at most 32 deep), at most MAX_BODY bytes, sent within
+READ_TIMEOUT.
 
 | error                                              | status |
 | -------------------------------------------------- | ------ |
@@ -55,6 +62,7 @@ from controller.errors import (
     PartFailed,
     Unavailable,
 )
+from controller.requests import parse_refresh, parse_session_request
 from controller.service import NetServService
 from controller.tables import SESSION_ID_MAX, session_id_of_text
 from signaling.jsonhttp import decode_json
@@ -202,6 +210,11 @@ def _session_id(raw: str) -> int:
     return session_id
 
 
+def _named(views: list[dict[str, Any]], session_id: int) -> dict[str, Any]:
+    """Return the view of session `session_id` among its group's `views`."""
+    return next(v for v in views if v["id"] == session_id)
+
+
 def _shown(text: str) -> str:
     return text if len(text) <= 60 else text[:40] + f"... ({len(text)} characters)"
 
@@ -252,7 +265,13 @@ class RestApi(ControllerBase):
     @route("netserv", "/netserv/sessions", methods=["POST"])
     @_api(201)
     def create_session(self, req: Any, **_: Any) -> object:
-        return self.service.create(_body(req)).to_json(self.service.clock())
+        request = parse_session_request(_body(req), self.service.catalog)
+        sessions = self.service.create(request)
+        now = self.service.clock()
+        view = sessions[0].to_json(now)
+        if len(sessions) > 1:
+            view["group"] = [s.to_json(now) for s in sessions]
+        return view
 
     @route("netserv", "/netserv/sessions/{sid}", methods=["GET"])
     @_api()
@@ -262,12 +281,16 @@ class RestApi(ControllerBase):
     @route("netserv", "/netserv/sessions/{sid}", methods=["DELETE"])
     @_api()
     def delete_session(self, req: Any, sid: str, **_: Any) -> object:
-        return self.service.teardown(_session_id(sid))
+        session_id = _session_id(sid)
+        return _named(self.service.teardown(session_id), session_id)
 
     @route("netserv", "/netserv/sessions/{sid}/refresh", methods=["POST"])
     @_api()
     def refresh_session(self, req: Any, sid: str, **_: Any) -> object:
-        return self.service.refresh(_session_id(sid), _body(req)).to_json(self.service.clock())
+        session_id = _session_id(sid)
+        sessions = self.service.refresh(session_id, parse_refresh(_body(req)))
+        now = self.service.clock()
+        return _named([s.to_json(now) for s in sessions], session_id)
 
     @route("netserv", "/netserv/sessions/{sid}/stats", methods=["GET"])
     @_api()

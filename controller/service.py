@@ -1,18 +1,22 @@
 """The session service: the one place where requests become agent calls and flow rules.
 
-Every transport (REST today, on-path signaling next) calls these methods. I/O is handed
+Every transport (REST, on-path signaling) builds a SessionRequest (`controller/requests.py`)
+and calls these methods. I/O is handed
 in: `switches` sends messages and waits for the barrier, `agents` talks to node agents,
 `clock` tells the time, `lock` serialises state changes (a green lock under Ryu); it is
 never held across I/O, so every state change goes through the session table's
 transitions (`controller/sessions.py`), which turn a racing request into a Conflict.
 
 Order matters so that nothing is ever half-made:
-  create:   reserve → agent attaches the chain → switch installs the detour → active;
-            any failure, of any type, undoes what was done (no session, flow or chain)
-            and is raised again.
-  refresh:  check everything → agent → switch re-adds the detour → the new lifetime;
+  create:   reserve a session at each selected node (a group) → at each, the agent
+            attaches the chain and the switch installs the detour → all active;
+            any failure, of any type, undoes what was done at every node (no session,
+            flow or chain) and is raised again.
+  refresh:  (each session of the group) check everything → agent → switch re-adds the
+            detour → the new lifetime;
             a failure puts back what was pushed and leaves the session as it was.
-  teardown: ending → switch deletes the detour → agent detaches the chain → ended;
+  teardown: (each session of the group) ending → switch deletes the detour → agent
+            detaches the chain → ended;
             a part that is down cleans itself up (the switch's hard timeout and reset
             on reconnect, the agent's own soft-state expiry).
   tick:     expire, end the sessions of dead agents, re-arm the switch timers that are
@@ -34,8 +38,9 @@ from controller import framepath, pipeline
 from controller.errors import Conflict, InvalidRequest, NetServError, NotFound, Unavailable
 from controller.messages import Message, Stats, StatsRequest
 from controller.network import Agent, Network, refusal
-from controller.requests import format_dpid, parse_dpid, parse_refresh, parse_session_request
-from controller.sessions import LIVE, Session, SessionTable, State
+from controller.placement import select_nodes
+from controller.requests import SessionRequest, format_dpid, parse_dpid
+from controller.sessions import LIVE, GroupKey, Session, SessionTable, State
 from controller.tables import HARD_TIMEOUT_CAP
 from nodes.bundle import Catalog
 
@@ -82,29 +87,59 @@ class NetServService:
         self.hard_timeout_cap = hard_timeout_cap
 
     # --- sessions ------------------------------------------------------------------
-    def create(self, body: object) -> Session:
-        """Create a session from a request body; return it active, or raise and change nothing.
+    def create(self, request: SessionRequest, ref: int | None = None) -> list[Session]:
+        """Create the sessions `request` asks for, one per selected node, as one group;
+        return them active, in path order, or raise and change nothing.
 
-        A failure after the reservation, whatever its type, undoes everything done so far
-        and is raised again.
+        `ref` names the group for its requester (a signaling session id; a group it
+        already has is a Conflict); None names it by its first session's id. A failure
+        after the reservation, whatever its type, undoes everything done so far, at
+        every node, and is raised again.
         """
-        request = parse_session_request(body, self.catalog)
         with self.lock:
-            node = self.network.place(request)
-            session = self.sessions.reserve(request, node, self.clock())
-            agent, port = self.network.agents[node], self.network.agent_port(node)
+            nodes = select_nodes(self.network, request)
+            reserved = self.sessions.reserve_group(request, nodes, self.clock(), ref)
+            parts = [
+                (s, self.network.agents[s.node], self.network.agent_port(s.node)) for s in reserved
+            ]
+        armed: list[float] = []
         try:
-            self.agents.attach(agent, session)
-            if port is None:
-                raise Unavailable(f"the agent port of node {format_dpid(node)} vanished")
-            armed_until = self._install(session, port)
+            for session, agent, port in parts:
+                self.agents.attach(agent, session)
+                if port is None:
+                    node = format_dpid(session.node)
+                    raise Unavailable(f"the agent port of node {node} vanished")
+                armed.append(self._install(session, port))
             with self.lock:
-                session = self.sessions.move(session.id, State.ACTIVE, armed_until=armed_until)
+                made = [
+                    self.sessions.move(s.id, State.ACTIVE, armed_until=until)
+                    for s, until in zip(reserved, armed, strict=True)
+                ]
         except Exception:
-            self._undo(session, agent)
+            for session, agent, _ in parts:
+                self._undo(session, agent)
             raise
-        log.info("session %d active on %016x: %s", session.id, node, session.match.as_dict())
-        return session
+        for session in made:
+            log.info(
+                "session %d (%s %#x) active on %016x: %s",
+                session.id,
+                session.requester,
+                session.ref,
+                session.node,
+                session.match.as_dict(),
+            )
+        return made
+
+    def group(self, target: int | GroupKey) -> list[Session]:
+        """Return the sessions of a group, in path order: the group of session `target`
+        (an id) or the group `target` names (requester, ref). Raise NotFound."""
+        with self.lock:
+            if isinstance(target, int):
+                target = self.sessions.get(target).group
+            members = self.sessions.group(target)
+        if not members:
+            raise NotFound(f"no session {target[1]:#x} of requester {target[0]}")
+        return members
 
     def _install(self, session: Session, port: int) -> float:
         """Install (or re-arm) the session's detour; return when its hard timeout runs out."""
@@ -132,11 +167,17 @@ class NetServService:
             pipeline.session_remove(session),
         )
 
-    def teardown(self, session_id: int, reason: str = "teardown") -> dict[str, Any]:
-        """End a session; return its last JSON view with the chain's final counters.
+    def teardown(self, target: int | GroupKey, reason: str = "teardown") -> list[dict[str, Any]]:
+        """End every session of a group (see `group`); return their last JSON views, in
+        path order, with the chains' final counters.
 
-        Raise NotFound, or Conflict when it is still being installed or already ending.
+        Raise NotFound, or Conflict when a session is still being installed or already
+        ending.
         """
+        return [self._end(session.id, reason) for session in self.group(target)]
+
+    def _end(self, session_id: int, reason: str) -> dict[str, Any]:
+        """End one session; return its last JSON view with the chain's final counters."""
         with self.lock:
             session = self.sessions.move(session_id, State.ENDING)
             agent = self.network.agents.get(session.node)
@@ -154,8 +195,26 @@ class NetServService:
         log.info("session %d ended (%s)", session_id, reason)
         return view
 
-    def refresh(self, session_id: int, body: object) -> Session:
-        """Give a session a new lifetime from now (soft state); return it.
+    def refresh(
+        self,
+        target: int | GroupKey,
+        lifetime: int | None = None,
+        expect: SessionRequest | None = None,
+    ) -> list[Session]:
+        """Give every session of a group (see `group`) a new lifetime from now (soft
+        state): `lifetime`, or each one's own when None; return them.
+
+        `expect`: the request the group must have been made from (a signaling REFRESH
+        carries the whole description); any difference but the lifetime is a Conflict.
+        A session whose agent or switch fails is put back as it was and the error raised.
+        """
+        members = self.group(target)
+        if expect is not None:
+            _check_unchanged(members[0], expect)
+        return [self._refresh_one(session.id, lifetime) for session in members]
+
+    def _refresh_one(self, session_id: int, lifetime: int | None) -> Session:
+        """Give one session a new lifetime from now; return it.
 
         Everything is checked before anything changes. When the agent or the switch
         fails, what was pushed is put back, the session stays as it was (lifetime,
@@ -163,7 +222,7 @@ class NetServService:
         """
         with self.lock:
             old = self.sessions.get(session_id)
-            lifetime = parse_refresh(body, default=old.lifetime)
+            lifetime = old.lifetime if lifetime is None else lifetime
             agent = self.network.agents.get(old.node)
             if agent is None:
                 raise Unavailable(f"node {format_dpid(old.node)} has no agent")
@@ -293,7 +352,7 @@ class NetServService:
     def _end_quietly(self, session_id: int, reason: str) -> bool:
         """End a session; return False when it is gone, ending, or not yet made."""
         try:
-            self.teardown(session_id, reason)
+            self._end(session_id, reason)
         except (NotFound, Conflict):
             return False
         return True
@@ -416,6 +475,20 @@ class NetServService:
             if after is not None and after != before:
                 msgs += self._detours(dpid, after)
         return msgs
+
+
+def _check_unchanged(session: Session, request: SessionRequest) -> None:
+    """Raise Conflict unless `request` asks for what `session` was made from, but for
+    its lifetime."""
+    made = (session.requester, session.match, session.modules, session.selection)
+    asked = (request.requester, request.match, request.modules, request.selection)
+    if made != asked:
+        names = ("requester", "flow", "modules", "nodes")
+        changed = [name for name, a, b in zip(names, made, asked, strict=True) if a != b]
+        raise Conflict(
+            f"session {session.ref:#x} of {session.requester} was made with another "
+            f"{' and '.join(changed)}: a refresh may change only the lifetime"
+        )
 
 
 def _quietly(session_id: int, what: str, call: Callable[..., Any], *args: Any) -> Any:

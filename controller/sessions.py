@@ -1,8 +1,11 @@
 """Sessions and their state changes, with no I/O: time is passed in as `now`.
 
 A session is one requester's claim on one flow at one node, with a module chain and a
-soft-state lifetime. Every change of its state goes through `SessionTable.move`, which
-allows only the transitions in TRANSITIONS and raises Conflict, saying why, otherwise:
+soft-state lifetime. A request served at several nodes makes a group: one session per
+node, named together by (requester, ref), made, refreshed and ended together.
+
+Every change of a session's state goes through `SessionTable.move`, which allows only
+the transitions in TRANSITIONS and raises Conflict, saying why, otherwise:
 
     INSTALLING ──► ACTIVE ◄──► REFRESHING      a refresh; a re-armed switch timer
         │            │              │
@@ -23,8 +26,11 @@ from dataclasses import dataclass, replace
 
 from controller.errors import Conflict, NotFound, Unavailable
 from controller.match import FlowMatch, overlaps
-from controller.requests import ModuleSpec, SessionRequest, format_dpid
+from controller.requests import OPERATOR, ModuleSpec, SessionRequest, format_dpid
 from controller.tables import SESSION, SESSION_ID_MAX, session_cookie
+from signaling.values import NodeSelection
+
+GroupKey = tuple[str, int]  # (requester, ref)
 
 VLAN_TAGS = range(1, 4095)  # the VLAN id a detour pushes names the session at its agent
 
@@ -73,6 +79,15 @@ class Session:
     expires: float
     state: State = State.INSTALLING
     armed_until: float = 0.0  # when the switch's hard timeout on its detour runs out
+    requester: str = OPERATOR
+    # The requester's name for the session's group: the session id of its signaling, or
+    # for REST the controller id of the group's first session.
+    ref: int = 0
+    selection: NodeSelection = NodeSelection.first()
+
+    @property
+    def group(self) -> GroupKey:
+        return self.requester, self.ref
 
     @property
     def cookie(self) -> int:
@@ -95,6 +110,7 @@ class Session:
             "lifetime": self.lifetime,
             "expires_in": round(max(0.0, self.expires - now), 3),
             "tag": self.tag,
+            "requester": self.requester,
         }
 
 
@@ -103,6 +119,7 @@ class SessionTable:
 
     def __init__(self, first_id: int = 1) -> None:
         self._sessions: dict[int, Session] = {}
+        self._groups: dict[GroupKey, list[int]] = {}
         self._next_id = first_id
         self._next_tag: dict[int, int] = {}
 
@@ -124,9 +141,49 @@ class SessionTable:
         """Return the sessions placed on node `dpid`, oldest first."""
         return [s for s in self.all() if s.node == dpid]
 
-    def reserve(self, request: SessionRequest, node: int, now: float) -> Session:
-        """Hold an id, a tag and the flow space for a new session; raise Conflict/Unavailable."""
-        probe = Session(0, node, 0, request.match, request.modules, request.lifetime, now, now)
+    def group(self, key: GroupKey) -> list[Session]:
+        """Return the sessions of group `key`, in the order they were made (path order)."""
+        return [self._sessions[i] for i in self._groups.get(key, ())]
+
+    def reserve_group(
+        self, request: SessionRequest, nodes: tuple[int, ...], now: float, ref: int | None = None
+    ) -> list[Session]:
+        """Hold a session on each of `nodes`, in one group, all or none; return them.
+
+        Raise Conflict when the group (requester, ref) exists or a node's flow space is
+        taken, Unavailable when ids or tags run out; then nothing is held.
+        """
+        if ref is not None and (request.requester, ref) in self._groups:
+            raise Conflict(f"session {ref:#x} of {request.requester} exists")
+        made: list[Session] = []
+        try:
+            for node in nodes:
+                made.append(self.reserve(request, node, now, made[0].ref if made else ref))
+        except Exception:
+            for session in made:
+                self.move(session.id, State.ENDED)
+            raise
+        return made
+
+    def reserve(
+        self, request: SessionRequest, node: int, now: float, ref: int | None = None
+    ) -> Session:
+        """Hold an id, a tag and the flow space for a new session; raise Conflict/Unavailable.
+
+        It joins group (requester, `ref`); `ref` None starts a group named by its id.
+        """
+        probe = Session(
+            0,
+            node,
+            0,
+            request.match,
+            request.modules,
+            request.lifetime,
+            now,
+            now,
+            requester=request.requester,
+            selection=request.selection,
+        )
         for other in self.on_node(node):
             if other.priority == probe.priority and overlaps(other.match, request.match):
                 raise Conflict(
@@ -135,11 +192,17 @@ class SessionTable:
                 )
         if self._next_id > SESSION_ID_MAX:
             raise Unavailable("session ids are exhausted")
+        session_id = self._next_id
         session = replace(
-            probe, id=self._next_id, tag=self._free_tag(node), expires=now + request.lifetime
+            probe,
+            id=session_id,
+            tag=self._free_tag(node),
+            expires=now + request.lifetime,
+            ref=session_id if ref is None else ref,
         )
         self._next_id += 1
         self._sessions[session.id] = session
+        self._groups.setdefault(session.group, []).append(session.id)
         return session
 
     def _free_tag(self, node: int) -> int:
@@ -167,6 +230,10 @@ class SessionTable:
         session = replace(session, state=to, **changes)
         if to is State.ENDED:
             del self._sessions[session_id]
+            members = self._groups[session.group]
+            members.remove(session_id)
+            if not members:
+                del self._groups[session.group]
         else:
             self._sessions[session_id] = session
         return session

@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 
 from controller.errors import PartFailed, Unavailable
+from controller.requests import parse_session_request
 from controller.service import NetServService
+from controller.sessions import Session
 from nodes.agent import AgentConfig, AttachError, NodeAgent
 from nodes.bundle import Catalog
 from tests.unit.flowsim import SimSwitch
@@ -14,6 +16,24 @@ from tests.unit.flowsim import SimSwitch
 SERVICES = Path(__file__).resolve().parents[2] / "services"
 DPID, AGENT_PORT = 1, 4
 PORTS = {1: "s1-eth1", 2: "s1-eth2", AGENT_PORT: "s1-ns"}
+
+
+def make(service: NetServService, body: dict, **kwargs: object) -> Session:
+    """Create the one session a REST body asks for, as the REST API does; return it."""
+    (session,) = service.create(parse_session_request(body, service.catalog), **kwargs)
+    return session
+
+
+def refresh(service: NetServService, session_id: int, lifetime: int | None = None) -> Session:
+    """Refresh a session that is alone in its group; return it."""
+    (session,) = service.refresh(session_id, lifetime)
+    return session
+
+
+def end(service: NetServService, session_id: int) -> dict:
+    """Tear down a session that is alone in its group; return its last view."""
+    (view,) = service.teardown(session_id)
+    return view
 
 
 class Clock:

@@ -4,7 +4,8 @@ Tests assert on forwarding ("this frame leaves port 2 with tag 5") rather than o
 text of flow rules. Like Open vSwitch it refuses timeouts that do not fit their 16-bit
 fields, counts frames per flow, keeps a flow's counters when an identical flow (same
 table, priority and match) is added again, and restarts its hard timeout then; with a
-clock, `expire` drops the flows whose hard timeout ran out.
+clock, `expire` drops the flows whose hard timeout ran out. As Open vSwitch, it refuses
+a flow that names a meter it does not have and drops a meter's flows with the meter.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from controller.messages import (
     FlowStats,
     FlowStatsRequest,
     Message,
+    MeterAdd,
+    MeterDelete,
     Output,
     PacketOut,
     PortStats,
@@ -36,6 +39,7 @@ from controller.messages import (
 class Result:
     outputs: list[tuple[int, int | None]] = field(default_factory=list)  # (port, vlan tag)
     to_controller: list[int] = field(default_factory=list)  # table ids that sent it up
+    meters: list[int] = field(default_factory=list)  # the meters it passed
 
 
 FlowKey = tuple[int, int, tuple[tuple[str, object], ...]]
@@ -53,6 +57,7 @@ class SimSwitch:
         self.added_at: dict[FlowKey, float] = {}
         self.packets: dict[FlowKey, int] = {}
         self.tx_dropped: dict[int, int] = {}  # set by tests: frames a port could not send
+        self.meters: dict[int, MeterAdd] = {}
 
     def _now(self) -> float:
         return self.clock() if self.clock is not None else 0.0
@@ -61,6 +66,8 @@ class SimSwitch:
         for msg in msgs:
             if isinstance(msg, FlowAdd):
                 struct.pack("!HH", msg.idle_timeout, msg.hard_timeout)  # as a real flow-mod
+                if msg.meter is not None and msg.meter not in self.meters:
+                    raise ValueError(f"flow names meter {msg.meter}, which the switch lacks")
                 key = _key(msg)
                 self.flows = [f for f in self.flows if _key(f) != key]
                 self.flows.append(msg)
@@ -74,6 +81,13 @@ class SimSwitch:
                     and (msg.table is None or f.table == msg.table)
                 ]
                 self._drop(gone)
+            elif isinstance(msg, MeterAdd):
+                if msg.meter_id in self.meters:
+                    raise ValueError(f"meter {msg.meter_id} exists")
+                self.meters[msg.meter_id] = msg
+            elif isinstance(msg, MeterDelete):
+                self.meters.pop(msg.meter_id, None)
+                self._drop([f for f in self.flows if f.meter == msg.meter_id])
             elif isinstance(msg, PacketOut):
                 self.packet_outs.append(msg)
             elif not isinstance(msg, Barrier):
@@ -140,6 +154,8 @@ class SimSwitch:
             if flow is None:
                 break  # table miss with no miss flow: drop
             self.packets[_key(flow)] = self.packets.get(_key(flow), 0) + 1
+            if flow.meter is not None:
+                result.meters.append(flow.meter)
             for action in flow.actions:
                 if isinstance(action, PushVlan):
                     tag = action.vid

@@ -13,8 +13,10 @@ from controller.pipeline import (
     session_install,
     session_remove,
 )
+from controller.placement import select_nodes
 from controller.requests import MAX_LIFETIME, ModuleSpec, SessionRequest
 from controller.sessions import SessionTable, State
+from signaling.wire import SIGNALING_PORT
 from tests.unit.flowsim import SimSwitch
 
 DPID, AGENT = 1, 4
@@ -81,7 +83,8 @@ def test_frames_from_the_agent_never_teach_macs(net):
 
 def _session(network: Network, sim: SimSwitch, table: SessionTable, match: dict) -> object:
     request = SessionRequest(parse_match(match), (ModuleSpec("counter", ()),), 30)
-    session = table.move(table.reserve(request, network.place(request), 0.0).id, State.ACTIVE)
+    (node,) = select_nodes(network, request)
+    session = table.move(table.reserve(request, node, 0.0).id, State.ACTIVE)
     sim.apply(session_install(session, network.agent_port(DPID), hard_timeout(session, 0.0)))
     return session
 
@@ -169,3 +172,41 @@ def test_cookies_of_other_kinds_are_not_sessions():
     assert tables.session_of_cookie(0x1234) is None
     with pytest.raises(ValueError):
         tables.cookie(tables.KIND_SESSION, tables.SESSION_ID_MAX + 1)
+
+
+def test_signaling_goes_to_the_controller_through_the_meter_ahead_of_any_detour(net):
+    network, sim = net
+    learn_hosts(network, sim)
+    greedy = _session(network, sim, SessionTable(), {"ip_proto": 17})  # all UDP
+    meter = sim.meters[tables.SIGNALING_METER]
+    assert (meter.rate, meter.burst) == (tables.SIGNALING_RATE, tables.SIGNALING_BURST)
+    for frame in (
+        udp(1, H1, H2, "10.0.0.1", "10.0.0.2", SIGNALING_PORT),
+        {
+            "in_port": 1,
+            "eth_src": H1,
+            "eth_dst": H2,
+            "eth_type": 0x86DD,
+            "ip_proto": 17,
+            "ipv6_src": "2001:db8::1",
+            "ipv6_dst": "2001:db8::2",
+            "udp_dst": SIGNALING_PORT,
+        },
+    ):
+        result = sim.process(frame)
+        assert result.to_controller == [tables.CLASSIFY] and result.outputs == []
+        assert result.meters == [tables.SIGNALING_METER]
+    assert sim.process(udp(1, H1, H2, "10.0.0.1", "10.0.0.2", 9000)).outputs == [
+        (AGENT, greedy.tag)
+    ]
+    # what an agent sends back is forwarded, whatever its port
+    back = sim.process(udp(AGENT, H1, H2, "10.0.0.1", "10.0.0.2", SIGNALING_PORT))
+    assert back.outputs == [(2, None)] and back.meters == []
+
+
+def test_a_reconnect_makes_the_meter_anew(net):
+    network, sim = net
+    before = [f for f in sim.flows if f.meter is not None]
+    sim.apply(network.switch_connected(DPID))  # the switch still has the meter: no clash
+    assert [f for f in sim.flows if f.meter is not None] == before and len(before) == 2
+    assert all(f.priority in tables.SIGNALING for f in before)
