@@ -2,7 +2,8 @@
 
 Each handler finds the switch, calls the service or network logic, and sends what it
 returns. Waiting for a barrier reply must never happen on Ryu's event loop (the reply
-is delivered by that loop), so handlers that need it spawn a green thread.
+is delivered by that loop), so handlers that need it spawn a green thread: on-path
+signaling, which may install sessions, is handled so.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ from controller.agent_client import AgentClient
 from controller.errors import PartFailed, Unavailable
 from controller.messages import Barrier, Message, Stats, StatsRequest
 from controller.ofbuild import build, flow_stats, port_stats
-from controller.rest import INSTANCE, RestApi
+from controller.policy import load_policy
+from controller.rest import INSTANCE, SIGNALING, RestApi
 from controller.service import AGENT_DEAD_AFTER, NetServService
+from controller.signaling import SignalingHandler
 from nodes.bundle import Catalog, module_path
 
 log = logging.getLogger("netserv.controller")
@@ -150,7 +153,10 @@ class NetServApp(app_manager.RyuApp):
             dead_after,
             cap,
         )
-        kwargs["wsgi"].register(RestApi, {INSTANCE: self.service})
+        # The policy file was checked by controller/entry.py before Ryu started.
+        policy = load_policy(getattr(conf, "netserv_policy", None) or None)
+        self.signaling = SignalingHandler(self.service, policy)
+        kwargs["wsgi"].register(RestApi, {INSTANCE: self.service, SIGNALING: self.signaling})
         self._ticker = hub.spawn(self._tick_loop)
         _tune_logging(conf.verbose)
         log.info(
@@ -217,10 +223,19 @@ class NetServApp(app_manager.RyuApp):
         if len(data) < 14:
             return
         dpid = msg.datapath.id
+        if msg.table_id == tables.CLASSIFY:  # only the signaling punt sends up from table 0
+            hub.spawn(self._signaled, dpid, msg.match["in_port"], data)
+            return
         msgs = self.service.network.packet_in(
             dpid, msg.table_id, msg.match["in_port"], _mac(data[6:12]), _mac(data[0:6]), data
         )
         self._send(dpid, msgs)
+
+    def _signaled(self, dpid: int, in_port: int, frame: bytes) -> None:
+        try:
+            self._send(dpid, self.signaling.packet_in(dpid, in_port, frame))
+        except Exception:  # the next request must still be answered
+            log.exception("signaling punted by switch %016x: handling failed", dpid)
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
     def barrier_reply(self, ev: Any) -> None:

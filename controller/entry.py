@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from http import HTTPStatus
 from pathlib import Path
 
+from controller.policy import PolicyError, load_policy
 from controller.service import AGENT_DEAD_AFTER
 from nodes.bundle import MODULE_PATH_HELP, BundleError, module_path
 
@@ -64,6 +65,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="seconds without a heartbeat before an agent's sessions are removed (%(default)s)",
     )
     p.add_argument(
+        "--policy",
+        metavar="FILE",
+        help="who may signal on-path, and with which keys (TOML, see docs/signaling.md); "
+        "without it on-path signaling is refused",
+    )
+    p.add_argument(
         "--app",
         action="append",
         default=[],
@@ -76,7 +83,8 @@ def run(args: argparse.Namespace, verbose: bool = False) -> int:
     """Run the controller the parsed options describe; return the process's exit code."""
     try:
         folders = module_path(args.module_path)
-    except BundleError as exc:
+        load_policy(args.policy)  # refuse a broken policy before Ryu starts
+    except (BundleError, PolicyError) as exc:
         print(f"netserv controller: {exc}", file=sys.stderr)
         return 1
     return run_controller(
@@ -88,6 +96,7 @@ def run(args: argparse.Namespace, verbose: bool = False) -> int:
         args.agent_dead_after,
         verbose,
         tuple(args.app),
+        str(Path(args.policy).resolve()) if args.policy else "",
     )
 
 
@@ -151,6 +160,7 @@ def run_controller(
     agent_dead_after: float = AGENT_DEAD_AFTER,
     verbose: bool = False,
     extra_apps: tuple[str, ...] = (),
+    policy: str = "",
 ) -> int:
     """Run ryu-manager with the NetServ app in this process until it is stopped."""
     _eventlet_compat()
@@ -167,6 +177,7 @@ def run_controller(
                 default=agent_dead_after,
                 help="seconds of agent silence before its sessions are removed",
             ),
+            cfg.StrOpt("netserv-policy", default=policy, help="the signaling policy file"),
         ]
     )
     from ryu.cmd import manager  # patches the standard library for eventlet
@@ -186,6 +197,8 @@ def run_controller(
         joined,
         "--netserv-agent-dead-after",
         str(agent_dead_after),
+        "--netserv-policy",
+        policy,
         *(["--verbose"] if verbose else []),
         "controller.app",
         *extra_apps,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from controller.errors import InvalidRequest, NoNetServNode, Unavailable, UnknownNode
 from controller.network import Network
-from controller.requests import SessionRequest, format_dpid
+from controller.requests import format_dpid
 from signaling.values import NodeSelection
 from signaling.wire import NodeMode
 
@@ -43,15 +43,17 @@ def choose(
     return (nodes[0],) if selection.mode is NodeMode.FIRST else (nodes[-1],)
 
 
-def select_nodes(network: Network, request: SessionRequest) -> tuple[int, ...]:
-    """Return the nodes that serve `request`, in path order (named ones as named).
+def select_nodes(
+    network: Network, selection: NodeSelection, ends: tuple[str, str] | None
+) -> tuple[int, ...]:
+    """Return the nodes `selection` picks on the path between `ends`, in path order
+    (named ones as named).
 
     Raise UnknownNode for a named node the controller does not know, Unavailable for
     one that is not ready, and what `on_path` and `choose` raise.
     """
-    selection = request.selection
     if selection.mode is not NodeMode.NAMED:
-        return choose(selection, on_path(network, request.ends), request.ends)
+        return choose(selection, on_path(network, ends), ends)
     for dpid in selection.dpids:
         if dpid not in network.agents:
             raise UnknownNode(f"no NetServ node {format_dpid(dpid)}")

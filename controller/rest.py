@@ -17,6 +17,8 @@ session and is a 404, as is every path with a percent-escape or not spelled as r
 |        |                                    | with its final counters                       |
 | POST   | /netserv/sessions/{id}/refresh     | {lifetime}: extend the soft state (its group) |
 | GET    | /netserv/sessions/{id}/stats       | the session with its modules' counters        |
+| GET    | /netserv/signaling                 | on-path signaling: what was received, answered|
+|        |                                    | and refused (by code), and dropped (why)      |
 
 Create body: {"match": {OXM fields}, "module": name, "params": {..}, "lifetime": s,
 "node": dpid} or, for a chain, "modules": [name | {"name", "params"}, ..] instead of
@@ -64,11 +66,13 @@ from controller.errors import (
 )
 from controller.requests import parse_refresh, parse_session_request
 from controller.service import NetServService
+from controller.signaling import SignalingHandler
 from controller.tables import SESSION_ID_MAX, session_id_of_text
 from signaling.jsonhttp import decode_json
 
 log = logging.getLogger("netserv.rest")
 INSTANCE = "netserv_service"
+SIGNALING = "netserv_signaling"
 READ_TIMEOUT = 2.0  # seconds a client may stall while sending a request before it is dropped
 MAX_BODY = 1 << 20
 INTERNAL_ERROR = "internal error; the controller's log has the details"
@@ -239,6 +243,7 @@ class RestApi(ControllerBase):
     def __init__(self, req: Any, link: Any, data: dict[str, Any], **config: Any) -> None:
         super().__init__(req, link, data, **config)
         self.service: NetServService = data[INSTANCE]
+        self.signaling: SignalingHandler | None = data.get(SIGNALING)
 
     @route("netserv", "/netserv/nodes", methods=["GET"])
     @_api()
@@ -296,3 +301,8 @@ class RestApi(ControllerBase):
     @_api()
     def session_stats(self, req: Any, sid: str, **_: Any) -> object:
         return self.service.stats(_session_id(sid))
+
+    @route("netserv", "/netserv/signaling", methods=["GET"])
+    @_api()
+    def signaling_counts(self, req: Any, **_: Any) -> object:
+        return {"counts": dict(sorted(self.signaling.counts.items())) if self.signaling else {}}

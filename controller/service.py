@@ -97,18 +97,21 @@ class NetServService:
         every node, and is raised again.
         """
         with self.lock:
-            nodes = select_nodes(self.network, request)
+            nodes = select_nodes(self.network, request.selection, request.ends)
             reserved = self.sessions.reserve_group(request, nodes, self.clock(), ref)
             parts = [
                 (s, self.network.agents[s.node], self.network.agent_port(s.node)) for s in reserved
             ]
         armed: list[float] = []
+        tried: set[tuple[int, str]] = set()  # (session, "agent" | "switch") asked to set up
         try:
             for session, agent, port in parts:
+                tried.add((session.id, "agent"))
                 self.agents.attach(agent, session)
                 if port is None:
                     node = format_dpid(session.node)
                     raise Unavailable(f"the agent port of node {node} vanished")
+                tried.add((session.id, "switch"))
                 armed.append(self._install(session, port))
             with self.lock:
                 made = [
@@ -117,7 +120,7 @@ class NetServService:
                 ]
         except Exception:
             for session, agent, _ in parts:
-                self._undo(session, agent)
+                self._undo(session, agent, {part for sid, part in tried if sid == session.id})
             raise
         for session in made:
             log.info(
@@ -148,11 +151,15 @@ class NetServService:
         self.switches.send(session.node, pipeline.session_install(session, port, hard))
         return now + hard
 
-    def _undo(self, session: Session, agent: Agent) -> None:
-        """Remove what a failed create may have made; the reservation is held until then."""
+    def _undo(self, session: Session, agent: Agent, tried: set[str]) -> None:
+        """Remove what a failed create may have made at the parts it `tried` ("agent",
+        "switch"): a part never asked sent nothing to undo. The reservation is held
+        until then."""
         try:
-            self._remove_detour(session)
-            _quietly(session.id, "agent detach", self.agents.detach, agent, session.id)
+            if "switch" in tried:
+                self._remove_detour(session)
+            if "agent" in tried:
+                _quietly(session.id, "agent detach", self.agents.detach, agent, session.id)
         finally:
             with self.lock:
                 self.sessions.move(session.id, State.ENDED)

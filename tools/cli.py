@@ -10,27 +10,12 @@ from pathlib import Path
 from controller import entry as controller_entry
 from nodes import main as agent_main
 from nodes.bundle import MODULE_PATH_HELP, BundleError, Catalog, module_path
+from signaling import cli as signal_cli
+from signaling.cli import chain
+from signaling.cli import pairs as _pairs
 from signaling.client import DEFAULT_URL, ClientError, NetServClient
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _value(text: str) -> object:
-    """Return `text` as JSON when it parses (numbers, true, lists), else as a string."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def _pairs(items: list[str], what: str) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"netserv: {what} {item!r} must look like name=value")
-        out[key] = _value(value)
-    return out
 
 
 def _csv(text: str) -> list[str]:
@@ -85,26 +70,6 @@ def cmd_bench(a: argparse.Namespace) -> int:
         max_trials=a.max_trials,
         max_minutes=a.max_minutes,
     )
-
-
-def chain(modules: list[str], params: dict[str, object]) -> list[dict[str, object]]:
-    """Return the `modules` list of a request: each module with its parameters.
-
-    With one module, parameters are plain names; with a chain, each names its module
-    (`counter.log_every=5`), since two modules may take parameters of the same name.
-    """
-    per_module: dict[str, dict[str, object]] = {name: {} for name in modules}
-    for key, value in params.items():
-        name, dot, param = key.rpartition(".")
-        if not dot and len(modules) == 1:
-            name, param = modules[0], key
-        if name not in per_module:
-            raise SystemExit(
-                f"netserv: parameter {key!r} names no module of the chain {modules}"
-                + ("; write it as MODULE.NAME=VALUE" if not dot else "")
-            )
-        per_module[name][param] = value
-    return [{"name": name, "params": per_module[name]} for name in modules]
 
 
 def cmd_session(a: argparse.Namespace) -> int:
@@ -204,6 +169,14 @@ def parser() -> argparse.ArgumentParser:
                 "--lifetime", type=int, help="new lifetime in seconds (default: the current one)"
             )
     s.set_defaults(func=cmd_session)
+
+    sg = sub.add_parser(
+        "signal",
+        help="ask for services on-path, from a flow's endpoint (signaling toward its far end)",
+        description=signal_cli.__doc__.split("\n\n")[0] if signal_cli.__doc__ else None,
+    )
+    signal_cli.add_arguments(sg)
+    sg.set_defaults(func=signal_cli.run)
 
     n = sub.add_parser("nodes", help="list the switches and node agents the controller knows")
     n.add_argument("--url", default=DEFAULT_URL, help="controller REST URL")

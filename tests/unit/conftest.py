@@ -1,11 +1,13 @@
 """Fixtures of the unit tests: a simulated switch and real node agents, in process."""
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from controller.errors import PartFailed, Unavailable
+from controller.messages import FlowAdd, FlowDelete
 from controller.requests import parse_session_request
 from controller.service import NetServService
 from controller.sessions import Session
@@ -48,11 +50,17 @@ class SimSwitches:
     def __init__(self) -> None:
         self.sims: dict[int, SimSwitch] = {}
         self.fail: Exception | None = None
+        self.sent: list[tuple[int, object]] = []  # (dpid, message), every one sent
 
     def send(self, dpid, msgs):
         if self.fail:
             raise self.fail
+        self.sent += [(dpid, m) for m in msgs]
         self.sims.setdefault(dpid, SimSwitch()).apply(msgs)
+
+    def flow_mods(self) -> list[tuple[int, object]]:
+        """Return every flow-mod sent so far (adds and deletes)."""
+        return [(d, m) for d, m in self.sent if isinstance(m, FlowAdd | FlowDelete)]
 
     def request(self, dpid, msg):
         if self.fail:
@@ -134,3 +142,58 @@ def world(services: Path):
         }
     )
     return service, switches.sims[DPID], switches, agents, node_agent, clock
+
+
+LINE = (1, 2, 3)
+
+
+@dataclass
+class Line:
+    service: NetServService
+    switches: SimSwitches
+    agents: InProcessAgents
+    clock: Clock
+
+    def sim(self, dpid: int) -> SimSwitch:
+        return self.switches.sims[dpid]
+
+    def agent(self, dpid: int) -> NodeAgent:
+        return self.agents.by_dpid[dpid]
+
+    def beat(self) -> None:
+        """Every agent's heartbeat (its registration again)."""
+        for dpid, agent in self.agents.by_dpid.items():
+            self.service.register_agent(
+                {
+                    "dpid": dpid,
+                    "switch_port": f"s{dpid}-ns",
+                    "url": f"http://a{dpid}",
+                    "boot_id": agent.boot_id,
+                }
+            )
+
+    def chains(self) -> dict[int, list[int]]:
+        return {d: [c.session_id for c in self.agent(d).dispatcher.chains()] for d in LINE}
+
+
+@pytest.fixture
+def line(services) -> Line:
+    """Switches 1, 2, 3 (a path in that order), each a ready NetServ node."""
+    clock, switches, agents = Clock(), SimSwitches(), InProcessAgents()
+    service = NetServService(Catalog(services), switches, agents, clock)
+    for dpid in LINE:
+        ports = {1: f"s{dpid}-eth1", 2: f"s{dpid}-eth2", AGENT_PORT: f"s{dpid}-ns"}
+        switches.send(dpid, service.switch_connected(dpid))
+        switches.send(dpid, service.ports_changed(dpid, ports, set()))
+        config = AgentConfig(dpid, f"s{dpid}-na", f"s{dpid}-ns", "http://c")
+        agent = NodeAgent(config, Catalog(services), clock)
+        agents.by_dpid[dpid] = agent
+        service.register_agent(
+            {
+                "dpid": dpid,
+                "switch_port": f"s{dpid}-ns",
+                "url": f"http://a{dpid}",
+                "boot_id": agent.boot_id,
+            }
+        )
+    return Line(service, switches, agents, clock)

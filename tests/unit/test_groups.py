@@ -4,7 +4,7 @@ in-process agents)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import pytest
 
@@ -18,68 +18,12 @@ from controller.errors import (
     UnknownNode,
 )
 from controller.requests import SessionRequest, parse_session_request
-from controller.service import NetServService
-from nodes.agent import AgentConfig, NodeAgent
 from nodes.bundle import Catalog
 from signaling.values import NodeSelection
-from tests.unit.conftest import AGENT_PORT, SERVICES, Clock, InProcessAgents, SimSwitches
-from tests.unit.flowsim import SimSwitch
+from tests.unit.conftest import AGENT_PORT, LINE, SERVICES, Line
 
-DPIDS = (1, 2, 3)
 MATCH = {"ipv4_src": "10.0.0.1", "ipv4_dst": "10.0.0.3", "udp_dst": 9000}
 CATALOG = Catalog(SERVICES)
-
-
-@dataclass
-class Line:
-    service: NetServService
-    switches: SimSwitches
-    agents: InProcessAgents
-    clock: Clock
-
-    def sim(self, dpid: int) -> SimSwitch:
-        return self.switches.sims[dpid]
-
-    def agent(self, dpid: int) -> NodeAgent:
-        return self.agents.by_dpid[dpid]
-
-    def beat(self) -> None:
-        """Every agent's heartbeat (its registration again)."""
-        for dpid, agent in self.agents.by_dpid.items():
-            self.service.register_agent(
-                {
-                    "dpid": dpid,
-                    "switch_port": f"s{dpid}-ns",
-                    "url": f"http://a{dpid}",
-                    "boot_id": agent.boot_id,
-                }
-            )
-
-    def chains(self) -> dict[int, list[int]]:
-        return {d: [c.session_id for c in self.agent(d).dispatcher.chains()] for d in DPIDS}
-
-
-@pytest.fixture
-def line(services) -> Line:
-    """Switches 1, 2, 3 (a path in that order), each a ready NetServ node."""
-    clock, switches, agents = Clock(), SimSwitches(), InProcessAgents()
-    service = NetServService(Catalog(services), switches, agents, clock)
-    for dpid in DPIDS:
-        ports = {1: f"s{dpid}-eth1", 2: f"s{dpid}-eth2", AGENT_PORT: f"s{dpid}-ns"}
-        switches.send(dpid, service.switch_connected(dpid))
-        switches.send(dpid, service.ports_changed(dpid, ports, set()))
-        config = AgentConfig(dpid, f"s{dpid}-na", f"s{dpid}-ns", "http://c")
-        agent = NodeAgent(config, Catalog(services), clock)
-        agents.by_dpid[dpid] = agent
-        service.register_agent(
-            {
-                "dpid": dpid,
-                "switch_port": f"s{dpid}-ns",
-                "url": f"http://a{dpid}",
-                "boot_id": agent.boot_id,
-            }
-        )
-    return Line(service, switches, agents, clock)
 
 
 def request(body: dict | None = None, **changes) -> SessionRequest:
@@ -101,7 +45,7 @@ def detoured(line: Line) -> list[int]:
         "ipv4_dst": "10.0.0.3",
         "udp_dst": 9000,
     }
-    return [d for d in DPIDS if any(p == AGENT_PORT for p, _ in line.sim(d).process(frame).outputs)]
+    return [d for d in LINE if any(p == AGENT_PORT for p, _ in line.sim(d).process(frame).outputs)]
 
 
 @pytest.mark.parametrize(
@@ -172,13 +116,13 @@ def test_named_nodes_must_be_ready_netserv_nodes(line):
 
 def nothing_anywhere(line: Line, before: dict[int, set[int]]) -> None:
     assert line.service.sessions.all() == []
-    assert {d: line.sim(d).cookies() for d in DPIDS} == before
+    assert {d: line.sim(d).cookies() for d in LINE} == before
     assert line.chains() == {1: [], 2: [], 3: []}
-    assert all(line.agent(d).host.loaded() == {} for d in DPIDS)
+    assert all(line.agent(d).host.loaded() == {} for d in LINE)
 
 
 def cookies(line: Line) -> dict[int, set[int]]:
-    return {d: set(line.sim(d).cookies()) for d in DPIDS}
+    return {d: set(line.sim(d).cookies()) for d in LINE}
 
 
 def test_an_agent_refusing_at_the_last_node_undoes_the_whole_group(line, monkeypatch):

@@ -83,7 +83,7 @@ def test_frames_from_the_agent_never_teach_macs(net):
 
 def _session(network: Network, sim: SimSwitch, table: SessionTable, match: dict) -> object:
     request = SessionRequest(parse_match(match), (ModuleSpec("counter", ()),), 30)
-    (node,) = select_nodes(network, request)
+    (node,) = select_nodes(network, request.selection, request.ends)
     session = table.move(table.reserve(request, node, 0.0).id, State.ACTIVE)
     sim.apply(session_install(session, network.agent_port(DPID), hard_timeout(session, 0.0)))
     return session

@@ -1,0 +1,301 @@
+"""On-path signaling at the controller: a punted datagram in, its answer's packet-out out.
+
+    handler = SignalingHandler(service, policy)
+    msgs = handler.packet_in(dpid, in_port, frame)    # run off Ryu's event loop: it waits
+
+Checks, in the order docs/signaling.md gives, each refusal answered with its ERROR
+code (when the message can be answered at all), logged and counted, with no state
+changed: decoding (1xx), the requester's key (203, or 200 unsigned), the MAC (200),
+the timestamp and nonce (202, 201), the sequence number (a retransmission gets the
+stored answer, a late copy nothing), then the request itself, which becomes a
+SessionRequest (`controller/requests.py`) for the same service methods REST calls.
+Answers to a signed request are signed with the requester's key.
+
+Pure apart from what is handed in: the service, the policy's keys, the wall clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from controller.errors import NetServError, NotFound, signaling_code
+from controller.messages import Message, Output, PacketOut
+from controller.placement import select_nodes
+from controller.requests import flow_ends, request_from_description
+from controller.service import NetServService
+from controller.sessions import VLAN_TAGS
+from controller.sigframes import answer_frame, parse_datagram
+from signaling import wire
+from signaling.auth import Key, sign, verify
+from signaling.codec import decode, encode
+from signaling.errors import ErrorCode, SignalingProtocolError
+from signaling.freshness import ReplayGuard
+from signaling.messages import (
+    Ack,
+    Answer,
+    ErrorReply,
+    Probe,
+    ProbeResponse,
+    Refresh,
+    Request,
+    Teardown,
+)
+from signaling.values import NodeInfo
+
+log = logging.getLogger("netserv.signaling")
+
+# A request's answer is kept this long for its retransmissions: longer than a requester
+# retransmits a SETUP or TEARDOWN (23 s) and than the freshness window (30 s), past
+# which a copy of the request is refused by its timestamp anyway.
+ANSWER_KEEP = 60.0
+ANSWER_CAPACITY = 10_000  # answers kept at most; the oldest go first
+INTERNAL = "internal error; the controller's log has the details"
+Sender = tuple[str, str]  # the signaling datagram's source and destination addresses
+
+
+class Keys(Protocol):
+    def key(self, requester: str, key_id: int) -> bytes | None:
+        """Return the secret of `requester`'s key `key_id`, or None."""
+
+
+@dataclass(frozen=True)
+class _Kept:
+    sequence: int
+    data: bytes
+    at: float
+
+
+class AnswerCache:
+    """The last answer acted on, per (requester, session id), for `keep` seconds; at
+    most `capacity` of them. Pure: time passed in."""
+
+    def __init__(self, keep: float = ANSWER_KEEP, capacity: int = ANSWER_CAPACITY) -> None:
+        self.keep, self.capacity = keep, capacity
+        self._kept: OrderedDict[tuple[str, int], _Kept] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def get(self, key: tuple[str, int], now: float) -> _Kept | None:
+        """Return what is kept for `key`, or None."""
+        while self._kept and next(iter(self._kept.values())).at <= now - self.keep:
+            self._kept.popitem(last=False)
+        return self._kept.get(key)
+
+    def put(self, key: tuple[str, int], sequence: int, data: bytes, now: float) -> None:
+        """Keep `data`, the answer to request `sequence` of `key`."""
+        self._kept.pop(key, None)
+        self._kept[key] = _Kept(sequence, data, now)
+        while len(self._kept) > self.capacity:
+            self._kept.popitem(last=False)
+
+
+class Refused(Exception):
+    """A request refused before it was acted on, with `code` and `reason`."""
+
+    def __init__(self, code: ErrorCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
+class SignalingHandler:
+    """Answers on-path signaling; `counts` says what it saw and did."""
+
+    def __init__(
+        self,
+        service: NetServService,
+        keys: Keys,
+        wall: Callable[[], float] = time.time,
+        guard: ReplayGuard | None = None,
+        answers: AnswerCache | None = None,
+    ) -> None:
+        self.service = service
+        self.keys = keys
+        self.wall = wall
+        self.guard = guard or ReplayGuard()
+        self.answers = answers or AnswerCache()
+        self.counts: Counter[str] = Counter()
+        self._busy: set[tuple[str, int]] = set()
+        self._lock = threading.RLock()  # counting happens under it too
+
+    def packet_in(self, dpid: int, in_port: int, frame: bytes) -> list[Message]:
+        """Handle a frame the switch `dpid` punted from `in_port`; return the packet-out
+        of its answer, or nothing (not signaling, or not to be answered)."""
+        datagram = parse_datagram(frame)
+        if datagram is None:
+            self._count("dropped: not a signaling datagram")
+            return []
+        answer = self.respond(datagram.payload, (datagram.src, datagram.dst))
+        if answer is None:
+            return []
+        return [PacketOut(None, (Output(in_port),), answer_frame(datagram, answer))]
+
+    def respond(self, payload: bytes, sender: Sender) -> bytes | None:
+        """Return the answer to the signaling message `payload`, or None when it gets none."""
+        self._count("received")
+        now = self.wall()
+        try:
+            message = decode(payload)
+        except SignalingProtocolError as exc:
+            echo = exc.echo
+            if echo is None or not echo.answerable:
+                self._count("dropped: unreadable")
+                return None
+            self._refused(exc.code, exc.reason, sender)
+            return encode(ErrorReply.answering(echo, _ms(now), exc.code, exc.reason))
+        if message.TYPE.is_response:
+            self._count("dropped: an answer")
+            return None
+        key: Key | None = None
+        try:
+            key = self._authenticate(payload, message)
+            self.guard.check(message.requester, message.nonce, message.timestamp_ms, now)
+        except (Refused, SignalingProtocolError) as exc:
+            self._refused(exc.code, exc.reason, sender)
+            answer = ErrorReply.answering(message, _ms(now), exc.code, exc.reason)
+            return self._encode(answer, key)  # signed once the key is known (201, 202)
+        return self._sequenced(message, key, sender, now)
+
+    def _authenticate(self, payload: bytes, message: Request) -> Key:
+        """Return the requester's key that signed `message`; raise Refused or
+        SignalingProtocolError (BAD_AUTH) when there is none or the MAC is wrong."""
+        auth = message.auth
+        if auth is None:
+            raise Refused(ErrorCode.BAD_AUTH, "the request is not signed; signing is required")
+        secret = self.keys.key(message.requester, auth.key_id)
+        if secret is None:
+            raise Refused(
+                ErrorCode.UNKNOWN_REQUESTER,
+                f"no key {auth.key_id} of requester {message.requester} is known",
+            )
+        verify(payload, message, secret)
+        return Key(auth.key_id, secret)
+
+    def _sequenced(self, message: Request, key: Key, sender: Sender, now: float) -> bytes | None:
+        """Act on `message` unless it repeats (or comes before) the last request of its
+        session acted on; return the answer."""
+        session = (message.requester, message.session_id)
+        with self._lock:
+            if session in self._busy:  # the first transmission's answer is on its way
+                self._count("dropped: in progress")
+                return None
+            kept = self.answers.get(session, now)
+            if kept is not None and message.sequence == kept.sequence:
+                self._count("retransmission answered")
+                return kept.data
+            if kept is not None and message.sequence < kept.sequence:
+                self._count("dropped: late copy")
+                return None
+            self._busy.add(session)
+        try:
+            answer = self._answer(message, sender)
+            data = self._encode(answer, key)
+            if not isinstance(answer, ErrorReply):  # a refusal changes no state
+                with self._lock:
+                    self.answers.put(session, message.sequence, data, self.wall())
+            return data
+        finally:
+            with self._lock:
+                self._busy.discard(session)
+
+    def _answer(self, message: Request, sender: Sender) -> Answer:
+        """Act on `message`; return its answer (an ERROR for a failure)."""
+        try:
+            answer = self._act(message, sender)
+        except NetServError as exc:
+            code, reason = signaling_code(exc), str(exc)
+        except Exception:  # a bug: its traceback goes to the log, never to the requester
+            log.exception("signaling: %s from %s failed", type(message).__name__, sender[0])
+            code, reason = ErrorCode.INTERNAL_ERROR, INTERNAL
+        else:
+            self._count(f"answered: {type(message).__name__.lower()}")
+            return answer
+        self._refused(code, reason, sender)
+        return ErrorReply.answering(message, _ms(self.wall()), code, reason)
+
+    def _act(self, message: Request, sender: Sender) -> Answer:
+        catalog, service = self.service.catalog, self.service
+        if isinstance(message, Probe):
+            return self._probe(message, sender)
+        if isinstance(message, Teardown):
+            service.teardown((message.requester, message.session_id))
+            return Ack.answering(message, _ms(self.wall()))
+        request = request_from_description(message.description, catalog, sender)
+        group = (message.requester, message.session_id)
+        sessions = None
+        if isinstance(message, Refresh):
+            try:
+                service.group(group)
+            except NotFound:  # it restarted or lost it: soft state, rebuilt from the refresh
+                self._count("rebuilt from a refresh")
+            else:
+                sessions = service.refresh(group, request.lifetime, expect=request)
+        if sessions is None:
+            sessions = service.create(request, ref=message.session_id)
+        nodes = tuple(s.node for s in sessions)[: wire.MAX_PATH_NODES]
+        return Ack.answering(message, _ms(self.wall()), sessions[0].lifetime, nodes)
+
+    def _probe(self, probe: Probe, sender: Sender) -> ProbeResponse:
+        """Return what the selected NetServ nodes on the probed flow's path offer."""
+        ends = flow_ends(probe.flow, sender)
+        with self.service.lock:
+            dpids = select_nodes(self.service.network, probe.nodes, ends)
+            busy = {d: len(self.service.sessions.on_node(d)) for d in dpids}
+        good, _ = self.service.catalog.all()
+        modules = tuple(sorted(m.name for m in good))
+        infos = [
+            NodeInfo(d, modules, load=busy[d] * wire.MAX_LOAD // len(VLAN_TAGS), sessions=busy[d])
+            for d in dpids
+        ]
+        fitted, truncated = fit_node_infos(infos)
+        return ProbeResponse.answering(probe, _ms(self.wall()), fitted, truncated)
+
+    def _encode(self, answer: Answer, key: Key | None) -> bytes:
+        return encode(answer) if key is None else sign(answer, key)
+
+    def _refused(self, code: ErrorCode, reason: str, sender: Sender) -> None:
+        self._count(f"refused: {int(code)} {code.name}")
+        log.info("signaling from %s refused with %d %s: %s", sender[0], code, code.name, reason)
+
+    def _count(self, what: str) -> None:
+        with self._lock:
+            self.counts[what] += 1
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
+
+
+# A PROBE-RESPONSE's room for NODE_INFO objects: a message less its header and an AUTH.
+_ROOM = wire.MAX_MESSAGE_SIZE - wire.HEADER_SIZE - (wire.OBJECT_HEADER.size + 8 + 32)
+_NODE_INFO_FIXED = 16
+
+
+def _size(info: NodeInfo) -> int:
+    value = _NODE_INFO_FIXED + sum(1 + len(m.encode()) for m in info.modules)
+    return wire.OBJECT_HEADER.size + value + (-value % wire.ALIGN)
+
+
+def fit_node_infos(infos: list[NodeInfo]) -> tuple[tuple[NodeInfo, ...], bool]:
+    """Return the leading entries of `infos` that fit one signed PROBE-RESPONSE (the
+    last one cut to the modules that fit), and whether anything was left out."""
+    out: list[NodeInfo] = []
+    room = _ROOM
+    for info in infos[: wire.MAX_PATH_NODES]:
+        if _size(info) <= room:
+            out.append(info)
+            room -= _size(info)
+            continue
+        modules = list(info.modules)
+        while modules and _size(NodeInfo(info.dpid, tuple(modules))) > room:
+            modules.pop()
+        if _size(NodeInfo(info.dpid, tuple(modules))) <= room:
+            out.append(NodeInfo(info.dpid, tuple(modules), info.load, info.sessions))
+        return tuple(out), True
+    return tuple(out), len(infos) > len(out)
