@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
 from typing import Any
@@ -24,19 +25,22 @@ from ryu.ofproto import ofproto_v1_3
 
 from controller import tables
 from controller.agent_client import AgentClient
-from controller.errors import PartFailed, Unavailable
+from controller.errors import PartFailed, PolicyError, Unavailable
 from controller.messages import Barrier, Message, Stats, StatsRequest
 from controller.ofbuild import build, flow_stats, port_stats
-from controller.policy import load_policy
+from controller.policy import OPERATOR_ONLY, load_policy
 from controller.rest import INSTANCE, SIGNALING, RestApi
 from controller.service import AGENT_DEAD_AFTER, NetServService
 from controller.signaling import SignalingHandler
+from controller.topology import PROBE_INTERVAL
 from nodes.bundle import Catalog, module_path
 
 log = logging.getLogger("netserv.controller")
 BARRIER_TIMEOUT = 5.0
 STATS_TIMEOUT = 5.0
 TICK = 1.0
+DISCOVERY_COOKIE = tables.cookie(tables.KIND_DISCOVERY)
+SIGNALING_COOKIE = tables.cookie(tables.KIND_SIGNALING)
 
 
 def _tune_logging(verbose: bool) -> None:
@@ -143,6 +147,8 @@ class NetServApp(app_manager.RyuApp):
         folders = module_path(getattr(conf, "netserv_module_path", None))
         dead_after = float(getattr(conf, "netserv_agent_dead_after", None) or AGENT_DEAD_AFTER)
         cap = tables.parse_hard_timeout_cap(os.environ.get(tables.HARD_TIMEOUT_CAP_ENV))
+        policy_file = getattr(conf, "netserv_policy", None)
+        policy = load_policy(policy_file) if policy_file else OPERATOR_ONLY
         self.switches = RyuSwitches()
         self.service = NetServService(
             Catalog(folders),
@@ -152,12 +158,15 @@ class NetServApp(app_manager.RyuApp):
             threading.Lock(),
             dead_after,
             cap,
+            policy,
         )
-        # The policy file was checked by controller/entry.py before Ryu started.
-        policy = load_policy(getattr(conf, "netserv_policy", None) or None)
-        self.signaling = SignalingHandler(self.service, policy)
+        self.signaling = SignalingHandler(self.service)
         kwargs["wsgi"].register(RestApi, {INSTANCE: self.service, SIGNALING: self.signaling})
+        self._reload_wanted = False
+        if policy.configured:
+            signal.signal(signal.SIGHUP, self._want_reload)
         self._ticker = hub.spawn(self._tick_loop)
+        self._prober = hub.spawn(self._probe_loop)
         _tune_logging(conf.verbose)
         log.info(
             "NetServ controller up: REST http://%s:%d/netserv/, OpenFlow %s:%d, modules from %s",
@@ -167,16 +176,51 @@ class NetServApp(app_manager.RyuApp):
             conf.ofp_tcp_listen_port,
             os.pathsep.join(str(f) for f in folders),
         )
+        if policy.configured:
+            log.info("requester policy from %s (SIGHUP reads it again)", policy.source)
         if cap != tables.HARD_TIMEOUT_CAP:
             log.info("detours' hard timeouts capped at %d s (%s)", cap, tables.HARD_TIMEOUT_CAP_ENV)
+
+    def _want_reload(self, signum: int, frame: object) -> None:
+        self._reload_wanted = True  # read in the tick loop: no file I/O in a signal handler
+
+    def _reload_policy(self) -> None:
+        """Read the policy file again; a bad file is logged and the old policy stays."""
+        self._reload_wanted = False
+        source = self.service.policy.source
+        try:
+            self.service.policy = load_policy(source)
+        except PolicyError as exc:
+            log.error("%s; the policy in use stays", exc)
+        else:
+            log.info("policy reloaded from %s", source)
 
     def _tick_loop(self) -> None:
         while True:
             hub.sleep(TICK)
+            if self._reload_wanted:
+                self._reload_policy()
             try:
                 self.service.tick()
             except Exception:  # keep expiring: one bad session must not stop the others
                 log.exception("housekeeping failed")
+
+    def _probe_loop(self) -> None:
+        while True:
+            try:
+                now = self.service.clock()
+                self.service.network.expire_links(now)
+                self._send_probes(self.service.network.probes(now))
+            except Exception:  # keep probing: links must keep being confirmed
+                log.exception("link discovery failed")
+            hub.sleep(PROBE_INTERVAL)
+
+    def _send_probes(self, probes: dict[int, list[Message]]) -> None:
+        for dpid, msgs in probes.items():
+            try:
+                self._send(dpid, msgs)
+            except Unavailable:  # gone meanwhile: its links go when it is seen gone
+                pass
 
     def _send(self, dpid: int, msgs: list[Message]) -> None:
         if msgs:
@@ -203,6 +247,8 @@ class NetServApp(app_manager.RyuApp):
         dpid = ev.msg.datapath.id
         ports = {p.port_no: p.name.decode() for p in ev.msg.body if p.port_no < 0xFFFFFF00}
         self._send(dpid, self.service.ports_replaced(dpid, ports))
+        # Every switch probes now, so both directions of the new switch's links are known.
+        self._send_probes(self.service.network.probes(self.service.clock()))
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def port_status(self, ev: Any) -> None:
@@ -222,12 +268,15 @@ class NetServApp(app_manager.RyuApp):
         data = bytes(msg.data)
         if len(data) < 14:
             return
-        dpid = msg.datapath.id
-        if msg.table_id == tables.CLASSIFY:  # only the signaling punt sends up from table 0
-            hub.spawn(self._signaled, dpid, msg.match["in_port"], data)
+        dpid, in_port, now = msg.datapath.id, msg.match["in_port"], self.service.clock()
+        if msg.cookie == DISCOVERY_COOKIE:
+            self.service.network.probe_in(dpid, in_port, data, now)
+            return
+        if msg.cookie == SIGNALING_COOKIE:  # it may install sessions: off the event loop
+            hub.spawn(self._signaled, dpid, in_port, data)
             return
         msgs = self.service.network.packet_in(
-            dpid, msg.table_id, msg.match["in_port"], _mac(data[6:12]), _mac(data[0:6]), data
+            dpid, msg.table_id, in_port, _mac(data[6:12]), _mac(data[0:6]), data, now
         )
         self._send(dpid, msgs)
 

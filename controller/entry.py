@@ -25,7 +25,8 @@ from collections.abc import Sequence
 from http import HTTPStatus
 from pathlib import Path
 
-from controller.policy import PolicyError, load_policy
+from controller.errors import PolicyError
+from controller.policy import load_policy
 from controller.service import AGENT_DEAD_AFTER
 from nodes.bundle import MODULE_PATH_HELP, BundleError, module_path
 
@@ -67,8 +68,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--policy",
         metavar="FILE",
-        help="who may signal on-path, and with which keys (TOML, see docs/signaling.md); "
-        "without it on-path signaling is refused",
+        help="the requester policy (TOML, docs/policy.md): who may ask for which flows and"
+        " modules, with which keys and REST tokens, and how many sessions; read again on"
+        " SIGHUP. Without it every REST caller is the operator and may do anything",
     )
     p.add_argument(
         "--app",
@@ -83,10 +85,16 @@ def run(args: argparse.Namespace, verbose: bool = False) -> int:
     """Run the controller the parsed options describe; return the process's exit code."""
     try:
         folders = module_path(args.module_path)
-        load_policy(args.policy)  # refuse a broken policy before Ryu starts
-    except (BundleError, PolicyError) as exc:
+    except BundleError as exc:
         print(f"netserv controller: {exc}", file=sys.stderr)
         return 1
+    policy = None
+    if args.policy is not None:
+        try:  # a bad file stops the controller here, with one message, before Ryu starts
+            policy = load_policy(args.policy).source
+        except PolicyError as exc:
+            print(f"netserv controller: {exc}", file=sys.stderr)
+            return 1
     return run_controller(
         args.of_host,
         args.of_port,
@@ -96,7 +104,7 @@ def run(args: argparse.Namespace, verbose: bool = False) -> int:
         args.agent_dead_after,
         verbose,
         tuple(args.app),
-        str(Path(args.policy).resolve()) if args.policy else "",
+        policy,
     )
 
 
@@ -160,7 +168,7 @@ def run_controller(
     agent_dead_after: float = AGENT_DEAD_AFTER,
     verbose: bool = False,
     extra_apps: tuple[str, ...] = (),
-    policy: str = "",
+    policy: Path | None = None,
 ) -> int:
     """Run ryu-manager with the NetServ app in this process until it is stopped."""
     _eventlet_compat()
@@ -177,7 +185,9 @@ def run_controller(
                 default=agent_dead_after,
                 help="seconds of agent silence before its sessions are removed",
             ),
-            cfg.StrOpt("netserv-policy", default=policy, help="the signaling policy file"),
+            cfg.StrOpt(
+                "netserv-policy", default="", help="the requester policy file (TOML); none: open"
+            ),
         ]
     )
     from ryu.cmd import manager  # patches the standard library for eventlet
@@ -198,7 +208,7 @@ def run_controller(
         "--netserv-agent-dead-after",
         str(agent_dead_after),
         "--netserv-policy",
-        policy,
+        str(policy or ""),
         *(["--verbose"] if verbose else []),
         "controller.app",
         *extra_apps,

@@ -62,8 +62,7 @@ class FlowDelete:
 
 @dataclass(frozen=True)
 class PacketOut:
-    """A frame the controller sends out of the switch; `in_port` None: the controller's
-    own frame, arriving from no port (so it may go out of any, the request's included)."""
+    """A frame the controller sends out; `in_port` None when no port received it."""
 
     in_port: int | None
     actions: tuple[Action, ...]

@@ -1,4 +1,5 @@
-"""What the controller knows of the network: switches, their ports, node agents, MACs.
+"""What the controller knows of the network: switches, their ports, node agents, MACs,
+and the links and host locations of `controller/topology.py`.
 
 Pure state plus the decisions that follow from switch events; every method that
 changes what the switch should hold returns the messages for it.
@@ -6,12 +7,20 @@ changes what the switch should hold returns the messages for it.
 
 from __future__ import annotations
 
+import ipaddress
+import logging
+import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
-from controller import pipeline, tables
-from controller.errors import Conflict
+from controller import discovery, pipeline, tables
+from controller.errors import Conflict, InvalidRequest
 from controller.messages import Message
 from controller.requests import format_dpid
+from controller.topology import Hop, Link, SwitchPort, Topology
+
+log = logging.getLogger("netserv.topology")
+PROBE_KEY_BYTES = 32
 
 
 @dataclass(frozen=True)
@@ -55,9 +64,13 @@ class Switch:
 class Network:
     """Switches and node agents by datapath id."""
 
-    def __init__(self) -> None:
+    def __init__(self, probe_key: bytes | None = None) -> None:
         self.switches: dict[int, Switch] = {}
         self.agents: dict[int, Agent] = {}
+        self.topology = Topology()
+        # Known only to this controller, so only its own probes are believed.
+        self.probe_key = probe_key or secrets.token_bytes(PROBE_KEY_BYTES)
+        self.probes_refused = 0
 
     # --- queries -------------------------------------------------------------------
     def agent_port(self, dpid: int) -> int | None:
@@ -76,18 +89,6 @@ class Network:
         """Return True when node `dpid` can host a session now."""
         switch, agent = self.switches.get(dpid), self.agents.get(dpid)
         return bool(switch and switch.connected and agent and agent.alive and self.agent_port(dpid))
-
-    def path_nodes(self, src_ip: str, dst_ip: str) -> list[int]:
-        """Return the switches a flow from `src_ip` to `dst_ip` crosses, in order.
-
-        Until links and host locations are known, every connected switch, by datapath
-        id: right for one switch, and for a chain numbered in the flow's direction.
-        """
-        return sorted(dpid for dpid, switch in self.switches.items() if switch.connected)
-
-    def netserv_nodes(self, dpids: list[int]) -> list[int]:
-        """Return the ready NetServ nodes among `dpids`, in their order."""
-        return [dpid for dpid in dpids if self.ready(dpid)]
 
     def nodes_json(self, now: float) -> list[dict[str, object]]:
         """Return every known switch and agent as JSON-ready dicts."""
@@ -116,9 +117,10 @@ class Network:
         return msgs + (pipeline.agent_return(port) if port else [])
 
     def switch_disconnected(self, dpid: int) -> None:
-        """Mark a switch as gone; its flows stay in the switch until it comes back."""
+        """Mark a switch as gone, and its links; its flows stay in it until it comes back."""
         if dpid in self.switches:
             self.switches[dpid].connected = False
+        _log_links("gone", self.topology.switch_gone(dpid))
 
     def ports_changed(self, dpid: int, added: dict[int, str], removed: set[int]) -> list[Message]:
         """Record port changes; return the agent-return flow if the agent port appeared."""
@@ -127,26 +129,141 @@ class Network:
         for no in removed:
             switch.ports.pop(no, None)
             switch.macs = {mac: p for mac, p in switch.macs.items() if p != no}
+            _log_links("gone", self.topology.port_gone(SwitchPort(dpid, no)))
         switch.ports.update(added)
         after = self.agent_port(dpid)
         return pipeline.agent_return(after) if after and after != before else []
 
     def packet_in(
-        self, dpid: int, table: int, in_port: int, eth_src: str, eth_dst: str, data: bytes
+        self,
+        dpid: int,
+        table: int,
+        in_port: int,
+        eth_src: str,
+        eth_dst: str,
+        data: bytes,
+        now: float,
     ) -> list[Message]:
         """Handle a frame the switch sent up from `table`; return flows or its packet-out.
 
         From the learn table it is a copy (the switch forwards the frame itself); from
-        the forward table the controller must deliver it.
+        the forward table the controller must deliver it. Either way it tells where
+        its sender is, when it entered at an edge port (`controller/topology.py`).
         """
         switch = self.switches.get(dpid)
         if switch is None:
             return []
         agents = self.agent_ports(dpid)
+        if not pipeline.is_multicast(eth_src):
+            at = SwitchPort(dpid, in_port)
+            self.topology.host_seen(at, eth_src, discovery.sender_ipv4(data), now, agents)
         if table == tables.LEARN:
             return pipeline.learn(switch.macs, in_port, eth_src, agents)
         out = pipeline.forward_missed(switch.macs, in_port, eth_dst, switch.ports, agents, data)
         return [out] if out.actions else []
+
+    # --- topology ------------------------------------------------------------------
+    def probes(self, now: float) -> dict[int, list[Message]]:
+        """Return, for every connected switch, a link probe out of each port but the agent's."""
+        out = {}
+        for dpid, switch in sorted(self.switches.items()):
+            if switch.connected:
+                agents = self.agent_ports(dpid)
+                out[dpid] = [
+                    pipeline.probe_out(port, discovery.probe_frame(dpid, port, self.probe_key, now))
+                    for port in sorted(switch.ports)
+                    if port not in agents
+                ]
+        return out
+
+    def expire_links(self, now: float) -> list[Link]:
+        """Drop the links whose probes stopped arriving; return them."""
+        gone = self.topology.expire(now)
+        _log_links("expired", gone)
+        return gone
+
+    def probe_in(self, dpid: int, in_port: int, data: bytes, now: float) -> bool:
+        """Take a link probe switch `dpid` received on `in_port`; return True when believed.
+
+        Refused (and counted) unless it is this controller's own, intact and recent;
+        ignored when it came in by an agent's port or back in by the port it left by
+        (an agent returns what no session asked for).
+        """
+        sender = discovery.read_probe(data, self.probe_key, now, self.topology.link_expiry)
+        if sender is None:
+            self.probes_refused += 1
+            return False
+        src, dst = SwitchPort(*sender), SwitchPort(dpid, in_port)
+        if src == dst or dpid not in self.switches or in_port in self.agent_ports(dpid):
+            return False
+        if self.topology.link_seen(src, dst, now):
+            _log_links("found", [Link(src, dst)])
+        return True
+
+    def path(self, src_ip: str, dst_ip: str) -> list[Hop]:
+        """Return the hops (switch, in port, out port) of a flow from `src_ip` to `dst_ip`.
+
+        Raise InvalidRequest for an address that is not IPv4, Unavailable naming the
+        host that is not located yet or when no known links join the two.
+        """
+        return self.topology.host_path(_ipv4(src_ip), _ipv4(dst_ip))
+
+    def path_nodes(self, src_ip: str, dst_ip: str) -> list[int]:
+        """Return the dpids of the switches a flow from `src_ip` to `dst_ip` crosses, in order.
+
+        Raise as `path` does.
+        """
+        return [hop.dpid for hop in self.path(src_ip, dst_ip)]
+
+    def netserv_nodes(self, dpids: Iterable[int]) -> list[int]:
+        """Return the ready NetServ nodes among `dpids`, in their order."""
+        return [dpid for dpid in dpids if self.ready(dpid)]
+
+    def topology_json(self, now: float) -> dict[str, object]:
+        """Return switches, links and located hosts as JSON-ready dicts."""
+        return {
+            "switches": [
+                {
+                    "dpid": format_dpid(dpid),
+                    "connected": switch.connected,
+                    "ready": self.ready(dpid),
+                }
+                for dpid, switch in sorted(self.switches.items())
+            ],
+            "links": [
+                {"src": _port_json(link.src), "dst": _port_json(link.dst)}
+                for link in self.topology.links()
+            ],
+            "hosts": [
+                {
+                    "mac": host.mac,
+                    "ipv4": list(host.ipv4),
+                    **_port_json(host.at),
+                    "seen_ago": round(now - host.seen, 3),
+                }
+                for host in self.topology.hosts()
+            ],
+            "probes_refused": self.probes_refused,
+        }
+
+    def path_json(self, src_ip: str, dst_ip: str) -> dict[str, object]:
+        """Return the path of a flow from `src_ip` to `dst_ip` and its NetServ nodes, JSON-ready."""
+        src, dst = _ipv4(src_ip), _ipv4(dst_ip)
+        hops = self.path(src, dst)
+        return {
+            "src": src,
+            "dst": dst,
+            "path": [
+                {
+                    "dpid": format_dpid(hop.dpid),
+                    "in_port": hop.in_port,
+                    "out_port": hop.out_port,
+                    "netserv": self.ready(hop.dpid),
+                }
+                for hop in hops
+            ],
+            "netserv_nodes": [format_dpid(d) for d in self.netserv_nodes(h.dpid for h in hops)],
+        }
 
     # --- agent events --------------------------------------------------------------
     def rival_of(self, agent: Agent) -> Agent | None:
@@ -194,3 +311,20 @@ class Network:
                 self.agents[dpid] = replace(agent, alive=False)
                 dead.append(dpid)
         return dead
+
+
+def _ipv4(raw: str) -> str:
+    """Return `raw` as an IPv4 address in dotted decimal; raise InvalidRequest otherwise."""
+    try:
+        return str(ipaddress.IPv4Address(raw))
+    except ValueError:
+        raise InvalidRequest(f"{raw!r} is not an IPv4 address") from None
+
+
+def _port_json(at: SwitchPort) -> dict[str, object]:
+    return {"dpid": format_dpid(at.dpid), "port": at.port}
+
+
+def _log_links(what: str, links: list[Link]) -> None:
+    for link in links:
+        log.info("link %s: %s -> %s", what, link.src, link.dst)

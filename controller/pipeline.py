@@ -1,6 +1,7 @@
 """Flow rules of the NetServ pipeline, as pure functions returning message descriptions.
 
-table 0 (classify): frames back from an agent → forward (they never teach MACs);
+table 0 (classify): link probes (LLDP) → the controller;
+                    frames back from an agent → forward (they never teach MACs);
                     signaling (UDP to port 20051) → the controller, through a meter;
                     a session's flow → push its tag, out to the agent's port;
                     everything else → learn.
@@ -15,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from controller import tables as t
+from controller.discovery import ETH_TYPE_LLDP
 from controller.match import ETH_IPV4, ETH_IPV6, PROTO_UDP
 from controller.messages import (
     Barrier,
@@ -76,6 +78,7 @@ def switch_reset() -> list[Message]:
             actions=(ToController(),),
             cookie=t.cookie(t.KIND_BASE),
         ),
+        discovery_punt(),
         Barrier(),
     ]
 
@@ -93,12 +96,28 @@ def signaling_punt() -> list[Message]:
                 t.SIGNALING.low,
                 as_match({"eth_type": eth_type, "ip_proto": PROTO_UDP, "udp_dst": SIGNALING_PORT}),
                 actions=(ToController(),),
-                cookie=t.cookie(t.KIND_BASE),
+                cookie=t.cookie(t.KIND_SIGNALING),
                 meter=t.SIGNALING_METER,
             )
             for eth_type in (ETH_IPV4, ETH_IPV6)
         ),
     ]
+
+
+def discovery_punt() -> FlowAdd:
+    """Return the flow that sends every link probe (LLDP) to the controller, and only there."""
+    return FlowAdd(
+        t.CLASSIFY,
+        t.DISCOVERY.low,
+        as_match({"eth_type": ETH_TYPE_LLDP}),
+        actions=(ToController(),),
+        cookie=t.cookie(t.KIND_DISCOVERY),
+    )
+
+
+def probe_out(port: int, frame: bytes) -> PacketOut:
+    """Return the packet-out that sends a link probe out of `port`."""
+    return PacketOut(in_port=None, actions=(Output(port),), data=frame)
 
 
 def agent_return(agent_port: int) -> list[Message]:
@@ -159,12 +178,25 @@ def learn(
 
     Frames that come back from an agent never teach where a host lives: the agent is
     not a host, and learning there would detour every later frame through it. A host
-    that moves is learned again (the new flows replace the old ones).
+    that moves is learned again: its flows for the port it left are deleted first, or
+    a move back to that port would be neither seen nor forwarded to until they idle out.
     """
     if in_port in set(agent_ports) or is_multicast(eth_src):
         return []
+    before = macs.get(eth_src)
     macs[eth_src] = in_port
-    return [
+    moved: list[Message] = []
+    if before is not None and before != in_port:
+        moved += (
+            FlowDelete(
+                cookie=t.cookie(t.KIND_LEARNED),
+                cookie_mask=t.COOKIE_ALL,
+                table=t.LEARN,
+                match=as_match({"eth_src": eth_src}),
+            ),
+            Barrier(),  # the delete must not reach the flow added next
+        )
+    return moved + [
         FlowAdd(
             t.LEARN,
             t.LEARNED_SRC.low,

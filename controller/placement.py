@@ -3,7 +3,13 @@ nodes on the flow's path. Pure: it reads the network, changes nothing."""
 
 from __future__ import annotations
 
-from controller.errors import InvalidRequest, NoNetServNode, Unavailable, UnknownNode
+from controller.errors import (
+    InvalidRequest,
+    NetServError,
+    NoNetServNode,
+    Unavailable,
+    UnknownNode,
+)
 from controller.network import Network
 from controller.requests import format_dpid
 from signaling.values import NodeSelection
@@ -13,10 +19,20 @@ from signaling.wire import NodeMode
 def on_path(network: Network, ends: tuple[str, str] | None) -> list[int]:
     """Return the ready NetServ nodes on the path between `ends` (source, destination),
     in the flow's direction; with no ends, every ready NetServ node, by datapath id.
-    Raise Unavailable when a host of `ends` cannot be located."""
+
+    When the path is not known (a host not located yet, no links between them, an
+    address the topology does not locate) and one NetServ node alone is ready, it is
+    that node; otherwise raise what the topology raised (Unavailable, InvalidRequest).
+    """
+    ready = network.netserv_nodes(sorted(network.agents))
     if ends is None:
-        return network.netserv_nodes(sorted(network.agents))
-    return network.netserv_nodes(network.path_nodes(*ends))
+        return ready
+    try:
+        return network.netserv_nodes(network.path_nodes(*ends))
+    except NetServError:
+        if len(ready) == 1:
+            return ready
+        raise
 
 
 def choose(

@@ -1,5 +1,5 @@
 """The controller's REST API, on Ryu's WSGI server. JSON in and out; errors are
-`{"error": message}` with the status below. Datapath ids are 16 hex digits; a session
+`{"error": message, "code": name}` with the status below. Datapath ids are 16 hex digits; a session
 {id} is canonical decimal (1, 2, ...): any other spelling (01, +1, %31, 1.0) names no
 session and is a 404, as is every path with a percent-escape or not spelled as routed
 (//netserv/...).
@@ -17,8 +17,19 @@ session and is a 404, as is every path with a percent-escape or not spelled as r
 |        |                                    | with its final counters                       |
 | POST   | /netserv/sessions/{id}/refresh     | {lifetime}: extend the soft state (its group) |
 | GET    | /netserv/sessions/{id}/stats       | the session with its modules' counters        |
-| GET    | /netserv/signaling                 | on-path signaling: what was received, answered|
-|        |                                    | and refused (by code), and dropped (why)      |
+| GET    | /netserv/signaling                 | on-path signaling: what came, what was        |
+|        |                                    | answered, dropped (why) and refused (by code) |
+| GET    | /netserv/topology                  | switches, links, hosts and where they are     |
+| GET    | /netserv/topology/path?src=&dst=   | the switches a flow from src to dst crosses,  |
+|        |                                    | in order, and the NetServ nodes among them    |
+| GET    | /netserv/policy                    | the requester policy and the refusals counted |
+|        |                                    | (the operator's, when a policy file is used)  |
+| POST   | /netserv/policy/reload             | read the policy file again (the operator's)   |
+
+State-changing calls on sessions (POST, DELETE) are made by a requester. With a policy
+file (`netserv controller --policy FILE`, docs/policy.md) the caller names itself with
+`Authorization: Bearer TOKEN`, and the policy decides what it may do; without one, every
+caller is the operator, who may do anything.
 
 Create body: {"match": {OXM fields}, "module": name, "params": {..}, "lifetime": s,
 "node": dpid} or, for a chain, "modules": [name | {"name", "params"}, ..] instead of
@@ -35,11 +46,17 @@ READ_TIMEOUT.
 | error                                              | status |
 | -------------------------------------------------- | ------ |
 | malformed body, bad field; several nodes are ready | 400    |
+| no bearer token, or one the policy does not know   | 401    |
+| the policy forbids it: a flow with no endpoint in  | 403    |
+| the requester's prefixes, a module it may not use, |        |
+| another requester's session                        |        |
 | unknown session, node or path                      | 404    |
 | a method the path does not take                    | 405    |
 | the body did not arrive within READ_TIMEOUT        | 408    |
 | overlaps a session; session still being installed | 409    |
 | the body is larger than MAX_BODY                   | 413    |
+| the policy file to reload is not valid (old kept)  | 422    |
+| the requester holds its quota of sessions or flows | 429    |
 | internal error (details in the controller's log)   | 500    |
 | a switch or agent refused                          | 502    |
 | a switch or agent is not there; no node is ready   | 503    |
@@ -58,12 +75,17 @@ from webob import Request
 
 from controller.errors import (
     Conflict,
+    Forbidden,
     InvalidRequest,
     NetServError,
     NotFound,
     PartFailed,
+    PolicyError,
+    QuotaExceeded,
+    Unauthenticated,
     Unavailable,
 )
+from controller.policy import OPERATOR, load_policy
 from controller.requests import parse_refresh, parse_session_request
 from controller.service import NetServService
 from controller.signaling import SignalingHandler
@@ -78,10 +100,14 @@ MAX_BODY = 1 << 20
 INTERNAL_ERROR = "internal error; the controller's log has the details"
 _PLAIN_PATH = re.compile(r"/[!-$&-~]*\Z")  # printable ASCII without '%'
 _METHODS = ("GET", "POST", "DELETE")
+REQUESTER = "netserv.requester"  # the environ key under which a call's requester is kept
+_BEARER = re.compile(r"Bearer +([A-Za-z0-9._~+/-]+=*) *\Z", re.IGNORECASE)  # RFC 6750 token68
 
 
 class MethodNotAllowed(NetServError):
     """The path exists but does not take the request's method."""
+
+    code = "method_not_allowed"
 
     def __init__(self, message: str, allowed: Iterable[str]) -> None:
         super().__init__(message)
@@ -91,18 +117,26 @@ class MethodNotAllowed(NetServError):
 class BodyTimeout(NetServError):
     """The request's body did not arrive within READ_TIMEOUT."""
 
+    code = "body_timeout"
+
 
 class BodyTooLarge(NetServError):
     """The request's body is longer than MAX_BODY."""
 
+    code = "body_too_large"
+
 
 STATUS: dict[type[NetServError], int] = {
     InvalidRequest: 400,
+    Unauthenticated: 401,
+    Forbidden: 403,
     NotFound: 404,
     MethodNotAllowed: 405,
     BodyTimeout: 408,
     Conflict: 409,
     BodyTooLarge: 413,
+    PolicyError: 422,
+    QuotaExceeded: 429,
     PartFailed: 502,
     Unavailable: 503,
 }
@@ -124,7 +158,7 @@ def error_response(exc: Exception, environ: dict[str, Any]) -> Response:
     never to the client.
     """
     status = next((STATUS[c] for c in type(exc).__mro__ if c in STATUS), None)
-    if status is None:
+    if status is None or not isinstance(exc, NetServError):
         log.error(
             "internal error answering %s %s",
             environ.get("REQUEST_METHOD"),
@@ -132,10 +166,22 @@ def error_response(exc: Exception, environ: dict[str, Any]) -> Response:
             exc_info=exc,
         )
         return _json(500, {"error": INTERNAL_ERROR})
-    response = _json(status, {"error": str(exc)})
+    response = _json(status, {"error": str(exc), "code": exc.code})
     if isinstance(exc, MethodNotAllowed):
         response.headers["Allow"] = ", ".join(exc.allowed)
+    if isinstance(exc, Unauthenticated):
+        response.headers["WWW-Authenticate"] = 'Bearer realm="netserv"'
     return response
+
+
+def bearer_token(header: str | None) -> str:
+    """Return the token of an `Authorization: Bearer TOKEN` header; raise Unauthenticated."""
+    if header is None:
+        raise Unauthenticated("this call needs 'Authorization: Bearer TOKEN' (docs/policy.md)")
+    m = _BEARER.match(header)
+    if m is None:
+        raise Unauthenticated("the Authorization header is not 'Bearer TOKEN'")
+    return m.group(1)
 
 
 def guard(app: Callable[..., Any]) -> Callable[..., Any]:
@@ -231,6 +277,8 @@ def _api(status: int = 200) -> Callable[[Callable[..., object]], Callable[..., R
             try:
                 return _json(status, handler(self, req, **kwargs))
             except Exception as exc:
+                if isinstance(exc, NetServError):
+                    self.service.rejections.record(exc, "rest", req.environ.get(REQUESTER))
                 return error_response(exc, req.environ)
 
         run.__name__ = handler.__name__
@@ -244,6 +292,27 @@ class RestApi(ControllerBase):
         super().__init__(req, link, data, **config)
         self.service: NetServService = data[INSTANCE]
         self.signaling: SignalingHandler | None = data.get(SIGNALING)
+
+    def _requester(self, req: Any) -> str:
+        """Return who makes this state-changing call: with a policy file, the requester
+        whose token the Authorization header bears (raise Unauthenticated if none is);
+        without one, the operator."""
+        policy = self.service.policy
+        if not policy.configured:
+            # No policy file: today's behaviour. The operator's REST token
+            # (controller/auth.py) is checked here when it is configured.
+            requester = OPERATOR
+        else:
+            requester = policy.rest_requester(bearer_token(req.headers.get("Authorization")))
+            if requester is None:
+                raise Unauthenticated("the bearer token is not one the policy knows")
+        req.environ[REQUESTER] = requester
+        return requester
+
+    def _operator(self, req: Any) -> None:
+        """Raise Unauthenticated or Forbidden unless the operator makes this call."""
+        if self._requester(req) != OPERATOR:
+            raise Forbidden("only the operator may do this")
 
     @route("netserv", "/netserv/nodes", methods=["GET"])
     @_api()
@@ -270,7 +339,8 @@ class RestApi(ControllerBase):
     @route("netserv", "/netserv/sessions", methods=["POST"])
     @_api(201)
     def create_session(self, req: Any, **_: Any) -> object:
-        request = parse_session_request(_body(req), self.service.catalog)
+        requester = self._requester(req)
+        request = parse_session_request(_body(req), self.service.catalog, requester)
         sessions = self.service.create(request)
         now = self.service.clock()
         view = sessions[0].to_json(now)
@@ -286,14 +356,17 @@ class RestApi(ControllerBase):
     @route("netserv", "/netserv/sessions/{sid}", methods=["DELETE"])
     @_api()
     def delete_session(self, req: Any, sid: str, **_: Any) -> object:
+        requester = self._requester(req)
         session_id = _session_id(sid)
-        return _named(self.service.teardown(session_id), session_id)
+        return _named(self.service.teardown(session_id, requester=requester), session_id)
 
     @route("netserv", "/netserv/sessions/{sid}/refresh", methods=["POST"])
     @_api()
     def refresh_session(self, req: Any, sid: str, **_: Any) -> object:
+        requester = self._requester(req)
         session_id = _session_id(sid)
-        sessions = self.service.refresh(session_id, parse_refresh(_body(req)))
+        lifetime = parse_refresh(_body(req))
+        sessions = self.service.refresh(session_id, lifetime, requester=requester)
         now = self.service.clock()
         return _named([s.to_json(now) for s in sessions], session_id)
 
@@ -305,4 +378,49 @@ class RestApi(ControllerBase):
     @route("netserv", "/netserv/signaling", methods=["GET"])
     @_api()
     def signaling_counts(self, req: Any, **_: Any) -> object:
-        return {"counts": dict(sorted(self.signaling.counts.items())) if self.signaling else {}}
+        counts = dict(sorted(self.signaling.counts.items())) if self.signaling else {}
+        refused = self.service.rejections.to_json().get("signaling", {})
+        return {"counts": counts, "refused": refused}
+
+    @route("netserv", "/netserv/policy", methods=["GET"])
+    @_api()
+    def show_policy(self, req: Any, **_: Any) -> object:
+        self._operator(req)
+        return self._policy_view()
+
+    @route("netserv", "/netserv/policy/reload", methods=["POST"])
+    @_api()
+    def reload_policy(self, req: Any, **_: Any) -> object:
+        self._operator(req)
+        old = self.service.policy
+        if old.source is None:
+            raise InvalidRequest("the controller runs without a policy file (--policy FILE)")
+        self.service.policy = load_policy(old.source)  # PolicyError: the old one stays
+        log.info("policy reloaded from %s", old.source)
+        return self._policy_view()
+
+    def _policy_view(self) -> dict[str, object]:
+        sessions = self.service.sessions.all()
+        view = self.service.policy.to_json(sessions)
+        return view | {"rejections": self.service.rejections.to_json()}
+
+    @route("netserv", "/netserv/topology", methods=["GET"])
+    @_api()
+    def show_topology(self, req: Any, **_: Any) -> object:
+        return self.service.network.topology_json(self.service.clock())
+
+    @route("netserv", "/netserv/topology/path", methods=["GET"])
+    @_api()
+    def show_path(self, req: Any, **_: Any) -> object:
+        src, dst = _path_query(req.GET)
+        return self.service.network.path_json(src, dst)
+
+
+def _path_query(query: Any) -> tuple[str, str]:
+    """Return the (src, dst) a path query names; raise InvalidRequest unless exactly those."""
+    names = list(query.keys())
+    if sorted(names) != ["dst", "src"]:
+        raise InvalidRequest(
+            f"a path query takes src and dst, each once (IPv4 addresses), not {names}"
+        )
+    return query["src"], query["dst"]

@@ -35,10 +35,18 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from controller import framepath, pipeline
-from controller.errors import Conflict, InvalidRequest, NetServError, NotFound, Unavailable
+from controller.errors import (
+    Conflict,
+    InvalidRequest,
+    NetServError,
+    NotFound,
+    Rejections,
+    Unavailable,
+)
 from controller.messages import Message, Stats, StatsRequest
 from controller.network import Agent, Network, refusal
 from controller.placement import select_nodes
+from controller.policy import OPERATOR, OPERATOR_ONLY, Policy
 from controller.requests import SessionRequest, format_dpid, parse_dpid
 from controller.sessions import LIVE, GroupKey, Session, SessionTable, State
 from controller.tables import HARD_TIMEOUT_CAP
@@ -75,6 +83,7 @@ class NetServService:
         lock: AbstractContextManager[Any] | None = None,
         agent_dead_after: float = AGENT_DEAD_AFTER,
         hard_timeout_cap: int = HARD_TIMEOUT_CAP,
+        policy: Policy = OPERATOR_ONLY,
     ) -> None:
         self.catalog = catalog
         self.network = Network()
@@ -85,6 +94,8 @@ class NetServService:
         self.lock = lock if lock is not None else contextlib.nullcontext()
         self.agent_dead_after = agent_dead_after
         self.hard_timeout_cap = hard_timeout_cap
+        self.policy = policy  # replaced whole when the operator reloads the file
+        self.rejections = Rejections()  # counted by the transports, shown to the operator
 
     # --- sessions ------------------------------------------------------------------
     def create(self, request: SessionRequest, ref: int | None = None) -> list[Session]:
@@ -92,12 +103,18 @@ class NetServService:
         return them active, in path order, or raise and change nothing.
 
         `ref` names the group for its requester (a signaling session id; a group it
-        already has is a Conflict); None names it by its first session's id. A failure
-        after the reservation, whatever its type, undoes everything done so far, at
-        every node, and is raised again.
+        already has is a Conflict); None names it by its first session's id. The policy
+        is asked before anything else (UnknownRequester, Forbidden, QuotaExceeded), and
+        once the nodes are chosen, for the flows they hold. A failure after the
+        reservation, whatever its type, undoes everything done so far, at every node,
+        and is raised again.
         """
         with self.lock:
+            held = self.sessions.all()
+            self.policy.authorize(request.requester, request, held)
             nodes = select_nodes(self.network, request.selection, request.ends)
+            if len(nodes) > 1:  # a flow rule at each node counts
+                self.policy.authorize(request.requester, request, held, flows=len(nodes))
             reserved = self.sessions.reserve_group(request, nodes, self.clock(), ref)
             parts = [
                 (s, self.network.agents[s.node], self.network.agent_port(s.node)) for s in reserved
@@ -174,14 +191,19 @@ class NetServService:
             pipeline.session_remove(session),
         )
 
-    def teardown(self, target: int | GroupKey, reason: str = "teardown") -> list[dict[str, Any]]:
+    def teardown(
+        self, target: int | GroupKey, reason: str = "teardown", requester: str = OPERATOR
+    ) -> list[dict[str, Any]]:
         """End every session of a group (see `group`); return their last JSON views, in
         path order, with the chains' final counters.
 
-        Raise NotFound, or Conflict when a session is still being installed or already
-        ending.
+        Raise NotFound, NotOwner when it is not `requester`'s, or Conflict when a
+        session is still being installed or already ending.
         """
-        return [self._end(session.id, reason) for session in self.group(target)]
+        members = self.group(target)
+        with self.lock:
+            self.policy.check_owner(requester, members[0])
+        return [self._end(session.id, reason) for session in members]
 
     def _end(self, session_id: int, reason: str) -> dict[str, Any]:
         """End one session; return its last JSON view with the chain's final counters."""
@@ -207,17 +229,33 @@ class NetServService:
         target: int | GroupKey,
         lifetime: int | None = None,
         expect: SessionRequest | None = None,
+        requester: str = OPERATOR,
     ) -> list[Session]:
         """Give every session of a group (see `group`) a new lifetime from now (soft
         state): `lifetime`, or each one's own when None; return them.
 
-        `expect`: the request the group must have been made from (a signaling REFRESH
-        carries the whole description); any difference but the lifetime is a Conflict.
-        A session whose agent or switch fails is put back as it was and the error raised.
+        Everything is checked first: `requester` must own it (NotOwner), the policy is
+        asked again as for a new session, its own sessions left out (a reloaded policy
+        may have taken a right away), and `expect`, the request the group must have been
+        made from (a signaling REFRESH carries the whole description), may differ only
+        in the lifetime (Conflict). A session whose agent or switch fails is put back as
+        it was and the error raised.
         """
         members = self.group(target)
+        first = members[0]
+        with self.lock:
+            self.policy.check_owner(requester, first)
+            others = [s for s in self.sessions.all() if s.group != first.group]
+            again = SessionRequest(
+                first.match,
+                first.modules,
+                lifetime or first.lifetime,
+                first.requester,
+                first.selection,
+            )
+            self.policy.authorize(requester, again, others, flows=len(members))
         if expect is not None:
-            _check_unchanged(members[0], expect)
+            _check_unchanged(first, expect)
         return [self._refresh_one(session.id, lifetime) for session in members]
 
     def _refresh_one(self, session_id: int, lifetime: int | None) -> Session:

@@ -79,15 +79,15 @@ class Session:
     expires: float
     state: State = State.INSTALLING
     armed_until: float = 0.0  # when the switch's hard timeout on its detour runs out
-    requester: str = OPERATOR
+    requester: str = OPERATOR  # who asked for it (controller/policy.py)
     # The requester's name for the session's group: the session id of its signaling, or
-    # for REST the controller id of the group's first session.
+    # for REST the controller id of the group's first session (0: its own id).
     ref: int = 0
     selection: NodeSelection = NodeSelection.first()
 
     @property
     def group(self) -> GroupKey:
-        return self.requester, self.ref
+        return self.requester, self.ref or self.id
 
     @property
     def cookie(self) -> int:

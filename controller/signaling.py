@@ -1,17 +1,18 @@
 """On-path signaling at the controller: a punted datagram in, its answer's packet-out out.
 
-    handler = SignalingHandler(service, policy)
+    handler = SignalingHandler(service)
     msgs = handler.packet_in(dpid, in_port, frame)    # run off Ryu's event loop: it waits
 
 Checks, in the order docs/signaling.md gives, each refusal answered with its ERROR
-code (when the message can be answered at all), logged and counted, with no state
-changed: decoding (1xx), the requester's key (203, or 200 unsigned), the MAC (200),
-the timestamp and nonce (202, 201), the sequence number (a retransmission gets the
-stored answer, a late copy nothing), then the request itself, which becomes a
-SessionRequest (`controller/requests.py`) for the same service methods REST calls.
-Answers to a signed request are signed with the requester's key.
+code (when the message can be answered at all), logged and counted (the service's
+`rejections`, as REST's), with no state changed: decoding (1xx), the requester's key
+in the policy (203, or 200 unsigned), the MAC (200), the timestamp and nonce (202,
+201), the sequence number (a retransmission gets the stored answer, a late copy
+nothing), then the request itself, which becomes a SessionRequest
+(`controller/requests.py`) for the same service methods REST calls, the policy's
+checks among them. Answers to a signed request are signed with the requester's key.
 
-Pure apart from what is handed in: the service, the policy's keys, the wall clock.
+Pure apart from what is handed in: the service (and its policy), the wall clock.
 """
 
 from __future__ import annotations
@@ -22,9 +23,14 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
-from controller.errors import NetServError, NotFound, signaling_code
+from controller.errors import (
+    NetServError,
+    NotFound,
+    Unauthenticated,
+    UnknownRequester,
+    signaling_code,
+)
 from controller.messages import Message, Output, PacketOut
 from controller.placement import select_nodes
 from controller.requests import flow_ends, request_from_description
@@ -57,11 +63,7 @@ ANSWER_KEEP = 60.0
 ANSWER_CAPACITY = 10_000  # answers kept at most; the oldest go first
 INTERNAL = "internal error; the controller's log has the details"
 Sender = tuple[str, str]  # the signaling datagram's source and destination addresses
-
-
-class Keys(Protocol):
-    def key(self, requester: str, key_id: int) -> bytes | None:
-        """Return the secret of `requester`'s key `key_id`, or None."""
+TRANSPORT = "signaling"  # what refusals are counted under, beside REST's
 
 
 @dataclass(frozen=True)
@@ -96,27 +98,17 @@ class AnswerCache:
             self._kept.popitem(last=False)
 
 
-class Refused(Exception):
-    """A request refused before it was acted on, with `code` and `reason`."""
-
-    def __init__(self, code: ErrorCode, reason: str) -> None:
-        super().__init__(reason)
-        self.code, self.reason = code, reason
-
-
 class SignalingHandler:
     """Answers on-path signaling; `counts` says what it saw and did."""
 
     def __init__(
         self,
         service: NetServService,
-        keys: Keys,
         wall: Callable[[], float] = time.time,
         guard: ReplayGuard | None = None,
         answers: AnswerCache | None = None,
     ) -> None:
         self.service = service
-        self.keys = keys
         self.wall = wall
         self.guard = guard or ReplayGuard()
         self.answers = answers or AnswerCache()
@@ -147,7 +139,7 @@ class SignalingHandler:
             if echo is None or not echo.answerable:
                 self._count("dropped: unreadable")
                 return None
-            self._refused(exc.code, exc.reason, sender)
+            self._refused(exc, None, sender)
             return encode(ErrorReply.answering(echo, _ms(now), exc.code, exc.reason))
         if message.TYPE.is_response:
             self._count("dropped: an answer")
@@ -156,23 +148,22 @@ class SignalingHandler:
         try:
             key = self._authenticate(payload, message)
             self.guard.check(message.requester, message.nonce, message.timestamp_ms, now)
-        except (Refused, SignalingProtocolError) as exc:
-            self._refused(exc.code, exc.reason, sender)
-            answer = ErrorReply.answering(message, _ms(now), exc.code, exc.reason)
+        except (NetServError, SignalingProtocolError) as exc:
+            code = self._refused(exc, message.requester, sender)
+            answer = ErrorReply.answering(message, _ms(now), code, _reason(exc))
             return self._encode(answer, key)  # signed once the key is known (201, 202)
         return self._sequenced(message, key, sender, now)
 
     def _authenticate(self, payload: bytes, message: Request) -> Key:
-        """Return the requester's key that signed `message`; raise Refused or
-        SignalingProtocolError (BAD_AUTH) when there is none or the MAC is wrong."""
+        """Return the requester's key that signed `message`; raise Unauthenticated,
+        UnknownRequester, or SignalingProtocolError (BAD_AUTH) for a wrong MAC."""
         auth = message.auth
         if auth is None:
-            raise Refused(ErrorCode.BAD_AUTH, "the request is not signed; signing is required")
-        secret = self.keys.key(message.requester, auth.key_id)
+            raise Unauthenticated("the request is not signed; signing is required")
+        secret = self.service.policy.key(message.requester, auth.key_id)
         if secret is None:
-            raise Refused(
-                ErrorCode.UNKNOWN_REQUESTER,
-                f"no key {auth.key_id} of requester {message.requester} is known",
+            raise UnknownRequester(
+                f"the policy has no key {auth.key_id} of requester {message.requester!r}"
             )
         verify(payload, message, secret)
         return Key(auth.key_id, secret)
@@ -209,25 +200,26 @@ class SignalingHandler:
         try:
             answer = self._act(message, sender)
         except NetServError as exc:
-            code, reason = signaling_code(exc), str(exc)
+            code, reason = self._refused(exc, message.requester, sender), str(exc)
         except Exception:  # a bug: its traceback goes to the log, never to the requester
             log.exception("signaling: %s from %s failed", type(message).__name__, sender[0])
             code, reason = ErrorCode.INTERNAL_ERROR, INTERNAL
+            self._count("failed: internal error")
         else:
             self._count(f"answered: {type(message).__name__.lower()}")
             return answer
-        self._refused(code, reason, sender)
         return ErrorReply.answering(message, _ms(self.wall()), code, reason)
 
     def _act(self, message: Request, sender: Sender) -> Answer:
         catalog, service = self.service.catalog, self.service
         if isinstance(message, Probe):
             return self._probe(message, sender)
+        requester = message.requester
         if isinstance(message, Teardown):
-            service.teardown((message.requester, message.session_id))
+            service.teardown((requester, message.session_id), requester=requester)
             return Ack.answering(message, _ms(self.wall()))
         request = request_from_description(message.description, catalog, sender)
-        group = (message.requester, message.session_id)
+        group = (requester, message.session_id)
         sessions = None
         if isinstance(message, Refresh):
             try:
@@ -235,7 +227,7 @@ class SignalingHandler:
             except NotFound:  # it restarted or lost it: soft state, rebuilt from the refresh
                 self._count("rebuilt from a refresh")
             else:
-                sessions = service.refresh(group, request.lifetime, expect=request)
+                sessions = service.refresh(group, request.lifetime, request, requester)
         if sessions is None:
             sessions = service.create(request, ref=message.session_id)
         nodes = tuple(s.node for s in sessions)[: wire.MAX_PATH_NODES]
@@ -259,9 +251,13 @@ class SignalingHandler:
     def _encode(self, answer: Answer, key: Key | None) -> bytes:
         return encode(answer) if key is None else sign(answer, key)
 
-    def _refused(self, code: ErrorCode, reason: str, sender: Sender) -> None:
-        self._count(f"refused: {int(code)} {code.name}")
-        log.info("signaling from %s refused with %d %s: %s", sender[0], code, code.name, reason)
+    def _refused(
+        self, exc: NetServError | SignalingProtocolError, requester: str | None, sender: Sender
+    ) -> ErrorCode:
+        """Count and log a refusal; return the ERROR code that answers it."""
+        with self._lock:
+            self.service.rejections.record(exc, TRANSPORT, f"{requester or '?'} at {sender[0]}")
+        return exc.code if isinstance(exc, SignalingProtocolError) else signaling_code(exc)
 
     def _count(self, what: str) -> None:
         with self._lock:
@@ -270,6 +266,10 @@ class SignalingHandler:
 
 def _ms(seconds: float) -> int:
     return int(seconds * 1000)
+
+
+def _reason(exc: NetServError | SignalingProtocolError) -> str:
+    return exc.reason if isinstance(exc, SignalingProtocolError) else str(exc)
 
 
 # A PROBE-RESPONSE's room for NODE_INFO objects: a message less its header and an AUTH.

@@ -33,6 +33,9 @@ CLASSIFY_MISS = Band(CLASSIFY, 0, 0)
 SESSION = Band(CLASSIFY, 1000, 1999)  # detours; higher inside the band = more specific match
 SIGNALING = Band(CLASSIFY, 2000, 2999)  # on-path signaling, punted through SIGNALING_METER
 AGENT_RETURN = Band(CLASSIFY, 3000, 3000)  # frames coming back from a node agent
+# Link probes (LLDP) to the controller, above everything: no session's match may detour
+# them, and one an agent sends back (it returns frames it has no session for) is punted too.
+DISCOVERY = Band(CLASSIFY, 4000, 4000)
 # table 1: learn
 LEARN_MISS = Band(LEARN, 0, 0)
 LEARNED_SRC = Band(LEARN, 100, 100)
@@ -45,6 +48,7 @@ BANDS = (
     SESSION,
     SIGNALING,
     AGENT_RETURN,
+    DISCOVERY,
     LEARN_MISS,
     LEARNED_SRC,
     FORWARD_MISS,
@@ -72,6 +76,8 @@ KIND_MASK = 0xFF << KIND_SHIFT
 KIND_BASE = 0
 KIND_LEARNED = 1
 KIND_SESSION = 2
+KIND_SIGNALING = 3  # the signaling punt; its packet-ins carry this cookie
+KIND_DISCOVERY = 4  # the LLDP punt; its packet-ins carry this cookie
 SESSION_ID_MAX = (1 << KIND_SHIFT) - 1
 COOKIE_ALL = (1 << 64) - 1
 

@@ -25,6 +25,7 @@ from nodes.packet_io import PacketSocket
 from nodes.sockdiag import packet_socket_drops
 from signaling.dpid import format_dpid
 from signaling.jsonhttp import ClientError, call_json
+from signaling.wire import MAX_LIFETIME
 
 log = logging.getLogger("netserv.agent")
 EXPIRY_GRACE = 10.0  # as the switch's hard-timeout grace: the controller ends it first
@@ -45,6 +46,14 @@ class AttachError(Exception):
         self.status = status
 
 
+def _check_lifetime(lifetime: object) -> None:
+    """Raise AttachError unless `lifetime` is whole seconds the controller could have sent."""
+    if isinstance(lifetime, bool) or not isinstance(lifetime, int):
+        raise AttachError(f"lifetime must be whole seconds, got {lifetime!r}")
+    if not 1 <= lifetime <= MAX_LIFETIME:
+        raise AttachError(f"lifetime must be 1 to {MAX_LIFETIME} seconds, got {lifetime}")
+
+
 @dataclass(frozen=True)
 class AgentConfig:
     dpid: int
@@ -59,8 +68,8 @@ class NodeAgent:
         self, config: AgentConfig, catalog: Catalog, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.config = config
-        self.host = ModuleHost(catalog, config.dpid)
-        self.dispatcher = Dispatcher()
+        self.host = ModuleHost(catalog, config.dpid, clock)
+        self.dispatcher = Dispatcher(clock)
         self.clock = clock
         self.boot_id = uuid.uuid4().hex
         self.url = ""  # set once the control API listens
@@ -81,8 +90,7 @@ class NodeAgent:
         tag, modules, lifetime = body.get("tag"), body.get("modules"), body.get("lifetime")
         if not isinstance(tag, int) or not 1 <= tag <= 4094:
             raise AttachError(f"tag must be 1..4094, got {tag!r}")
-        if not isinstance(lifetime, int) or lifetime <= 0:
-            raise AttachError(f"lifetime must be a positive integer, got {lifetime!r}")
+        _check_lifetime(lifetime)
         if not isinstance(modules, list) or not modules:
             raise AttachError("modules must be a non-empty list of {name, params}")
         with self._lock:
@@ -126,8 +134,7 @@ class NodeAgent:
 
     def refresh(self, session_id: int, lifetime: object) -> Chain:
         """Extend a chain's soft state; return it. Raise KeyError when there is none."""
-        if not isinstance(lifetime, int) or lifetime <= 0:
-            raise AttachError(f"lifetime must be a positive integer, got {lifetime!r}")
+        _check_lifetime(lifetime)
         chain = self.dispatcher.by_session(session_id)
         if chain is None:
             raise KeyError(session_id)
@@ -210,13 +217,13 @@ class NodeAgent:
         counters, dispatcher = self.io_counters, self.dispatcher
         while not self.stopping.is_set():
             batch = io.recv_batch()
-            if not batch:
+            if not batch and not dispatcher.timers_due():
                 continue
             with self._batch_end:
                 self._in_batch = True
             try:
                 out = dispatcher.run_batch(batch)
-                sent = io.send_batch([frame for frame, _chain in out]) if out else 0
+                sent = io.send_batch(out.frames) if out else 0
                 dispatcher.count_sent(out, sent)
             finally:
                 with self._batch_end:
@@ -224,7 +231,7 @@ class NodeAgent:
                     self._batches += 1
                     self._batch_end.notify_all()
             counters["received"] += len(batch)
-            counters["dropped"] += len(batch) - len(out)
+            counters["dropped"] += len(batch) - out.forwarded
             counters["sent"] += sent
             counters["send_failed"] += len(out) - sent
 

@@ -4,17 +4,30 @@ The switch already classified the frame and pushed the session's tag, so finding
 chain is one dict look-up. The tag → chain map is replaced whole on every change
 (copy on write), so the packet loop reads it without a lock while the control API
 attaches and detaches sessions from another thread.
+
+The packet loop hands `run_batch` a batch and sends what it returns: the frames that
+came through their chains, and the frames modules emitted (from a frame's call or a
+timer), in one list. Module timers run there too, before the batch's frames, so they
+run on the packet loop's thread between frames and never beside them.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from nodes.module_api import ServiceModule, Verdict
+from nodes.blocks.timers import Scheduler
+from nodes.module_api import ModuleContext, ServiceModule, Verdict
 
 log = logging.getLogger("netserv.dispatcher")
 Batch = list[tuple[int | None, memoryview]]  # (tag, frame) as received
+_DROP, _FORWARD, _MODIFIED = Verdict.DROP, Verdict.FORWARD, Verdict.MODIFIED
+
+
+def _context(module: ServiceModule) -> ModuleContext | None:
+    return getattr(module, "ctx", None)
 
 
 @dataclass
@@ -29,25 +42,57 @@ class Chain:
     attached_at: float = 0.0
     packets: int = 0  # frames the chain was run on
     dropped: int = 0  # ... that a module dropped
+    modified: int = 0  # ... that came through rewritten (a module said MODIFIED)
     returned: int = 0  # ... sent back to the switch
     send_failed: int = 0  # ... passed on but not sent (the agent's link was full)
+    emitted: int = 0  # frames the chain's modules emitted that were sent
+    emit_failed: int = 0  # ... that were not sent (the link was full)
     errors: int = 0
     last_error: str = field(default="")
 
-    def run(self, frame: memoryview) -> bool:
-        """Run every module on `frame`; return True when it goes back to the switch."""
+    def run(self, frame: memoryview, emitted: list[bytes]) -> bool:
+        """Run every module on `frame`; return True when it goes back to the switch.
+
+        Frames the modules emit on the way are added to `emitted`.
+        """
         self.packets += 1
+        modified = False
         for name, module in self.modules:
             try:
                 verdict = module.process(frame)
             except Exception as exc:  # fail open: a broken module must not cut the flow
-                self.errors += 1
-                self.last_error = f"{name}: {exc!r}"
+                self._error(name, exc)
+                self._take(module, None)
                 continue
-            if verdict == Verdict.DROP:
+            self._take(module, emitted)
+            if verdict == _DROP:
                 self.dropped += 1
                 return False
+            if verdict == _MODIFIED:
+                modified = True
+            elif verdict != _FORWARD and verdict is not None:
+                self._error(name, ValueError(f"process() returned {verdict!r}, not a Verdict"))
+        if modified:
+            self.modified += 1
         return True
+
+    @staticmethod
+    def _take(module: ServiceModule, into: list[bytes] | None) -> None:
+        """Move the module's emitted frames into `into` (None: throw them away)."""
+        ctx = _context(module)
+        if ctx is not None and ctx.outbox.frames:
+            frames = ctx.outbox.take()
+            if into is not None:
+                into.extend(frames)
+
+    def _error(self, name: str, exc: Exception) -> None:
+        self.errors += 1
+        self.last_error = f"{name}: {exc!r}"
+
+    def contexts(self) -> list[tuple[str, ModuleContext]]:
+        """Return (module name, context) of every module that has one, in chain order."""
+        found = [(name, _context(module)) for name, module in self.modules]
+        return [(name, ctx) for name, ctx in found if ctx is not None]
 
     def stats(self) -> dict[str, object]:
         """Return the chain's counters and each module's own, JSON-ready."""
@@ -57,57 +102,119 @@ class Chain:
                 counters = module.stats()
             except Exception as exc:
                 counters = {"error": repr(exc)}
-            modules.append({"name": name, "stats": counters})
+            entry: dict[str, object] = {"name": name, "stats": counters}
+            ctx = _context(module)
+            if ctx is not None and len(ctx.metrics):
+                entry["metrics"] = [s.to_json() for s in ctx.metrics.samples()]
+            modules.append(entry)
         return {
             "session": self.session_id,
             "tag": self.tag,
             "packets": self.packets,
+            "forwarded": self.packets - self.dropped,
+            "modified": self.modified,
             "dropped": self.dropped,
             "returned": self.returned,
             "send_failed": self.send_failed,
+            "emitted": self.emitted,
+            "emit_failed": self.emit_failed,
             "errors": self.errors,
             "last_error": self.last_error,
             "modules": modules,
         }
 
 
-Outgoing = list[tuple[memoryview, Chain | None]]  # frames to send, with the chain they ran
+class Outgoing:
+    """What a batch sends back to the switch, in order: each frame with the chain it
+    belongs to (None for a frame no chain ran on) and whether a module emitted it.
+
+    `forwarded` counts the batch's own frames among them (the rest were emitted).
+    """
+
+    __slots__ = ("frames", "owners", "forwarded")
+
+    def __init__(self) -> None:
+        self.frames: list[memoryview | bytes] = []
+        self.owners: list[tuple[Chain | None, bool]] = []
+        self.forwarded = 0
+
+    def forward(self, frame: memoryview, chain: Chain | None) -> None:
+        self.frames.append(frame)
+        self.owners.append((chain, False))
+        self.forwarded += 1
+
+    def emit(self, frames: list[bytes], chain: Chain | None) -> None:
+        self.frames.extend(frames)
+        self.owners.extend([(chain, True)] * len(frames))
+
+    def __len__(self) -> int:
+        return len(self.frames)
 
 
 class Dispatcher:
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._by_tag: dict[int, Chain] = {}
         self.unmatched = 0
+        self.timers = Scheduler(clock)  # the module timers of every installed chain
 
     def dispatch(self, tag: int | None, frame: memoryview) -> bool:
         """Run the chain the tag names; return True when the frame is to be sent on.
 
         A frame with no known tag (its session just ended) goes on unchanged.
         """
-        return bool(self.run_batch([(tag, frame)]))
+        return self.run_batch([(tag, frame)]).forwarded == 1
 
     def run_batch(self, batch: Batch) -> Outgoing:
-        """Dispatch every (tag, frame); return the frames to send on, each with its chain."""
-        out: Outgoing = []
+        """Run the due module timers, then dispatch every (tag, frame); return the frames
+        to send: those that came through, each followed by what its modules emitted."""
+        out = Outgoing()
+        if self.timers.due():
+            self.run_timers(out)
         by_tag = self._by_tag  # one map for the whole batch
+        emitted: list[bytes] = []
         for tag, frame in batch:
             chain = by_tag.get(tag) if tag is not None else None
             if chain is None:
                 self.unmatched += 1
-                out.append((frame, None))
-            elif chain.run(frame):
-                out.append((frame, chain))
+                out.forward(frame, None)
+                continue
+            if chain.run(frame, emitted):
+                out.forward(frame, chain)
+            if emitted:
+                out.emit(emitted, chain)
+                emitted = []
         return out
+
+    def timers_due(self) -> bool:
+        """Return True when a module timer is due (so an idle loop runs a batch anyway)."""
+        return self.timers.due()
+
+    def run_timers(self, out: Outgoing) -> None:
+        """Run the due timers; add what they emitted to `out`, charge failures to their chain."""
+        for timer, error in self.timers.run_due():
+            chain, name, ctx = timer.owner  # type: ignore[misc]
+            if error is not None:
+                chain._error(f"{name} (timer)", error)
+            if ctx.outbox.frames:
+                frames = ctx.outbox.take()
+                if error is None:
+                    out.emit(frames, chain)
 
     @staticmethod
     def count_sent(out: Outgoing, sent: int) -> None:
         """Credit each chain with its frames: the first `sent` of `out` left, the rest failed."""
-        for i, (_frame, chain) in enumerate(out):
-            if chain is not None:
+        for i, (chain, emitted) in enumerate(out.owners):
+            if chain is None:
+                continue
+            if emitted:
                 if i < sent:
-                    chain.returned += 1
+                    chain.emitted += 1
                 else:
-                    chain.send_failed += 1
+                    chain.emit_failed += 1
+            elif i < sent:
+                chain.returned += 1
+            else:
+                chain.send_failed += 1
 
     def chains(self) -> list[Chain]:
         """Return every chain, by session id."""
@@ -120,16 +227,28 @@ class Dispatcher:
         return next((c for c in self._by_tag.values() if c.session_id == session_id), None)
 
     def put(self, chain: Chain) -> Chain | None:
-        """Install `chain` under its tag; return the chain it replaced, if any."""
+        """Install `chain` under its tag and arm its modules' timers; return the chain it
+        replaced, if any, whose timers are cancelled."""
         old = self.by_session(chain.session_id)
+        for name, ctx in chain.contexts():  # before any frame can reach the chain
+            ctx.timers.bind(self.timers, (chain, name, ctx))
         table = {t: c for t, c in self._by_tag.items() if c is not old}
         table[chain.tag] = chain
         self._by_tag = table
+        if old is not None:
+            self._disarm(old)
         return old
 
     def remove(self, session_id: int) -> Chain | None:
-        """Take a session's chain out; return it (the caller stops its modules)."""
+        """Take a session's chain out and cancel its timers; return it (the caller stops
+        its modules)."""
         old = self.by_session(session_id)
         if old is not None:
             self._by_tag = {t: c for t, c in self._by_tag.items() if c is not old}
+            self._disarm(old)
         return old
+
+    @staticmethod
+    def _disarm(chain: Chain) -> None:
+        for _name, ctx in chain.contexts():
+            ctx.timers.cancel_all()

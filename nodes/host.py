@@ -10,7 +10,7 @@ import importlib.util
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from nodes.bundle import BundleError, Catalog, Manifest
@@ -31,9 +31,12 @@ class _Loaded:
 
 
 class ModuleHost:
-    def __init__(self, catalog: Catalog, node: int) -> None:
+    def __init__(
+        self, catalog: Catalog, node: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.catalog = catalog
         self.node = node
+        self.clock = clock  # the modules' clock: every building block of theirs follows it
         self._loaded: dict[str, _Loaded] = {}
         self._lock = threading.Lock()
 
@@ -71,12 +74,14 @@ class ModuleHost:
             ctx = ModuleContext(
                 session_id=session_id,
                 node=self.node,
-                log=logging.getLogger(f"netserv.module.{name}.{session_id}"),
-                clock=time.monotonic,
+                module=name,
+                clock=self.clock,
+                logger=logging.getLogger(f"netserv.module.{name}.{session_id}"),
             )
             try:
                 instance = entry.cls(resolved, ctx)
             except Exception as exc:
+                ctx.close()
                 self._drop_if_unused(name, entry)
                 raise ModuleLoadError(f"module {name!r} setup failed: {exc!r}") from exc
             entry.users += 1
@@ -93,6 +98,9 @@ class ModuleHost:
             instance.stop()
         except Exception:
             log.exception("module %s raised in stop()", name)
+        ctx = getattr(instance, "ctx", None)
+        if isinstance(ctx, ModuleContext):
+            ctx.close()
         with self._lock:
             entry = self._loaded.get(name)
             if entry is None:

@@ -1,12 +1,12 @@
 """`netserv signal`: ask for a service on a flow on-path, as the flow's endpoint.
 
-    netserv signal setup --requester alice@h1 --key-file alice.key \\
+    netserv signal setup --requester alice --key-file alice-1.key \\
         --src 10.0.0.1 --dst 10.0.0.2 --protocol udp --dst-port 9000 --module counter
     netserv signal setup ... --keep          # refresh while it runs; TEARDOWN on exit
     netserv signal refresh --session ID ...  # the same description, a new lifetime
-    netserv signal teardown --session ID --requester alice@h1 --key-file alice.key --to ADDR
-    netserv signal probe --requester alice@h1 --key-file alice.key --dst 10.0.0.2
-    netserv signal keygen --out alice.key
+    netserv signal teardown --session ID --requester alice --key-file alice-1.key --to ADDR
+    netserv signal probe --requester alice --key-file alice-1.key --dst 10.0.0.2
+    netserv signal keygen --out alice-1.key  # 32 random bytes, the policy's `file:` key
 
 It runs on the requesting host (in its network namespace), and sends toward the flow's
 far endpoint (`--to`, by default the flow's `--dst` host), so the first NetServ switch
@@ -30,7 +30,7 @@ from signaling.client_udp import SignalingClient
 from signaling.dpid import format_dpid, parse_dpid
 from signaling.errors import ErrorCode, SignalingUsageError
 from signaling.exchange import Exchange
-from signaling.keyfile import KeyFileError, new_key, read_key, write_key
+from signaling.keyfile import KeyFileError, make_key_file, read_key
 from signaling.messages import ErrorReply
 from signaling.probe import ProbeState
 from signaling.session import Outcome, RequesterSession, SessionState
@@ -279,11 +279,10 @@ def run(a: argparse.Namespace) -> int:
     """Run `netserv signal ACTION`; return the exit code."""
     try:
         if a.action == "keygen":
-            key = new_key(a.key_id)
-            write_key(a.out, key)
-            _emit({"key_file": a.out, "key_id": key.key_id})
+            make_key_file(a.out)
+            _emit({"key_file": a.out})
             return 0
-        key = read_key(a.key_file) if a.key_file else None
+        key = read_key(a.key_file, a.key_id) if a.key_file else None
         with SignalingClient(far_end(a), key, a.port) as client:
             return ACTIONS[a.action](client, a)
     except (KeyFileError, SignalingUsageError, ValueError) as exc:
@@ -300,7 +299,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     common.add_argument(
         "--key-file",
         metavar="FILE",
-        help="the requester's key, to sign with (netserv signal keygen)",
+        help="the requester's secret key, to sign with: the file the controller's policy"
+        " names for it (netserv signal keygen makes one)",
+    )
+    common.add_argument(
+        "--key-id", type=int, default=1, help="the key's id in the policy (%(default)s)"
     )
     common.add_argument(
         "--to",
@@ -368,6 +371,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub.add_parser(
         "probe", parents=[common, flow], help="what the NetServ nodes on a flow's path offer"
     )
-    keygen = sub.add_parser("keygen", help="make a requester's key file (32 random bytes)")
+    keygen = sub.add_parser(
+        "keygen", help="make a requester's key file: 32 random bytes, readable by you only"
+    )
     keygen.add_argument("--out", required=True, metavar="FILE", help="the new key file")
-    keygen.add_argument("--key-id", type=int, default=1, help="the key's id (%(default)s)")

@@ -18,6 +18,8 @@ from signaling.errors import Echo, ErrorCode, SignalingProtocolError, SignalingU
 from signaling.messages import (
     MESSAGE_CLASSES,
     Ack,
+    Challenge,
+    ChallengeResponse,
     ErrorReply,
     Message,
     Probe,
@@ -71,6 +73,13 @@ def _objects_of(m: Message) -> list[tuple[ObjectType, bytes]]:
         ]
     if isinstance(m, ErrorReply):
         return [(ObjectType.ERROR, obj.encode_error(m.code, m.reason))]
+    if isinstance(m, Challenge):
+        return [
+            (ObjectType.REQUESTER, obj.encode_requester(m.requester)),
+            (ObjectType.FLOW_FILTER, obj.encode_filter(m.flow)),
+        ]
+    if isinstance(m, ChallengeResponse):
+        return []
     return [(ObjectType.NODE_INFO, obj.encode_node_info(n)) for n in m.nodes]
 
 
@@ -197,6 +206,7 @@ def _build(kind: MessageType, flags: int, header: dict[str, object], o: dict) ->
         MessageType.PROBE_RESPONSE: Flag.TRUNCATED,
         MessageType.ACK: 0,
         MessageType.ERROR: 0,
+        MessageType.CHALLENGE_RESPONSE: 0,
     }.get(kind, Flag.RETRANSMISSION)
     if flags & ~allowed_flags:
         raise obj.malformed(f"flags {flags:#06x} not defined for {kind.name}")
@@ -228,6 +238,12 @@ def _build(kind: MessageType, flags: int, header: dict[str, object], o: dict) ->
     if kind is MessageType.ERROR:
         code, reason = o[ObjectType.ERROR]
         return ErrorReply(**header, code=code, reason=reason)
+    if kind is MessageType.CHALLENGE:
+        return Challenge(
+            **header, requester=o[ObjectType.REQUESTER], flow=o[ObjectType.FLOW_FILTER]
+        )
+    if kind is MessageType.CHALLENGE_RESPONSE:
+        return ChallengeResponse(**header)
     return ProbeResponse(**header, nodes=tuple(o[ObjectType.NODE_INFO]), truncated=bool(flags))
 
 

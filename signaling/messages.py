@@ -3,7 +3,9 @@
 Every message has the header's fields (session id, sequence number, timestamp, nonce)
 and may carry an authentication object. Requests (SETUP, REFRESH, TEARDOWN, PROBE) say
 whether they are a retransmission; answers (ACK, ERROR, PROBE-RESPONSE) copy session id,
-sequence number and nonce from the request they answer (`answering`).
+sequence number and nonce from the request they answer (`answering`). CHALLENGE and
+CHALLENGE-RESPONSE are the return-routability check, which goes the other way: from
+the responder to the endpoint a request claims, and back.
 """
 
 from __future__ import annotations
@@ -220,16 +222,62 @@ class ProbeResponse(_Message):
         return cls(**_answer_fields(request, timestamp_ms), nodes=nodes, truncated=truncated)
 
 
+@dataclass(frozen=True, kw_only=True)
+class Challenge(_Request):
+    """The return-routability check of the request (`session_id`, `sequence`) by which
+    `requester` claims `flow`: sent by the responder to the claimed endpoint address.
+    Its nonce is the cookie, which only that address's CHALLENGE-RESPONSE may echo."""
+
+    TYPE: ClassVar[MessageType] = MessageType.CHALLENGE
+    requester: str
+    flow: FlowFilter
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_requester(self.requester)
+        require(isinstance(self.flow, FlowFilter), "flow must be a FlowFilter")
+
+    @property
+    def cookie(self) -> bytes:
+        return self.nonce
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChallengeResponse(_Message):
+    """The claimed endpoint's answer to a CHALLENGE: it echoes the cookie (the nonce)."""
+
+    TYPE: ClassVar[MessageType] = MessageType.CHALLENGE_RESPONSE
+
+    @classmethod
+    def answering(cls, challenge: Challenge | Echo, timestamp_ms: int) -> ChallengeResponse:
+        """Return the CHALLENGE-RESPONSE to `challenge`."""
+        return cls(**_answer_fields(challenge, timestamp_ms))
+
+
 Request = Union[Setup, Refresh, Teardown, Probe]  # noqa: UP007
 Answer = Union[Ack, ErrorReply, ProbeResponse]  # noqa: UP007
-Message = Union[Request, Answer]  # noqa: UP007
+Routability = Union[Challenge, ChallengeResponse]  # noqa: UP007
+Message = Union[Request, Answer, Routability]  # noqa: UP007
 MESSAGE_CLASSES: dict[MessageType, type[_Message]] = {
-    c.TYPE: c for c in (Setup, Refresh, Teardown, Probe, Ack, ErrorReply, ProbeResponse)
+    c.TYPE: c
+    for c in (
+        Setup,
+        Refresh,
+        Teardown,
+        Probe,
+        Ack,
+        ErrorReply,
+        ProbeResponse,
+        Challenge,
+        ChallengeResponse,
+    )
 }
 
 __all__ = [
     "Ack",
     "Answer",
+    "Challenge",
+    "ChallengeResponse",
     "ErrorReply",
     "MESSAGE_CLASSES",
     "Message",
@@ -237,6 +285,7 @@ __all__ = [
     "ProbeResponse",
     "Refresh",
     "Request",
+    "Routability",
     "SignalingUsageError",
     "Setup",
     "Teardown",

@@ -47,9 +47,11 @@ class MessageType(enum.IntEnum):
     REFRESH = 0x02
     TEARDOWN = 0x03
     PROBE = 0x04
+    CHALLENGE = 0x05  # return-routability: the responder to a claimed endpoint
     ACK = 0x81
     ERROR = 0x82
     PROBE_RESPONSE = 0x84
+    CHALLENGE_RESPONSE = 0x85  # the endpoint's echo of a CHALLENGE's cookie
 
     @property
     def is_response(self) -> bool:
@@ -122,6 +124,8 @@ REQUIRED: dict[MessageType, frozenset[ObjectType]] = {
     MessageType.ACK: frozenset(),
     MessageType.ERROR: frozenset({ObjectType.ERROR}),
     MessageType.PROBE_RESPONSE: frozenset({ObjectType.NODE_INFO}),
+    MessageType.CHALLENGE: frozenset({ObjectType.REQUESTER, ObjectType.FLOW_FILTER}),
+    MessageType.CHALLENGE_RESPONSE: frozenset(),
 }
 REQUIRED[MessageType.REFRESH] = REQUIRED[MessageType.SETUP]
 OPTIONAL: dict[MessageType, frozenset[ObjectType]] = {

@@ -60,7 +60,9 @@ class ControllerProcess:
     `url` is its REST API (give it to `netserv_network` as `rest_url` and to
     `NetServClient`), `of_addr` its OpenFlow address (`controller=`). `module_path`
     is the module search path (see `nodes.bundle.module_path`); give the topology
-    the same one. `agent_dead_after` None keeps the controller's default.
+    the same one. `agent_dead_after` None keeps the controller's default. `of_port`
+    and `rest_port` None take free ports; give them to run on known ones (6653 and
+    8080 are `netserv controller`'s defaults).
     """
 
     def __init__(
@@ -69,8 +71,11 @@ class ControllerProcess:
         module_path: str | Iterable[str | os.PathLike[str]] | None = None,
         agent_dead_after: float | None = None,
         apps: Sequence[str] = (),
+        of_port: int | None = None,
+        rest_port: int | None = None,
     ) -> None:
-        self.of_port, self.rest_port = free_port(), free_port()
+        self.of_port = of_port if of_port is not None else free_port()
+        self.rest_port = rest_port if rest_port is not None else free_port()
         self.url = f"http://127.0.0.1:{self.rest_port}"
         self.logfile = (
             Path(logfile) if logfile else DEFAULT_RUNDIR / f"controller-{self.rest_port}.log"

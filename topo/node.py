@@ -292,7 +292,18 @@ def _rmem_default(size: int | None) -> Iterator[None]:
         if int(old) >= size:
             yield
             return
-        _RMEM_DEFAULT.write_text(f"{size}\n")
+        try:
+            _RMEM_DEFAULT.write_text(f"{size}\n")
+        except OSError as exc:
+            # Read-only outside the first network namespace (e.g. an OVS run in a
+            # namespace of its own): the port keeps the default buffer, which drops
+            # frames coming back from the agent under full-rate traffic.
+            warn(
+                f"cannot raise {_RMEM_DEFAULT} for the agent port ({exc.strerror}); "
+                "its receive buffer stays at the default\n"
+            )
+            yield
+            return
         try:
             yield
         finally:

@@ -40,8 +40,7 @@ from controller.tables import KIND_LEARNED, KIND_SHIFT, SESSION_ID_MAX
 from signaling.client import NetServClient
 from tests.rawhttp import Answer, exchange, has_traceback
 from tools import ovs
-from tools.procs import ControllerProcess
-from tools.scenario import wait_ready
+from topo.controller import ControllerProcess, wait_ready
 from topo.net import netserv_network, wait_connected
 from topo.topos import SingleSwitchTopo
 

@@ -14,7 +14,7 @@ import pytest
 
 from controller.entry import _eventlet_compat
 from tests.rawhttp import Answer, exchange, has_traceback, request
-from tools.procs import ControllerProcess
+from topo.controller import ControllerProcess
 
 _eventlet_compat()
 from controller.rest import READ_TIMEOUT  # noqa: E402

@@ -3,14 +3,17 @@
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 
 from controller.errors import PartFailed, Unavailable
 from controller.messages import FlowAdd, FlowDelete
+from controller.policy import OPERATOR, Policy, Requester
 from controller.requests import parse_session_request
 from controller.service import NetServService
 from controller.sessions import Session
+from controller.topology import SwitchPort
 from nodes.agent import AgentConfig, AttachError, NodeAgent
 from nodes.bundle import Catalog
 from tests.unit.flowsim import SimSwitch
@@ -20,9 +23,21 @@ DPID, AGENT_PORT = 1, 4
 PORTS = {1: "s1-eth1", 2: "s1-eth2", AGENT_PORT: "s1-ns"}
 
 
-def make(service: NetServService, body: dict, **kwargs: object) -> Session:
-    """Create the one session a REST body asks for, as the REST API does; return it."""
-    (session,) = service.create(parse_session_request(body, service.catalog), **kwargs)
+def policy_of(*requesters: str, keys: dict[int, bytes] | None = None) -> Policy:
+    """Return a policy (as if from a file) where each of `requesters` may claim any flow
+    with any module, without quota, signing with `keys`; the operator too."""
+    people = {OPERATOR: Requester(OPERATOR)}
+    people |= {r: Requester(r, keys=MappingProxyType(dict(keys or {}))) for r in requesters}
+    return Policy(MappingProxyType(people), source=Path("policy.toml"))
+
+
+def make(
+    service: NetServService, body: dict, requester: str = OPERATOR, **kwargs: object
+) -> Session:
+    """Create the one session a REST body of `requester` asks for, as the REST API does;
+    return it."""
+    request = parse_session_request(body, service.catalog, requester)
+    (session,) = service.create(request, **kwargs)
     return session
 
 
@@ -178,11 +193,13 @@ class Line:
 
 @pytest.fixture
 def line(services) -> Line:
-    """Switches 1, 2, 3 (a path in that order), each a ready NetServ node."""
+    """Switches 1, 2, 3, each a ready NetServ node, in a chain: switch i has host hi
+    (10.0.0.i) on port 1, reaches switch i-1 on port 2 and switch i+1 on port 3."""
     clock, switches, agents = Clock(), SimSwitches(), InProcessAgents()
     service = NetServService(Catalog(services), switches, agents, clock)
+    topology = service.network.topology
     for dpid in LINE:
-        ports = {1: f"s{dpid}-eth1", 2: f"s{dpid}-eth2", AGENT_PORT: f"s{dpid}-ns"}
+        ports = {n: f"s{dpid}-eth{n}" for n in (1, 2, 3)} | {AGENT_PORT: f"s{dpid}-ns"}
         switches.send(dpid, service.switch_connected(dpid))
         switches.send(dpid, service.ports_changed(dpid, ports, set()))
         config = AgentConfig(dpid, f"s{dpid}-na", f"s{dpid}-ns", "http://c")
@@ -196,4 +213,11 @@ def line(services) -> Line:
                 "boot_id": agent.boot_id,
             }
         )
+    for left in LINE[:-1]:
+        a, b = SwitchPort(left, 3), SwitchPort(left + 1, 2)
+        topology.link_seen(a, b, clock.now)
+        topology.link_seen(b, a, clock.now)
+    for dpid in LINE:
+        at, mac = SwitchPort(dpid, 1), f"00:00:00:00:00:{dpid:02x}"
+        topology.host_seen(at, mac, f"10.0.0.{dpid}", clock.now)
     return Line(service, switches, agents, clock)

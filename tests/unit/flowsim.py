@@ -74,11 +74,13 @@ class SimSwitch:
                 self.added_at[key] = self._now()
                 self.packets.setdefault(key, 0)
             elif isinstance(msg, FlowDelete):
+                # Non-strict, as OFPFC_DELETE: every flow whose match has the delete's fields.
                 gone = [
                     f
                     for f in self.flows
                     if (f.cookie & msg.cookie_mask) == (msg.cookie & msg.cookie_mask)
                     and (msg.table is None or f.table == msg.table)
+                    and set(msg.match) <= set(f.match)
                 ]
                 self._drop(gone)
             elif isinstance(msg, MeterAdd):

@@ -13,6 +13,8 @@ from signaling.codec import decode, encode
 from signaling.errors import ErrorCode
 from signaling.messages import (
     Ack,
+    Challenge,
+    ChallengeResponse,
     ErrorReply,
     Message,
     Probe,
@@ -91,6 +93,9 @@ def samples() -> list[Message]:
         ),
         Setup(**h, description=DESCRIPTION, auth=Auth(9, bytes(range(32)))),
         Ack(**h, auth=Auth(1, bytes(64), Algorithm.ED25519)),
+        Challenge(**h, requester="alice@h1", flow=DESCRIPTION.flow),
+        Challenge(**h, requester="bob", flow=FlowFilter(family=6), retransmission=True),
+        ChallengeResponse(**h),
     ]
 
 
@@ -203,4 +208,8 @@ messages = st.one_of(
         nodes=st.lists(node_infos, min_size=1, max_size=4).map(tuple),
         truncated=st.booleans(),
     ),
+    _with(
+        headers, Challenge, requester=requesters, flow=flow_filters(), retransmission=st.booleans()
+    ),
+    _with(headers, ChallengeResponse),
 )

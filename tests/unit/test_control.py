@@ -186,3 +186,14 @@ def test_routes_are_a_table():
     for path in ("/sessions/01", "/sessions/x", "/other"):
         with pytest.raises(control.NoSuchResource):
             control.route("GET", path)
+
+
+@pytest.mark.parametrize("lifetime", [b"0", b"-1", b"86401", b"1" + b"0" * 400, b"true", b"1.5"])
+def test_a_lifetime_the_controller_could_not_send_changes_nothing(served, lifetime):
+    assert served.send("PUT", "/sessions/7", ATTACH).status == 201
+    before = served.agent.dispatcher.by_session(7)
+    expires, kept = before.expires, before.lifetime
+    answer = served.send("PATCH", "/sessions/7", b'{"lifetime": ' + lifetime + b"}")
+    assert answer.status == 400, answer.json()
+    chain = served.agent.dispatcher.by_session(7)
+    assert (chain.expires, chain.lifetime) == (expires, kept)

@@ -20,10 +20,15 @@ from controller.errors import (
 from controller.requests import SessionRequest, parse_session_request
 from nodes.bundle import Catalog
 from signaling.values import NodeSelection
-from tests.unit.conftest import AGENT_PORT, LINE, SERVICES, Line
+from tests.unit.conftest import AGENT_PORT, LINE, SERVICES, Line, policy_of
 
 MATCH = {"ipv4_src": "10.0.0.1", "ipv4_dst": "10.0.0.3", "udp_dst": 9000}
 CATALOG = Catalog(SERVICES)
+
+
+@pytest.fixture(autouse=True)
+def requesters(line: Line) -> None:
+    line.service.policy = policy_of("alice", "bob")
 
 
 def request(body: dict | None = None, **changes) -> SessionRequest:
@@ -68,9 +73,7 @@ def test_the_selection_picks_the_nodes_on_the_path(line, nodes, expected):
     assert sum(len(ids) for ids in chains.values()) == len(expected)
 
 
-def test_first_and_last_follow_the_flows_direction(line, monkeypatch):
-    paths = {("10.0.0.1", "10.0.0.3"): [1, 2, 3], ("10.0.0.3", "10.0.0.1"): [3, 2, 1]}
-    monkeypatch.setattr(line.service.network, "path_nodes", lambda s, d: paths[(s, d)])
+def test_first_and_last_follow_the_flows_direction(line):
     back = {"ipv4_src": "10.0.0.3", "ipv4_dst": "10.0.0.1", "udp_dst": 9000}
     (first,) = line.service.create(request({"match": back}))
     (last,) = line.service.create(request({"match": back, "nodes": "last"}))

@@ -55,14 +55,14 @@ def learn_hosts(network: Network, sim: SimSwitch) -> None:
         frame = udp(port, mac, "ff:ff:ff:ff:ff:ff", "10.0.0.9", "10.0.0.8", 1)
         result = sim.process(frame)
         assert tables.LEARN in result.to_controller
-        sim.apply(network.packet_in(DPID, tables.LEARN, port, mac, "ff:ff:ff:ff:ff:ff", b""))
+        sim.apply(network.packet_in(DPID, tables.LEARN, port, mac, "ff:ff:ff:ff:ff:ff", b"", 0.0))
 
 
 def test_unknown_destination_goes_to_controller_which_floods_but_not_to_the_agent(net):
     network, sim = net
     result = sim.process(udp(1, H1, H2, "10.0.0.1", "10.0.0.2", 9000))
     assert result.to_controller == [tables.LEARN, tables.FORWARD]
-    msgs = network.packet_in(DPID, tables.FORWARD, 1, H1, H2, b"frame")
+    msgs = network.packet_in(DPID, tables.FORWARD, 1, H1, H2, b"frame", 0.0)
     (out,) = msgs
     assert {a.port for a in out.actions} == {2, 3}
 
@@ -77,7 +77,7 @@ def test_learned_hosts_forward_in_the_datapath(net):
 
 def test_frames_from_the_agent_never_teach_macs(net):
     network, sim = net
-    assert network.packet_in(DPID, tables.LEARN, AGENT, H1, H2, b"") == []
+    assert network.packet_in(DPID, tables.LEARN, AGENT, H1, H2, b"", 0.0) == []
     assert H1 not in network.switches[DPID].macs
 
 
@@ -210,3 +210,28 @@ def test_a_reconnect_makes_the_meter_anew(net):
     sim.apply(network.switch_connected(DPID))  # the switch still has the meter: no clash
     assert [f for f in sim.flows if f.meter is not None] == before and len(before) == 2
     assert all(f.priority in tables.SIGNALING for f in before)
+
+
+def test_a_host_that_moves_away_and_back_is_relearned_each_time(net):
+    network, sim = net
+    learn_hosts(network, sim)
+    for port, other in ((3, 1), (1, 3)):  # H1 moves to port 3 (H3 left it), then back
+        moved = sim.process(udp(port, H1, H2, "10.0.0.1", "10.0.0.2", 9000))
+        assert moved.to_controller == [tables.LEARN], f"H1's move to port {port} was not seen"
+        sim.apply(network.packet_in(DPID, tables.LEARN, port, H1, H2, b"", 0.0))
+        back = sim.process(udp(2, H2, H1, "10.0.0.2", "10.0.0.1", 9000))
+        assert back.outputs == [(port, None)]
+        # nothing is left of where it was: a frame from there is seen as a move again
+        assert sim.process(udp(other, H1, H2, "10.0.0.1", "10.0.0.2", 1)).to_controller
+
+
+def test_link_probes_go_to_the_controller_only_whatever_a_session_matches(net):
+    network, sim = net
+    learn_hosts(network, sim)
+    _session(network, sim, SessionTable(), {"eth_src": H1})
+    lldp = {"in_port": 1, "eth_src": H1, "eth_dst": "01:80:c2:00:00:0e", "eth_type": 0x88CC}
+    for in_port in (1, AGENT):
+        result = sim.process(lldp | {"in_port": in_port})
+        assert result.to_controller == [tables.CLASSIFY] and result.outputs == []
+    (punt,) = [f for f in sim.flows if f.priority in tables.DISCOVERY]
+    assert punt.cookie == tables.cookie(tables.KIND_DISCOVERY)

@@ -210,7 +210,7 @@ def _expect(data: bytes, code: ErrorCode, match: str | None = None):
         (GOOD[:47], ErrorCode.MALFORMED, "shorter than the header"),
         (_patch(GOOD, 0, b"XX"), ErrorCode.MALFORMED, "magic"),
         (_patch(GOOD, 2, b"\x02"), ErrorCode.UNSUPPORTED_VERSION, "version 2"),
-        (_patch(GOOD, 3, b"\x05"), ErrorCode.UNKNOWN_MESSAGE_TYPE, "type 5"),
+        (_patch(GOOD, 3, b"\x06"), ErrorCode.UNKNOWN_MESSAGE_TYPE, "type 6"),
         (_patch(GOOD, 4, b"\x00\x02"), ErrorCode.MALFORMED, "flags"),
         (_patch(GOOD, 6, b"\x00\x30"), ErrorCode.MALFORMED, "length field"),
         (_patch(GOOD, 6, b"\xff\xff"), ErrorCode.MALFORMED, "length field"),

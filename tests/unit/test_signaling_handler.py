@@ -3,9 +3,12 @@ service on a simulated switch with a real in-process agent."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 from dataclasses import replace
+from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 from scapy.layers.inet import IP, UDP
@@ -13,7 +16,7 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
 from controller.messages import Output
-from controller.policy import Policy
+from controller.policy import Policy, Requester
 from controller.service import NetServService
 from controller.signaling import AnswerCache, SignalingHandler, fit_node_infos
 from signaling import wire
@@ -31,7 +34,7 @@ from signaling.messages import (
     Teardown,
 )
 from signaling.values import Description, FlowFilter, ModuleRef, NodeInfo, NodeSelection, PortRange
-from tests.unit.conftest import AGENT_PORT, DPID
+from tests.unit.conftest import AGENT_PORT, DPID, policy_of
 
 NOW = 1767225600.0
 KEY = Key(7, bytes(range(32)))
@@ -54,7 +57,8 @@ class Wall:
 def sig(world):
     service, sim, switches, agents, agent, clock = world
     wall = Wall()
-    handler = SignalingHandler(service, Policy({"alice@h1": {7: KEY.secret}}), wall)
+    service.policy = policy_of("alice@h1", keys={7: KEY.secret})
+    handler = SignalingHandler(service, wall)
     return handler, service, sim, switches, agent, clock, wall
 
 
@@ -218,7 +222,8 @@ def test_a_refresh_of_a_session_the_controller_lost_rebuilds_it(sig, services):
     fresh.register_agent(
         {"dpid": 1, "switch_port": "s1-ns", "url": "http://a", "boot_id": agent.boot_id}
     )
-    restarted = SignalingHandler(fresh, handler.keys, wall)
+    fresh.policy = service.policy
+    restarted = SignalingHandler(fresh, wall)
     ack = answer(ask(restarted, refresh(sequence=5)))
     assert isinstance(ack, Ack) and ack.nodes == (DPID,)
     (session,) = fresh.sessions.all()
@@ -308,15 +313,43 @@ REFUSALS = [
 @pytest.mark.parametrize("make, code, signed", REFUSALS, ids=lambda x: getattr(x, "name", ""))
 def test_each_refusal_has_its_code_and_sends_no_flow_mod(sig, caplog, make, code, signed):
     handler, service, sim, switches, agent, _, _ = sig
-    caplog.set_level(logging.INFO, logger="netserv.signaling")
+    caplog.set_level(logging.INFO, logger="netserv.rejections")
     flows, mods = list(sim.flows), len(switches.flow_mods())
     error = answer(ask(handler, make()), signed=bool(signed))
     assert isinstance(error, ErrorReply) and error.code == code
     assert len(switches.flow_mods()) == mods
     assert sim.flows == flows and service.sessions.all() == []
     assert agent.dispatcher.chains() == [] and agent.host.loaded() == {}
-    assert handler.counts[f"refused: {int(code)} {code.name}"] == 1
-    assert f"refused with {int(code)} {code.name}" in caplog.text
+    (counted,) = service.rejections.to_json()["signaling"].items()
+    assert counted[1] == 1 and f"refused (signaling, {counted[0]})" in caplog.text
+
+
+STRICT = Requester(
+    "alice@h1",
+    keys=MappingProxyType({7: KEY.secret}),
+    prefixes=(ipaddress.ip_network("10.0.0.1/32"),),
+    modules=frozenset({"counter"}),
+    max_sessions=1,
+)
+
+
+@pytest.mark.parametrize(
+    "description, code",
+    [
+        (replace(DESCRIPTION, flow=FlowFilter(src="10.0.0.2", dst="10.0.0.3")), "NOT_ENDPOINT"),
+        (replace(DESCRIPTION, flow=FlowFilter(protocol=17, dst_ports=53)), "NOT_ENDPOINT"),
+        (replace(DESCRIPTION, chain=(ModuleRef("null"),)), "MODULE_NOT_ALLOWED"),
+        (replace(DESCRIPTION, flow=replace(FLOW, dst_ports=9001)), "QUOTA_EXCEEDED"),
+    ],
+)
+def test_the_policy_refuses_on_path_as_over_rest(sig, description, code):
+    handler, service, sim, switches, _, _, _ = sig
+    service.policy = Policy(MappingProxyType({"alice@h1": STRICT}), source=Path("p.toml"))
+    assert isinstance(answer(ask(handler, setup(session_id=1))), Ack)  # her one session
+    before, mods = service.sessions.all(), len(switches.flow_mods())
+    error = answer(ask(handler, setup(description, session_id=2)))
+    assert isinstance(error, ErrorReply) and error.code == ErrorCode[code]
+    assert service.sessions.all() == before and len(switches.flow_mods()) == mods
 
 
 def test_a_replay_is_refused_and_the_original_stands(sig):
@@ -403,7 +436,8 @@ def test_a_probe_lists_the_node_its_modules_and_its_sessions(sig):
 
 
 def test_a_probe_lists_the_nodes_of_the_path_in_order(line, monkeypatch):
-    handler = SignalingHandler(line.service, Policy({"alice@h1": {7: KEY.secret}}), Wall())
+    line.service.policy = policy_of("alice@h1", keys={7: KEY.secret})
+    handler = SignalingHandler(line.service, Wall())
     monkeypatch.setattr(line.service.network, "path_nodes", lambda s, d: [3, 9, 1, 2])
     probe = Probe(**header(), requester="alice@h1", flow=FLOW, nodes=NodeSelection.every())
     response = answer(ask(handler, probe))

@@ -52,6 +52,16 @@ def test_the_controller_gets_the_module_path_made_absolute(tmp_path, monkeypatch
     assert argv[-4:] == ["--agent-dead-after", "3", "--app", "x.y"]
 
 
+def test_the_controller_runs_on_the_ports_given_else_on_free_ones():
+    given = ControllerProcess(module_path=[], of_port=6653, rest_port=8080)
+    argv = given.argv()
+    assert argv[argv.index("--of-port") + 1] == "6653"
+    assert argv[argv.index("--rest-port") + 1] == "8080"
+    assert (given.url, given.of_addr) == ("http://127.0.0.1:8080", ("127.0.0.1", 6653))
+    free = ControllerProcess(module_path=[])
+    assert {free.of_port, free.rest_port}.isdisjoint({0, 6653, 8080})
+
+
 def test_a_missing_module_folder_is_refused_before_anything_starts(tmp_path):
     with pytest.raises(BundleError, match="not a folder"):
         ControllerProcess(module_path=[tmp_path / "typo"])
