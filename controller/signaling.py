@@ -220,15 +220,15 @@ class SignalingHandler:
             return Ack.answering(message, _ms(self.wall()))
         request = request_from_description(message.description, catalog, sender)
         group = (requester, message.session_id)
-        sessions = None
         if isinstance(message, Refresh):
             try:
                 service.group(group)
             except NotFound:  # it restarted or lost it: soft state, rebuilt from the refresh
+                sessions = service.create(request, ref=message.session_id)
                 self._count("rebuilt from a refresh")
             else:
                 sessions = service.refresh(group, request.lifetime, request, requester)
-        if sessions is None:
+        else:
             sessions = service.create(request, ref=message.session_id)
         nodes = tuple(s.node for s in sessions)[: wire.MAX_PATH_NODES]
         return Ack.answering(message, _ms(self.wall()), sessions[0].lifetime, nodes)

@@ -21,7 +21,7 @@ import pytest
 from controller import tables
 from signaling.client import NetServClient
 from signaling.codec import encode
-from signaling.keyfile import new_key, write_key
+from signaling.keyfile import make_key_file
 from signaling.messages import Setup
 from signaling.values import Description, FlowFilter, ModuleRef
 from signaling.wire import SIGNALING_PORT
@@ -48,10 +48,13 @@ class PolicyController(ControllerProcess):
 
 @pytest.fixture
 def key_file(tmp_path: Path) -> Path:
+    """Return alice's key file, named in the policy file beside it: she may claim the
+    flows of h1 (10.0.0.1) with any module."""
     path = tmp_path / "alice.key"
-    write_key(path, new_key(1))
+    make_key_file(path)
     (tmp_path / "policy.toml").write_text(
-        f'[requesters."{REQUESTER}"]\nkey_files = ["{path.name}"]\n'
+        f'[requesters."{REQUESTER}"]\nkeys = {{ 1 = "file:{path.name}" }}\n'
+        'prefixes = ["10.0.0.1/32"]\nmodules = "all"\n'
     )
     return path
 
@@ -132,6 +135,9 @@ class Net:
 
     def counts(self, controller: ControllerProcess) -> dict[str, int]:
         return _get(controller.url + "/netserv/signaling")["counts"]
+
+    def refused(self, controller: ControllerProcess) -> dict[str, int]:
+        return _get(controller.url + "/netserv/signaling")["refused"]
 
 
 def _get(url: str) -> Any:
@@ -259,10 +265,10 @@ def test_keep_refreshes_and_tears_down_on_sigterm(single: Net) -> None:
 def test_refusals_come_with_their_codes_and_change_nothing(
     single: Net, controller: ControllerProcess, tmp_path: Path
 ) -> None:
-    h1, h2, _ = single.hosts
+    h1, h2, h3 = single.hosts
     flows = single.flows()
     stranger = tmp_path / "stranger.key"
-    write_key(stranger, new_key(1))
+    make_key_file(stranger)
     args = [*flow(h1, h2), "--module", "counter"]
     for who, code in (
         ({"key": stranger}, "200 BAD_AUTH: the MAC does not match"),
@@ -273,10 +279,18 @@ def test_refusals_come_with_their_codes_and_change_nothing(
         extra = ["--dst-port", "1-2"] if not who else []
         refused = single.signal(h1, "setup", *args, *extra, **who)
         assert refused.returncode == 1 and code in refused.stderr, refused.stderr
+    others = [*flow(h2, h3), "--module", "counter", "--to", h3.IP()]  # not h1's flow
+    refused = single.signal(h1, "setup", *others)
+    assert refused.returncode == 1 and "300 NOT_ENDPOINT" in refused.stderr
     assert single.client.sessions() == [] and single.flows() == flows
-    counts = single.counts(controller)
-    assert counts["refused: 200 BAD_AUTH"] == 2 and counts["refused: 203 UNKNOWN_REQUESTER"] == 1
-    assert counts["refused: 303 INVALID_REQUEST"] == 1
+    refused = single.refused(controller)
+    assert refused == {
+        "bad_auth": 1,  # the MAC does not match
+        "unauthenticated": 1,  # not signed
+        "unknown_requester": 1,
+        "invalid_request": 1,
+        "not_endpoint": 1,
+    }
 
 
 def _meter_drops(bridge: str) -> int:
