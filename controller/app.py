@@ -22,16 +22,19 @@ from ryu.controller import ofp_event
 from ryu.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
 from ryu.lib import hub
 from ryu.ofproto import ofproto_v1_3
+from ryu.ofproto.ofproto_common import OFP_TCP_PORT
 
-from controller import tables
+from controller import keyfiles, pipeline, tables
 from controller.agent_client import AgentClient
-from controller.errors import PartFailed, PolicyError, Unavailable
+from controller.auth import RestAuth
+from controller.errors import NetServError, PartFailed, PolicyError, Unavailable
 from controller.messages import Barrier, Message, Stats, StatsRequest
 from controller.ofbuild import build, flow_stats, port_stats
 from controller.policy import OPERATOR_ONLY, load_policy
-from controller.rest import INSTANCE, SIGNALING, RestApi
+from controller.rest import AUTH, INSTANCE, SIGNALING, RestApi
 from controller.service import AGENT_DEAD_AFTER, NetServService
 from controller.signaling import SignalingHandler
+from controller.store import SessionStore, StoreError, default_path
 from controller.topology import PROBE_INTERVAL
 from nodes.bundle import Catalog, module_path
 
@@ -143,31 +146,49 @@ class NetServApp(app_manager.RyuApp):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         conf = cfg.CONF
+        _tune_logging(conf.verbose)  # before the sessions taken back are logged
         # Set by controller/entry.py; read here too when ryu-manager runs this app itself.
         folders = module_path(getattr(conf, "netserv_module_path", None))
         dead_after = float(getattr(conf, "netserv_agent_dead_after", None) or AGENT_DEAD_AFTER)
         cap = tables.parse_hard_timeout_cap(os.environ.get(tables.HARD_TIMEOUT_CAP_ENV))
+        of_port = conf.ofp_tcp_listen_port or OFP_TCP_PORT
+        store_path = getattr(conf, "netserv_store", None) or str(default_path(of_port))
+        try:
+            self.store = SessionStore(store_path)
+        except StoreError as exc:  # entry.py checks first; this is for ryu-manager alone
+            raise SystemExit(f"netserv controller: {exc}") from None
         policy_file = getattr(conf, "netserv_policy", None)
         policy = load_policy(policy_file) if policy_file else OPERATOR_ONLY
+        secrets = keyfiles.secrets_dir(getattr(conf, "netserv_secrets", None))
+        node_keys = keyfiles.NodeKeys(secrets)
         self.switches = RyuSwitches()
         self.service = NetServService(
             Catalog(folders),
             self.switches,
-            AgentClient(),
+            AgentClient(node_keys),
             time.monotonic,
             threading.Lock(),
             dead_after,
             cap,
             policy,
+            store=self.store,
+        )
+        token = keyfiles.token_path(secrets)
+        auth = RestAuth(
+            keyfiles.operator_token(secrets, create=True),
+            node_keys,
+            requester=lambda token: self.service.policy.rest_requester(token),  # after reloads
+            token_hint=str(token),
         )
         self.signaling = SignalingHandler(self.service)
-        kwargs["wsgi"].register(RestApi, {INSTANCE: self.service, SIGNALING: self.signaling})
+        kwargs["wsgi"].register(
+            RestApi, {INSTANCE: self.service, AUTH: auth, SIGNALING: self.signaling}
+        )
         self._reload_wanted = False
         if policy.configured:
             signal.signal(signal.SIGHUP, self._want_reload)
         self._ticker = hub.spawn(self._tick_loop)
         self._prober = hub.spawn(self._probe_loop)
-        _tune_logging(conf.verbose)
         log.info(
             "NetServ controller up: REST http://%s:%d/netserv/, OpenFlow %s:%d, modules from %s",
             conf.wsapi_host,
@@ -178,8 +199,22 @@ class NetServApp(app_manager.RyuApp):
         )
         if policy.configured:
             log.info("requester policy from %s (SIGHUP reads it again)", policy.source)
+        log.info(
+            "the operator's REST token is in %s; node keys in %s",
+            token,
+            token.parent / keyfiles.NODES,
+        )
         if cap != tables.HARD_TIMEOUT_CAP:
             log.info("detours' hard timeouts capped at %d s (%s)", cap, tables.HARD_TIMEOUT_CAP_ENV)
+        log.info(
+            "sessions kept in %s: %d taken back, next id %d",
+            store_path,
+            len(self.service.sessions),
+            self.service.sessions.next_id,
+        )
+
+    def close(self) -> None:
+        self.store.close()
 
     def _want_reload(self, signum: int, frame: object) -> None:
         self._reload_wanted = True  # read in the tick loop: no file I/O in a signal handler
@@ -230,9 +265,24 @@ class NetServApp(app_manager.RyuApp):
     def switch_features(self, ev: Any) -> None:
         dp = ev.msg.datapath
         self.switches.datapaths[dp.id] = dp
-        self._send(dp.id, self.service.switch_connected(dp.id))
-        dp.send_msg(dp.ofproto_parser.OFPPortDescStatsRequest(dp, 0))
+        self.service.switch_connected(dp.id)
+        dp.send_msg(dp.ofproto_parser.OFPPortDescStatsRequest(dp, 0))  # then `_sync`
         log.info("switch %016x connected", dp.id)
+
+    def _sync(self, dpid: int) -> None:
+        """Read a (re)connected switch's NetServ flows and send it only what differs.
+
+        A green thread: the flow-stats reply arrives through the event loop.
+        """
+        try:
+            present = self.switches.request(dpid, pipeline.present_request())
+        except NetServError as exc:
+            log.warning("switch %016x: cannot read its flows: %s", dpid, exc)
+            present = None
+        try:
+            self.switches.send(dpid, self.service.reconcile(dpid, present))
+        except NetServError as exc:  # it reconnects, and is reconciled again then
+            log.warning("switch %016x: reconciling its flows failed: %s", dpid, exc)
 
     @set_ev_cls(ofp_event.EventOFPStateChange, DEAD_DISPATCHER)
     def switch_gone(self, ev: Any) -> None:
@@ -247,6 +297,8 @@ class NetServApp(app_manager.RyuApp):
         dpid = ev.msg.datapath.id
         ports = {p.port_no: p.name.decode() for p in ev.msg.body if p.port_no < 0xFFFFFF00}
         self._send(dpid, self.service.ports_replaced(dpid, ports))
+        if self.service.sync_due(dpid):  # the agent's port is known now
+            hub.spawn(self._sync, dpid)
         # Every switch probes now, so both directions of the new switch's links are known.
         self._send_probes(self.service.network.probes(self.service.clock()))
 

@@ -25,9 +25,11 @@ from collections.abc import Sequence
 from http import HTTPStatus
 from pathlib import Path
 
+from controller import keyfiles
 from controller.errors import PolicyError
 from controller.policy import load_policy
 from controller.service import AGENT_DEAD_AFTER
+from controller.store import SessionStore, StoreError, default_path
 from nodes.bundle import MODULE_PATH_HELP, BundleError, module_path
 
 
@@ -66,11 +68,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="seconds without a heartbeat before an agent's sessions are removed (%(default)s)",
     )
     p.add_argument(
+        "--store",
+        metavar="FILE",
+        help="SQLite file where the controller keeps its sessions, so that a restarted "
+        "controller takes them back without disturbing their flows; ':memory:' keeps "
+        "none (default: run/controller-OFPORT.sqlite in the repository, one per "
+        "OpenFlow port; one controller per file)",
+    )
+    p.add_argument(
         "--policy",
         metavar="FILE",
         help="the requester policy (TOML, docs/policy.md): who may ask for which flows and"
         " modules, with which keys and REST tokens, and how many sessions; read again on"
         " SIGHUP. Without it every REST caller is the operator and may do anything",
+    )
+    p.add_argument(
+        "--secrets",
+        metavar="DIR",
+        help=f"the secrets folder: the operator's REST token (made on the first start) and "
+        f"the nodes' keys (default ${keyfiles.ENV}, else run/secrets in the repository)",
     )
     p.add_argument(
         "--app",
@@ -88,6 +104,12 @@ def run(args: argparse.Namespace, verbose: bool = False) -> int:
     except BundleError as exc:
         print(f"netserv controller: {exc}", file=sys.stderr)
         return 1
+    store = args.store or str(default_path(args.of_port))
+    try:  # refuse a store that cannot be used before Ryu starts, in one line
+        SessionStore(store).close()
+    except StoreError as exc:
+        print(f"netserv controller: {exc}", file=sys.stderr)
+        return 1
     policy = None
     if args.policy is not None:
         try:  # a bad file stops the controller here, with one message, before Ryu starts
@@ -95,6 +117,12 @@ def run(args: argparse.Namespace, verbose: bool = False) -> int:
         except PolicyError as exc:
             print(f"netserv controller: {exc}", file=sys.stderr)
             return 1
+    secrets = keyfiles.secrets_dir(args.secrets)
+    try:
+        keyfiles.operator_token(secrets, create=True)
+    except keyfiles.SecretsError as exc:
+        print(f"netserv controller: {exc}", file=sys.stderr)
+        return 1
     return run_controller(
         args.of_host,
         args.of_port,
@@ -104,7 +132,9 @@ def run(args: argparse.Namespace, verbose: bool = False) -> int:
         args.agent_dead_after,
         verbose,
         tuple(args.app),
-        policy,
+        store=store,
+        policy=policy,
+        secrets=secrets,
     )
 
 
@@ -168,9 +198,15 @@ def run_controller(
     agent_dead_after: float = AGENT_DEAD_AFTER,
     verbose: bool = False,
     extra_apps: tuple[str, ...] = (),
+    store: str | None = None,
     policy: Path | None = None,
+    secrets: Path | None = None,
 ) -> int:
-    """Run ryu-manager with the NetServ app in this process until it is stopped."""
+    """Run ryu-manager with the NetServ app in this process until it is stopped.
+
+    `secrets` is the secrets folder (None: `controller.keyfiles.secrets_dir()`).
+    `store` None keeps the sessions in the default store for `of_port`.
+    """
     _eventlet_compat()
     from ryu import cfg
 
@@ -185,8 +221,14 @@ def run_controller(
                 default=agent_dead_after,
                 help="seconds of agent silence before its sessions are removed",
             ),
+            cfg.StrOpt("netserv-store", default=store, help="the controller's session store"),
             cfg.StrOpt(
                 "netserv-policy", default="", help="the requester policy file (TOML); none: open"
+            ),
+            cfg.StrOpt(
+                "netserv-secrets",
+                default=str(keyfiles.secrets_dir(secrets)),
+                help="the secrets folder (REST token, node keys)",
             ),
         ]
     )
@@ -207,8 +249,12 @@ def run_controller(
         joined,
         "--netserv-agent-dead-after",
         str(agent_dead_after),
+        "--netserv-store",
+        store or str(default_path(of_port)),
         "--netserv-policy",
         str(policy or ""),
+        "--netserv-secrets",
+        str(keyfiles.secrets_dir(secrets)),
         *(["--verbose"] if verbose else []),
         "controller.app",
         *extra_apps,

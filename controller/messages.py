@@ -52,12 +52,17 @@ class FlowAdd:
 
 @dataclass(frozen=True)
 class FlowDelete:
-    """Delete flows whose cookie matches under the mask; table None means every table."""
+    """Delete flows whose cookie matches under the mask; table None means every table.
+
+    With a priority the delete is strict: only the flow with exactly that table,
+    priority and match (and a matching cookie) goes.
+    """
 
     cookie: int
     cookie_mask: int
     table: int | None = None
     match: Match = ()
+    priority: int | None = None
 
 
 @dataclass(frozen=True)
@@ -111,13 +116,20 @@ StatsRequest = FlowStatsRequest | PortStatsRequest
 
 @dataclass(frozen=True)
 class FlowStats:
-    """One flow's counters, as the switch answered a FlowStatsRequest."""
+    """One flow as the switch answered a FlowStatsRequest: its counters, what it matches
+    and does (an action NetServ never emits is kept as its text), and its timer."""
 
     table: int
     priority: int
     cookie: int
     packets: int
     bytes: int
+    match: Match = ()
+    actions: tuple[Action | str, ...] = ()
+    goto: int | None = None
+    hard_timeout: int = 0
+    duration: float = 0.0
+    meter: int | None = None
 
 
 @dataclass(frozen=True)

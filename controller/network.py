@@ -108,13 +108,10 @@ class Network:
         return out
 
     # --- switch events -------------------------------------------------------------
-    def switch_connected(self, dpid: int) -> list[Message]:
-        """Record a (re)connected switch; return the base pipeline for it."""
+    def switch_connected(self, dpid: int) -> None:
+        """Record a (re)connected switch; what it holds is reconciled by the service."""
         old = self.switches.get(dpid)
         self.switches[dpid] = Switch(dpid, ports=dict(old.ports) if old else {})
-        msgs = pipeline.switch_reset()
-        port = self.agent_port(dpid)
-        return msgs + (pipeline.agent_return(port) if port else [])
 
     def switch_disconnected(self, dpid: int) -> None:
         """Mark a switch as gone, and its links; its flows stay in it until it comes back."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ryu.ofproto import ofproto_v1_3 as ofp13
+
 from controller.messages import (
     Action,
     Barrier,
@@ -22,9 +24,11 @@ from controller.messages import (
     PushVlan,
     StatsRequest,
     ToController,
+    as_match,
 )
 
 ETH_TYPE_8021Q = 0x8100
+VLAN_VID_MASK = 0xFFF  # the VLAN id without OFPVID_PRESENT
 
 
 def _match(parser: Any, fields: tuple[tuple[str, object], ...]) -> Any:
@@ -73,12 +77,14 @@ def build(dp: Any, msg: Message | StatsRequest) -> Any:
             instructions=inst,
         )
     if isinstance(msg, FlowDelete):
+        strict = msg.priority is not None
         return parser.OFPFlowMod(
             dp,
             cookie=msg.cookie,
             cookie_mask=msg.cookie_mask,
             table_id=ofp.OFPTT_ALL if msg.table is None else msg.table,
-            command=ofp.OFPFC_DELETE,
+            command=ofp.OFPFC_DELETE_STRICT if strict else ofp.OFPFC_DELETE,
+            priority=msg.priority if strict else 0,
             out_port=ofp.OFPP_ANY,
             out_group=ofp.OFPG_ANY,
             match=_match(parser, msg.match),
@@ -121,7 +127,72 @@ def build(dp: Any, msg: Message | StatsRequest) -> Any:
 
 def flow_stats(body: list[Any]) -> list[FlowStats]:
     """Return the records of a flow-stats reply's body (OFPFlowStats entries)."""
-    return [FlowStats(f.table_id, f.priority, f.cookie, f.packet_count, f.byte_count) for f in body]
+    records = []
+    for f in body:
+        actions, goto, meter = _instructions(f.instructions or [])
+        records.append(
+            FlowStats(
+                f.table_id,
+                f.priority,
+                f.cookie,
+                f.packet_count,
+                f.byte_count,
+                as_match(dict(f.match.items())) if f.match is not None else (),
+                actions,
+                goto,
+                f.hard_timeout or 0,
+                (f.duration_sec or 0) + (f.duration_nsec or 0) / 1e9,
+                meter,
+            )
+        )
+    return records
+
+
+def _instructions(
+    instructions: list[Any],
+) -> tuple[tuple[Action | str, ...], int | None, int | None]:
+    """Return a flow's instructions as the actions `build` would have sent, its goto and
+    its meter.
+
+    Anything NetServ never emits is kept as its text, so it never equals a flow of ours.
+    """
+    actions: list[Action | str] = []
+    goto = meter = None
+    for inst in instructions:
+        if inst.type == ofp13.OFPIT_GOTO_TABLE:
+            goto = inst.table_id
+        elif inst.type == ofp13.OFPIT_METER:
+            meter = inst.meter_id
+        elif inst.type == ofp13.OFPIT_APPLY_ACTIONS:
+            actions += _actions_read(inst.actions)
+        else:
+            actions.append(str(inst))
+    return tuple(actions), goto, meter
+
+
+def _actions_read(raw: list[Any]) -> list[Action | str]:
+    """Return OpenFlow actions as Actions; `build` writes a PushVlan as two, read as one."""
+    out: list[Action | str] = []
+    i = 0
+    while i < len(raw):
+        action, after = raw[i], raw[i + 1] if i + 1 < len(raw) else None
+        i += 1
+        if action.type == ofp13.OFPAT_OUTPUT:
+            out.append(
+                ToController() if action.port == ofp13.OFPP_CONTROLLER else Output(action.port)
+            )
+        elif (
+            action.type == ofp13.OFPAT_PUSH_VLAN
+            and action.ethertype == ETH_TYPE_8021Q
+            and after is not None
+            and after.type == ofp13.OFPAT_SET_FIELD
+            and after.key == "vlan_vid"
+        ):
+            out.append(PushVlan(after.value & VLAN_VID_MASK))
+            i += 1
+        else:
+            out.append(str(action))
+    return out
 
 
 def port_stats(body: list[Any]) -> list[PortStats]:

@@ -13,7 +13,8 @@ Once a host has been seen, its traffic never leaves the datapath.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import ipaddress
+from collections.abc import Iterable, Mapping
 
 from controller import tables as t
 from controller.discovery import ETH_TYPE_LLDP
@@ -22,6 +23,8 @@ from controller.messages import (
     Barrier,
     FlowAdd,
     FlowDelete,
+    FlowStats,
+    FlowStatsRequest,
     Message,
     MeterAdd,
     MeterDelete,
@@ -57,11 +60,11 @@ def rearm_margin(cap: int) -> float:
     return min(float(t.REARM_MARGIN), cap / 2)
 
 
-def switch_reset() -> list[Message]:
-    """Return the messages that wipe NetServ's flows and install the base pipeline."""
-    return [
-        FlowDelete(cookie=t.COOKIE_PREFIX, cookie_mask=t.COOKIE_PREFIX_MASK),
-        *signaling_punt(),
+def base_flows(agent_port: int | None) -> list[FlowAdd]:
+    """Return the flows every NetServ switch holds: each table's miss, the link-probe
+    and signaling punts, and the agent return once the node's agent port is known.
+    The signaling punt needs its meter, which `reconcile` and `reinstall` make."""
+    flows = [
         FlowAdd(t.CLASSIFY, t.CLASSIFY_MISS.low, (), goto=t.LEARN, cookie=t.cookie(t.KIND_BASE)),
         FlowAdd(
             t.LEARN,
@@ -79,29 +82,53 @@ def switch_reset() -> list[Message]:
             cookie=t.cookie(t.KIND_BASE),
         ),
         discovery_punt(),
+        *signaling_punt(),
+    ]
+    return flows + (agent_return(agent_port) if agent_port is not None else [])
+
+
+def present_request() -> FlowStatsRequest:
+    """Return the request for every NetServ flow a switch holds (by the cookie prefix)."""
+    return FlowStatsRequest(t.COOKIE_PREFIX, t.COOKIE_PREFIX_MASK)
+
+
+def reinstall(expected: list[FlowAdd]) -> list[Message]:
+    """Return the messages that wipe NetServ's flows and install `expected`: for a
+    switch whose flows could not be read, so nothing can be kept."""
+    return [
+        FlowDelete(cookie=t.COOKIE_PREFIX, cookie_mask=t.COOKIE_PREFIX_MASK),
+        *meters_anew(f.meter for f in expected if f.meter is not None),
+        *expected,
         Barrier(),
     ]
 
 
-def signaling_punt() -> list[Message]:
-    """Return the signaling meter (made anew: a switch keeps meters across reconnects)
-    and the flows that send signaling datagrams, IPv4 and IPv6, to the controller
-    through it. They sit above every session's detour, so no session swallows them."""
+def signaling_punt() -> list[FlowAdd]:
+    """Return the flows that send signaling datagrams, IPv4 and IPv6, to the controller
+    through the signaling meter. They sit above every session's detour, so no session
+    swallows them."""
     return [
-        MeterDelete(t.SIGNALING_METER),
-        MeterAdd(t.SIGNALING_METER, t.SIGNALING_RATE, t.SIGNALING_BURST),
-        *(
-            FlowAdd(
-                t.CLASSIFY,
-                t.SIGNALING.low,
-                as_match({"eth_type": eth_type, "ip_proto": PROTO_UDP, "udp_dst": SIGNALING_PORT}),
-                actions=(ToController(),),
-                cookie=t.cookie(t.KIND_SIGNALING),
-                meter=t.SIGNALING_METER,
-            )
-            for eth_type in (ETH_IPV4, ETH_IPV6)
-        ),
+        FlowAdd(
+            t.CLASSIFY,
+            t.SIGNALING.low,
+            as_match({"eth_type": eth_type, "ip_proto": PROTO_UDP, "udp_dst": SIGNALING_PORT}),
+            actions=(ToController(),),
+            cookie=t.cookie(t.KIND_SIGNALING),
+            meter=t.SIGNALING_METER,
+        )
+        for eth_type in (ETH_IPV4, ETH_IPV6)
     ]
+
+
+# Every meter NetServ's flows use, by id.
+METERS = {t.SIGNALING_METER: MeterAdd(t.SIGNALING_METER, t.SIGNALING_RATE, t.SIGNALING_BURST)}
+
+
+def meters_anew(meter_ids: Iterable[int]) -> list[Message]:
+    """Return the messages that make the meters `meter_ids` anew. A switch keeps its
+    meters across reconnects and adds a meter only where there is none, so each is
+    deleted first, which deletes the flows that use it too: they are to be added after."""
+    return [m for i in sorted(set(meter_ids)) for m in (MeterDelete(i), METERS[i])]
 
 
 def discovery_punt() -> FlowAdd:
@@ -118,6 +145,109 @@ def discovery_punt() -> FlowAdd:
 def probe_out(port: int, frame: bytes) -> PacketOut:
     """Return the packet-out that sends a link probe out of `port`."""
     return PacketOut(in_port=None, actions=(Output(port),), data=frame)
+
+
+def reconcile(
+    expected: Iterable[FlowAdd],
+    present: Iterable[FlowStats],
+    known_hosts: Mapping[str, int] | None = None,
+) -> list[Message]:
+    """Return the messages that turn a switch's NetServ flows `present` into `expected`.
+
+    A present flow equal to an expected one (table, priority, match, cookie, actions,
+    goto; not its timer) is left alone, so its counters and timer run on and not a
+    frame misses it. Of the learned-MAC flows, those that forward (to a learned
+    destination) are kept, so learned hosts stay reachable in the datapath; one that
+    marks a source as learned is kept if the controller knows that host at that port
+    (`known_hosts`: MAC → port), else it goes, so the host's next frame is copied to
+    the controller, which learns again where it is (a controller that restarted knows
+    no host), while the frame goes on in the datapath. Anything else of
+    NetServ's is wrong or unknown and goes: a session's flows by their exact cookie
+    (the expected ones it owns are added again), a base flow by a strict delete (its
+    cookie is shared), unless an expected flow takes its place, which adding that one
+    does. A metered flow that is missing or wrong has its meter made anew (the switch
+    may have none), and so every flow on that meter is added again; one that is right
+    shows the meter is there. Deletes come first, then the meters, then the missing
+    flows, then one barrier; nothing when nothing differs.
+    """
+    want = {_key(f): f for f in expected}
+    kept: set[tuple[int, int, frozenset[tuple[str, object]]]] = set()
+    doomed: set[int] = set()  # session cookies whose flows are all deleted
+    strict: list[Message] = []
+    for flow in present:
+        if flow.cookie & t.COOKIE_PREFIX_MASK != t.COOKIE_PREFIX:
+            continue  # another application's
+        kind = (flow.cookie & t.KIND_MASK) >> t.KIND_SHIFT
+        if kind == t.KIND_LEARNED:
+            if flow.table == t.LEARN and not _known(flow, known_hosts or {}):
+                strict.append(_strict_delete(flow))
+            continue
+        key = _key(flow)
+        same = want.get(key)
+        if same is not None and _equal(same, flow):
+            kept.add(key)
+        elif kind == t.KIND_SESSION:
+            doomed.add(flow.cookie)
+        elif same is None:
+            strict.append(_strict_delete(flow))
+    deletes: list[Message] = [FlowDelete(c, t.COOKIE_ALL) for c in sorted(doomed)] + strict
+    anew = {f.meter for k, f in want.items() if f.meter is not None and k not in kept}
+    meters = meters_anew(anew)
+    adds: list[Message] = [
+        f
+        for k, f in want.items()
+        if k not in kept or f.cookie in doomed or (f.meter is not None and f.meter in anew)
+    ]
+    return deletes + meters + adds + [Barrier()] if deletes or adds else []
+
+
+def _strict_delete(flow: FlowStats) -> FlowDelete:
+    return FlowDelete(flow.cookie, t.COOKIE_ALL, flow.table, flow.match, flow.priority)
+
+
+def _known(flow: FlowStats, hosts: Mapping[str, int]) -> bool:
+    """Return True when a learned-source flow names a host where the controller has it."""
+    fields = dict(flow.match)
+    mac = fields.get("eth_src")
+    return isinstance(mac, str) and hosts.get(mac.lower()) == fields.get("in_port")
+
+
+def _key(flow: FlowAdd | FlowStats) -> tuple[int, int, frozenset[tuple[str, object]]]:
+    """Return what a switch tells flows apart by: table, priority and match."""
+    return flow.table, flow.priority, frozenset((k, _canon(v)) for k, v in flow.match)
+
+
+def _equal(expected: FlowAdd, present: FlowStats) -> bool:
+    return (expected.cookie, expected.actions, expected.goto, expected.meter) == (
+        present.cookie,
+        present.actions,
+        present.goto,
+        present.meter,
+    )
+
+
+def _canon(value: object) -> object:
+    """Return a match value as a switch may spell it back: addresses in one canonical
+    form, a mask of all ones dropped."""
+    if isinstance(value, tuple) and len(value) == 2:
+        addr, mask = _canon(value[0]), _canon(value[1])
+        return addr if _all_ones(mask) else (addr, mask)
+    if isinstance(value, str):
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            return value.lower()
+    return value
+
+
+def _all_ones(mask: object) -> bool:
+    if not isinstance(mask, str):
+        return False
+    try:
+        addr = ipaddress.ip_address(mask)
+    except ValueError:
+        return mask == "ff:ff:ff:ff:ff:ff"
+    return int(addr) == (1 << addr.max_prefixlen) - 1
 
 
 def agent_return(agent_port: int) -> list[Message]:

@@ -4,32 +4,36 @@
 session and is a 404, as is every path with a percent-escape or not spelled as routed
 (//netserv/...).
 
-| method | path                               | does                                          |
-| ------ | ---------------------------------- | --------------------------------------------- |
-| GET    | /netserv/nodes                     | switches and node agents, readiness           |
-| POST   | /netserv/nodes                     | agent registration and heartbeat              |
-| GET    | /netserv/modules                   | service modules available (manifests), and    |
-|        |                                    | the errors of module folders that are broken  |
-| GET    | /netserv/sessions                  | every session                                 |
-| POST   | /netserv/sessions                  | create (body below) → 201                     |
-| GET    | /netserv/sessions/{id}             | one session                                   |
-| DELETE | /netserv/sessions/{id}             | teardown (with its group); the ended session  |
-|        |                                    | with its final counters                       |
-| POST   | /netserv/sessions/{id}/refresh     | {lifetime}: extend the soft state (its group) |
-| GET    | /netserv/sessions/{id}/stats       | the session with its modules' counters        |
-| GET    | /netserv/signaling                 | on-path signaling: what came, what was        |
-|        |                                    | answered, dropped (why) and refused (by code) |
-| GET    | /netserv/topology                  | switches, links, hosts and where they are     |
-| GET    | /netserv/topology/path?src=&dst=   | the switches a flow from src to dst crosses,  |
-|        |                                    | in order, and the NetServ nodes among them    |
-| GET    | /netserv/policy                    | the requester policy and the refusals counted |
-|        |                                    | (the operator's, when a policy file is used)  |
-| POST   | /netserv/policy/reload             | read the policy file again (the operator's)   |
+| method | path                             | who      | does                                      |
+| ------ | -------------------------------- | -------- | ----------------------------------------- |
+| GET    | /netserv/nodes                   | anyone   | switches and node agents, readiness       |
+| POST   | /netserv/nodes                   | node key | agent registration and heartbeat          |
+| GET    | /netserv/modules                 | anyone   | service modules available (manifests),    |
+|        |                                  |          | and the errors of broken module folders   |
+| GET    | /netserv/sessions                | token    | every session                             |
+| POST   | /netserv/sessions                | token    | create (body below) → 201                 |
+| GET    | /netserv/sessions/{id}           | token    | one session                               |
+| DELETE | /netserv/sessions/{id}           | token    | teardown (of its group); the ended        |
+|        |                                  |          | session, its counters                     |
+| POST   | /netserv/sessions/{id}/refresh   | token    | {lifetime}: extend the soft state (of its |
+|        |                                  |          | group)                                    |
+| GET    | /netserv/sessions/{id}/stats     | token    | the session with its modules' counters    |
+| GET    | /netserv/signaling               | anyone   | on-path signaling: what came, what was    |
+|        |                                  |          | answered, dropped (why), refused (by code)|
+| GET    | /netserv/topology                | anyone   | switches, links, hosts and where they are |
+| GET    | /netserv/topology/path?src=&dst= | anyone   | the switches a flow from src to dst       |
+|        |                                  |          | crosses, in order, and the NetServ nodes  |
+|        |                                  |          | among them                                |
+| GET    | /netserv/policy                  | operator | the requester policy, refusals counted    |
+| POST   | /netserv/policy/reload           | operator | read the policy file again                |
 
-State-changing calls on sessions (POST, DELETE) are made by a requester. With a policy
-file (`netserv controller --policy FILE`, docs/policy.md) the caller names itself with
-`Authorization: Bearer TOKEN`, and the policy decides what it may do; without one, every
-caller is the operator, who may do anything.
+"token": `Authorization: Bearer TOKEN` with the operator's token (rest.token in the
+secrets folder) or, with a policy file (`netserv controller --policy FILE`,
+docs/policy.md), a requester's token: the policy then decides what it may do, and a
+session belongs to the requester that made it (the operator may do anything);
+sessions are read with one too, as they name other users' flows. "node key": the
+registration is signed with the node's key and the answer signed back
+(`controller/auth.py`, docs/security.md). Callers are checked before bodies are read.
 
 Create body: {"match": {OXM fields}, "module": name, "params": {..}, "lifetime": s,
 "node": dpid} or, for a chain, "modules": [name | {"name", "params"}, ..] instead of
@@ -46,7 +50,8 @@ READ_TIMEOUT.
 | error                                              | status |
 | -------------------------------------------------- | ------ |
 | malformed body, bad field; several nodes are ready | 400    |
-| no bearer token, or one the policy does not know   | 401    |
+| no token, one no one holds, or not signed with    | 401    |
+| the node's key                                     |        |
 | the policy forbids it: a flow with no endpoint in  | 403    |
 | the requester's prefixes, a module it may not use, |        |
 | another requester's session                        |        |
@@ -73,6 +78,7 @@ from typing import Any
 from ryu.app.wsgi import ControllerBase, Response, route
 from webob import Request
 
+from controller.auth import BEARER_CHALLENGE, RestAuth, Unauthorized
 from controller.errors import (
     Conflict,
     Forbidden,
@@ -90,10 +96,12 @@ from controller.requests import parse_refresh, parse_session_request
 from controller.service import NetServService
 from controller.signaling import SignalingHandler
 from controller.tables import SESSION_ID_MAX, session_id_of_text
+from signaling.dpid import parse_dpid
 from signaling.jsonhttp import decode_json
 
 log = logging.getLogger("netserv.rest")
 INSTANCE = "netserv_service"
+AUTH = "netserv_auth"
 SIGNALING = "netserv_signaling"
 READ_TIMEOUT = 2.0  # seconds a client may stall while sending a request before it is dropped
 MAX_BODY = 1 << 20
@@ -101,7 +109,6 @@ INTERNAL_ERROR = "internal error; the controller's log has the details"
 _PLAIN_PATH = re.compile(r"/[!-$&-~]*\Z")  # printable ASCII without '%'
 _METHODS = ("GET", "POST", "DELETE")
 REQUESTER = "netserv.requester"  # the environ key under which a call's requester is kept
-_BEARER = re.compile(r"Bearer +([A-Za-z0-9._~+/-]+=*) *\Z", re.IGNORECASE)  # RFC 6750 token68
 
 
 class MethodNotAllowed(NetServError):
@@ -170,18 +177,8 @@ def error_response(exc: Exception, environ: dict[str, Any]) -> Response:
     if isinstance(exc, MethodNotAllowed):
         response.headers["Allow"] = ", ".join(exc.allowed)
     if isinstance(exc, Unauthenticated):
-        response.headers["WWW-Authenticate"] = 'Bearer realm="netserv"'
+        response.headers["WWW-Authenticate"] = getattr(exc, "challenge", BEARER_CHALLENGE)
     return response
-
-
-def bearer_token(header: str | None) -> str:
-    """Return the token of an `Authorization: Bearer TOKEN` header; raise Unauthenticated."""
-    if header is None:
-        raise Unauthenticated("this call needs 'Authorization: Bearer TOKEN' (docs/policy.md)")
-    m = _BEARER.match(header)
-    if m is None:
-        raise Unauthenticated("the Authorization header is not 'Bearer TOKEN'")
-    return m.group(1)
 
 
 def guard(app: Callable[..., Any]) -> Callable[..., Any]:
@@ -228,6 +225,11 @@ def _route(app: Callable[..., Any], environ: dict[str, Any]) -> Response:
 
 def _body(req: Any) -> dict[str, object]:
     """Return the request's body, a JSON object ({} when there is none)."""
+    return _decode(_raw_body(req))
+
+
+def _raw_body(req: Any) -> bytes:
+    """Return the request's body as sent, at most MAX_BODY bytes."""
     length = req.content_length
     if length is not None and length > MAX_BODY:
         raise BodyTooLarge(f"the body may be {MAX_BODY} bytes at most, not {length}")
@@ -241,6 +243,11 @@ def _body(req: Any) -> dict[str, object]:
         raise InvalidRequest(f"the body ended after {len(raw)} of its {length} bytes")
     if len(raw) > MAX_BODY:
         raise BodyTooLarge(f"the body may be {MAX_BODY} bytes at most")
+    return raw
+
+
+def _decode(raw: bytes) -> dict[str, object]:
+    """Return a body as a JSON object ({} when empty); raise InvalidRequest."""
     if not raw:
         return {}
     try:
@@ -260,6 +267,14 @@ def _session_id(raw: str) -> int:
     return session_id
 
 
+def _dpid_or_none(raw: object) -> int | None:
+    """Return the datapath id `raw` names, or None when it names none."""
+    try:
+        return parse_dpid(raw)
+    except ValueError:
+        return None
+
+
 def _named(views: list[dict[str, Any]], session_id: int) -> dict[str, Any]:
     """Return the view of session `session_id` among its group's `views`."""
     return next(v for v in views if v["id"] == session_id)
@@ -269,12 +284,27 @@ def _shown(text: str) -> str:
     return text if len(text) <= 60 else text[:40] + f"... ({len(text)} characters)"
 
 
-def _api(status: int = 200) -> Callable[[Callable[..., object]], Callable[..., Response]]:
-    """Wrap a handler: its return value becomes JSON, an exception its mapped status."""
+def _target(environ: dict[str, Any]) -> str:
+    """Return the request target as sent: the raw path and the query, if any."""
+    path = environ.get("RAW_PATH_INFO", environ.get("PATH_INFO", ""))
+    query = environ.get("QUERY_STRING", "")
+    return path + (f"?{query}" if query else "")
+
+
+def _api(
+    status: int = 200, caller: bool = False
+) -> Callable[[Callable[..., object]], Callable[..., Response]]:
+    """Wrap a handler: its return value becomes JSON, an exception its mapped status.
+
+    With `caller`, the call needs a token (Unauthorized otherwise, before the body is
+    read) and the handler gets who made it as `caller` ("operator", or a requester).
+    """
 
     def wrap(handler: Callable[..., object]) -> Callable[..., Response]:
         def run(self: RestApi, req: Any, **kwargs: Any) -> Response:
             try:
+                if caller:
+                    kwargs["caller"] = self._requester(req)
                 return _json(status, handler(self, req, **kwargs))
             except Exception as exc:
                 if isinstance(exc, NetServError):
@@ -291,21 +321,13 @@ class RestApi(ControllerBase):
     def __init__(self, req: Any, link: Any, data: dict[str, Any], **config: Any) -> None:
         super().__init__(req, link, data, **config)
         self.service: NetServService = data[INSTANCE]
+        self.auth: RestAuth = data[AUTH]
         self.signaling: SignalingHandler | None = data.get(SIGNALING)
 
     def _requester(self, req: Any) -> str:
-        """Return who makes this state-changing call: with a policy file, the requester
-        whose token the Authorization header bears (raise Unauthenticated if none is);
-        without one, the operator."""
-        policy = self.service.policy
-        if not policy.configured:
-            # No policy file: today's behaviour. The operator's REST token
-            # (controller/auth.py) is checked here when it is configured.
-            requester = OPERATOR
-        else:
-            requester = policy.rest_requester(bearer_token(req.headers.get("Authorization")))
-            if requester is None:
-                raise Unauthenticated("the bearer token is not one the policy knows")
+        """Return who makes this call: the operator or, with a policy file, the requester
+        whose token the Authorization header bears; raise Unauthenticated otherwise."""
+        requester = self.auth.caller(req.headers)
         req.environ[REQUESTER] = requester
         return requester
 
@@ -320,9 +342,26 @@ class RestApi(ControllerBase):
         return self.service.network.nodes_json(self.service.clock())
 
     @route("netserv", "/netserv/nodes", methods=["POST"])
-    @_api()
-    def register_node(self, req: Any, **_: Any) -> object:
-        return self.service.register_agent(_body(req))
+    def register_node(self, req: Any, **_: Any) -> Response:
+        """Take an agent's registration signed with its node's key; sign the answer."""
+        try:
+            raw = _raw_body(req)
+            proof = self.auth.registration(req.method, _target(req.environ), req.headers, raw)
+        except Exception as exc:
+            return error_response(exc, req.environ)
+        try:
+            body = _decode(raw)
+            named = _dpid_or_none(body.get("dpid"))  # a bad one is the service's 400
+            if named is not None and named != proof.dpid:
+                raise Unauthorized(
+                    f"the registration is signed with node {proof.dpid:016x}'s key, "
+                    f"not with that of node {named:016x}, which it names"
+                )
+            response = _json(200, self.service.register_agent(body))
+        except Exception as exc:
+            response = error_response(exc, req.environ)
+        response.headers.update(self.auth.sign_reply(proof, response.status_int, response.body))
+        return response
 
     @route("netserv", "/netserv/modules", methods=["GET"])
     @_api()
@@ -331,16 +370,15 @@ class RestApi(ControllerBase):
         return {"modules": [m.to_json() for m in good], "broken": bad}
 
     @route("netserv", "/netserv/sessions", methods=["GET"])
-    @_api()
+    @_api(caller=True)
     def list_sessions(self, req: Any, **_: Any) -> object:
         now = self.service.clock()
         return [s.to_json(now) for s in self.service.sessions.all()]
 
     @route("netserv", "/netserv/sessions", methods=["POST"])
-    @_api(201)
-    def create_session(self, req: Any, **_: Any) -> object:
-        requester = self._requester(req)
-        request = parse_session_request(_body(req), self.service.catalog, requester)
+    @_api(201, caller=True)
+    def create_session(self, req: Any, caller: str, **_: Any) -> object:
+        request = parse_session_request(_body(req), self.service.catalog, caller)
         sessions = self.service.create(request)
         now = self.service.clock()
         view = sessions[0].to_json(now)
@@ -349,29 +387,27 @@ class RestApi(ControllerBase):
         return view
 
     @route("netserv", "/netserv/sessions/{sid}", methods=["GET"])
-    @_api()
+    @_api(caller=True)
     def show_session(self, req: Any, sid: str, **_: Any) -> object:
         return self.service.sessions.get(_session_id(sid)).to_json(self.service.clock())
 
     @route("netserv", "/netserv/sessions/{sid}", methods=["DELETE"])
-    @_api()
-    def delete_session(self, req: Any, sid: str, **_: Any) -> object:
-        requester = self._requester(req)
+    @_api(caller=True)
+    def delete_session(self, req: Any, sid: str, caller: str, **_: Any) -> object:
         session_id = _session_id(sid)
-        return _named(self.service.teardown(session_id, requester=requester), session_id)
+        return _named(self.service.teardown(session_id, requester=caller), session_id)
 
     @route("netserv", "/netserv/sessions/{sid}/refresh", methods=["POST"])
-    @_api()
-    def refresh_session(self, req: Any, sid: str, **_: Any) -> object:
-        requester = self._requester(req)
+    @_api(caller=True)
+    def refresh_session(self, req: Any, sid: str, caller: str, **_: Any) -> object:
         session_id = _session_id(sid)
         lifetime = parse_refresh(_body(req))
-        sessions = self.service.refresh(session_id, lifetime, requester=requester)
+        sessions = self.service.refresh(session_id, lifetime, requester=caller)
         now = self.service.clock()
         return _named([s.to_json(now) for s in sessions], session_id)
 
     @route("netserv", "/netserv/sessions/{sid}/stats", methods=["GET"])
-    @_api()
+    @_api(caller=True)
     def session_stats(self, req: Any, sid: str, **_: Any) -> object:
         return self.service.stats(_session_id(sid))
 

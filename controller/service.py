@@ -22,6 +22,12 @@ Order matters so that nothing is ever half-made:
   tick:     expire, end the sessions of dead agents, re-arm the switch timers that are
             due: a detour's hard timeout is capped (16-bit field) and re-added before
             it runs out while the session lives.
+
+With a store (`controller/store.py`) every change of a session's state is written
+there through the session table's one hook, and a controller that starts takes back
+what the last one left (`_restore`). A switch that (re)connects is not wiped: its
+NetServ flows are read and only what differs from what it should hold is deleted or
+added (`reconcile`), so a detour that is right keeps serving its flow throughout.
 """
 
 from __future__ import annotations
@@ -43,12 +49,20 @@ from controller.errors import (
     Rejections,
     Unavailable,
 )
-from controller.messages import Message, Stats, StatsRequest
+from controller.messages import (
+    FlowAdd,
+    FlowDelete,
+    FlowStats,
+    Message,
+    Stats,
+    StatsRequest,
+)
 from controller.network import Agent, Network, refusal
 from controller.placement import select_nodes
 from controller.policy import OPERATOR, OPERATOR_ONLY, Policy
 from controller.requests import SessionRequest, format_dpid, parse_dpid
 from controller.sessions import LIVE, GroupKey, Session, SessionTable, State
+from controller.store import SessionStore, StoreError
 from controller.tables import HARD_TIMEOUT_CAP
 from nodes.bundle import Catalog
 
@@ -84,10 +98,10 @@ class NetServService:
         agent_dead_after: float = AGENT_DEAD_AFTER,
         hard_timeout_cap: int = HARD_TIMEOUT_CAP,
         policy: Policy = OPERATOR_ONLY,
+        store: SessionStore | None = None,
     ) -> None:
         self.catalog = catalog
         self.network = Network()
-        self.sessions = SessionTable()
         self.switches = switches
         self.agents = agents
         self.clock = clock
@@ -96,6 +110,13 @@ class NetServService:
         self.hard_timeout_cap = hard_timeout_cap
         self.policy = policy  # replaced whole when the operator reloads the file
         self.rejections = Rejections()  # counted by the transports, shown to the operator
+        self.store = store
+        first_id = store.next_id if store is not None else 1
+        self.sessions = SessionTable(first_id, on_change=self._persist)
+        self._unsynced: set[int] = set()  # switches connected whose flows are not reconciled
+        self._resync: set[int] = set()  # restored sessions whose agent lifetime is unsure
+        if store is not None:
+            self._restore(store)
 
     # --- sessions ------------------------------------------------------------------
     def create(self, request: SessionRequest, ref: int | None = None) -> list[Session]:
@@ -348,6 +369,7 @@ class NetServService:
         with self.lock:
             for dpid in self.network.silent_agents(now, self.agent_dead_after):
                 log.warning("agent of node %016x is silent; removing its sessions", dpid)
+                self._agent_dead(dpid)
             dead = {dpid for dpid, agent in self.network.agents.items() if not agent.alive}
             ending = {s.id: "expired" for s in self.sessions.expired(now)}
             for session in self.sessions.all():
@@ -445,6 +467,8 @@ class NetServService:
                 )
             restarted, msgs = self.network.register_agent(agent)
             stale = self.sessions.on_node(agent.dpid) if restarted else []
+            resync = self._agent_registered(agent, restarted)
+        self._resync_chains(agent, resync)
         switch = self.network.switches.get(agent.dpid)
         if msgs and switch is not None and switch.connected:  # else sent on (re)connect
             self.switches.send(agent.dpid, msgs)
@@ -487,13 +511,54 @@ class NetServService:
             rival.url,
         )
 
-    def switch_connected(self, dpid: int) -> list[Message]:
-        """Return the base pipeline plus the detours of the node's active sessions."""
+    def switch_connected(self, dpid: int) -> None:
+        """Record a (re)connected switch. Nothing is sent to it yet: once its ports are
+        known (`ports_replaced`), its flows are read and reconciled (`reconcile`)."""
         with self.lock:
-            msgs = self.network.switch_connected(dpid)
+            self.network.switch_connected(dpid)
+            self._unsynced.add(dpid)
+
+    def sync_due(self, dpid: int) -> bool:
+        """Return True when switch `dpid` connected and its flows were not reconciled since."""
+        with self.lock:
+            return dpid in self._unsynced
+
+    def reconcile(self, dpid: int, present: list[FlowStats] | None) -> list[Message]:
+        """Return what switch `dpid` needs, given the NetServ flows it holds (`present`,
+        its answer to `pipeline.present_request()`; None when they could not be read).
+
+        It should hold the base pipeline, its agent's return and the detours of the
+        node's live sessions. Flows that are right stay untouched (their counters and
+        timers run on); wrong or unknown ones are deleted and missing ones added. The
+        flows of a session being installed or ended are left to that operation. With
+        nothing read, everything is wiped and installed again.
+        """
+        with self.lock:
+            self._unsynced.discard(dpid)
             port = self.network.agent_port(dpid)
+            expected = pipeline.base_flows(port)
             if port is not None:
-                msgs += self._detours(dpid, port)
+                expected += [m for m in self._detours(dpid, port) if isinstance(m, FlowAdd)]
+            if present is None:
+                log.warning("switch %016x: its flows could not be read; reinstalling them", dpid)
+                return pipeline.reinstall(expected)
+            busy = {
+                s.cookie for s in self.sessions.all() if s.state in (State.INSTALLING, State.ENDING)
+            }
+            switch = self.network.switches.get(dpid)
+            msgs = pipeline.reconcile(
+                expected,
+                [f for f in present if f.cookie not in busy],
+                switch.macs if switch is not None else {},
+            )
+        adds = sum(isinstance(m, FlowAdd) for m in msgs)
+        log.info(
+            "switch %016x reconciled: %d flows kept, %d deleted, %d added",
+            dpid,
+            len(expected) - adds,
+            sum(isinstance(m, FlowDelete) for m in msgs),
+            adds,
+        )
         return msgs
 
     def _detours(self, dpid: int, port: int) -> list[Message]:
@@ -506,7 +571,8 @@ class NetServService:
         return msgs
 
     def ports_replaced(self, dpid: int, ports: dict[int, str]) -> list[Message]:
-        """Record a switch's full port list (port-desc reply); return flows to add."""
+        """Record a switch's full port list (port-desc reply); return flows to add
+        (none while the switch waits for `reconcile`, which installs them)."""
         switch = self.network.switches.get(dpid)
         gone = set(switch.ports) - set(ports) if switch else set()
         return self.ports_changed(dpid, ports, gone)
@@ -519,7 +585,106 @@ class NetServService:
             after = self.network.agent_port(dpid)
             if after is not None and after != before:
                 msgs += self._detours(dpid, after)
+            if dpid in self._unsynced:  # adding them now would restart the timers of
+                return []  # detours that are right: reconcile compares first
         return msgs
+
+    # --- the store -----------------------------------------------------------------
+    def _persist(self, session: Session) -> None:
+        """Write a session's change to the store: the session table's one hook.
+
+        A store that fails is logged, not raised: the change has happened in the
+        network already, and only a restart would miss it.
+        """
+        if self.store is None:
+            return
+        try:
+            if session.state is State.ENDED:
+                self.store.delete(session.id)
+            else:
+                self.store.save(session)
+        except StoreError as exc:
+            log.error("session %d (%s) not stored: %s", session.id, session.state.value, exc)
+
+    def _restore(self, store: SessionStore) -> None:
+        """Take back the agents and sessions a previous controller left in `store`.
+
+        Agents come back as just heard from: one that still runs heartbeats with the
+        same boot id and keeps its chains (none is attached again); one that is gone
+        is declared dead as usual and its sessions end (fail-open); one that
+        restarted meanwhile gets its chains again. Sessions, by the state they were
+        left in:
+          active      active again, with the rest of their lifetime and their detour's
+                      timer; ended if the lifetime ran out meanwhile.
+          refreshing  active, with the lifetime it had, since the refresh's requester
+                      got no answer. The agent may hold the new lifetime, so it is
+                      sent the rest of the old one at its next heartbeat.
+          installing  ended: its requester got no answer (the 201 follows the move to
+                      active), so what the create may have made is undone.
+          ending      ended: the teardown is finished.
+        And a session whose node has no agent in the store is ended: its agent was
+        declared dead, and the controller stopped before the session's end was written.
+        A session ended here leaves nothing behind: reconciliation deletes its detour
+        (no session owns the cookie any more) and the agent drops its chain when its
+        registration's answer does not list it. Its id is never given out again.
+        """
+        now = self.clock()
+        for agent in store.load_agents():
+            self.network.agents[agent.dpid] = agent
+        for session in store.load():
+            why = _ended_on_restart(session, now, set(self.network.agents))
+            if why is not None:
+                log.info("session %d ended on restart: %s", session.id, why)
+                self.sessions.restore(replace(session, state=State.ENDED))
+                continue
+            self.sessions.restore(replace(session, state=State.ACTIVE))
+            if session.state is State.REFRESHING:
+                self._resync.add(session.id)
+            log.info(
+                "session %d restored on %016x: %s, %.0f s left",
+                session.id,
+                session.node,
+                session.match.as_dict(),
+                session.expires - now,
+            )
+
+    def _agent_registered(self, agent: Agent, restarted: bool) -> list[Session]:
+        """Store a new or restarted agent; return the sessions whose chain must be sent
+        its lifetime again (lock held)."""
+        if restarted and self.store is not None:
+            try:
+                self.store.save_agent(agent)
+            except StoreError as exc:
+                log.error("agent of node %016x not stored: %s", agent.dpid, exc)
+        on_node = self.sessions.on_node(agent.dpid)
+        resync = [s for s in on_node if s.id in self._resync and s.state in LIVE]
+        self._resync -= {s.id for s in on_node}  # a restarted agent gets whole chains
+        return [] if restarted else resync
+
+    def _agent_dead(self, dpid: int) -> None:
+        """Forget a dead agent in the store, so that a restart does not count it ready."""
+        if self.store is not None:
+            try:
+                self.store.delete_agent(dpid)
+            except StoreError as exc:
+                log.error("agent of node %016x not removed from the store: %s", dpid, exc)
+
+    def _resync_chains(self, agent: Agent, sessions: list[Session]) -> None:
+        """Send the agent the rest of each session's lifetime, as the controller has it."""
+        for session in sessions:
+            rest = replace(session, lifetime=max(1, math.ceil(session.expires - self.clock())))
+            _quietly(session.id, "agent resync", self.agents.refresh, agent, rest)
+
+
+def _ended_on_restart(session: Session, now: float, nodes_with_agent: set[int]) -> str | None:
+    """Return why a stored session is not taken back at `now`, or None when it is."""
+    if session.node not in nodes_with_agent:
+        return "its node's agent was dead"
+    if session.state not in LIVE:
+        return f"it was {session.state.value}"
+    if session.expires <= now:
+        return "expired"
+    return None
 
 
 def _check_unchanged(session: Session, request: SessionRequest) -> None:

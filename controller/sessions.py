@@ -17,11 +17,15 @@ the transitions in TRANSITIONS and raises Conflict, saying why, otherwise:
 
 A reservation (INSTALLING) holds the id, tag and flow space while the agent and switch
 are set up; a session keeps them until it has ENDED, when it leaves the table.
+
+Every change (a reservation, a move, a restored session) is handed to one hook,
+`on_change`, with the session as it now is: the controller's store writes it there.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from controller.errors import Conflict, NotFound, Unavailable
@@ -117,11 +121,19 @@ class Session:
 class SessionTable:
     """Every session the controller knows, by id; decides ids, tags and conflicts."""
 
-    def __init__(self, first_id: int = 1) -> None:
+    def __init__(
+        self, first_id: int = 1, on_change: Callable[[Session], None] | None = None
+    ) -> None:
         self._sessions: dict[int, Session] = {}
         self._groups: dict[GroupKey, list[int]] = {}
         self._next_id = first_id
         self._next_tag: dict[int, int] = {}
+        self._on_change = on_change or (lambda session: None)
+
+    @property
+    def next_id(self) -> int:
+        """Return the id the next reservation takes."""
+        return self._next_id
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -203,6 +215,24 @@ class SessionTable:
         self._next_id += 1
         self._sessions[session.id] = session
         self._groups.setdefault(session.group, []).append(session.id)
+        self._on_change(session)
+        return session
+
+    def restore(self, session: Session) -> Session:
+        """Take back a session a previous controller held, as it is; return it.
+
+        Its id is never given out again, and its node's next tag follows its own. One
+        that is ENDED is not taken back; its id and tag are still kept from the next
+        reservations, since its agent may hold its chain a moment longer.
+        """
+        if session.id in self._sessions:
+            raise ValueError(f"session {session.id} is in the table already")
+        self._next_id = max(self._next_id, session.id + 1)
+        self._next_tag[session.node] = max(self._next_tag.get(session.node, 0), session.tag + 1)
+        if session.state is not State.ENDED:
+            self._sessions[session.id] = session
+            self._groups.setdefault(session.group, []).append(session.id)
+        self._on_change(session)
         return session
 
     def _free_tag(self, node: int) -> int:
@@ -236,6 +266,7 @@ class SessionTable:
                 del self._groups[session.group]
         else:
             self._sessions[session_id] = session
+        self._on_change(session)
         return session
 
     def expired(self, now: float) -> list[Session]:

@@ -15,8 +15,9 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from controller.auth import Signer, agent_key_id, controller_key_id
 from nodes.bundle import Catalog
 from nodes.dispatcher import Chain, Dispatcher
 from nodes.host import ModuleHost, ModuleLoadError
@@ -61,6 +62,9 @@ class AgentConfig:
     switch_port: str
     controller: str  # base URL of the controller's REST API
     heartbeat: float = HEARTBEAT
+    # The node's key (controller/keyfiles.py): it signs the registrations, and the
+    # control API takes only calls signed with it. Without one, nothing is taken.
+    key: bytes = field(default=b"", repr=False)
 
 
 class NodeAgent:
@@ -74,6 +78,7 @@ class NodeAgent:
         self.boot_id = uuid.uuid4().hex
         self.url = ""  # set once the control API listens
         self.registered = threading.Event()
+        self.signer = Signer(config.key, agent_key_id(config.dpid), controller_key_id(config.dpid))
         self.stopping = threading.Event()
         self.refused = ""  # the controller's reason, once it refused this agent
         self._failures = 0  # registrations in a row that did not reach the controller
@@ -266,8 +271,10 @@ class NodeAgent:
     def register_once(self) -> None:
         """Register with the controller (or renew the heartbeat) and drop orphan chains.
 
-        Raise Refused when the controller will not have this agent for the node, and
-        ClientError when it cannot be reached or answers with another error.
+        The registration is signed with the node's key and only an answer signed by
+        the controller counts. Raise Refused when the controller will not have this
+        agent for the node, and ClientError when it cannot be reached or answers with
+        another error (or does not sign its answer).
         """
         asked_at = self.clock()
         body = {
@@ -278,7 +285,7 @@ class NodeAgent:
         }
         url = self.config.controller.rstrip("/") + "/netserv/nodes"
         try:
-            reply = call_json(url, "POST", body, REGISTER_TIMEOUT)
+            reply = call_json(url, "POST", body, REGISTER_TIMEOUT, signer=self.signer)
         except ClientError as exc:
             if exc.status == REFUSED:
                 raise Refused(exc.message) from None

@@ -1,4 +1,9 @@
-"""The agent's control API: JSON over HTTP, spoken by the controller.
+"""The agent's control API: JSON over HTTP, spoken by the controller only.
+
+Every call must be signed by the controller with the node's key (`controller/auth.py`,
+docs/security.md): any other, to any path, is a 401 that says nothing of the node or
+its sessions. Every answer to a signed call is signed by the agent, so the controller
+knows it came from here.
 
 | method | path           | does                                                    |
 | ------ | -------------- | ------------------------------------------------------- |
@@ -17,6 +22,7 @@ Errors are {"error": message}, mapped in `_error` only:
 | error                                           | status |
 | ----------------------------------------------- | ------ |
 | malformed body or field                         | 400    |
+| not signed by the controller with the node key  | 401    |
 | no such session or path                         | 404    |
 | a method the path does not take                 | 405    |
 | the body did not arrive within READ_TIMEOUT     | 408    |
@@ -36,6 +42,15 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from controller.auth import (
+    MIN_KEY_BYTES,
+    Proof,
+    Unauthorized,
+    Verifier,
+    agent_key_id,
+    controller_key_id,
+    sign_response,
+)
 from controller.tables import SESSION_ID_MAX, session_id_of_text
 from nodes.agent import AttachError, NodeAgent
 from signaling.jsonhttp import decode_json
@@ -76,9 +91,10 @@ class BodyTooLarge(ControlError):
     """The body is longer than MAX_BODY."""
 
 
-STATUS: dict[type[ControlError], int] = {
+STATUS: dict[type[Exception], int] = {
     ControlError: 400,
     BadRequest: 400,
+    Unauthorized: 401,
     NoSuchResource: 404,
     MethodNotAllowed: 405,
     BodyTimeout: 408,
@@ -168,13 +184,26 @@ def route(method: str, target: str) -> tuple[Handler, int]:
     return ROUTES[(method, pattern)], session_id
 
 
+def _decode(raw: bytes) -> dict[str, object]:
+    """Return a request's body as a JSON object ({} when there is none); raise BadRequest."""
+    if not raw:
+        return {}
+    try:
+        body = decode_json(raw)
+    except ValueError as exc:
+        raise BadRequest(f"the body is not JSON as NetServ takes it: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest(f"the body must be a JSON object, not {type(body).__name__}")
+    return body
+
+
 def _shown(text: str) -> str:
     return text if len(text) <= 60 else text[:40] + f"... ({len(text)} characters)"
 
 
 def _error(exc: Exception) -> tuple[int, str]:
     """Return (status, message) for an exception raised while answering a request."""
-    if isinstance(exc, ControlError):
+    if isinstance(exc, (ControlError, Unauthorized)):
         return next(STATUS[c] for c in type(exc).__mro__ if c in STATUS), str(exc)
     if isinstance(exc, AttachError):  # the agent's own refusals carry their status
         return exc.status, str(exc)
@@ -187,8 +216,18 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], agent: NodeAgent) -> None:
+        key, dpid = agent.config.key, agent.config.dpid
+        if len(key) < MIN_KEY_BYTES:
+            raise ValueError(f"the agent of node {dpid:016x} has no key: it would take no call")
         super().__init__(address, _RequestHandler)
         self.agent = agent
+        self.key_id = agent_key_id(dpid)
+        controller = controller_key_id(dpid)
+        self.verifier = Verifier(lambda key_id: key if key_id == controller else None)
+
+    def sign(self, proof: Proof, status: int, data: bytes) -> dict[str, str]:
+        """Return the headers that sign the answer to the request `proof` stands for."""
+        return sign_response(proof.key, self.key_id, proof.nonce, status, data)
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
@@ -204,19 +243,29 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def _serve(self) -> None:
         headers: dict[str, str] = {}
+        proof = None
         try:
+            raw = self._raw_body()
+            # Before routing, so that a caller without the key learns nothing, not
+            # even which paths or sessions exist.
+            proof = self.server.verifier.verify(self.command, self.path, self.headers, raw)
             handler, session_id = route(self.command, self.path)
-            status, body = handler(Call(self.server.agent, session_id, self._body))
+            status, body = handler(Call(self.server.agent, session_id, lambda: _decode(raw)))
             data = json.dumps(body).encode()
         except Exception as exc:
             status, message = _error(exc)
             data = json.dumps({"error": message}).encode()
             if isinstance(exc, MethodNotAllowed):
                 headers["Allow"] = ", ".join(exc.allowed)
+            if isinstance(exc, Unauthorized):
+                headers["WWW-Authenticate"] = exc.challenge
             self.close_connection = True  # the body may be left unread
+        if proof is not None:
+            headers.update(self.server.sign(proof, status, data))
         self._send(status, data, headers)
 
-    def _body(self) -> dict[str, object]:
+    def _raw_body(self) -> bytes:
+        """Return the request's body as sent (b"" when there is none)."""
         if "Transfer-Encoding" in self.headers:
             raise BadRequest("send the body with a Content-Length, not a Transfer-Encoding")
         raw_length = self.headers.get("Content-Length", "0").strip()
@@ -233,15 +282,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             raise BadRequest(f"the body could not be read: {exc}") from None
         if len(raw) < length:
             raise BadRequest(f"the body ended after {len(raw)} of its {length} bytes")
-        if not raw:
-            return {}
-        try:
-            body = decode_json(raw)
-        except ValueError as exc:
-            raise BadRequest(f"the body is not JSON as NetServ takes it: {exc}") from None
-        if not isinstance(body, dict):
-            raise BadRequest(f"the body must be a JSON object, not {type(body).__name__}")
-        return body
+        return raw
 
     def _send(self, status: int, data: bytes, headers: dict[str, str]) -> None:
         try:

@@ -8,6 +8,8 @@ import signal
 import threading
 from collections.abc import Callable
 
+from controller.keyfiles import ENV as SECRETS_ENV
+from controller.keyfiles import SecretsError, provision_node_key, read_secret
 from nodes.agent import HEARTBEAT, AgentConfig, NodeAgent
 from nodes.bundle import MODULE_PATH_HELP, BundleError, Catalog, module_path
 from nodes.control import make_server
@@ -62,6 +64,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--module-path", action="append", metavar="DIRS", help=MODULE_PATH_HELP)
     p.add_argument("--services", dest="module_path", action="append", help=argparse.SUPPRESS)
     p.add_argument(
+        "--secrets",
+        metavar="DIR",
+        help=f"the secrets folder (default ${SECRETS_ENV}, else run/secrets in the repository); "
+        "the node's key is DIR/nodes/<dpid>.key, made there if the node has none",
+    )
+    p.add_argument(
+        "--key-file",
+        metavar="FILE",
+        help="the node's key, if not in the secrets folder: the controller must hold the "
+        "same key in its own (docs/security.md)",
+    )
+    p.add_argument(
         "--heartbeat",
         type=float,
         default=HEARTBEAT,
@@ -82,8 +96,22 @@ def run(args: argparse.Namespace) -> int:
     except BundleError as exc:
         log.error("%s", exc)
         return 1
-    config = AgentConfig(args.dpid, args.iface, args.switch_port, args.controller, args.heartbeat)
+    try:
+        key = node_key(args.dpid, args.secrets, args.key_file)
+    except (OSError, SecretsError) as exc:
+        log.error("cannot read the node's key: %s", exc)
+        return 1
+    config = AgentConfig(
+        args.dpid, args.iface, args.switch_port, args.controller, args.heartbeat, key
+    )
     return run_agent(NodeAgent(config, catalog), args.listen)
+
+
+def node_key(dpid: int, secrets: str | None, key_file: str | None) -> bytes:
+    """Return the node's key: from `key_file`, else from the secrets folder, where it is
+    made if the node has none yet. Raise SecretsError or OSError when it cannot be read."""
+    path = key_file or provision_node_key(secrets, dpid)
+    return read_secret(path)
 
 
 def run_agent(agent: NodeAgent, listen: tuple[str, int]) -> int:

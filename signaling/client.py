@@ -1,14 +1,19 @@
 """The requester-side client library: asks a NetServ controller for services.
 
 It speaks the controller's REST API today; the on-path signaling transport will sit
-behind the same methods.
+behind the same methods. Sessions are made, changed and read with a token
+(`Authorization: Bearer`): the one given, else the one in `token_file`, else the
+operator's in the secrets folder when this user may read it (root), else none (then
+only nodes and modules can be read).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
+from controller.keyfiles import token_path
 from signaling.jsonhttp import ClientError, call_json
 
 __all__ = ["ClientError", "DEFAULT_URL", "NetServClient"]
@@ -17,12 +22,21 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 
 
 class NetServClient:
-    def __init__(self, url: str = DEFAULT_URL, timeout: float = 15.0) -> None:
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        timeout: float = 15.0,
+        token: str | None = None,
+        token_file: str | os.PathLike[str] | None = None,
+    ) -> None:
+        """Raise ClientError (status 0) when `token_file` is given and cannot be read."""
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.token = token if token is not None else read_token(token_file)
 
     def _call(self, method: str, path: str, body: object = None) -> Any:
-        return call_json(self.url + path, method, body, self.timeout)
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+        return call_json(self.url + path, method, body, self.timeout, headers)
 
     def setup(
         self,
@@ -74,3 +88,23 @@ class NetServClient:
     def modules(self) -> dict[str, Any]:
         """Return the service modules the controller offers."""
         return self._call("GET", "/netserv/modules")
+
+
+def read_token(path: str | os.PathLike[str] | None = None) -> str | None:
+    """Return the token in the file `path`; without `path`, the operator's token when
+    this user may read it, else None.
+
+    Raise ClientError (status 0) when `path` is given and holds no token.
+    """
+    try:
+        with open(path or token_path()) as f:
+            token = f.read(4096).strip()
+    except OSError as exc:
+        if path is None:
+            return None
+        raise ClientError(0, f"cannot read the token file {path}: {exc.strerror}") from None
+    if not token or any(c.isspace() for c in token):
+        if path is None:
+            return None
+        raise ClientError(0, f"the token file {path} holds no token (one word)")
+    return token

@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tools.bench_markdown import write_section
 from tools.mlffr import (
     PATHS,
     Trial,
@@ -458,7 +459,8 @@ def run_bench(
         out.write_text(json.dumps(report, indent=1) + "\n")
         log(f"wrote {out}")
     if markdown:
-        markdown.write_text(render_markdown(report))
+        page = render_markdown(report)  # the whole page: keep only its own section
+        write_section(markdown, page[page.index("\n## ") + 1 :])
         log(f"wrote {markdown}")
     if not complete:
         log(f"stopped after {max_minutes} minutes: some searches were not run")

@@ -8,12 +8,14 @@ import sys
 from pathlib import Path
 
 from controller import entry as controller_entry
+from controller import keyfiles
 from nodes import main as agent_main
 from nodes.bundle import MODULE_PATH_HELP, BundleError, Catalog, module_path
 from signaling import cli as signal_cli
 from signaling.cli import chain
 from signaling.cli import pairs as _pairs
 from signaling.client import DEFAULT_URL, ClientError, NetServClient
+from tools.bench_agent_stats import PATHS as AGENT_PATHS
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -72,8 +74,39 @@ def cmd_bench(a: argparse.Namespace) -> int:
     )
 
 
+def _mlffr_arguments(b: argparse.ArgumentParser) -> None:
+    b.add_argument("--sizes", type=_ints, default=[64, 1500], help="frame sizes, bytes without FCS")
+    b.add_argument("--repeats", type=int, default=3, help="searches per path and size")
+    b.add_argument("--seconds", type=float, default=2.0, help="length of a trial (whole s)")
+    b.add_argument("--loss", type=float, default=0.0, help="loss ratio a trial may have")
+    b.add_argument("--out", default=str(REPO / "tools/out/mlffr.json"), help="JSON results")
+    b.add_argument("--markdown", metavar="FILE", help="update the MLFFR section of FILE too")
+    b.add_argument(
+        "--paths", type=_csv, default=["linux", "ovs", "ovs+null"], help="paths to measure"
+    )
+    b.add_argument("--max-trials", type=int, default=10, help="trials per search")
+    b.add_argument("--max-minutes", type=float, default=30.0, help="start no search after")
+    b.set_defaults(func=cmd_bench)
+
+
+def cmd_bench_agent(a: argparse.Namespace) -> int:
+    from tools.bench_agent import run_agent_bench
+
+    repeats, seconds = (2, 1.0) if a.quick else (a.repeats, a.seconds)
+    return run_agent_bench(
+        paths=a.paths,
+        repeats=repeats,
+        seconds=seconds,
+        warmup=min(a.warmup, 0.3) if a.quick else a.warmup,
+        size=a.size,
+        pin=a.pin,
+        out=Path(a.out) if a.out else None,
+        markdown=Path(a.markdown) if a.markdown else None,
+    )
+
+
 def cmd_session(a: argparse.Namespace) -> int:
-    client = NetServClient(a.url)
+    client = NetServClient(a.url, token_file=a.token_file)
     if a.action == "setup":
         session = client.setup(
             match=_pairs(a.match, "match field"),
@@ -114,22 +147,37 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--others", type=int, default=300, help="frames on other flows (M)")
     d.set_defaults(func=cmd_demo)
 
-    b = sub.add_parser("bench", help="measure MLFFR: Linux vs OVS vs OVS + a null detour")
-    b.add_argument("--sizes", type=_ints, default=[64, 1500], help="frame sizes, bytes without FCS")
-    b.add_argument("--repeats", type=int, default=3, help="searches per path and size")
-    b.add_argument("--seconds", type=float, default=2.0, help="length of a trial (whole s)")
-    b.add_argument("--loss", type=float, default=0.0, help="loss ratio a trial may have")
-    b.add_argument("--out", default=str(REPO / "tools/out/mlffr.json"), help="JSON results")
-    b.add_argument("--markdown", metavar="FILE", help="write the results as Markdown too")
-    b.add_argument(
-        "--paths", type=_csv, default=["linux", "ovs", "ovs+null"], help="paths to measure"
+    b = sub.add_parser(
+        "bench",
+        help="benchmarks: mlffr (the default: Linux vs OVS vs OVS + a null detour) "
+        "or agent (the node agent alone against a bare reflector)",
+        description="`netserv bench [OPTIONS]` is `netserv bench mlffr [OPTIONS]`.",
     )
-    b.add_argument("--max-trials", type=int, default=10, help="trials per search")
-    b.add_argument("--max-minutes", type=float, default=30.0, help="start no search after")
-    b.set_defaults(func=cmd_bench)
+    _mlffr_arguments(b)
+    kinds = b.add_subparsers(dest="bench", metavar="{mlffr,agent}")
+    _mlffr_arguments(kinds.add_parser("mlffr", help="measure MLFFR: Linux vs OVS vs OVS + null"))
+    ag = kinds.add_parser("agent", help="the agent's packet loop against a bare batched reflector")
+    ag.add_argument("--repeats", type=int, default=7, help="trials per path, interleaved")
+    ag.add_argument("--seconds", type=float, default=3.0, help="measured window of a trial")
+    ag.add_argument("--warmup", type=float, default=0.5, help="seconds sent before the window")
+    ag.add_argument("--size", type=int, default=64, help="frame size as modules see it (60..1514)")
+    ag.add_argument("--paths", type=_csv, default=list(AGENT_PATHS), help="paths to measure")
+    ag.add_argument(
+        "--pin", action="store_true", help="pin the generator to CPU 0, the path to CPU 1"
+    )
+    ag.add_argument("--quick", action="store_true", help="2 repeats of 1 s: a short run")
+    ag.add_argument("--out", default=str(REPO / "tools/out/agent.json"), help="JSON results")
+    ag.add_argument("--markdown", metavar="FILE", help="update the agent section of FILE too")
+    ag.set_defaults(func=cmd_bench_agent)
 
     s = sub.add_parser("session", help="ask a controller for services on flows")
     s.add_argument("--url", default=DEFAULT_URL, help="controller REST URL")
+    s.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="file holding the token sessions are asked for with (default: the operator's, "
+        f"{keyfiles.TOKEN_FILE} in the secrets folder: ${keyfiles.ENV}, else run/secrets)",
+    )
     ss = s.add_subparsers(dest="action", required=True)
     up = ss.add_parser("setup", help="request a service module on a flow")
     up.add_argument(

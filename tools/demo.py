@@ -9,11 +9,9 @@ makes the demo exit non-zero.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import tempfile
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +33,12 @@ def step(text: str) -> None:
     print(f"\n== {text}")
 
 
-def _agent_health(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url + "/health", timeout=5) as resp:
-        return json.loads(resp.read())
+def _agent_health(switch: Any, url: str) -> dict[str, Any]:
+    """Return the node agent's own view, asked as the controller asks: with the node's key."""
+    from controller.agent_client import agent_call
+    from controller.keyfiles import read_secret
+
+    return agent_call(read_secret(switch.key_file), switch.dpid_int, url, "GET", "/health")
 
 
 def run_demo(packets: int = 200, others: int = 300) -> int:
@@ -92,7 +93,7 @@ def run_demo(packets: int = 200, others: int = 300) -> int:
                     print(f"   flow: {line}")
                 agent_url = next(n for n in client.nodes() if n["dpid"] == s1.dpid)["agent"]["url"]
                 check(
-                    "counter" in _agent_health(agent_url)["modules_loaded"],
+                    "counter" in _agent_health(s1, agent_url)["modules_loaded"],
                     "the agent loaded the counter module at run time",
                 )
                 before = ovs.port_counters(s1.name, s1.agent_port_name)
@@ -138,7 +139,7 @@ def run_demo(packets: int = 200, others: int = 300) -> int:
                     ovs.dump_flows(s1.name, cookie) == [],
                     "no flow with the session's cookie is left",
                 )
-                health = _agent_health(agent_url)
+                health = _agent_health(s1, agent_url)
                 check(
                     health["sessions"] == [] and health["modules_loaded"] == {},
                     "the agent holds no session and has unloaded the counter module",

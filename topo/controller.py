@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from controller import keyfiles
 from nodes.bundle import module_path as search_path
 from signaling.client import ClientError, NetServClient
 
@@ -62,7 +63,14 @@ class ControllerProcess:
     is the module search path (see `nodes.bundle.module_path`); give the topology
     the same one. `agent_dead_after` None keeps the controller's default. `of_port`
     and `rest_port` None take free ports; give them to run on known ones (6653 and
-    8080 are `netserv controller`'s defaults).
+    8080 are `netserv controller`'s defaults). `secrets` is the secrets folder (None:
+    $NETSERV_SECRETS, else run/secrets; see `controller.keyfiles`): give the topology
+    the same one. `token` is the operator's REST token, `client()` a client that
+    sends it.
+    `store` is the controller's session store (`--store`); None gives it one of its own
+    beside the log file (`.sqlite`), emptied when it is first started and removed when
+    the context ends: a restart of this object (`stop`, `start`) takes its sessions
+    back, a new one starts with none.
     """
 
     def __init__(
@@ -73,6 +81,8 @@ class ControllerProcess:
         apps: Sequence[str] = (),
         of_port: int | None = None,
         rest_port: int | None = None,
+        secrets: str | os.PathLike[str] | None = None,
+        store: str | os.PathLike[str] | None = None,
     ) -> None:
         self.of_port = of_port if of_port is not None else free_port()
         self.rest_port = rest_port if rest_port is not None else free_port()
@@ -83,7 +93,20 @@ class ControllerProcess:
         self.module_path = module_path_arg(module_path)
         self.agent_dead_after = agent_dead_after
         self.apps = tuple(apps)
+        self.secrets = keyfiles.secrets_dir(secrets)
+        self.store = str(store) if store is not None else str(self.logfile.with_suffix(".sqlite"))
+        self._own_store = store is None
+        self._started = False
         self.proc: subprocess.Popen | None = None
+
+    @property
+    def token(self) -> str:
+        """Return the operator's REST token (the controller makes it on its first start)."""
+        return keyfiles.operator_token(self.secrets, create=True)
+
+    def client(self, timeout: float = 15.0) -> NetServClient:
+        """Return a client of this controller's REST API with the operator's token."""
+        return NetServClient(self.url, timeout=timeout, token=self.token)
 
     @property
     def of_addr(self) -> tuple[str, int]:
@@ -99,6 +122,8 @@ class ControllerProcess:
         """Return the controller's command line."""
         argv = [sys.executable, "-m", "controller", "--of-port", str(self.of_port)]
         argv += ["--rest-port", str(self.rest_port), "--module-path", self.module_path]
+        argv += ["--secrets", str(self.secrets)]
+        argv += ["--store", self.store]
         if self.agent_dead_after is not None:
             argv += ["--agent-dead-after", str(self.agent_dead_after)]
         for app in self.apps:
@@ -112,6 +137,9 @@ class ControllerProcess:
         within `timeout` seconds; it is stopped then.
         """
         self.logfile.parent.mkdir(parents=True, exist_ok=True)
+        if self._own_store and not self._started:  # left by an earlier controller, if any
+            self._remove_store()
+        self._started = True
         with open(self.logfile, "ab") as log:
             self.proc = subprocess.Popen(
                 self.argv(),
@@ -148,6 +176,12 @@ class ControllerProcess:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+        if self._own_store:
+            self._remove_store()
+
+    def _remove_store(self) -> None:
+        for suffix in ("", "-wal", "-shm"):
+            Path(self.store + suffix).unlink(missing_ok=True)
 
 
 def wait_ready(

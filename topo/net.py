@@ -13,6 +13,7 @@ from mininet.net import Mininet
 from mininet.node import Host
 from mininet.topo import Topo
 
+from controller import keyfiles
 from topo.cmd import CommandError, link_exists, run
 from topo.controller import module_path_arg
 from topo.datapath import detect_datapath
@@ -30,6 +31,7 @@ def netserv_network(
     rundir: str | os.PathLike[str] | None = None,
     datapath: str | None = None,
     module_path: str | Iterable[str | os.PathLike[str]] | None = None,
+    secrets: str | os.PathLike[str] | None = None,
 ) -> Iterator[Mininet]:
     """Build and start `topo`; yield the started Mininet; always stop it on exit.
 
@@ -37,7 +39,9 @@ def netserv_network(
     `controller` (ip, port); NetServ nodes start their agent only when
     `rest_url` (the controller's REST URL) is given, with `module_path` as their
     module search path (None: $NETSERV_MODULE_PATH; see `nodes.bundle.module_path`),
-    which should be the controller's too. Every host and switch-side
+    which should be the controller's too. Each such node gets a key in the secrets
+    folder `secrets` (None: $NETSERV_SECRETS, else run/secrets), made before its agent
+    starts if it has none; give the controller the same folder. Every host and switch-side
     interface has TX checksum offload and IPv6 off. On exit, even when the body
     or the build raised, exactly what this network made is removed: agents,
     agent veths, links, bridges and host namespaces. Nothing is matched by a
@@ -51,6 +55,7 @@ def netserv_network(
         rundir=rundir if rundir is not None else DEFAULT_RUNDIR,
         datapath=datapath or detect_datapath(),
         module_path=module_path_arg(module_path),
+        secrets=keyfiles.secrets_dir(secrets),
     )
     net = Mininet(
         topo=topo,

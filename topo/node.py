@@ -15,6 +15,7 @@ from pathlib import Path
 from mininet.log import warn
 from mininet.node import Host, OVSSwitch, RemoteController, Switch
 
+from controller import keyfiles
 from topo.cmd import (
     CommandError,
     disable_ipv6,
@@ -75,7 +76,9 @@ class NetServSwitch(OVSSwitch):
     `agent_url` set (the controller's REST URL) the agent process is started on
     that interface; without it only the plumbing is made. `module_path` is the
     agent's module search path (None: $NETSERV_MODULE_PATH, read when the switch
-    is made); give the controller the same one.
+    is made); give the controller the same one. The node's key is made in the
+    secrets folder `secrets` (None: $NETSERV_SECRETS, else run/secrets) before the
+    agent starts, if the node has none; the agent is given its path, never the key.
     """
 
     def __init__(
@@ -87,6 +90,7 @@ class NetServSwitch(OVSSwitch):
         datapath: str | None = None,
         failMode: str = "secure",
         module_path: str | Iterable[str | os.PathLike[str]] | None = None,
+        secrets: str | os.PathLike[str] | None = None,
         **params: object,
     ) -> None:
         # Mininet's buildFromTopo asks for batch startup, which would create the
@@ -105,6 +109,8 @@ class NetServSwitch(OVSSwitch):
         self.agent_url = agent_url
         self.module_path = module_path_arg(module_path) if self.netserv and agent_url else ""
         self.rundir = Path(rundir) if rundir is not None else DEFAULT_RUNDIR
+        self.secrets = keyfiles.secrets_dir(secrets)
+        self.key_file = keyfiles.node_key_path(self.secrets, self.dpid_int)
         self.agent_port_name: str | None = name + AGENT_PORT_SUFFIX if self.netserv else None
         self.agent_iface: str | None = name + AGENT_IFACE_SUFFIX if self.netserv else None
         self.agent_log: Path | None = None
@@ -167,6 +173,8 @@ class NetServSwitch(OVSSwitch):
             str(self.agent_url),
             "--module-path",
             self.module_path,
+            "--key-file",
+            str(self.key_file),
         ]
 
     def stop(self, deleteIntfs: bool = True) -> None:
@@ -257,7 +265,17 @@ class NetServSwitch(OVSSwitch):
                     run(["ip", "link", "del", name])
             self._agent_veth_made = False
 
+    def start_agent(self) -> None:
+        """Start the node's agent (after `stop_agent`, a restart); return at once.
+
+        The node's key is made first if it has none.
+        """
+        if self._agent is not None and self._agent.poll() is None:
+            raise CommandError(f"the agent of {self.name} runs already (pid {self._agent.pid})")
+        self._start_agent()
+
     def _start_agent(self) -> None:
+        keyfiles.provision_node_key(self.secrets, self.dpid_int)
         self.rundir.mkdir(parents=True, exist_ok=True)
         self.agent_log = self.rundir / f"{self.name}-agent.log"
         with open(self.agent_log, "ab") as log:

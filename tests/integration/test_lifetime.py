@@ -22,6 +22,7 @@ import pytest
 from controller.requests import MAX_LIFETIME
 from controller.tables import HARD_TIMEOUT_CAP, HARD_TIMEOUT_CAP_ENV
 from signaling.client import NetServClient
+from tests.agents import call_agent
 from tools import ovs
 from tools.scenario import Receiver, send_udp, warm_up
 from topo.controller import ControllerProcess, wait_ready
@@ -48,6 +49,7 @@ class Node:
         req = urllib.request.Request(
             self.controller.url + "/netserv/sessions", data=json.dumps(body).encode(), method="POST"
         )
+        req.add_header("Authorization", f"Bearer {self.controller.token}")
         try:
             with urllib.request.urlopen(req, timeout=15) as resp:
                 status, raw = resp.status, resp.read()
@@ -61,9 +63,7 @@ class Node:
         return flow
 
     def agent(self) -> dict[str, Any]:
-        (node,) = [n for n in self.client.nodes() if n["dpid"] == self.switch.dpid]
-        with urllib.request.urlopen(node["agent"]["url"] + "/health", timeout=5) as resp:
-            return json.loads(resp.read())
+        return call_agent(self.client, self.switch)
 
     def send(self, count: int) -> int:
         """Send `count` frames on the session's flow; return how many h2 received."""

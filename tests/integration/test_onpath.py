@@ -157,7 +157,7 @@ def single(controller: ControllerProcess, key_file: Path, unique_prefix: str, tm
     with netserv_network(
         topo, controller=controller.of_addr, rest_url=controller.url, rundir=tmp_path
     ) as net:
-        client = NetServClient(controller.url)
+        client = controller.client()
         wait_connected(net)
         wait_ready(client, [net.switches[0].dpid])
         h1, h2, h3 = net.hosts
@@ -384,7 +384,7 @@ def chain3(controller: ControllerProcess, key_file: Path, unique_prefix: str, tm
     with netserv_network(
         topo, controller=controller.of_addr, rest_url=controller.url, rundir=tmp_path
     ) as net:
-        client = NetServClient(controller.url)
+        client = controller.client()
         wait_connected(net)
         wait_ready(client, [s.dpid for s in net.switches])
         h1, h2, h3 = net.hosts

@@ -76,7 +76,7 @@ class World:
         return exchange(self.controller.rest_port, request(method, path, data, headers))
 
     def sessions(self) -> list[dict[str, Any]]:
-        return self.call("GET", "/netserv/sessions").json()  # type: ignore[return-value]
+        return self.call("GET", "/netserv/sessions", who="operator").json()  # type: ignore[return-value]
 
     def flows(self) -> set[str]:
         """Return the switch's NetServ flows (cookie 0x4e53...) without their counters."""

@@ -11,10 +11,15 @@ the session's match, so one that stays valid is a 409, never a 201 (the match is
 ever made invalid, never changed to another valid match); a refresh body keeps the
 session's lifetime or is broken; a DELETE never names the session as its canonical path;
 a registration is always malformed. A well-formed registration for the node, with another
-boot id and address, is taken today as its agent restarting: the controller re-attaches the
-node's chains there and ends the sessions it cannot re-attach. That is agent identity, not
-REST parsing, so no well-formed registration is sent. Any 2xx to a request that would create or end
-state is therefore a failure on its own, and the final comparison catches the rest.
+boot id and address, signed with the node's key, is taken as its agent restarting: the
+controller re-attaches the node's chains there and ends the sessions it cannot re-attach.
+That is agent identity, not REST parsing, so no well-formed registration is sent. Any 2xx
+to a request that would create or end state is therefore a failure on its own, and the
+final comparison catches the rest.
+
+Most requests carry the operator's token, and most registrations the node's signature,
+so that their bodies are read; the others carry none, or a wrong one, and are refused
+before their bodies are read.
 
 NETSERV_FUZZ_SEED picks the seed (default 5); NETSERV_FUZZ_COUNT the number of requests
 (default 5,000; 100,000 with `pytest --long`).
@@ -27,7 +32,6 @@ import json
 import os
 import random
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +39,12 @@ from typing import Any
 
 import pytest
 
+from controller.auth import Signer, agent_key_id, controller_key_id
+from controller.keyfiles import read_secret
 from controller.requests import parse_dpid
 from controller.tables import KIND_LEARNED, KIND_SHIFT, SESSION_ID_MAX
 from signaling.client import NetServClient
+from tests.agents import call_agent
 from tests.rawhttp import Answer, exchange, has_traceback
 from tools import ovs
 from topo.controller import ControllerProcess, wait_ready
@@ -60,7 +67,7 @@ class Target:
     agent_url: str
 
     def agent(self) -> dict[str, Any]:
-        return json.loads(exchange_get(self.agent_url + "/health"))
+        return call_agent(self.client, self.switch)
 
     def snapshot(self) -> dict[str, Any]:
         """Return what no refused request may change: sessions, chains, session flows."""
@@ -74,11 +81,6 @@ class Target:
             "modules": health["modules_loaded"],
             "flows": flows(self.switch.name),
         }
-
-
-def exchange_get(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        return resp.read()
 
 
 def flows(bridge: str) -> list[str]:
@@ -118,7 +120,7 @@ def target(tmp_path: Path, unique_prefix: str) -> Iterator[Target]:
             )
             (node,) = client.nodes()
             agent_url = node["agent"]["url"]
-            health = json.loads(exchange_get(agent_url + "/health"))
+            health = call_agent(client, switch)
             registration = {
                 "dpid": health["dpid"],
                 "switch_port": health["switch_port"],
@@ -272,6 +274,10 @@ class Fuzzer:
         }
         self.refresh = {"lifetime": LIFETIME}
         self.registration = dict(target.registration)
+        self.token = target.ctl.token
+        key = read_secret(target.switch.key_file)
+        dpid = target.switch.dpid_int
+        self.agent = Signer(key, agent_key_id(dpid), controller_key_id(dpid))
         self.bad_dpids = [j for j in JUNK if not _parses(parse_dpid, j)]
 
     # bodies -----------------------------------------------------------------------
@@ -426,12 +432,24 @@ class Fuzzer:
             req = Request(method, path, body, registration=registration)
         else:
             req = Request("GET", rng.choice(KNOWN_PATHS).replace("/1", "/" + self.sid))
+        self._credentials(req, kind)
         if rng.random() < 0.25:
             self._headers(req)
         if req.method.upper().startswith("DELETE") and req.route == f"/netserv/sessions/{self.sid}":
             req.method = "GET"  # the one request that would end the session on purpose
         req.what = kind
         return req
+
+    def _credentials(self, req: Request, kind: str) -> None:
+        """Sign most registrations as the node's agent; give most others the token."""
+        rng = self.rng
+        if kind == "register" and rng.random() < 0.8:
+            req.headers.update(self.agent.sign(req.method, req.path, req.body))
+        elif rng.random() < 0.9:
+            req.headers["Authorization"] = f"Bearer {self.token}"
+        elif rng.random() < 0.5:
+            wrong = ["Bearer", f"Bearer {self.token[:-1]}", f"Basic {self.token}", self.token]
+            req.headers["Authorization"] = rng.choice(wrong)
 
     def _headers(self, req: Request) -> None:
         rng = self.rng
@@ -563,6 +581,7 @@ def test_rest_fuzz(target: Target, request: pytest.FixtureRequest) -> None:
     assert not failures, "\n".join(failures)
     assert target.snapshot() == before
     assert statuses.get(409, 0) > 0 and statuses.get(400, 0) > count // 4, statuses
+    assert statuses.get(401, 0) > 0, statuses
     log = target.ctl.logfile.read_text(errors="replace")
     assert "internal error" not in log and "Traceback" not in log
     print(

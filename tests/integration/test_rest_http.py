@@ -12,13 +12,16 @@ from pathlib import Path
 
 import pytest
 
+from controller.auth import Signer, agent_key_id, controller_key_id
 from controller.entry import _eventlet_compat
+from controller.keyfiles import provision_node_key, read_secret
 from tests.rawhttp import Answer, exchange, has_traceback, request
 from topo.controller import ControllerProcess
 
 _eventlet_compat()
 from controller.rest import READ_TIMEOUT  # noqa: E402
 
+NODE = 0xFE
 HEARTBEAT = (
     b'{"dpid": "00000000000000fe", "switch_port": "x-ns", "url": "http://127.0.0.1:9",'
     b' "boot_id": "b"}'
@@ -31,8 +34,30 @@ def controller(tmp_path: Path) -> Iterator[ControllerProcess]:
         yield ctl
 
 
-def send(ctl: ControllerProcess, method: str, path: str, body: bytes = b"", **kw) -> Answer:
-    return exchange(ctl.rest_port, request(method, path, body, **kw))
+def send(
+    ctl: ControllerProcess,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    **kw,
+) -> Answer:
+    """Send a request as the operator or, for a registration, as node fe's agent."""
+    return exchange(
+        ctl.rest_port, request(method, path, body, signed(ctl, method, path, body, headers), **kw)
+    )
+
+
+def signed(
+    ctl: ControllerProcess, method: str, path: str, body: bytes, headers: dict[str, str] | None
+) -> dict[str, str]:
+    """Return `headers` with the operator's token or, registering, node fe's signature."""
+    if method == "POST" and path.startswith("/netserv/nodes"):
+        key = read_secret(provision_node_key(ctl.secrets, NODE))
+        head = Signer(key, agent_key_id(NODE), controller_key_id(NODE)).sign(method, path, body)
+    else:
+        head = {"Authorization": f"Bearer {ctl.token}"}
+    return head | (headers or {})
 
 
 @pytest.mark.parametrize(
@@ -75,6 +100,8 @@ def test_bad_requests_get_a_json_error_and_no_traceback(controller, method, path
     ],
 )
 def test_malformed_http_gets_a_status_line_and_json(controller, data, status):
+    token = f"Authorization: Bearer {controller.token}\r\n".encode()
+    data = data.replace(b" HTTP/1.1\r\n", b" HTTP/1.1\r\n" + token, 1)  # past the token check
     answer = exchange(controller.rest_port, data)
     assert answer.status == status and answer.json()["error"], answer.body
     assert not has_traceback(answer.body)
@@ -106,7 +133,12 @@ def test_a_stalled_body_is_given_up_after_the_read_timeout(controller):
     started = time.monotonic()
     sock = stalled(
         controller.rest_port,
-        request("POST", "/netserv/sessions", b'{"match"', {"Content-Length": "100"}),
+        request(
+            "POST",
+            "/netserv/sessions",
+            b'{"match"',
+            {"Content-Length": "100", "Authorization": f"Bearer {controller.token}"},
+        ),
     )
     raw, seconds = wait_answer(sock, started)
     assert raw.startswith(b"HTTP/1.1 408 ") and b"did not arrive" in raw, raw
@@ -133,3 +165,20 @@ def test_heartbeats_and_reads_stay_prompt_while_clients_stall(controller):
     for sock in slow:  # every stalled client was dropped after the read time-out
         _, seconds = wait_answer(sock, started)
         assert seconds <= READ_TIMEOUT + 1.5
+
+
+def test_callers_are_checked_on_the_wire(controller):
+    """Eventlet's server hands the checks what was sent: the query is part of what is
+    signed, and the challenges reach the client."""
+    query = "/netserv/nodes?from=agent"
+    assert send(controller, "POST", query, HEARTBEAT).status == 200
+    unsigned = exchange(controller.rest_port, request("POST", "/netserv/nodes", HEARTBEAT))
+    assert unsigned.status == 401 and unsigned.headers["www-authenticate"] == "NetServ-HMAC-SHA256"
+    resigned = signed(controller, "POST", "/netserv/nodes", HEARTBEAT, None)
+    moved = exchange(controller.rest_port, request("POST", query, HEARTBEAT, resigned))
+    assert moved.status == 401 and "MAC does not match" in moved.json()["error"]
+    no_token = exchange(controller.rest_port, request("GET", "/netserv/sessions"))
+    assert no_token.status == 401
+    assert no_token.headers["www-authenticate"] == 'Bearer realm="netserv"'
+    assert str(controller.secrets / "rest.token") in no_token.json()["error"]
+    assert send(controller, "GET", "/netserv/sessions").json() == []

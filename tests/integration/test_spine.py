@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -17,7 +19,10 @@ from typing import Any
 
 import pytest
 
+from controller.agent_client import agent_call
+from controller.keyfiles import read_secret
 from signaling.client import ClientError, NetServClient
+from tests.agents import call_agent
 from tools import ovs
 from tools.procs import REPO, python_env
 from tools.scenario import Receiver, send_udp, warm_up
@@ -35,14 +40,8 @@ class Node:
     switch: Any
     hosts: list[Any]
 
-    @property
-    def agent_url(self) -> str:
-        node = next(n for n in self.client.nodes() if n["dpid"] == self.switch.dpid)
-        return node["agent"]["url"]
-
     def agent(self) -> dict[str, Any]:
-        with urllib.request.urlopen(self.agent_url + "/health", timeout=5) as resp:
-            return json.loads(resp.read())
+        return call_agent(self.client, self.switch)
 
     def to_agent(self) -> int:
         return ovs.port_counters(self.switch.name, self.switch.agent_port_name)["tx_packets"]
@@ -167,8 +166,9 @@ def test_refresh_extends_the_session_at_controller_switch_and_agent(node: Node) 
     assert [s["id"] for s in node.client.sessions()] == [session["id"]]
 
 
-def _post_raw(url: str, data: bytes) -> tuple[int, dict[str, Any]]:
+def _post_raw(url: str, data: bytes, token: str) -> tuple[int, dict[str, Any]]:
     req = urllib.request.Request(url + "/netserv/sessions", data=data, method="POST")
+    req.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, json.loads(resp.read())
@@ -194,7 +194,7 @@ def test_bad_requests_are_refused_and_change_nothing(
     node: Node, controller: ControllerProcess, body: bytes, status: int, words: str
 ) -> None:
     flows = node.flows()
-    got, reply = _post_raw(controller.url, body)
+    got, reply = _post_raw(controller.url, body, controller.token)
     assert got == status and words in reply["error"]
     assert node.flows() == flows
     assert node.client.sessions() == []
@@ -226,26 +226,79 @@ def test_a_dead_agent_has_its_detours_removed_so_traffic_bypasses_it(node: Node)
     assert rx.got(h1, 9000) == 30
 
 
-def test_a_controller_restart_loses_sessions_but_leaves_no_detour_or_orphan_chain(
+def detour(node: Node, cookie: int) -> tuple[float, int, float]:
+    """Return (when asked, packet count, age in s) of the detour flow, as the switch says."""
+    (line,) = ovs.dump_flows(node.switch.name, cookie)
+    packets = re.search(r"n_packets=(\d+)", line)
+    duration = re.search(r"duration=([\d.]+)s", line)
+    assert packets and duration, line
+    return time.monotonic(), int(packets.group(1)), float(duration.group(1))
+
+
+def agent_counted(node: Node, url: str, session_id: int) -> int:
+    """Return what the session's counter module counted, asked of the agent itself
+    (signed with the node's key, as the controller asks, which may be down)."""
+    key = read_secret(node.switch.key_file)
+    stats = agent_call(key, node.switch.dpid_int, url, "GET", f"/sessions/{session_id}")
+    return stats["modules"][0]["stats"]["packets"]
+
+
+def test_a_controller_killed_and_restarted_keeps_the_detoured_flow_served(
     node: Node, controller: ControllerProcess
 ) -> None:
     h1, h2, _ = node.hosts
-    old = node.client.setup(served_match(h1, h2), module="counter", lifetime=300)
-    controller.stop()
-    controller.start()
-    # The switch reconnects (NetServ's flows are wiped, the pipeline reinstalled) and the
-    # agent re-registers (the controller lists no session, so it drops its chain).
-    wait_ready(node.client, [node.switch.dpid], timeout=30)
-    deadline = time.monotonic() + 10
-    while node.agent()["sessions"] and time.monotonic() < deadline:
-        time.sleep(0.3)
-    assert node.agent()["sessions"] == [] and node.agent()["modules_loaded"] == {}
-    assert node.client.sessions() == []
-    assert ovs.dump_flows(node.switch.name, int(old["cookie"], 16)) == []
+    lifetime, frames, rate = 300, 3000, 150.0  # 20 s of frames, across the whole episode
+    old = node.client.setup(served_match(h1, h2), module="counter", lifetime=lifetime)
+    made_at, cookie = time.monotonic(), int(old["cookie"], 16)
+    agent_url = next(n for n in node.client.nodes() if n["dpid"] == node.switch.dpid)["agent"][
+        "url"
+    ]
+    agent_pid = node.switch.agent_pid
+    sent: list[int] = []
     with Receiver(h2) as rx:
-        send_udp(h1, h2, 9000, 30)
-    assert rx.got(h1, 9000) == 30
-    new = node.client.setup(served_match(h1, h2), module="counter", lifetime=300)
+        sender = threading.Thread(
+            target=lambda: sent.append(send_udp(h1, h2, 9000, frames, rate=rate))
+        )
+        sender.start()
+        time.sleep(2)
+        seen = [detour(node, cookie)]
+        os.kill(controller.pid, signal.SIGKILL)
+        controller.proc.wait(10)
+        # No controller: the detour stays in the switch and the agent keeps counting.
+        counted = agent_counted(node, agent_url, old["id"])
+        time.sleep(2)
+        assert agent_counted(node, agent_url, old["id"]) > counted
+        seen.append(detour(node, cookie))
+        controller.start()
+        wait_ready(node.client, [node.switch.dpid], timeout=30)
+        back = node.client.session(old["id"])
+        elapsed = time.monotonic() - made_at
+        assert (back["id"], back["cookie"], back["tag"]) == (old["id"], old["cookie"], old["tag"])
+        assert (back["match"], back["modules"], back["state"]) == (
+            old["match"],
+            old["modules"],
+            "active",
+        )
+        assert lifetime - elapsed - 2 <= back["expires_in"] <= lifetime - elapsed + 1
+        time.sleep(3)  # the switch has reconnected and been reconciled by now
+        seen.append(detour(node, cookie))
+        sender.join(60)
+    # The detour was never deleted nor added again: its counter only grew, and it aged
+    # as the clock did (Open vSwitch restarts a flow's age when it is added again).
+    packets = [p for _, p, _ in seen]
+    assert packets == sorted(packets) and packets[0] < packets[1] < packets[2]
+    (first, _, age_first), (last, _, age_last) = seen[0], seen[-1]
+    assert age_last - age_first >= last - first - 1
+    # Every frame sent across the episode arrived, each through the module.
+    assert sent == [frames] and rx.got(h1, 9000) == frames
+    assert module_stats(node.client, old["id"])["packets"] == frames
+    assert ovs.flow_packets(node.switch.name, cookie) == frames
+    assert node.switch.agent_pid == agent_pid and node.agent()["sessions"] == [old["id"]]
+    final = node.client.teardown(old["id"])
+    assert final["stats"]["modules"][0]["stats"]["packets"] == frames
+    assert ovs.dump_flows(node.switch.name, cookie) == [] and node.agent()["sessions"] == []
+    new = node.client.setup(served_match(h1, h2), module="counter", lifetime=60)
+    assert new["id"] > old["id"]
     send_udp(h1, h2, 9000, 25)
     assert module_stats(node.client, new["id"])["packets"] == 25
 

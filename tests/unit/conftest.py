@@ -7,12 +7,15 @@ from types import MappingProxyType
 
 import pytest
 
+from controller.auth import RestAuth, Signer, agent_key_id, controller_key_id
 from controller.errors import PartFailed, Unavailable
 from controller.messages import FlowAdd, FlowDelete
+from controller.pipeline import present_request
 from controller.policy import OPERATOR, Policy, Requester
 from controller.requests import parse_session_request
 from controller.service import NetServService
 from controller.sessions import Session
+from controller.store import MEMORY, SessionStore
 from controller.topology import SwitchPort
 from nodes.agent import AgentConfig, AttachError, NodeAgent
 from nodes.bundle import Catalog
@@ -21,6 +24,13 @@ from tests.unit.flowsim import SimSwitch
 SERVICES = Path(__file__).resolve().parents[2] / "services"
 DPID, AGENT_PORT = 1, 4
 PORTS = {1: "s1-eth1", 2: "s1-eth2", AGENT_PORT: "s1-ns"}
+TOKEN = "0123456789abcdef" * 4  # the operator's REST token
+NODE_KEY = bytes(range(32))  # node DPID's key
+
+
+def node_signed(method: str, path: str, body: bytes, dpid: int = DPID, key: bytes = NODE_KEY):
+    """Return the headers of a request signed by node `dpid`'s agent with `key`."""
+    return Signer(key, agent_key_id(dpid), controller_key_id(dpid)).sign(method, path, body)
 
 
 def policy_of(*requesters: str, keys: dict[int, bytes] | None = None) -> Policy:
@@ -54,11 +64,17 @@ def end(service: NetServService, session_id: int) -> dict:
 
 
 class Clock:
+    """A monotonic clock the test moves; `wall` is the time of day, moving with it."""
+
     def __init__(self) -> None:
         self.now = 1000.0
+        self.boot = 1_700_000_000.0  # the time of day when `now` was 0
 
     def __call__(self) -> float:
         return self.now
+
+    def wall(self) -> float:
+        return self.boot + self.now
 
 
 class SimSwitches:
@@ -80,7 +96,15 @@ class SimSwitches:
     def request(self, dpid, msg):
         if self.fail:
             raise self.fail
-        return self.sims[dpid].answer(msg)
+        return self.sims.setdefault(dpid, SimSwitch()).answer(msg)
+
+
+def connect(service, switches, dpid, ports) -> None:
+    """What the Ryu app does when a switch connects: ports, then read flows, reconcile."""
+    service.switch_connected(dpid)
+    switches.send(dpid, service.ports_replaced(dpid, ports))
+    assert service.sync_due(dpid)
+    switches.send(dpid, service.reconcile(dpid, switches.request(dpid, present_request())))
 
 
 class InProcessAgents:
@@ -139,11 +163,17 @@ def services(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def rest_auth() -> RestAuth:
+    """The controller's callers: the operator by TOKEN, node DPID's agent by NODE_KEY."""
+    return RestAuth(TOKEN, {DPID: NODE_KEY}.get)
+
+
+@pytest.fixture
 def world(services: Path):
     clock, switches, agents = Clock(), SimSwitches(), InProcessAgents()
-    service = NetServService(Catalog(services), switches, agents, clock)
-    switches.send(DPID, service.switch_connected(DPID))
-    switches.send(DPID, service.ports_changed(DPID, PORTS, set()))
+    store = SessionStore(MEMORY, clock, clock.wall)
+    service = NetServService(Catalog(services), switches, agents, clock, store=store)
+    connect(service, switches, DPID, PORTS)
     node_agent = NodeAgent(
         AgentConfig(DPID, "s1-na", "s1-ns", "http://c"), Catalog(services), clock
     )
@@ -200,8 +230,7 @@ def line(services) -> Line:
     topology = service.network.topology
     for dpid in LINE:
         ports = {n: f"s{dpid}-eth{n}" for n in (1, 2, 3)} | {AGENT_PORT: f"s{dpid}-ns"}
-        switches.send(dpid, service.switch_connected(dpid))
-        switches.send(dpid, service.ports_changed(dpid, ports, set()))
+        connect(service, switches, dpid, ports)
         config = AgentConfig(dpid, f"s{dpid}-na", f"s{dpid}-ns", "http://c")
         agent = NodeAgent(config, Catalog(services), clock)
         agents.by_dpid[dpid] = agent

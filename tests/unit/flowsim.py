@@ -4,8 +4,11 @@ Tests assert on forwarding ("this frame leaves port 2 with tag 5") rather than o
 text of flow rules. Like Open vSwitch it refuses timeouts that do not fit their 16-bit
 fields, counts frames per flow, keeps a flow's counters when an identical flow (same
 table, priority and match) is added again, and restarts its hard timeout then; with a
-clock, `expire` drops the flows whose hard timeout ran out. As Open vSwitch, it refuses
-a flow that names a meter it does not have and drops a meter's flows with the meter.
+clock, `expire` drops the flows whose hard timeout ran out. A flow-stats request is
+answered with each flow as it was added, its counters and how long ago that was;
+`added` and `deleted` record every flow-mod's effect, so a test can tell a flow left
+alone from one replaced. As Open vSwitch, it refuses a flow that names a meter it does
+not have, and drops a meter's flows with the meter.
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ class SimSwitch:
         self.packets: dict[FlowKey, int] = {}
         self.tx_dropped: dict[int, int] = {}  # set by tests: frames a port could not send
         self.meters: dict[int, MeterAdd] = {}
+        self.added: list[FlowAdd] = []  # every flow-add applied, in order
+        self.deleted: list[FlowAdd] = []  # every flow a delete removed, in order
 
     def _now(self) -> float:
         return self.clock() if self.clock is not None else 0.0
@@ -73,23 +78,32 @@ class SimSwitch:
                 self.flows.append(msg)
                 self.added_at[key] = self._now()
                 self.packets.setdefault(key, 0)
+                self.added.append(msg)
             elif isinstance(msg, FlowDelete):
-                # Non-strict, as OFPFC_DELETE: every flow whose match has the delete's fields.
+                # As OFPFC_DELETE: every flow whose match has the delete's fields; with a
+                # priority as OFPFC_DELETE_STRICT: the flow with exactly that priority and match.
                 gone = [
                     f
                     for f in self.flows
                     if (f.cookie & msg.cookie_mask) == (msg.cookie & msg.cookie_mask)
                     and (msg.table is None or f.table == msg.table)
-                    and set(msg.match) <= set(f.match)
+                    and (
+                        set(msg.match) <= set(f.match)
+                        if msg.priority is None
+                        else (f.priority, f.match) == (msg.priority, msg.match)
+                    )
                 ]
                 self._drop(gone)
+                self.deleted += gone
             elif isinstance(msg, MeterAdd):
                 if msg.meter_id in self.meters:
                     raise ValueError(f"meter {msg.meter_id} exists")
                 self.meters[msg.meter_id] = msg
             elif isinstance(msg, MeterDelete):
                 self.meters.pop(msg.meter_id, None)
-                self._drop([f for f in self.flows if f.meter == msg.meter_id])
+                gone = [f for f in self.flows if f.meter == msg.meter_id]
+                self._drop(gone)
+                self.deleted += gone
             elif isinstance(msg, PacketOut):
                 self.packet_outs.append(msg)
             elif not isinstance(msg, Barrier):
@@ -119,7 +133,19 @@ class SimSwitch:
         """Return what a switch answers to a statistics request."""
         if isinstance(msg, FlowStatsRequest):
             return [
-                FlowStats(f.table, f.priority, f.cookie, self.packets.get(_key(f), 0), 0)
+                FlowStats(
+                    f.table,
+                    f.priority,
+                    f.cookie,
+                    self.packets.get(_key(f), 0),
+                    0,
+                    f.match,
+                    f.actions,
+                    f.goto,
+                    f.hard_timeout,
+                    self._now() - self.added_at[_key(f)],
+                    f.meter,
+                )
                 for f in self.flows
                 if (f.cookie & msg.cookie_mask) == (msg.cookie & msg.cookie_mask)
             ]

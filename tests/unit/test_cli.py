@@ -90,3 +90,19 @@ def test_agent_dead_after_has_one_default():
     from controller.service import AGENT_DEAD_AFTER
 
     assert parser().parse_args(["controller"]).agent_dead_after == AGENT_DEAD_AFTER
+
+
+def test_sessions_are_asked_for_with_the_token_file_given(tmp_path, monkeypatch, capsys):
+    from tools import cli
+
+    token = tmp_path / "mine.token"
+    token.write_text("t0ken\n")
+    sent = []
+    monkeypatch.setattr(
+        "signaling.client.call_json",
+        lambda url, method, body, timeout, headers: sent.append(headers) or [],
+    )
+    assert cli.main(["session", "--token-file", str(token), "list"]) == 0
+    assert sent == [{"Authorization": "Bearer t0ken"}]
+    assert cli.main(["session", "--token-file", str(tmp_path / "none"), "list"]) == 1
+    assert "cannot read the token file" in capsys.readouterr().err

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from controller.auth import Signer, agent_key_id, controller_key_id
 from controller.tables import SESSION_ID_MAX
 from nodes import control
 from nodes.agent import AgentConfig, NodeAgent
@@ -17,19 +18,30 @@ from tests.rawhttp import exchange, has_traceback, request
 
 SERVICES = Path(__file__).resolve().parents[2] / "services"
 ATTACH = b'{"tag": 5, "lifetime": 30, "modules": [{"name": "counter"}]}'
+KEY = bytes(range(32))  # node 1's key
 
 
 class Served:
+    """A node agent's control API on a real socket; `send` calls it as the controller."""
+
     def __init__(self, start: bool = True) -> None:
-        self.agent = NodeAgent(AgentConfig(1, "s1-na", "s1-ns", "http://c"), Catalog(SERVICES))
+        config = AgentConfig(1, "s1-na", "s1-ns", "http://c", key=KEY)
+        self.agent = NodeAgent(config, Catalog(SERVICES))
         self.server = control.make_server(self.agent, "127.0.0.1", 0)
         self.port = self.server.server_address[1]
+        self.signer = Signer(KEY, controller_key_id(1), agent_key_id(1))
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         if start:
             self.thread.start()
 
-    def send(self, method: str, path: str, body: bytes = b"", **kw):
-        return exchange(self.port, request(method, path, body, **kw))
+    def signed(self, method: str, path: str, body: bytes = b"", headers=None) -> dict:
+        """Return `headers` with the controller's signature of the request added."""
+        return {**self.signer.sign(method, path, body), **(headers or {})}
+
+    def send(self, method: str, path: str, body: bytes = b"", headers=None, **kw):
+        return exchange(
+            self.port, request(method, path, body, self.signed(method, path, body, headers), **kw)
+        )
 
     def close(self) -> None:
         if self.thread.is_alive():
@@ -101,8 +113,7 @@ BIG = "9" * 30
     ],
 )
 def test_every_request_gets_a_json_answer(served, method, path, body, headers, status):
-    data = request(method, path, body, headers)
-    answer = exchange(served.port, data)
+    answer = served.send(method, path, body, headers)
     assert answer.status == status, answer.body[:300]
     assert not has_traceback(answer.body) and answer.json()["error"]
     assert served.agent.dispatcher.chains() == []
@@ -197,3 +208,146 @@ def test_a_lifetime_the_controller_could_not_send_changes_nothing(served, lifeti
     assert answer.status == 400, answer.json()
     chain = served.agent.dispatcher.by_session(7)
     assert (chain.expires, chain.lifetime) == (expires, kept)
+
+
+# --- who may call ------------------------------------------------------------------
+UNSIGNED = [
+    ("GET", "/health", b""),
+    ("GET", "/sessions", b""),
+    ("GET", "/sessions/7", b""),
+    ("PUT", "/sessions/7", b'{"tag": 5, "lifetime": 30, "modules": [{"name": "null"}]}'),
+    ("PATCH", "/sessions/7", b'{"lifetime": 1}'),
+    ("DELETE", "/sessions/7", b""),
+    ("GET", "/nothing", b""),
+    ("POST", "/sessions/7", b""),
+]
+
+
+def _chain_of(served) -> tuple:
+    chain = served.agent.dispatcher.by_session(7)
+    return chain.tag, [name for name, _ in chain.modules], chain.lifetime, chain.expires
+
+
+@pytest.mark.parametrize("method, path, body", UNSIGNED)
+def test_an_unsigned_call_is_refused_and_tells_nothing(served, method, path, body):
+    assert served.send("PUT", "/sessions/7", ATTACH).status == 201
+    before = _chain_of(served)
+    answer = exchange(served.port, request(method, path, body))
+    assert answer.status == 401 and answer.headers["www-authenticate"] == "NetServ-HMAC-SHA256"
+    (message,) = answer.json().values()
+    assert "signed" in message and "7" not in message and "counter" not in message
+    assert "x-netserv-mac" not in answer.headers  # nothing is signed for a stranger
+    assert _chain_of(served) == before
+
+
+def _forged(served, how: str, method: str, path: str, body: bytes) -> dict:
+    """Return the headers of a request signed wrongly in one way."""
+    if how == "wrong key":
+        return Signer(bytes(32), controller_key_id(1), agent_key_id(1)).sign(method, path, body)
+    if how == "another node's key id":
+        return Signer(KEY, controller_key_id(2), agent_key_id(2)).sign(method, path, body)
+    if how == "the agent's own key id":  # a request of the agent's, turned back on it
+        return Signer(KEY, agent_key_id(1), controller_key_id(1)).sign(method, path, body)
+    if how == "stale":
+        return Signer(KEY, controller_key_id(1), "", clock=lambda: time.time() - 31).sign(
+            method, path, body
+        )
+    if how == "from the future":
+        return Signer(KEY, controller_key_id(1), "", clock=lambda: time.time() + 31).sign(
+            method, path, body
+        )
+    headers = served.signer.sign(method, path, body)
+    if how == "flipped bit":
+        mac = bytearray.fromhex(headers["X-NetServ-MAC"])
+        mac[0] ^= 1
+        headers["X-NetServ-MAC"] = mac.hex()
+    elif how == "another body":
+        headers = served.signer.sign(method, path, body.replace(b'"null"', b'"counter"'))
+    elif how == "another path":
+        headers = served.signer.sign(method, "/sessions/8", body)
+    elif how == "another method":
+        headers = served.signer.sign("PATCH", path, body)
+    elif how == "no MAC":
+        del headers["X-NetServ-MAC"]
+    elif how == "bad nonce":
+        headers["X-NetServ-Nonce"] = "zz" * 16
+    return headers
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        "wrong key",
+        "another node's key id",
+        "the agent's own key id",
+        "stale",
+        "from the future",
+        "flipped bit",
+        "another body",
+        "another path",
+        "another method",
+        "no MAC",
+        "bad nonce",
+    ],
+)
+def test_a_call_not_signed_by_the_controller_for_this_node_changes_nothing(served, how):
+    assert served.send("PUT", "/sessions/7", ATTACH).status == 201
+    before = _chain_of(served)
+    body = b'{"tag": 5, "lifetime": 30, "modules": [{"name": "null"}]}'  # another chain
+    answer = exchange(
+        served.port,
+        request("PUT", "/sessions/7", body, _forged(served, how, "PUT", "/sessions/7", body)),
+    )
+    assert answer.status == 401, answer.json()
+    assert _chain_of(served) == before
+
+
+def test_a_replayed_call_is_refused(served):
+    """A teardown seen once cannot be played again to end the chain that came after."""
+    assert served.send("PUT", "/sessions/7", ATTACH).status == 201
+    delete = served.signed("DELETE", "/sessions/7")
+    assert exchange(served.port, request("DELETE", "/sessions/7", b"", delete)).status == 200
+    assert served.send("PUT", "/sessions/7", ATTACH).status == 201
+    again = exchange(served.port, request("DELETE", "/sessions/7", b"", delete))
+    assert again.status == 401 and "seen already" in again.json()["error"]
+    assert served.agent.dispatcher.by_session(7) is not None
+
+
+def test_answers_are_signed_by_the_agent_for_the_request(served):
+    sent = served.signed("PUT", "/sessions/7", ATTACH)
+    answer = exchange(served.port, request("PUT", "/sessions/7", ATTACH, sent))
+    assert answer.status == 201 and answer.headers["x-netserv-key"] == agent_key_id(1)
+    headers = {"X-NetServ-Key": answer.headers["x-netserv-key"]}
+    headers["X-NetServ-MAC"] = answer.headers["x-netserv-mac"]
+    served.signer.check(sent, 201, headers, answer.body)
+    refused = exchange(
+        served.port, request("GET", "/sessions/9", b"", served.signed("GET", "/sessions/9"))
+    )
+    assert refused.status == 404 and refused.headers["x-netserv-key"] == agent_key_id(1)
+    with pytest.raises(ValueError, match="MAC"):
+        served.signer.check(sent, 200, headers, answer.body)  # another status
+    with pytest.raises(ValueError, match="MAC"):
+        other = served.signed("PUT", "/sessions/7", ATTACH)  # another request's nonce
+        served.signer.check(other, 201, headers, answer.body)
+
+
+def test_the_controllers_client_calls_the_agent(served):
+    from controller.agent_client import agent_call
+    from signaling.jsonhttp import ClientError
+
+    url = f"http://127.0.0.1:{served.port}"
+    body = {"tag": 5, "lifetime": 30, "modules": [{"name": "counter"}]}
+    assert agent_call(KEY, 1, url, "PUT", "/sessions/7", body)["session"] == 7
+    assert agent_call(KEY, 1, url, "GET", "/health")["sessions"] == [7]
+    with pytest.raises(ClientError) as refused:
+        agent_call(KEY, 1, url, "GET", "/sessions/8")
+    assert refused.value.status == 404  # a signed refusal is the agent's
+    with pytest.raises(ClientError) as wrong:
+        agent_call(bytes(32), 1, url, "GET", "/health")
+    assert wrong.value.status == 0 and "not signed" in wrong.value.message
+
+
+def test_an_agent_without_a_key_does_not_serve():
+    agent = NodeAgent(AgentConfig(1, "s1-na", "s1-ns", "http://c"), Catalog(SERVICES))
+    with pytest.raises(ValueError, match="no key"):
+        control.make_server(agent, "127.0.0.1", 0)

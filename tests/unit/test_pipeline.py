@@ -4,12 +4,15 @@ import pytest
 
 from controller import tables
 from controller.match import parse_match
-from controller.messages import FlowAdd, Output
+from controller.messages import FlowAdd, FlowDelete, MeterAdd, Output
 from controller.network import Agent, Network
 from controller.pipeline import (
     HARD_TIMEOUT_GRACE,
+    base_flows,
     hard_timeout,
+    present_request,
     rearm_margin,
+    reconcile,
     session_install,
     session_remove,
 )
@@ -40,13 +43,16 @@ def udp(in_port: int, src: str, dst: str, ip_src: str, ip_dst: str, dport: int) 
 @pytest.fixture
 def net() -> tuple[Network, SimSwitch]:
     network, sim = Network(), SimSwitch()
-    sim.apply(network.switch_connected(DPID))
+    network.switch_connected(DPID)
+    sim.apply(reconcile(base_flows(None), sim.answer(present_request())))
     sim.apply(network.ports_changed(DPID, PORTS, set()))
-    network.register_agent(Agent(DPID, "s1-ns", "http://x", "boot", 0.0))
+    sim.apply(network.register_agent(Agent(DPID, "s1-ns", "http://x", "boot", 0.0))[1])
     sim.apply(network.ports_changed(DPID, {}, set()))  # nothing new: no duplicate flows
     restarted, msgs = network.register_agent(Agent(DPID, "s1-ns", "http://x", "boot", 1.0))
     assert not restarted
-    sim.apply(network.switch_connected(DPID))  # a reconnect reinstalls the agent return
+    network.switch_connected(DPID)  # a reconnect: what is there already stays
+    expected = base_flows(network.agent_port(DPID))
+    assert reconcile(expected, sim.answer(present_request())) == []
     return network, sim
 
 
@@ -204,12 +210,24 @@ def test_signaling_goes_to_the_controller_through_the_meter_ahead_of_any_detour(
     assert back.outputs == [(2, None)] and back.meters == []
 
 
-def test_a_reconnect_makes_the_meter_anew(net):
+def test_the_signaling_meter_is_made_when_its_flows_are_missing_and_left_when_not(net):
     network, sim = net
-    before = [f for f in sim.flows if f.meter is not None]
-    sim.apply(network.switch_connected(DPID))  # the switch still has the meter: no clash
-    assert [f for f in sim.flows if f.meter is not None] == before and len(before) == 2
-    assert all(f.priority in tables.SIGNALING for f in before)
+    expected = base_flows(network.agent_port(DPID))
+    punts = [f for f in sim.flows if f.meter is not None]
+    assert len(punts) == 2 and all(f.priority in tables.SIGNALING for f in punts)
+    assert reconcile(expected, sim.answer(present_request())) == []  # the meter is there
+    # Its flows gone, the meter may be left (the switch keeps meters): made anew, as a
+    # switch refuses to add a meter it has, and every flow on it added again.
+    sim.apply([FlowDelete(punts[0].cookie, tables.COOKIE_ALL)])
+    assert tables.SIGNALING_METER in sim.meters
+    sim.apply(reconcile(expected, sim.answer(present_request())))
+    assert [f for f in sim.flows if f.meter is not None] == punts
+    # A switch that lost everything (it restarted) gets the meter before its flows.
+    empty = SimSwitch()
+    msgs = reconcile(expected, empty.answer(present_request()))
+    empty.apply(msgs)
+    assert empty.meters == sim.meters and len(empty.flows) == len(expected)
+    assert msgs.index(MeterAdd(tables.SIGNALING_METER, 100, 20)) < msgs.index(punts[0])
 
 
 def test_a_host_that_moves_away_and_back_is_relearned_each_time(net):

@@ -16,6 +16,7 @@ from ryu.app.wsgi import WSGIApplication  # noqa: E402
 from webob import Request  # noqa: E402
 
 from controller import errors, rest  # noqa: E402
+from controller.auth import RestAuth  # noqa: E402
 from controller.errors import (  # noqa: E402
     ModuleNotAllowed,
     NotEndpoint,
@@ -30,6 +31,7 @@ from tests.unit.conftest import make  # noqa: E402
 from tests.unit.test_policy import ALICE_TOKEN, BOB_TOKEN, digest  # noqa: E402
 
 OPERATOR_TOKEN = "operator-token-0123456789abcdef"
+OPERATOR_FILE_TOKEN = "rest-token-file-0123456789abcdef"  # the secrets folder's rest.token
 POLICY = f"""
 [operator]
 tokens = ["{digest(OPERATOR_TOKEN)}"]
@@ -48,6 +50,16 @@ modules = "all"
 ALICE_FLOW = {"match": {"ipv4_src": "10.0.0.1", "udp_dst": 9000}, "module": "counter"}
 
 
+def _auth(service) -> RestAuth:
+    """The REST callers' check as the controller makes it: the operator's own token
+    (rest.token; unused here), else whoever the policy in force names."""
+    return RestAuth(
+        OPERATOR_FILE_TOKEN,
+        {}.get,
+        requester=lambda token: service.policy.rest_requester(token),
+    )
+
+
 class Reply:
     def __init__(self, resp) -> None:
         self.status = resp.status_int
@@ -63,7 +75,7 @@ def api(world, tmp_path: Path):
     path.write_text(POLICY)
     service.policy = load_policy(path)
     app = WSGIApplication()
-    app.register(rest.RestApi, {rest.INSTANCE: service})
+    app.register(rest.RestApi, {rest.INSTANCE: service, rest.AUTH: _auth(service)})
     served = rest.guard(app)
 
     def call(method, path, body=None, token=None, header=None) -> Reply:
@@ -172,9 +184,11 @@ def test_a_refresh_is_held_to_a_reloaded_policy(api):
     assert service.sessions.get(sid) == before
 
 
-def test_reads_need_no_token(api):
+def test_sessions_are_read_with_any_known_token_and_the_rest_without(api):
     call, *_ = api
-    for path in ("/netserv/sessions", "/netserv/nodes", "/netserv/modules"):
+    assert call("GET", "/netserv/sessions").status == 401  # they name others' flows
+    assert call("GET", "/netserv/sessions", token=ALICE_TOKEN).status == 200
+    for path in ("/netserv/nodes", "/netserv/modules"):
         assert call("GET", path).status == 200
 
 
@@ -217,17 +231,23 @@ def test_a_good_reload_takes_effect_for_the_next_request(api):
     assert call("POST", "/netserv/sessions", other, token=ALICE_TOKEN).status == 403
 
 
-def test_without_a_policy_file_every_caller_is_the_operator(world):
+def test_without_a_policy_file_the_operators_token_is_the_only_caller(world):
     service, *_ = world
     app = WSGIApplication()
-    app.register(rest.RestApi, {rest.INSTANCE: service})
+    auth = _auth(service)
+    app.register(rest.RestApi, {rest.INSTANCE: service, rest.AUTH: auth})
+    body = json.dumps({"match": {"udp_dst": 9000}, "module": "counter"}).encode()
     req = Request.blank("/netserv/sessions", method="POST")
     req.environ["RAW_PATH_INFO"] = "/netserv/sessions"
-    req.body = json.dumps({"match": {"udp_dst": 9000}, "module": "counter"}).encode()
+    req.body = body
+    req.headers["Authorization"] = f"Bearer {ALICE_TOKEN}"
+    assert req.get_response(rest.guard(app)).status_int == 401
+    req.headers["Authorization"] = f"Bearer {OPERATOR_FILE_TOKEN}"
     reply = req.get_response(rest.guard(app))
     assert reply.status_int == 201 and json.loads(reply.body)["requester"] == OPERATOR
     req = Request.blank("/netserv/policy/reload", method="POST")
     req.environ["RAW_PATH_INFO"] = "/netserv/policy/reload"
+    req.headers["Authorization"] = f"Bearer {OPERATOR_FILE_TOKEN}"
     reply = req.get_response(rest.guard(app))
     assert reply.status_int == 400 and b"without a policy file" in reply.body
 

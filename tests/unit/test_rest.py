@@ -11,19 +11,25 @@ _eventlet_compat()  # Ryu's wsgi module needs it before import
 from ryu.app.wsgi import WSGIApplication  # noqa: E402
 from webob import Request  # noqa: E402
 
-from controller.rest import INSTANCE, RestApi  # noqa: E402
+from controller.rest import AUTH, INSTANCE, RestApi  # noqa: E402
+from tests.unit.conftest import TOKEN, node_signed  # noqa: E402
 
 
 @pytest.fixture
-def api(world):
+def api(world, rest_auth):
     service, sim, *_ = world
     app = WSGIApplication()
-    app.register(RestApi, {INSTANCE: service})
+    app.register(RestApi, {INSTANCE: service, AUTH: rest_auth})
 
     def call(method: str, path: str, body: bytes | None = None) -> tuple[int, object]:
+        """Call as the operator (with its token) or, registering, as node 1's agent."""
         req = Request.blank(path, method=method)
         if body is not None:
             req.body = body
+        if (method, path) == ("POST", "/netserv/nodes"):
+            req.headers.update(node_signed(method, path, body or b""))
+        else:
+            req.headers["Authorization"] = f"Bearer {TOKEN}"
         resp = req.get_response(app)
         return resp.status_int, json.loads(resp.body)
 

@@ -15,6 +15,7 @@ from webob import Request  # noqa: E402
 
 from controller import rest  # noqa: E402
 from controller.tables import SESSION_ID_MAX  # noqa: E402
+from tests.unit.conftest import TOKEN, node_signed  # noqa: E402
 
 GOOD = b'{"match": {"udp_dst": 9000}, "module": "counter"}'
 
@@ -29,11 +30,12 @@ class Reply:
 
 
 @pytest.fixture
-def api(world):
-    """Call the REST API as eventlet's server does: through the guard, with the raw path."""
+def api(world, rest_auth):
+    """Call the REST API as eventlet's server does: through the guard, with the raw path,
+    as the operator (with its token) or, registering, as node 1's agent."""
     service, sim, *_ = world
     app = WSGIApplication()
-    app.register(rest.RestApi, {rest.INSTANCE: service})
+    app.register(rest.RestApi, {rest.INSTANCE: service, rest.AUTH: rest_auth})
     served = rest.guard(app)
 
     def call(method, path, body=None, environ=None) -> Reply:
@@ -41,6 +43,10 @@ def api(world):
         req.environ["RAW_PATH_INFO"] = path.split("?", 1)[0]
         if body is not None:
             req.body = body
+        if (method, path) == ("POST", "/netserv/nodes"):
+            req.headers.update(node_signed(method, path, body or b""))
+        else:
+            req.headers["Authorization"] = f"Bearer {TOKEN}"
         req.environ.update(environ or {})
         reply = Reply(req.get_response(served))
         assert reply.content_type == "application/json", reply.text

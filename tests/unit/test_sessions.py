@@ -1,4 +1,5 @@
 import itertools
+from dataclasses import replace
 
 import pytest
 
@@ -123,3 +124,19 @@ def test_rearm_is_due_shortly_before_a_capped_timer_runs_out_not_at_the_sessions
     assert [s.id for s in table.rearm_due(now=5000.0, margin=60.0)] == [long.id]  # overdue too
     assert short.id not in [s.id for s in table.rearm_due(now=109.0, margin=60.0)]
     assert installing.id not in [s.id for s in table.rearm_due(now=9e9, margin=60.0)]
+
+
+def test_restored_sessions_keep_their_ids_and_tags_from_new_reservations():
+    changes = []
+    first = SessionTable()
+    a = first.move(first.reserve(req({"udp_dst": 1}), node=1, now=0.0).id, State.ACTIVE)
+    b = first.reserve(req({"udp_dst": 2}), node=1, now=0.0)
+    table = SessionTable(on_change=changes.append)
+    assert table.restore(a) == a and table.get(a.id) == a
+    table.restore(replace(b, state=State.ENDED))  # ended on restart: not taken back
+    assert [s.id for s in table.all()] == [a.id]
+    assert [(s.id, s.state) for s in changes] == [(a.id, State.ACTIVE), (b.id, State.ENDED)]
+    new = table.reserve(req({"udp_dst": 3}), node=1, now=0.0)
+    assert (new.id, new.tag) == (b.id + 1, b.tag + 1)
+    with pytest.raises(ValueError):
+        table.restore(a)

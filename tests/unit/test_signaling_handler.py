@@ -34,7 +34,7 @@ from signaling.messages import (
     Teardown,
 )
 from signaling.values import Description, FlowFilter, ModuleRef, NodeInfo, NodeSelection, PortRange
-from tests.unit.conftest import AGENT_PORT, DPID, policy_of
+from tests.unit.conftest import AGENT_PORT, DPID, connect, policy_of
 
 NOW = 1767225600.0
 KEY = Key(7, bytes(range(32)))
@@ -217,8 +217,7 @@ def test_a_refresh_of_a_session_the_controller_lost_rebuilds_it(sig, services):
     handler, service, sim, switches, agent, clock, wall = sig
     # a controller that restarted: a new service and handler over the same switch and agent
     fresh = NetServService(service.catalog, switches, service.agents, clock)
-    switches.send(DPID, fresh.switch_connected(DPID))
-    switches.send(DPID, fresh.ports_changed(DPID, {1: "s1-eth1", AGENT_PORT: "s1-ns"}, set()))
+    connect(fresh, switches, DPID, {1: "s1-eth1", AGENT_PORT: "s1-ns"})
     fresh.register_agent(
         {"dpid": 1, "switch_port": "s1-ns", "url": "http://a", "boot_id": agent.boot_id}
     )

@@ -18,8 +18,11 @@ with warnings.catch_warnings():  # oslo.config and Ryu still use distutils' vers
 from controller import tables  # noqa: E402
 from controller.errors import PartFailed, Unavailable  # noqa: E402
 from controller.framepath import flow_request, port_request  # noqa: E402
-from controller.messages import FlowStats, PortStats  # noqa: E402
+from controller.match import parse_match  # noqa: E402
+from controller.messages import Barrier, FlowDelete, FlowStats, PortStats, as_match  # noqa: E402
 from controller.ofbuild import build, flow_stats, port_stats  # noqa: E402
+from controller.pipeline import base_flows, reconcile, session_detour  # noqa: E402
+from controller.sessions import Session  # noqa: E402
 
 DPID = 7
 
@@ -108,3 +111,89 @@ def test_replies_are_read_into_records():
     assert port_stats([port]) == [PortStats(4, 1, 2, 3, 4, 5, 6)]
     request = build(FakeDatapath(None, None), port_request(4))
     assert isinstance(request, parser.OFPPortStatsRequest) and request.port_no == 4
+
+
+def _wire(item, parse):
+    """Return `item` (a match or an instruction) serialized and parsed back."""
+    buf = bytearray()
+    item.serialize(buf, 0)
+    return parse(bytes(buf), 0)
+
+
+@pytest.mark.parametrize(
+    "flow",
+    [
+        session_detour(
+            Session(
+                5,
+                DPID,
+                7,
+                parse_match(
+                    {"ipv4_src": "10.0.0.0/8", "eth_dst": "aa:bb:cc:dd:ee:ff", "udp_dst": 1}
+                ),
+                (),
+                60,
+                0.0,
+                60.0,
+            ),
+            4,
+            70,
+        ),
+        *base_flows(4),
+    ],
+    ids=[
+        "detour",
+        "classify-miss",
+        "learn-miss",
+        "forward-miss",
+        "probe-punt",
+        "signaling-punt-ipv4",
+        "signaling-punt-ipv6",
+        "agent-return",
+    ],
+)
+def test_a_flow_read_back_off_the_wire_is_the_flow_sent(flow):
+    parser = ofproto_v1_3_parser
+    mod = build(FakeDatapath(None, None), flow)
+    reply = parser.OFPFlowStats(
+        table_id=mod.table_id,
+        duration_sec=3,
+        duration_nsec=500_000_000,
+        priority=mod.priority,
+        idle_timeout=0,
+        hard_timeout=mod.hard_timeout,
+        flags=mod.flags,
+        cookie=mod.cookie,
+        packet_count=8,
+        byte_count=800,
+        match=_wire(mod.match, parser.OFPMatch.parser),
+        instructions=[_wire(i, parser.OFPInstruction.parser) for i in mod.instructions],
+    )
+    (record,) = flow_stats([reply])
+    assert (record.actions, record.goto) == (flow.actions, flow.goto)
+    assert (record.hard_timeout, record.duration, record.packets) == (flow.hard_timeout, 3.5, 8)
+    assert reconcile([flow], [record]) == []  # the same flow: left alone
+
+
+def test_an_action_netserv_never_sends_reads_back_as_text_and_is_never_ours():
+    parser = ofproto_v1_3_parser
+    flow = base_flows(None)[0]
+    inst = parser.OFPInstructionActions(
+        ofproto_v1_3.OFPIT_APPLY_ACTIONS, [parser.OFPActionPopVlan()]
+    )
+    reply = parser.OFPFlowStats(
+        table_id=0, priority=0, cookie=flow.cookie, packet_count=0, byte_count=0,
+        match=parser.OFPMatch(), instructions=[inst, parser.OFPInstructionGotoTable(1)],
+    )  # fmt: skip
+    (record,) = flow_stats([reply])
+    assert isinstance(record.actions[0], str) and record.goto == 1
+    assert reconcile([flow], [record]) == [flow, Barrier()]
+
+
+def test_a_strict_delete_names_table_priority_and_match():
+    delete = FlowDelete(9, tables.COOKIE_ALL, 0, as_match({"in_port": 4}), 3000)
+    mod = build(FakeDatapath(None, None), delete)
+    assert mod.command == ofproto_v1_3.OFPFC_DELETE_STRICT
+    assert (mod.table_id, mod.priority, mod.match["in_port"]) == (0, 3000, 4)
+    loose = build(FakeDatapath(None, None), FlowDelete(9, tables.COOKIE_ALL))
+    assert loose.command == ofproto_v1_3.OFPFC_DELETE and loose.table_id == ofproto_v1_3.OFPTT_ALL

@@ -74,6 +74,7 @@ def test_the_agent_runs_from_nodes_with_a_hex_dpid_and_the_module_path(tmp_path)
         agent_port_name="s26-ns",
         agent_url="http://127.0.0.1:8080",
         module_path=f"{tmp_path}{os.pathsep}{SHIPPED_MODULES}",
+        key_file=tmp_path / "secrets/nodes/000000000000001a.key",
     )
     argv = NetServSwitch.agent_argv(switch)
     assert argv[:3] == [sys.executable, "-m", "nodes"]
@@ -88,4 +89,6 @@ def test_the_agent_runs_from_nodes_with_a_hex_dpid_and_the_module_path(tmp_path)
         "http://127.0.0.1:8080",
         "--module-path",
         f"{tmp_path}{os.pathsep}{SHIPPED_MODULES}",
+        "--key-file",  # the key's path: the key itself is never on a command line
+        f"{tmp_path}/secrets/nodes/000000000000001a.key",
     ]

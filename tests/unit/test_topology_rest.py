@@ -12,17 +12,17 @@ from ryu.app.wsgi import WSGIApplication  # noqa: E402
 from webob import Request  # noqa: E402
 
 from controller import tables  # noqa: E402
-from controller.rest import INSTANCE, RestApi, guard  # noqa: E402
+from controller.rest import AUTH, INSTANCE, RestApi, guard  # noqa: E402
 from tests.unit.test_topology import arp_request  # noqa: E402
 
 H1, H2 = "00:00:00:00:00:01", "00:00:00:00:00:02"
 
 
 @pytest.fixture
-def get(world):
+def get(world, rest_auth):
     service, *_ = world
     app = WSGIApplication()
-    app.register(RestApi, {INSTANCE: service})
+    app.register(RestApi, {INSTANCE: service, AUTH: rest_auth})
 
     def call(path: str, method: str = "GET") -> tuple[int, object]:
         resp = Request.blank(path, method=method).get_response(guard(app))
