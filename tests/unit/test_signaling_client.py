@@ -26,7 +26,8 @@ from tools.cli import main
 KEY = Key(3, bytes(range(32)))
 FLOW = FlowFilter(src="10.0.0.1", dst="10.0.0.2", protocol=17, dst_ports=9000)
 DESCRIPTION = Description("alice@h1", FLOW, [ModuleRef("counter")], 3)
-FAST = Timers(rto=0.05, max_rto=0.05, max_transmissions=3)
+FAST = Timers(rto=0.05, max_rto=0.05, max_transmissions=3)  # for giving up soon
+PATIENT = Timers(rto=0.5, max_rto=2.0)  # answers come, even on a busy machine
 
 
 class Responder:
@@ -67,7 +68,7 @@ def responder(world):
     r.close()
 
 
-def client(port: int, key: Key | None = KEY, timers: Timers = FAST) -> SignalingClient:
+def client(port: int, key: Key | None = KEY, timers: Timers = PATIENT) -> SignalingClient:
     return SignalingClient("127.0.0.1", key, port, timers)
 
 
@@ -86,7 +87,7 @@ def test_setup_refresh_and_teardown_through_the_socket(responder):
 
 def test_a_kept_session_refreshes_until_stopped_then_is_torn_down(responder):
     service = responder.handler.service
-    short = Description("alice@h1", FLOW, [ModuleRef("counter")], 1)  # refresh every 1/3 s
+    short = Description("alice@h1", FLOW, [ModuleRef("counter")], 2)  # refresh every 2/3 s
     refreshes = []
     with client(responder.port) as c:
         session = c.setup(short, keep=True)
@@ -110,7 +111,7 @@ def test_a_refusal_closes_the_session_with_the_error(responder):
 def test_no_answer_gives_up_after_the_last_transmission():
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
         silent.bind(("127.0.0.1", 0))
-        with client(silent.getsockname()[1]) as c:
+        with client(silent.getsockname()[1], timers=FAST) as c:
             session = c.setup(DESCRIPTION)
             assert session.outcome is Outcome.NO_ANSWER
             assert len(c.teardown("alice@h1", 5).pending.sent) == FAST.max_transmissions
