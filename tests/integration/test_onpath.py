@@ -11,6 +11,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,8 +143,6 @@ class Net:
 
 
 def _get(url: str) -> Any:
-    import urllib.request
-
     with urllib.request.urlopen(url, timeout=10) as resp:
         return json.loads(resp.read())
 
@@ -378,6 +378,23 @@ def test_a_signaling_flood_is_metered_and_rest_keeps_answering(
 # --- a chain of three NetServ nodes ---------------------------------------------------------
 
 
+def wait_path(controller: ControllerProcess, src: Any, dst: Any, hops: int) -> None:
+    """Wait until the controller knows the path between `src` and `dst`, both ways: the
+    links are found by probes every few seconds."""
+    deadline = time.monotonic() + 20
+    for a, b in ((src, dst), (dst, src)):
+        url = f"{controller.url}/netserv/topology/path?src={a.IP()}&dst={b.IP()}"
+        while True:
+            try:
+                if len(_get(url)["path"]) == hops:
+                    break
+            except urllib.error.HTTPError:  # 503 until the hosts and links are known
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no path of {hops} switches from {a.IP()} to {b.IP()}")
+            time.sleep(0.3)
+
+
 @pytest.fixture
 def chain3(controller: ControllerProcess, key_file: Path, unique_prefix: str, tmp_path: Path):
     topo = LinearTopo(n=3, k=1, prefix=unique_prefix)
@@ -389,6 +406,7 @@ def chain3(controller: ControllerProcess, key_file: Path, unique_prefix: str, tm
         wait_ready(client, [s.dpid for s in net.switches])
         h1, h2, h3 = net.hosts
         warm_up((h1, h3), (h2, h3), (h3, h1))
+        wait_path(controller, h1, h3, len(net.switches))
         yield Net(net, client, key_file)
 
 
