@@ -24,6 +24,7 @@ from ryu.lib import hub
 from ryu.ofproto import ofproto_v1_3
 from ryu.ofproto.ofproto_common import OFP_TCP_PORT
 
+from agentproto.limits import AGENT_DEAD_AFTER
 from controller import keyfiles, pipeline, tables
 from controller.agent_client import AgentClient
 from controller.auth import RestAuth
@@ -32,7 +33,7 @@ from controller.messages import Barrier, Message, Stats, StatsRequest
 from controller.ofbuild import build, flow_stats, port_stats
 from controller.policy import OPERATOR_ONLY, load_policy
 from controller.rest import AUTH, INSTANCE, SIGNALING, RestApi
-from controller.service import AGENT_DEAD_AFTER, NetServService
+from controller.service import NetServService
 from controller.signaling import SignalingHandler
 from controller.store import SessionStore, StoreError, default_path
 from controller.topology import PROBE_INTERVAL

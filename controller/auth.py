@@ -196,7 +196,7 @@ class Verifier:
 class Signer:
     """Signs requests as `key_id` and checks that answers come from `peer_key_id`.
 
-    What `signaling.jsonhttp.call_json` takes as its `signer`.
+    What `jsonhttp.client.call_json` takes as its `signer`.
     """
 
     def __init__(

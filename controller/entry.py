@@ -25,10 +25,10 @@ from collections.abc import Sequence
 from http import HTTPStatus
 from pathlib import Path
 
+from agentproto.limits import AGENT_DEAD_AFTER
 from controller import keyfiles
 from controller.errors import PolicyError
 from controller.policy import load_policy
-from controller.service import AGENT_DEAD_AFTER
 from controller.store import SessionStore, StoreError, default_path
 from nodes.bundle import MODULE_PATH_HELP, BundleError, module_path
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 
+from agentproto.limits import EXPIRY_GRACE
 from controller import tables as t
 from controller.discovery import ETH_TYPE_LLDP
 from controller.match import ETH_IPV4, ETH_IPV6, PROTO_UDP
@@ -38,21 +39,19 @@ from controller.sessions import Session
 from signaling.wire import SIGNALING_PORT
 
 LEARNED_IDLE_TIMEOUT = 300  # a host silent this long is learned again when it speaks
-# In a session's last stretch the switch drops its detour by itself this long after the
-# session should have ended (the controller ends it first), so a controller that dies
-# cannot leave traffic detoured; before that the capped timer is re-armed.
-HARD_TIMEOUT_GRACE = 10
 BROADCAST_BIT = 0x01
 
 
 def hard_timeout(session: Session, now: float, cap: int = t.HARD_TIMEOUT_CAP) -> int:
     """Return the hard timeout (s) for the session's detour installed at `now`.
 
-    The rest of the lifetime plus grace, rounded down so the switch never keeps the
-    detour past what the agent keeps the chain (lifetime + the same grace), and at
-    most `cap`, which the 16-bit field holds.
+    The rest of the lifetime plus EXPIRY_GRACE, rounded down so the switch never keeps
+    the detour past what the agent keeps the chain (lifetime + the same grace,
+    `agentproto/limits.py`): a controller that dies cannot leave traffic detoured. At
+    most `cap`, which the 16-bit field holds; before a capped timer runs out the
+    controller re-arms it.
     """
-    return max(1, min(cap, int(session.expires - now) + HARD_TIMEOUT_GRACE))
+    return max(1, min(cap, int(session.expires - now) + EXPIRY_GRACE))
 
 
 def rearm_margin(cap: int) -> float:

@@ -12,6 +12,8 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from agentproto.limits import MAX_CHAIN, MAX_LIFETIME
+from agentproto.messages import ModuleSpec as ModuleSpec  # the agents' own, found here too
 from controller.errors import InvalidRequest
 from controller.match import ETH_IPV4, ETH_IPV6, PROTO_TCP, PROTO_UDP, FlowMatch, parse_match
 from nodes.bundle import BundleError, Catalog
@@ -20,26 +22,13 @@ from signaling.dpid import format_dpid as format_dpid  # where the rest of contr
 from signaling.errors import SignalingUsageError
 from signaling.values import Description, FlowFilter, Network, NodeSelection, PortRange
 
-MAX_LIFETIME = 24 * 3600
 DEFAULT_LIFETIME = 60
-MAX_CHAIN = 8
 OPERATOR = "operator"  # the requester of REST calls: whoever holds the operator's access
 SELECTIONS = {
     "first": NodeSelection.first,
     "last": NodeSelection.last,
     "every": NodeSelection.every,
 }
-
-
-@dataclass(frozen=True)
-class ModuleSpec:
-    """One module of a session's chain: its name and its full parameter set."""
-
-    name: str
-    params: tuple[tuple[str, object], ...]
-
-    def to_json(self) -> dict[str, object]:
-        return {"name": self.name, "params": dict(self.params)}
 
 
 @dataclass(frozen=True)

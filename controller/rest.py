@@ -96,8 +96,8 @@ from controller.requests import parse_refresh, parse_session_request
 from controller.service import NetServService
 from controller.signaling import SignalingHandler
 from controller.tables import SESSION_ID_MAX, session_id_of_text
+from jsonhttp.strict import decode_json
 from signaling.dpid import parse_dpid
-from signaling.jsonhttp import decode_json
 
 log = logging.getLogger("netserv.rest")
 INSTANCE = "netserv_service"

@@ -40,6 +40,9 @@ from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import Any, Protocol
 
+from agentproto.fields import ContractError
+from agentproto.limits import AGENT_DEAD_AFTER
+from agentproto.messages import AgentStatus, ChainStats, Registration, RegistrationReply
 from controller import framepath, pipeline
 from controller.errors import (
     Conflict,
@@ -60,14 +63,13 @@ from controller.messages import (
 from controller.network import Agent, Network, refusal
 from controller.placement import select_nodes
 from controller.policy import OPERATOR, OPERATOR_ONLY, Policy
-from controller.requests import SessionRequest, format_dpid, parse_dpid
+from controller.requests import SessionRequest, format_dpid
 from controller.sessions import LIVE, GroupKey, Session, SessionTable, State
 from controller.store import SessionStore, StoreError
 from controller.tables import HARD_TIMEOUT_CAP
 from nodes.bundle import Catalog
 
 log = logging.getLogger("netserv.service")
-AGENT_DEAD_AFTER = 6.0
 
 
 class Switches(Protocol):
@@ -79,11 +81,14 @@ class Switches(Protocol):
 
 
 class Agents(Protocol):
+    """The node agents, as `controller/agent_client.py` calls them; each call raises
+    PartFailed or Unavailable when it fails."""
+
     def attach(self, agent: Agent, session: Session) -> None: ...
     def refresh(self, agent: Agent, session: Session) -> None: ...
-    def detach(self, agent: Agent, session_id: int) -> dict[str, Any]: ...
-    def stats(self, agent: Agent, session_id: int) -> dict[str, Any]: ...
-    def health(self, agent: Agent) -> dict[str, Any]:
+    def detach(self, agent: Agent, session_id: int) -> ChainStats: ...
+    def stats(self, agent: Agent, session_id: int) -> ChainStats: ...
+    def health(self, agent: Agent) -> AgentStatus:
         """Return the agent's own view (boot id, pid, ...); raise NetServError if it is gone."""
 
 
@@ -241,7 +246,7 @@ class NetServService:
                 session = self.sessions.move(session_id, State.ENDED)
         view = session.to_json(self.clock()) | {"ended": reason}
         if stats is not None:
-            view["stats"] = stats
+            view["stats"] = stats.to_json()
         log.info("session %d ended (%s)", session_id, reason)
         return view
 
@@ -355,7 +360,7 @@ class NetServService:
         except NetServError as exc:  # the agent's counters are worth showing alone
             log.warning("session %d: no switch counters: %s", session_id, exc)
             flows = ports = None
-        chain = self.agents.stats(agent, session_id)
+        chain = self.agents.stats(agent, session_id).to_json()
         path = framepath.frame_path(flows, ports, chain)
         return session.to_json(self.clock()) | {"stats": chain, "path": path}
 
@@ -480,22 +485,16 @@ class NetServService:
         if restarted:
             log.info("agent of node %016x registered at %s", agent.dpid, agent.url)
         # The agent drops any chain not listed: orphans of a controller that restarted.
-        listed = [s.id for s in self.sessions.on_node(agent.dpid)]
-        return {"dpid": format_dpid(agent.dpid), "sessions": listed}
+        listed = tuple(s.id for s in self.sessions.on_node(agent.dpid))
+        return RegistrationReply(agent.dpid, listed).to_json()
 
     def _registration(self, body: object) -> Agent:
-        if not isinstance(body, dict):
-            raise InvalidRequest("registration body must be a JSON object")
+        """Return the agent a registration's body describes; raise InvalidRequest."""
         try:
-            return Agent(
-                dpid=parse_dpid(body["dpid"]),
-                switch_port=str(body["switch_port"]),
-                url=str(body["url"]),
-                boot_id=str(body["boot_id"]),
-                last_seen=self.clock(),
-            )
-        except KeyError as exc:
-            raise InvalidRequest(f"registration lacks {exc.args[0]!r}") from None
+            sent = Registration.from_json(body)
+        except ContractError as exc:
+            raise InvalidRequest(str(exc)) from None
+        return Agent(sent.dpid, sent.switch_port, sent.url, sent.boot_id, last_seen=self.clock())
 
     def _refuse_if_running(self, rival: Agent) -> None:
         """Raise Conflict when `rival` still runs: its control API answers with its boot id."""
@@ -503,8 +502,8 @@ class NetServService:
             health = self.agents.health(rival)
         except NetServError:
             health = None
-        if isinstance(health, dict) and health.get("boot_id") == rival.boot_id:
-            raise Conflict(refusal(rival, health.get("pid", "unknown")))
+        if health is not None and health.boot_id == rival.boot_id:
+            raise Conflict(refusal(rival, health.pid))
         log.warning(
             "agent of node %016x at %s no longer runs; taking its successor",
             rival.dpid,

@@ -28,6 +28,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from agentproto.limits import VLAN_TAGS
 from controller.errors import Conflict, NotFound, Unavailable
 from controller.match import FlowMatch, overlaps
 from controller.requests import OPERATOR, ModuleSpec, SessionRequest, format_dpid
@@ -35,8 +36,6 @@ from controller.tables import SESSION, SESSION_ID_MAX, session_cookie
 from signaling.values import NodeSelection
 
 GroupKey = tuple[str, int]  # (requester, ref)
-
-VLAN_TAGS = range(1, 4095)  # the VLAN id a detour pushes names the session at its agent
 
 
 class State(enum.Enum):

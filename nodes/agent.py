@@ -14,25 +14,32 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from agentproto.fields import ContractError
+from agentproto.limits import EXPIRY_GRACE, HEARTBEAT, REGISTER_TIMEOUT
+from agentproto.messages import (
+    AgentStatus,
+    Attach,
+    ChainStats,
+    LoadedModule,
+    ModuleSpec,
+    NodeIO,
+    Refresh,
+    Registration,
+    RegistrationReply,
+)
 from controller.auth import Signer, agent_key_id, controller_key_id
+from jsonhttp.client import ClientError, call_json
 from nodes.bundle import Catalog
 from nodes.dispatcher import Chain, Dispatcher
 from nodes.host import ModuleHost, ModuleLoadError
 from nodes.module_api import ServiceModule
 from nodes.packet_io import PacketSocket
 from nodes.sockdiag import packet_socket_drops
-from signaling.dpid import format_dpid
-from signaling.jsonhttp import ClientError, call_json
-from signaling.wire import MAX_LIFETIME
 
 log = logging.getLogger("netserv.agent")
-EXPIRY_GRACE = 10.0  # as the switch's hard-timeout grace: the controller ends it first
-HEARTBEAT = 2.0  # seconds between registrations; the controller waits a few before giving up
-REGISTER_TIMEOUT = 5.0  # the controller may first ask a node's previous agent whether it runs
-REFUSED = 409  # the controller's answer when another agent serves the node
 
 
 class Refused(Exception):
@@ -40,19 +47,18 @@ class Refused(Exception):
 
 
 class AttachError(Exception):
-    """A chain could not be attached; `status` is the HTTP status the control API returns."""
+    """A well-formed attach this agent cannot carry out; `status` is the HTTP status the
+    control API returns (409: the tag is another session's, 422: a module cannot be
+    loaded or set up). A malformed one never gets here: `Attach` refuses it."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
 
 
-def _check_lifetime(lifetime: object) -> None:
-    """Raise AttachError unless `lifetime` is whole seconds the controller could have sent."""
-    if isinstance(lifetime, bool) or not isinstance(lifetime, int):
-        raise AttachError(f"lifetime must be whole seconds, got {lifetime!r}")
-    if not 1 <= lifetime <= MAX_LIFETIME:
-        raise AttachError(f"lifetime must be 1 to {MAX_LIFETIME} seconds, got {lifetime}")
+def chain_stats(chain: Chain) -> ChainStats:
+    """Return a chain's counters as the contract carries them."""
+    return ChainStats.from_json(chain.stats())
 
 
 @dataclass(frozen=True)
@@ -90,19 +96,17 @@ class NodeAgent:
         self._batches = 0  # batches finished, so a waiter sees one end
 
     # --- chains (called by the control API) ----------------------------------------
-    def attach(self, session_id: int, body: Mapping[str, object]) -> Chain:
-        """Build and install a session's chain from the controller's request; return it."""
-        tag, modules, lifetime = body.get("tag"), body.get("modules"), body.get("lifetime")
-        if not isinstance(tag, int) or not 1 <= tag <= 4094:
-            raise AttachError(f"tag must be 1..4094, got {tag!r}")
-        _check_lifetime(lifetime)
-        if not isinstance(modules, list) or not modules:
-            raise AttachError("modules must be a non-empty list of {name, params}")
+    def attach(self, request: Attach) -> Chain:
+        """Build and install a session's chain as the controller asks; return it.
+
+        It is kept for the request's lifetime plus EXPIRY_GRACE. Raise AttachError.
+        """
+        session_id, tag, lifetime = request.session_id, request.tag, request.lifetime
         with self._lock:
             other = self.dispatcher.by_tag(tag)
             if other is not None and other.session_id != session_id:
                 raise AttachError(f"tag {tag} belongs to session {other.session_id}", 409)
-            instances = self._instantiate(session_id, modules)
+            instances = self._instantiate(session_id, request.modules)
             now = self.clock()
             chain = Chain(
                 session_id, tag, instances, now + lifetime + EXPIRY_GRACE, lifetime, attached_at=now
@@ -116,46 +120,45 @@ class NodeAgent:
         )
         return chain
 
-    def _instantiate(self, session_id: int, modules: list) -> list[tuple[str, ServiceModule]]:
+    def _instantiate(
+        self, session_id: int, modules: tuple[ModuleSpec, ...]
+    ) -> list[tuple[str, ServiceModule]]:
         """Return one instance per requested module; on any failure release them all."""
         instances: list[tuple[str, ServiceModule]] = []
         try:
-            for item in modules:
-                if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
-                    raise AttachError("each module is an object {name, params}")
-                params = item.get("params") or {}
-                if not isinstance(params, Mapping):
-                    raise AttachError(f"params of {item['name']!r} must be an object")
+            for module in modules:
                 try:
-                    instance = self.host.instantiate(item["name"], params, session_id)
+                    instance = self.host.instantiate(module.name, dict(module.params), session_id)
                 except ModuleLoadError as exc:
                     raise AttachError(str(exc), 422) from None
-                instances.append((item["name"], instance))
+                instances.append((module.name, instance))
         except AttachError:
             for name, instance in instances:
                 self.host.release(name, instance)
             raise
         return instances
 
-    def refresh(self, session_id: int, lifetime: object) -> Chain:
-        """Extend a chain's soft state; return it. Raise KeyError when there is none."""
-        _check_lifetime(lifetime)
-        chain = self.dispatcher.by_session(session_id)
+    def refresh(self, request: Refresh) -> Chain:
+        """Extend a chain's soft state to the request's lifetime plus EXPIRY_GRACE from
+        now; return it. Raise KeyError when there is none."""
+        chain = self.dispatcher.by_session(request.session_id)
         if chain is None:
-            raise KeyError(session_id)
-        chain.lifetime = lifetime
-        chain.expires = self.clock() + lifetime + EXPIRY_GRACE
+            raise KeyError(request.session_id)
+        chain.lifetime = request.lifetime
+        chain.expires = self.clock() + request.lifetime + EXPIRY_GRACE
         return chain
 
-    def detach(self, session_id: int) -> dict[str, object] | None:
+    def detach(self, session_id: int) -> ChainStats | None:
         """Remove a session's chain; return its final counters, or None when there is none."""
         with self._lock:
             chain = self.dispatcher.remove(session_id)
         if chain is None:
             return None
         self._quiesce()
-        stats = chain.stats()
-        self._stop(chain)
+        try:
+            stats = chain_stats(chain)
+        finally:  # the chain is out of the map: its modules stop whatever its counters say
+            self._stop(chain)
         log.info("session %d detached after %d packets", session_id, chain.packets)
         return stats
 
@@ -176,21 +179,24 @@ class NodeAgent:
         for name, module in chain.modules:
             self.host.release(name, module)
 
-    def status(self) -> dict[str, object]:
+    def status(self) -> AgentStatus:
         """Return the agent's own view: identity, loaded modules, sessions, I/O counters."""
-        return {
-            "dpid": format_dpid(self.config.dpid),
-            "iface": self.config.iface,
-            "switch_port": self.config.switch_port,
-            "boot_id": self.boot_id,
-            "pid": os.getpid(),
-            "registered": self.registered.is_set(),
-            "modules_loaded": self.host.loaded(),
-            "sessions": [c.session_id for c in self.dispatcher.chains()],
-            "io": self.io_stats(),
-        }
+        return AgentStatus(
+            dpid=self.config.dpid,
+            iface=self.config.iface,
+            switch_port=self.config.switch_port,
+            boot_id=self.boot_id,
+            pid=os.getpid(),
+            registered=self.registered.is_set(),
+            modules_loaded={
+                name: LoadedModule(str(m["version"]), int(m["sessions"]))
+                for name, m in self.host.loaded().items()
+            },
+            sessions=tuple(c.session_id for c in self.dispatcher.chains()),
+            io=self.io_stats(),
+        )
 
-    def io_stats(self) -> dict[str, int | None]:
+    def io_stats(self) -> NodeIO:
         """Return the node's frame counters, every session together, since the agent started.
 
         Besides what the packet loop counted: frames the kernel dropped because the
@@ -200,20 +206,20 @@ class NodeAgent:
         the switch reads the port some other way). None of these carry a session.
         """
         io = self._io
-        return dict(
-            self.io_counters,
+        return NodeIO(
+            **self.io_counters,
             unmatched=self.dispatcher.unmatched,
             queue_dropped=io.queue_dropped() if io else 0,
             too_big=io.too_big if io else 0,
             switch_queue_dropped=packet_socket_drops(self.config.switch_port),
         )
 
-    def session_stats(self, session_id: int) -> dict[str, object]:
-        """Return a chain's counters with the node's under "node"; KeyError when none."""
+    def session_stats(self, session_id: int) -> ChainStats:
+        """Return a chain's counters with the node's; KeyError when there is none."""
         chain = self.dispatcher.by_session(session_id)
         if chain is None:
             raise KeyError(session_id)
-        return chain.stats() | {"node": self.io_stats()}
+        return chain_stats(chain).with_node(self.io_stats())
 
     # --- loops ---------------------------------------------------------------------
     def packet_loop(self, io: PacketSocket) -> None:
@@ -274,25 +280,26 @@ class NodeAgent:
         The registration is signed with the node's key and only an answer signed by
         the controller counts. Raise Refused when the controller will not have this
         agent for the node, and ClientError when it cannot be reached or answers with
-        another error (or does not sign its answer).
+        another error (or does not sign its answer, or breaks the contract).
         """
         asked_at = self.clock()
-        body = {
-            "dpid": format_dpid(self.config.dpid),
-            "switch_port": self.config.switch_port,
-            "url": self.url,
-            "boot_id": self.boot_id,
-        }
-        url = self.config.controller.rstrip("/") + "/netserv/nodes"
+        request = Registration(self.config.dpid, self.config.switch_port, self.url, self.boot_id)
+        url = self.config.controller.rstrip("/") + request.path
         try:
-            reply = call_json(url, "POST", body, REGISTER_TIMEOUT, signer=self.signer)
+            raw = call_json(
+                url, request.METHOD, request.to_json(), REGISTER_TIMEOUT, signer=self.signer
+            )
         except ClientError as exc:
-            if exc.status == REFUSED:
+            if exc.status == Registration.REFUSED:
                 raise Refused(exc.message) from None
             raise
-        listed = reply.get("sessions") if isinstance(reply, dict) else None
-        if isinstance(listed, list):
-            self.reconcile(listed, asked_at)
+        try:
+            reply = RegistrationReply.from_json(raw)
+            if reply.dpid != self.config.dpid:
+                raise ContractError(f"it is for node {reply.dpid:016x}")
+        except ContractError as exc:
+            raise ClientError(0, f"the controller's answer breaks the contract: {exc}") from None
+        self.reconcile(list(reply.sessions), asked_at)
 
     def register(self) -> bool:
         """Try to register once; return True when registered.

@@ -14,14 +14,16 @@ knows it came from here.
 | PATCH  | /sessions/{id} | refresh {lifetime}                                      |
 | DELETE | /sessions/{id} | detach; returns the final counters                      |
 
-{id} is a session id in canonical decimal (1 to SESSION_ID_MAX), as the controller
-writes it. Bodies are JSON objects read as strictly as the controller reads its own
-(`signaling.jsonhttp.decode_json`), at most MAX_BODY bytes, sent within READ_TIMEOUT.
+The bodies and answers are the contract's messages (`agentproto/messages.py`: Attach,
+Refresh, ChainStats, AgentStatus), read and built with it only. {id} is a session id
+in canonical decimal (1 to SESSION_ID_MAX), as the controller writes it. Bodies are
+JSON objects read as strictly as the controller reads its own
+(`jsonhttp.strict.decode_json`), at most MAX_BODY bytes, sent within READ_TIMEOUT.
 Errors are {"error": message}, mapped in `_error` only:
 
 | error                                           | status |
 | ----------------------------------------------- | ------ |
-| malformed body or field                         | 400    |
+| malformed body or field (ContractError)         | 400    |
 | not signed by the controller with the node key  | 401    |
 | no such session or path                         | 404    |
 | a method the path does not take                 | 405    |
@@ -40,8 +42,10 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 
+from agentproto.fields import ContractError
+from agentproto.messages import Attach, ChainQuery, Detach, Refresh, StatusQuery
 from controller.auth import (
     MIN_KEY_BYTES,
     Proof,
@@ -52,8 +56,8 @@ from controller.auth import (
     sign_response,
 )
 from controller.tables import SESSION_ID_MAX, session_id_of_text
-from nodes.agent import AttachError, NodeAgent
-from signaling.jsonhttp import decode_json
+from jsonhttp.strict import decode_json
+from nodes.agent import AttachError, NodeAgent, chain_stats
 
 log = logging.getLogger("netserv.control")
 MAX_BODY = 1 << 20
@@ -61,6 +65,7 @@ READ_TIMEOUT = 2.0  # seconds a client may stall while sending a request before 
 BACKLOG = 128  # connections the kernel queues before the server accepts them
 INTERNAL_ERROR = "internal error; the agent's log has the details"
 _LENGTH = re.compile(r"[0-9]{1,16}\Z")
+T = TypeVar("T")
 
 
 class ControlError(Exception):
@@ -104,57 +109,65 @@ STATUS: dict[type[Exception], int] = {
 
 @dataclass(frozen=True)
 class Call:
-    """What a handler gets: the agent, the session the path names, and its body on demand."""
+    """What a handler gets: the agent, the session the path names, and the body as sent."""
 
     agent: NodeAgent
     session_id: int
-    body: Callable[[], dict[str, object]]
+    raw: bytes
+
+    def read(self, parse: Callable[[object, int], T]) -> T:
+        """Return the body read by `parse` (a request's from_json) for the path's
+        session; raise BadRequest saying what breaks the contract."""
+        try:
+            return parse(_decode(self.raw), self.session_id)
+        except ContractError as exc:
+            raise BadRequest(str(exc)) from None
 
 
 def _health(call: Call) -> tuple[int, object]:
-    return 200, call.agent.status()
+    return 200, call.agent.status().to_json()
 
 
 def _list(call: Call) -> tuple[int, object]:
-    return 200, [c.stats() for c in call.agent.dispatcher.chains()]
+    return 200, [chain_stats(c).to_json() for c in call.agent.dispatcher.chains()]
 
 
 def _show(call: Call) -> tuple[int, object]:
     try:
-        return 200, call.agent.session_stats(call.session_id)
+        return 200, call.agent.session_stats(call.session_id).to_json()
     except KeyError:  # NodeAgent.session_stats's way of saying "no such chain"
         raise NoSuchResource(f"no session {call.session_id}") from None
 
 
 def _attach(call: Call) -> tuple[int, object]:
-    return 201, call.agent.attach(call.session_id, call.body()).stats()
+    return 201, chain_stats(call.agent.attach(call.read(Attach.from_json))).to_json()
 
 
 def _refresh(call: Call) -> tuple[int, object]:
-    lifetime = call.body().get("lifetime")
+    request = call.read(Refresh.from_json)
     try:
-        chain = call.agent.refresh(call.session_id, lifetime)
+        chain = call.agent.refresh(request)
     except KeyError:  # NodeAgent.refresh's way of saying "no such chain"
         raise NoSuchResource(f"no session {call.session_id}") from None
-    return 200, chain.stats()
+    return 200, chain_stats(chain).to_json()
 
 
 def _detach(call: Call) -> tuple[int, object]:
     stats = call.agent.detach(call.session_id)
     if stats is None:
         raise NoSuchResource(f"no session {call.session_id}")
-    return 200, stats
+    return 200, stats.to_json()
 
 
 Handler = Callable[[Call], tuple[int, object]]
-SESSION = "/sessions/{id}"
+SESSION = Attach.ROUTE  # every call about one session has this path
 ROUTES: dict[tuple[str, str], Handler] = {
-    ("GET", "/health"): _health,
-    ("GET", "/sessions"): _list,
-    ("GET", SESSION): _show,
-    ("PUT", SESSION): _attach,
-    ("PATCH", SESSION): _refresh,
-    ("DELETE", SESSION): _detach,
+    (StatusQuery.METHOD, StatusQuery.ROUTE): _health,
+    ("GET", "/sessions"): _list,  # not the controller's: for people and tests
+    (ChainQuery.METHOD, ChainQuery.ROUTE): _show,
+    (Attach.METHOD, Attach.ROUTE): _attach,
+    (Refresh.METHOD, Refresh.ROUTE): _refresh,
+    (Detach.METHOD, Detach.ROUTE): _detach,
 }
 
 
@@ -202,13 +215,44 @@ def _shown(text: str) -> str:
 
 
 def _error(exc: Exception) -> tuple[int, str]:
-    """Return (status, message) for an exception raised while answering a request."""
+    """Return (status, message) for an exception raised while answering a request.
+
+    A ContractError that is not the request's (BadRequest) is the agent's own answer
+    breaking the contract: an internal error.
+    """
     if isinstance(exc, (ControlError, Unauthorized)):
         return next(STATUS[c] for c in type(exc).__mro__ if c in STATUS), str(exc)
     if isinstance(exc, AttachError):  # the agent's own refusals carry their status
         return exc.status, str(exc)
     log.error("internal error", exc_info=exc)
     return 500, INTERNAL_ERROR
+
+
+def answer(
+    agent: NodeAgent, method: str, target: str, raw: bytes
+) -> tuple[int, bytes, dict[str, str]]:
+    """Answer a call to `agent`'s control API whose caller is proven (or need not be, in
+    process): return the status, the JSON body and the headers to add.
+
+    Every outcome is an answer: a refusal is {"error": message} with its status.
+    """
+    try:
+        handler, session_id = route(method, target)
+        status, body = handler(Call(agent, session_id, raw))
+        return status, json.dumps(body).encode(), {}
+    except Exception as exc:
+        return _refusal(exc)
+
+
+def _refusal(exc: Exception) -> tuple[int, bytes, dict[str, str]]:
+    """Return the status, body and headers that answer `exc`."""
+    status, message = _error(exc)
+    headers: dict[str, str] = {}
+    if isinstance(exc, MethodNotAllowed):
+        headers["Allow"] = ", ".join(exc.allowed)
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = exc.challenge
+    return status, json.dumps({"error": message}).encode(), headers
 
 
 class _Server(ThreadingHTTPServer):
@@ -242,23 +286,17 @@ class _RequestHandler(BaseHTTPRequestHandler):
         raise AttributeError(name)
 
     def _serve(self) -> None:
-        headers: dict[str, str] = {}
         proof = None
         try:
             raw = self._raw_body()
             # Before routing, so that a caller without the key learns nothing, not
             # even which paths or sessions exist.
             proof = self.server.verifier.verify(self.command, self.path, self.headers, raw)
-            handler, session_id = route(self.command, self.path)
-            status, body = handler(Call(self.server.agent, session_id, lambda: _decode(raw)))
-            data = json.dumps(body).encode()
         except Exception as exc:
-            status, message = _error(exc)
-            data = json.dumps({"error": message}).encode()
-            if isinstance(exc, MethodNotAllowed):
-                headers["Allow"] = ", ".join(exc.allowed)
-            if isinstance(exc, Unauthorized):
-                headers["WWW-Authenticate"] = exc.challenge
+            status, data, headers = _refusal(exc)
+        else:
+            status, data, headers = answer(self.server.agent, self.command, self.path, raw)
+        if status >= 400:
             self.close_connection = True  # the body may be left unread
         if proof is not None:
             headers.update(self.server.sign(proof, status, data))

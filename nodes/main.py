@@ -8,9 +8,10 @@ import signal
 import threading
 from collections.abc import Callable
 
+from agentproto.limits import HEARTBEAT
 from controller.keyfiles import ENV as SECRETS_ENV
 from controller.keyfiles import SecretsError, provision_node_key, read_secret
-from nodes.agent import HEARTBEAT, AgentConfig, NodeAgent
+from nodes.agent import AgentConfig, NodeAgent
 from nodes.bundle import MODULE_PATH_HELP, BundleError, Catalog, module_path
 from nodes.control import make_server
 from nodes.packet_io import PacketSocket

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from controller.keyfiles import token_path
-from signaling.jsonhttp import ClientError, call_json
+from jsonhttp.client import ClientError, call_json
 
 __all__ = ["ClientError", "DEFAULT_URL", "NetServClient"]
 

@@ -6,6 +6,10 @@ import enum
 import re
 import struct
 
+# A session's lifetime and chain are bounded as for every transport and the agents.
+from agentproto.limits import MAX_CHAIN as MAX_CHAIN
+from agentproto.limits import MAX_LIFETIME as MAX_LIFETIME
+
 SIGNALING_PORT = 20051  # UDP; 0x4e53, "NS", as in NetServ's flow cookies
 MAGIC = 0x4E53
 VERSION = 1
@@ -22,14 +26,12 @@ ALIGN = 4
 # fragmented: a switch that punts by UDP port would not see the later fragments.
 MAX_MESSAGE_SIZE = 1232
 MAX_OBJECTS = 32
-MAX_CHAIN = 8  # as controller/requests.py MAX_CHAIN
 MAX_PARAMS = 16  # per module
 MAX_PATH_NODES = 16  # named nodes in a selection, nodes in a PROBE-RESPONSE or an ACK
 MAX_NODE_MODULES = 64  # modules one PROBE-RESPONSE entry lists
 MAX_REQUESTER_ID = 64  # bytes
 MAX_NAME = 32  # bytes: module and parameter names
 MAX_STRING = 255  # bytes: string parameter values and ERROR reasons
-MAX_LIFETIME = 24 * 3600  # seconds, as controller/requests.py MAX_LIFETIME
 MAX_LOAD = 1000  # thousandths
 
 U32_MAX = (1 << 32) - 1

@@ -119,12 +119,14 @@ def serve(loop: Callable[[], None], stopping: threading.Event, counters: Callabl
 
 def serve_agent(iface: str, tag: int, chain: int, io_kind: str) -> None:
     """Serve `iface` with a NodeAgent whose one session (tag `tag`) runs `chain` nulls."""
+    from agentproto.limits import MAX_LIFETIME
+    from agentproto.messages import Attach, ModuleSpec
     from nodes.agent import AgentConfig, NodeAgent
     from nodes.bundle import Catalog, module_path
 
     # No controller: the packet loop and attach do not need one.
     agent = NodeAgent(AgentConfig(1, iface, "", "http://127.0.0.1:9"), Catalog(module_path()))
-    agent.attach(1, {"tag": tag, "lifetime": 86400, "modules": [{"name": "null"}] * chain})
+    agent.attach(Attach(1, tag, MAX_LIFETIME, (ModuleSpec("null"),) * chain))
     io = SOCKETS[io_kind](iface)
     batches = 0
     recv_batch = io.recv_batch
@@ -139,7 +141,8 @@ def serve_agent(iface: str, tag: int, chain: int, io_kind: str) -> None:
 
     def counters() -> dict[str, Any]:
         chain_packets = agent.dispatcher.by_tag(tag).packets
-        return {**agent.io_stats(), "chain_packets": chain_packets, "batches": batches}
+        io_stats = agent.io_stats().to_json()
+        return {**io_stats, "chain_packets": chain_packets, "batches": batches}
 
     serve(lambda: agent.packet_loop(io), agent.stopping, counters)
 

@@ -30,12 +30,12 @@ from typing import Any
 
 import pytest
 
+from agentproto.limits import HEARTBEAT
 from controller.auth import Signer, agent_key_id, controller_key_id
 from controller.keyfiles import node_key_path, provision_node_key, read_secret
 from controller.tables import KIND_LEARNED, KIND_SHIFT
-from nodes.agent import HEARTBEAT
+from jsonhttp.client import ClientError, call_json
 from signaling.client import NetServClient
-from signaling.jsonhttp import ClientError, call_json
 from tests.agents import call_agent
 from tools import ovs
 from tools.scenario import Receiver, send_udp, warm_up

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from agentproto.messages import Attach, ModuleSpec
 from nodes.agent import AgentConfig, NodeAgent
 from nodes.bundle import Catalog
 from nodes.packet_io import BatchPacketSocket, OneFramePacketSocket, PacketSocket
@@ -149,12 +150,8 @@ def test_send_batch_sends_in_order_and_stops_at_the_first_failure(veth, kind):
 def test_the_agent_loop_counts_every_frame_of_a_burst_on_the_batched_socket(veth):
     a, b = veth
     agent = NodeAgent(AgentConfig(1, a, b, "http://127.0.0.1:9"), Catalog(SERVICES))
-    chains = {
-        tag: agent.attach(
-            tag, {"tag": tag, "lifetime": 60, "modules": [{"name": "null"}, {"name": "counter"}]}
-        )
-        for tag in (1, 2)
-    }
+    modules = (ModuleSpec("null"), ModuleSpec("counter"))
+    chains = {tag: agent.attach(Attach(tag, tag, 60, modules)) for tag in (1, 2)}
     io, peer = BatchPacketSocket(a, timeout=0.1), BatchPacketSocket(b, timeout=0.3)
     sizes: list[int] = []
     recv_batch = io.recv_batch
@@ -184,7 +181,7 @@ def test_the_agent_loop_counts_every_frame_of_a_burst_on_the_batched_socket(veth
     for chain in chains.values():
         assert (chain.packets, chain.returned, chain.send_failed) == (200, 200, 0)
         assert chain.modules[1][1].stats()["packets"] == 200
-    io_stats = agent.io_stats()
+    io_stats = agent.io_stats().to_json()
     assert {
         k: io_stats[k]
         for k in (

@@ -1,5 +1,6 @@
 """Fixtures of the unit tests: a simulated switch and real node agents, in process."""
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -7,8 +8,8 @@ from types import MappingProxyType
 
 import pytest
 
+from controller.agent_client import AgentClient
 from controller.auth import RestAuth, Signer, agent_key_id, controller_key_id
-from controller.errors import PartFailed, Unavailable
 from controller.messages import FlowAdd, FlowDelete
 from controller.pipeline import present_request
 from controller.policy import OPERATOR, Policy, Requester
@@ -17,7 +18,9 @@ from controller.service import NetServService
 from controller.sessions import Session
 from controller.store import MEMORY, SessionStore
 from controller.topology import SwitchPort
-from nodes.agent import AgentConfig, AttachError, NodeAgent
+from jsonhttp.client import ClientError
+from nodes import control
+from nodes.agent import AgentConfig, NodeAgent
 from nodes.bundle import Catalog
 from tests.unit.flowsim import SimSwitch
 
@@ -107,43 +110,26 @@ def connect(service, switches, dpid, ports) -> None:
     switches.send(dpid, service.reconcile(dpid, switches.request(dpid, present_request())))
 
 
-class InProcessAgents:
-    """The Agents port, answered by real NodeAgent objects instead of over HTTP."""
+class InProcessAgents(AgentClient):
+    """The controller's own agent client, answered in process by real NodeAgent objects
+    through their control API's own routes and handlers: only HTTP and the signatures
+    are left out, so requests and answers cross the same contract as on the wire."""
 
     def __init__(self) -> None:
+        super().__init__(node_keys=lambda dpid: None)
         self.by_dpid: dict[int, NodeAgent] = {}
         self.down = False
         self.health_down = False  # only the control API's /health goes unanswered
 
-    def _agent(self, agent):
-        if self.down:
-            raise Unavailable("agent unreachable")
-        return self.by_dpid[agent.dpid]
-
-    def attach(self, agent, session):
-        body = {
-            "tag": session.tag,
-            "lifetime": session.lifetime,
-            "modules": [m.to_json() for m in session.modules],
-        }
-        try:
-            self._agent(agent).attach(session.id, body)
-        except AttachError as exc:
-            raise PartFailed(str(exc)) from None
-
-    def refresh(self, agent, session):
-        self._agent(agent).refresh(session.id, session.lifetime)
-
-    def detach(self, agent, session_id):
-        return self._agent(agent).detach(session_id)
-
-    def stats(self, agent, session_id):
-        return self._agent(agent).session_stats(session_id)
-
-    def health(self, agent):
-        if self.health_down:
-            raise Unavailable("agent unreachable")
-        return self._agent(agent).status()
+    def send(self, agent, method, path, body, timeout):
+        if self.down or (self.health_down and path == "/health"):
+            raise ClientError(0, "agent unreachable")
+        raw = b"" if body is None else json.dumps(body).encode()
+        status, data, _ = control.answer(self.by_dpid[agent.dpid], method, path, raw)
+        answer = json.loads(data)
+        if status >= 400:
+            raise ClientError(status, answer["error"])
+        return answer
 
 
 @pytest.fixture

@@ -87,7 +87,7 @@ def test_module_path_is_taken_by_controller_agent_and_modules(tmp_path):
 
 
 def test_agent_dead_after_has_one_default():
-    from controller.service import AGENT_DEAD_AFTER
+    from agentproto.limits import AGENT_DEAD_AFTER
 
     assert parser().parse_args(["controller"]).agent_dead_after == AGENT_DEAD_AFTER
 

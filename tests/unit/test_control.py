@@ -333,7 +333,7 @@ def test_answers_are_signed_by_the_agent_for_the_request(served):
 
 def test_the_controllers_client_calls_the_agent(served):
     from controller.agent_client import agent_call
-    from signaling.jsonhttp import ClientError
+    from jsonhttp.client import ClientError
 
     url = f"http://127.0.0.1:{served.port}"
     body = {"tag": 5, "lifetime": 30, "modules": [{"name": "counter"}]}

@@ -11,8 +11,8 @@ import pytest
 
 from controller import keyfiles
 from controller.keyfiles import SecretsError
+from jsonhttp.client import ClientError
 from signaling.client import NetServClient, read_token
-from signaling.jsonhttp import ClientError
 
 
 def mode(path: Path) -> int:

@@ -1,11 +1,14 @@
 """The node agent's pure parts: bundles, the module host, the dispatcher, attach checks."""
 
+import json
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from agentproto.messages import Attach, ModuleSpec
+from nodes import control
 from nodes.agent import AgentConfig, AttachError, NodeAgent
 from nodes.bundle import BundleError, Catalog, read_manifest
 from nodes.dispatcher import Chain, Dispatcher
@@ -130,18 +133,17 @@ def agent() -> NodeAgent:
     ],
 )
 def test_bad_attach_requests_leave_nothing(agent, body, status):
-    with pytest.raises(AttachError) as err:
-        agent.attach(7, body)
-    assert err.value.status == status
+    answered, data, _ = control.answer(agent, "PUT", "/sessions/7", json.dumps(body).encode())
+    assert answered == status, data
     assert agent.dispatcher.chains() == [] and agent.host.loaded() == {}
 
 
 def test_a_tag_belongs_to_one_session(agent):
-    agent.attach(1, {"tag": 5, "lifetime": 5, "modules": [{"name": "null"}]})
+    agent.attach(Attach(1, 5, 5, (ModuleSpec("null"),)))
     with pytest.raises(AttachError) as err:
-        agent.attach(2, {"tag": 5, "lifetime": 5, "modules": [{"name": "null"}]})
+        agent.attach(Attach(2, 5, 5, (ModuleSpec("null"),)))
     assert err.value.status == 409
-    agent.attach(1, {"tag": 6, "lifetime": 5, "modules": [{"name": "counter"}]})  # re-attach
+    agent.attach(Attach(1, 6, 5, (ModuleSpec("counter"),)))  # re-attach
     assert [c.tag for c in agent.dispatcher.chains()] == [6]
     assert set(agent.host.loaded()) == {"counter"}
 
@@ -187,7 +189,7 @@ class OneFrame:
 
 
 def test_detach_waits_for_the_frame_a_module_is_still_handling(agent):
-    chain = agent.attach(1, {"tag": 5, "lifetime": 5, "modules": [{"name": "null"}]})
+    chain = agent.attach(Attach(1, 5, 5, (ModuleSpec("null"),)))
     slow = Slow({}, None)
     chain.modules[0] = ("null", slow)  # in place of the null instance
     io = OneFrame(agent, 5)
@@ -237,15 +239,15 @@ def frame(n):
 
 
 def test_the_packet_loop_credits_each_chain_with_what_it_returned_or_failed_to_send(agent):
-    kept = agent.attach(1, {"tag": 5, "lifetime": 5, "modules": [{"name": "null"}]})
-    dropper = agent.attach(2, {"tag": 6, "lifetime": 5, "modules": [{"name": "null"}]})
+    kept = agent.attach(Attach(1, 5, 5, (ModuleSpec("null"),)))
+    dropper = agent.attach(Attach(2, 6, 5, (ModuleSpec("null"),)))
     dropper.modules[0] = ("null", Drop({}, None))
     io = Batches(agent, [[(5, frame(1)), (6, frame(2)), (None, frame(3))], [(5, frame(4))]], room=1)
     agent.packet_loop(io)
     assert io.sent == [bytes(frame(1)), bytes(frame(4))]  # the untagged frame found no room
     assert (kept.packets, kept.returned, kept.send_failed) == (2, 2, 0)
     assert (dropper.packets, dropper.dropped, dropper.returned) == (1, 1, 0)
-    node = agent.session_stats(1)["node"]
+    node = agent.session_stats(1).node.to_json()
     assert {k: node[k] for k in ("received", "sent", "dropped", "send_failed", "unmatched")} == {
         "received": 4,
         "sent": 2,
@@ -259,7 +261,7 @@ def test_the_packet_loop_credits_each_chain_with_what_it_returned_or_failed_to_s
 
 
 def test_a_failed_send_is_charged_to_the_chain_of_the_frame_that_did_not_leave(agent):
-    a = agent.attach(1, {"tag": 5, "lifetime": 5, "modules": [{"name": "null"}]})
-    b = agent.attach(2, {"tag": 6, "lifetime": 5, "modules": [{"name": "null"}]})
+    a = agent.attach(Attach(1, 5, 5, (ModuleSpec("null"),)))
+    b = agent.attach(Attach(2, 6, 5, (ModuleSpec("null"),)))
     agent.packet_loop(Batches(agent, [[(5, frame(1)), (6, frame(2)), (5, frame(3))]], room=1))
     assert (a.returned, a.send_failed, b.returned, b.send_failed) == (1, 1, 0, 1)

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from agentproto.messages import Attach
 from controller.errors import InvalidRequest
 from controller.requests import parse_session_request
 from nodes.agent import AgentConfig, AttachError, NodeAgent
@@ -125,5 +126,5 @@ def test_the_agent_rechecks_parameters_with_the_same_code():
     agent = NodeAgent(AgentConfig(1, "s1-na", "s1-ns", "http://c"), CATALOG)
     body = {"tag": 1, "lifetime": 5, "modules": [{"name": "counter", "params": {"log_every": -1}}]}
     with pytest.raises(AttachError, match="log_every"):
-        agent.attach(1, body)
+        agent.attach(Attach.from_json(body, 1))
     assert agent.dispatcher.chains() == [] and agent.host.loaded() == {}

@@ -68,7 +68,7 @@ def served(sim, agent, session, frames: int) -> None:
 
 
 def counted(agent, session) -> int:
-    return agent.session_stats(session.id)["modules"][0]["stats"]["packets"]
+    return agent.session_stats(session.id).modules[0].stats["packets"]
 
 
 def test_a_store_written_by_one_service_is_read_by_another(first, services):

@@ -2,12 +2,12 @@
 
 import pytest
 
+from agentproto.limits import EXPIRY_GRACE
 from controller import tables
 from controller.match import parse_match
 from controller.messages import FlowAdd, FlowDelete, MeterAdd, Output
 from controller.network import Agent, Network
 from controller.pipeline import (
-    HARD_TIMEOUT_GRACE,
     base_flows,
     hard_timeout,
     present_request,
@@ -143,10 +143,10 @@ def test_a_detours_hard_timeout_is_capped_fits_its_field_and_never_outlives_the_
         # The switch never keeps the detour past the session's end plus grace (the agent
         # keeps the chain that long), and in the last stretch it keeps it past the end,
         # so the controller's expiry, not the switch, ends a session whose controller lives.
-        assert now + hard <= session.expires + HARD_TIMEOUT_GRACE
-        if session.expires - now + HARD_TIMEOUT_GRACE <= tables.HARD_TIMEOUT_CAP:
+        assert now + hard <= session.expires + EXPIRY_GRACE
+        if session.expires - now + EXPIRY_GRACE <= tables.HARD_TIMEOUT_CAP:
             assert now + hard > session.expires
-    assert hard_timeout(session, 100.0, cap=8) == min(8, lifetime + HARD_TIMEOUT_GRACE)
+    assert hard_timeout(session, 100.0, cap=8) == min(8, lifetime + EXPIRY_GRACE)
 
 
 def test_the_rearm_margin_leaves_room_for_retries_and_shrinks_with_a_small_cap():

@@ -30,7 +30,7 @@ def test_a_second_agent_for_a_live_node_is_refused_and_the_first_keeps_serving(w
         register(service, second, url="http://b", port="other-ns")
     message = str(refused.value)
     assert "live agent" in message and "http://a" in message and "stop it" in message
-    assert f"pid {first.status()['pid']}" in message
+    assert f"pid {first.status().pid}" in message
     registered = service.network.agents[DPID]
     assert (registered.boot_id, registered.url) == (first.boot_id, "http://a")
     assert service.network.agent_port(DPID) == AGENT_PORT and set(sim.cookies()) == flows
@@ -86,8 +86,8 @@ def test_a_live_agent_cannot_move_its_port(world):
 
 
 def test_a_refused_agent_stops_instead_of_retrying(services, monkeypatch):
+    from jsonhttp.client import ClientError
     from nodes import agent as agent_module
-    from signaling.jsonhttp import ClientError
 
     def refuse(*_args, **_kwargs):
         raise ClientError(409, "node 0000000000000001 already has a live agent")
@@ -95,6 +95,7 @@ def test_a_refused_agent_stops_instead_of_retrying(services, monkeypatch):
     monkeypatch.setattr(agent_module, "call_json", refuse)
     config = AgentConfig(DPID, "s1-na", "s1-ns", "http://c", heartbeat=0.05)
     agent = NodeAgent(config, Catalog(services))
+    agent.url = "http://127.0.0.1:9"  # its control API listens before it registers
     give_up = threading.Timer(2.0, agent.stopping.set)  # so a loop that retries fails, not hangs
     give_up.start()
     try:

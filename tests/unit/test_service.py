@@ -4,9 +4,10 @@ import struct
 
 import pytest
 
+from agentproto.limits import EXPIRY_GRACE
+from agentproto.messages import Attach, ModuleSpec
 from controller import pipeline, tables
 from controller.errors import Conflict, InvalidRequest, NotFound, PartFailed, Unavailable
-from controller.pipeline import HARD_TIMEOUT_GRACE
 from controller.requests import MAX_LIFETIME, parse_refresh
 from controller.sessions import State
 from controller.tables import HARD_TIMEOUT_CAP
@@ -139,7 +140,7 @@ def test_the_agent_expires_chains_by_itself_when_no_teardown_comes(world):
 def test_registration_lists_the_nodes_sessions_and_the_agent_drops_orphans(world, services):
     service, _, _, agents, agent, clock = world
     kept = make(service, BODY)
-    agent.attach(77, {"tag": 99, "lifetime": 60, "modules": [{"name": "null"}]})  # an orphan
+    agent.attach(Attach(77, 99, 60, (ModuleSpec("null"),)))  # an orphan
     reply = service.register_agent(
         {"dpid": 1, "switch_port": "s1-ns", "url": "http://a", "boot_id": agent.boot_id}
     )
@@ -147,7 +148,7 @@ def test_registration_lists_the_nodes_sessions_and_the_agent_drops_orphans(world
     clock.now += 1
     assert agent.reconcile(reply["sessions"], asked_at=clock.now) == [77]
     assert [c.session_id for c in agent.dispatcher.chains()] == [kept.id]
-    agent.attach(78, {"tag": 98, "lifetime": 60, "modules": [{"name": "null"}]})
+    agent.attach(Attach(78, 98, 60, (ModuleSpec("null"),)))
     assert agent.reconcile([kept.id], asked_at=clock.now - 0.5) == []  # newer than the list
 
 
@@ -216,7 +217,7 @@ def test_a_long_session_keeps_its_detour_and_counters_and_expires_on_time(world)
     assert served(sim, session) and agent.dispatcher.by_session(session.id) is not None
     # the last stretch: the timer is the rest of the lifetime plus grace, not re-armed
     flow = detour(sim, session)
-    assert sim.deadline(flow) == start + 3 * HARD_TIMEOUT_CAP + HARD_TIMEOUT_GRACE
+    assert sim.deadline(flow) == start + 3 * HARD_TIMEOUT_CAP + EXPIRY_GRACE
     assert run_for(world, 19, step=1.0) == ([], [])
     assert run_for(world, 1, step=1.0) == ([], [session.id])  # at its expiry, by the controller
     assert clock.now == session.expires and sim.with_cookie(session.cookie) == []

@@ -8,6 +8,7 @@ from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6
 from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Raw
 
+from agentproto.messages import Attach
 from nodes.agent import AgentConfig, NodeAgent
 from nodes.blocks import Frame, icmp_echo_reply
 from nodes.bundle import Catalog
@@ -167,10 +168,10 @@ def test_counter_ratelimit_counter_the_counts_add_up(clock):
         {"name": "ratelimit", "params": {"rate": 8.0, "burst": 5, "per": "session"}},
         {"name": "counter"},
     ]
-    chain = agent.attach(1, {"tag": 5, "lifetime": 60, "modules": modules})
+    chain = agent.attach(Attach.from_json({"tag": 5, "lifetime": 60, "modules": modules}, 1))
     io = Batches(agent, clock, [[(5, udp(i)) for i in range(10)] for _ in range(10)])
     agent.packet_loop(io)  # 100 frames in 1.25 s: 5 at once, then 1 a batch
-    stats = agent.session_stats(1)
+    stats = agent.session_stats(1).to_json()
     first, limiter, last = (m["stats"] for m in stats["modules"])
     assert first["packets"] == 100 and limiter == {"passed": 5 + 9, "dropped": 86}
     assert last["packets"] == limiter["passed"] == len(io.sent) == chain.returned

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from agentproto.messages import Attach, ModuleSpec
 from nodes.agent import AgentConfig, NodeAgent
 from nodes.bundle import Catalog
 from nodes.dispatcher import Chain, Dispatcher
@@ -203,13 +204,13 @@ def test_the_packet_loop_sends_emitted_frames_and_runs_timers_when_idle(tmp_path
         "        return Verdict.DROP\n"
     )
     agent = NodeAgent(AgentConfig(1, "s1-na", "s1-ns", "http://c"), Catalog(tmp_path), clock)
-    c = agent.attach(1, {"tag": 5, "lifetime": 60, "modules": [{"name": "ticker"}]})
+    c = agent.attach(Attach(1, 5, 60, (ModuleSpec("ticker"),)))
     io = Batches(agent, clock, [None, [(5, frame(1))], None])
     agent.packet_loop(io)
     assert io.sent == [b"tick" * 4, b"tick" * 4, b"echo" * 4, b"tick" * 4]
     assert (c.packets, c.dropped, c.returned, c.emitted) == (1, 1, 0, 4)
-    io_stats = agent.io_stats()
-    assert (io_stats["received"], io_stats["dropped"], io_stats["sent"]) == (1, 1, 4)
+    io = agent.io_stats()
+    assert (io.received, io.dropped, io.sent) == (1, 1, 4)
 
 
 def test_the_host_gives_each_instance_a_context_on_the_agents_clock_and_closes_it():
