@@ -147,7 +147,8 @@ class SignalingHandler:
         key: Key | None = None
         try:
             key = self._authenticate(payload, message)
-            self.guard.check(message.requester, message.nonce, message.timestamp_ms, now)
+            with self._lock:
+                self.guard.check(message.requester, message.nonce, message.timestamp_ms, now)
         except (NetServError, SignalingProtocolError) as exc:
             code = self._refused(exc, message.requester, sender)
             answer = ErrorReply.answering(message, _ms(now), code, _reason(exc))
