@@ -20,6 +20,7 @@ The calls are signed both ways (`controller/auth.py`) and carried by `jsonhttp`.
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -38,11 +39,15 @@ from agentproto.fields import (
 )
 from agentproto.limits import MAX_CHAIN, MAX_LIFETIME, VLAN_TAGS
 from controller.tables import SESSION_ID_MAX
-from nodes.bundle import NAME_RE
+from nodes.bundle import NAME_RE, VERSION_RE
 from signaling.dpid import format_dpid, parse_dpid
 
 MAX_URL = 256
 SESSION_PATH = "/sessions/{id}"
+SHA256_RE = re.compile(r"[0-9a-f]{64}\Z")  # a bundle's identity (nodes/archive.py)
+# What the agent's host loaded a module by: its name, or NAME@SHA256 for a bundle from the
+# controller's repository (nodes/bundlecache.py), so two versions can be loaded at once.
+MODULE_REF_RE = re.compile(r"[a-z][a-z0-9_]{0,31}(@[0-9a-f]{64})?\Z")
 
 
 def session_id(value: object, name: str = "session id") -> int:
@@ -166,13 +171,25 @@ class RegistrationReply:
 @dataclass(frozen=True)
 class ModuleSpec:
     """One module of a session's chain: its name and its full parameter set (the
-    controller resolves them against the module's manifest; the agent again)."""
+    controller resolves them against the module's manifest; the agent again), the
+    version the controller chose ("" when it did not say: a session stored before
+    versions were kept) and, for a module from the controller's repository, its
+    bundle's SHA-256, which the agent checks the bundle it fetches against ("" for a
+    module from a folder on the module path)."""
 
     name: str
     params: tuple[tuple[str, object], ...] = ()
+    version: str = ""
+    sha256: str = ""
 
     def __post_init__(self) -> None:
         word(self.name, "module name", NAME_RE)
+        if self.version:
+            word(self.version, f"version of {self.name}", VERSION_RE)
+        if self.sha256:
+            word(self.sha256, f"sha256 of {self.name}", SHA256_RE)
+            if not self.version:
+                raise ContractError(f"a bundle of {self.name} needs its version")
         pairs = tuple(listed(self.params, f"params of {self.name}"))
         if any(not isinstance(p, tuple) or len(p) != 2 or not isinstance(p[0], str) for p in pairs):
             raise ContractError(f"params of {self.name} must be (name, value) pairs")
@@ -181,16 +198,23 @@ class ModuleSpec:
         object.__setattr__(self, "params", pairs)
 
     def to_json(self) -> dict[str, object]:
-        return {"name": self.name, "params": dict(self.params)}
+        out: dict[str, object] = {"name": self.name, "params": dict(self.params)}
+        if self.version:
+            out["version"] = self.version
+        if self.sha256:
+            out["sha256"] = self.sha256
+        return out
 
     @classmethod
     def from_json(cls, raw: object) -> ModuleSpec:
-        """Return the module `raw` names ({name, params}; no params: none); raise
-        ContractError."""
-        body = fields(raw, "a module", ("name",), ("params",))
+        """Return the module `raw` names ({name, params, version, sha256}; no params:
+        none; no version or sha256: ""); raise ContractError."""
+        body = fields(raw, "a module", ("name",), ("params", "version", "sha256"))
         name = word(body["name"], "module name", NAME_RE)
         params = frozen_object(body.get("params", {}), f"params of {name}")
-        return cls(name, tuple(params.items()))
+        version = text(body.get("version", ""), f"version of {name}")  # checked when built
+        sha256 = text(body.get("sha256", ""), f"sha256 of {name}")
+        return cls(name, tuple(params.items()), version, sha256)
 
 
 def _chain(value: object) -> tuple[ModuleSpec, ...]:
@@ -504,7 +528,7 @@ class AgentStatus:
         flag(self.registered, "registered")
         loaded = frozen_object(self.modules_loaded, "modules_loaded")
         for name, module in loaded.items():
-            word(name, "module name", NAME_RE)
+            word(name, "module name", MODULE_REF_RE)
             if not isinstance(module, LoadedModule):
                 raise ContractError(f"modules_loaded[{name}] must be a LoadedModule")
         object.__setattr__(self, "modules_loaded", loaded)

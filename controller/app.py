@@ -30,8 +30,11 @@ from controller.agent_client import AgentClient
 from controller.auth import RestAuth
 from controller.errors import NetServError, PartFailed, PolicyError, Unavailable
 from controller.messages import Barrier, Message, Stats, StatsRequest
+from controller.modules import ModuleSource
 from controller.ofbuild import build, flow_stats, port_stats
 from controller.policy import OPERATOR_ONLY, load_policy
+from controller.repository import Repository
+from controller.repository import default_path as default_repository
 from controller.rest import AUTH, INSTANCE, SIGNALING, RestApi
 from controller.service import NetServService
 from controller.signaling import SignalingHandler
@@ -162,9 +165,13 @@ class NetServApp(app_manager.RyuApp):
         policy = load_policy(policy_file) if policy_file else OPERATOR_ONLY
         secrets = keyfiles.secrets_dir(getattr(conf, "netserv_secrets", None))
         node_keys = keyfiles.NodeKeys(secrets)
+        repository = Repository(
+            getattr(conf, "netserv_repo", None) or default_repository(store_path)
+        )
+        modules = ModuleSource(Catalog(folders), repository, lambda: self.service.policy.modules)
         self.switches = RyuSwitches()
         self.service = NetServService(
-            Catalog(folders),
+            modules,
             self.switches,
             AgentClient(node_keys),
             time.monotonic,
@@ -207,6 +214,7 @@ class NetServApp(app_manager.RyuApp):
         )
         if cap != tables.HARD_TIMEOUT_CAP:
             log.info("detours' hard timeouts capped at %d s (%s)", cap, tables.HARD_TIMEOUT_CAP_ENV)
+        log.info("module repository in %s", repository.root)
         log.info(
             "sessions kept in %s: %d taken back, next id %d",
             store_path,

@@ -29,6 +29,8 @@ from agentproto.limits import AGENT_DEAD_AFTER
 from controller import keyfiles
 from controller.errors import PolicyError
 from controller.policy import load_policy
+from controller.repository import Repository
+from controller.repository import default_path as default_repository
 from controller.store import SessionStore, StoreError, default_path
 from nodes.bundle import MODULE_PATH_HELP, BundleError, module_path
 
@@ -76,6 +78,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "OpenFlow port; one controller per file)",
     )
     p.add_argument(
+        "--repo",
+        metavar="DIR",
+        help="the module repository: the folder where published bundles are kept "
+        "(default: beside the session store, its name with .modules for .sqlite; with "
+        "--store :memory:, a temporary folder removed when the controller stops)",
+    )
+    p.add_argument(
         "--policy",
         metavar="FILE",
         help="the requester policy (TOML, docs/policy.md): who may ask for which flows and"
@@ -110,6 +119,15 @@ def run(args: argparse.Namespace, verbose: bool = False) -> int:
     except StoreError as exc:
         print(f"netserv controller: {exc}", file=sys.stderr)
         return 1
+    repo = args.repo or default_repository(store)
+    try:  # the same for the module repository's folder
+        Repository(repo)
+    except OSError as exc:
+        print(
+            f"netserv controller: cannot keep the module repository in {repo}: {exc}",
+            file=sys.stderr,
+        )
+        return 1
     policy = None
     if args.policy is not None:
         try:  # a bad file stops the controller here, with one message, before Ryu starts
@@ -135,6 +153,7 @@ def run(args: argparse.Namespace, verbose: bool = False) -> int:
         store=store,
         policy=policy,
         secrets=secrets,
+        repo=args.repo,
     )
 
 
@@ -201,11 +220,13 @@ def run_controller(
     store: str | None = None,
     policy: Path | None = None,
     secrets: Path | None = None,
+    repo: str | None = None,
 ) -> int:
     """Run ryu-manager with the NetServ app in this process until it is stopped.
 
     `secrets` is the secrets folder (None: `controller.keyfiles.secrets_dir()`).
-    `store` None keeps the sessions in the default store for `of_port`.
+    `store` None keeps the sessions in the default store for `of_port`; `repo` None
+    keeps the module repository beside it (`controller.repository.default_path`).
     """
     _eventlet_compat()
     from ryu import cfg
@@ -222,6 +243,7 @@ def run_controller(
                 help="seconds of agent silence before its sessions are removed",
             ),
             cfg.StrOpt("netserv-store", default=store, help="the controller's session store"),
+            cfg.StrOpt("netserv-repo", default="", help="the module repository's folder"),
             cfg.StrOpt(
                 "netserv-policy", default="", help="the requester policy file (TOML); none: open"
             ),
@@ -253,6 +275,8 @@ def run_controller(
         store or str(default_path(of_port)),
         "--netserv-policy",
         str(policy or ""),
+        "--netserv-repo",
+        str(repo or ""),
         "--netserv-secrets",
         str(keyfiles.secrets_dir(secrets)),
         *(["--verbose"] if verbose else []),

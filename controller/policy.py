@@ -5,7 +5,8 @@
 apart from reading the policy file and the key and token files it names: the session
 service asks `Policy.authorize` before it reserves anything, the REST layer maps a
 bearer token to a requester with `Policy.rest_requester`, and the signaling handler
-finds a requester's HMAC key with `Policy.key`.
+finds a requester's HMAC key with `Policy.key`. Its `[modules]` table says which
+bundles the module repository takes and sessions may load (`ModuleTrust`).
 
 Secrets never leave this module in clear: tokens are kept as SHA-256 digests and
 compared in constant time, keys are left out of every repr and JSON view.
@@ -36,6 +37,7 @@ from controller.errors import (
     QuotaExceeded,
     UnknownRequester,
 )
+from nodes.signing import SignatureError, public_key, read_public_key
 from signaling import wire
 from signaling.auth import MIN_KEY_SIZE
 
@@ -56,7 +58,8 @@ ADDRESS_FIELDS = ("ipv4_src", "ipv4_dst", "ipv6_src", "ipv6_dst")  # src first: 
 
 _OPERATOR_KEYS = frozenset({"keys", "tokens"})
 _REQUESTER_KEYS = frozenset({"keys", "tokens", "prefixes", "modules", "max_sessions", "max_flows"})
-_TOP_KEYS = frozenset({"operator", "requesters"})
+_TOP_KEYS = frozenset({"operator", "requesters", "modules"})
+_MODULES_KEYS = frozenset({"trusted_publishers", "allow_unsigned"})
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
@@ -86,6 +89,27 @@ class Requester:
             "modules": ALL if self.modules is None else sorted(self.modules),
             "max_sessions": self.max_sessions,
             "max_flows": self.max_flows,
+        }
+
+
+@dataclass(frozen=True)
+class ModuleTrust:
+    """Which module bundles the repository takes and sessions may load: those signed by
+    one of `trusted_publishers` (public keys, "ed25519:<base64>"), and unsigned ones
+    (or ones signed by a key not listed) only when `allow_unsigned`. A signature that
+    does not verify is refused whatever this says (`controller/repository.py`)."""
+
+    trusted_publishers: tuple[str, ...] = ()
+    allow_unsigned: bool = True
+
+    def trusts(self, key: str) -> bool:
+        """Return True when `key` is a trusted publisher's public key."""
+        return key in self.trusted_publishers
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "trusted_publishers": list(self.trusted_publishers),
+            "allow_unsigned": self.allow_unsigned,
         }
 
 
@@ -127,6 +151,7 @@ class Policy:
 
     requesters: Mapping[str, Requester]
     source: Path | None = None
+    modules: ModuleTrust = field(default_factory=ModuleTrust)  # the [modules] table
 
     @property
     def configured(self) -> bool:
@@ -223,6 +248,7 @@ class Policy:
             held.setdefault(s.requester, []).append(s)
         return {
             "file": None if self.source is None else str(self.source),
+            "modules": self.modules.to_json(),
             "requesters": [
                 who.to_json()
                 | {
@@ -349,7 +375,31 @@ class _Loader:
         self.check_tokens_distinct(people)
         if self.inline_secrets:
             self.check_private(self.path, (), "the policy file holds secrets (hex:, base64:)")
-        return Policy(MappingProxyType(people), self.path)
+        trust = self.module_trust(data.get("modules", {}), ("modules",))
+        return Policy(MappingProxyType(people), self.path, trust)
+
+    def module_trust(self, raw: object, at: tuple[str, ...]) -> ModuleTrust:
+        body = self.table(raw, at, _MODULES_KEYS)
+        allow = body.get("allow_unsigned", True)
+        if not isinstance(allow, bool):
+            raise self.fail(at + ("allow_unsigned",), f"must be true or false, not {_kind(allow)}")
+        keys = body.get("trusted_publishers", [])
+        where = at + ("trusted_publishers",)
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise self.fail(where, "must be a list of public keys ('ed25519:...' or 'file:PATH')")
+        out = []
+        for spec in keys:
+            try:
+                if spec.startswith("file:"):
+                    out.append(read_public_key(self.path.parent / spec[len("file:") :]))
+                else:
+                    public_key(spec)
+                    out.append(spec)
+            except OSError as exc:
+                raise self.fail(where, f"cannot read {spec[5:]}: {exc.strerror or exc}") from None
+            except SignatureError as exc:
+                raise self.fail(where, str(exc)) from None
+        return ModuleTrust(tuple(dict.fromkeys(out)), allow)
 
     def requester(self, rid: str, raw: object, at: tuple[str, ...]) -> Requester:
         if rid == OPERATOR:

@@ -16,7 +16,8 @@ from agentproto.limits import MAX_CHAIN, MAX_LIFETIME
 from agentproto.messages import ModuleSpec as ModuleSpec  # the agents' own, found here too
 from controller.errors import InvalidRequest
 from controller.match import ETH_IPV4, ETH_IPV6, PROTO_TCP, PROTO_UDP, FlowMatch, parse_match
-from nodes.bundle import BundleError, Catalog
+from controller.modules import ModuleSource, as_source
+from nodes.bundle import BundleError, Catalog, check_version
 from signaling import dpid
 from signaling.dpid import format_dpid as format_dpid  # where the rest of controller/ finds it
 from signaling.errors import SignalingUsageError
@@ -68,48 +69,61 @@ def parse_lifetime(raw: object, default: int | None = DEFAULT_LIFETIME) -> int:
 
 
 def resolve_chain(
-    items: Iterable[tuple[object, object]], catalog: Catalog
+    items: Iterable[tuple[str, Mapping[str, object]]], modules: Catalog | ModuleSource
 ) -> tuple[ModuleSpec, ...]:
-    """Return the chain of (name, params) items, each checked against its module's
-    manifest and given its full parameter set; raise InvalidRequest."""
-    specs = []
-    for name, params in items:
-        if not isinstance(name, str):
-            raise InvalidRequest(f"a module is named by a string, got {name!r}")
-        if not isinstance(params, Mapping):
-            raise InvalidRequest(f"params of module {name!r} must be a JSON object")
-        try:
-            manifest = catalog.get(name)
-            resolved = manifest.resolve_params(params)
-        except BundleError as exc:
-            raise InvalidRequest(str(exc)) from None
-        specs.append(ModuleSpec(manifest.name, tuple(sorted(resolved.items()))))
+    """Return the chain of (name, params) items, each the module its name gets
+    (`controller/modules.py`) with its full parameter set; raise InvalidRequest."""
+    source = as_source(modules)
+    specs = tuple(_module({"name": name, "params": params}, source) for name, params in items)
     if not 1 <= len(specs) <= MAX_CHAIN:
         raise InvalidRequest(f"a chain has 1 to {MAX_CHAIN} modules")
-    return tuple(specs)
+    return specs
 
 
-def _modules(body: Mapping[str, object], catalog: Catalog) -> tuple[ModuleSpec, ...]:
+def _modules(body: Mapping[str, object], modules: Catalog | ModuleSource) -> tuple[ModuleSpec, ...]:
     if "module" in body and "modules" in body:
         raise InvalidRequest("give either 'module' (with 'params') or 'modules', not both")
     if "module" in body:
-        items: object = [{"name": body["module"], "params": body.get("params", {})}]
-    elif "params" in body:
-        raise InvalidRequest("'params' goes with 'module'; in 'modules' each entry has its own")
+        one = {"name": body["module"], "params": body.get("params", {})}
+        if "version" in body:
+            one["version"] = body["version"]
+        items: object = [one]
+    elif "params" in body or "version" in body:
+        raise InvalidRequest(
+            "'params' and 'version' go with 'module'; in 'modules' each entry has its own"
+        )
     else:
         items = body.get("modules")
     if not isinstance(items, list) or not items:
         raise InvalidRequest("a session needs 'module' (a name) or 'modules' (a non-empty list)")
     if len(items) > MAX_CHAIN:
         raise InvalidRequest(f"a chain has at most {MAX_CHAIN} modules")
-    pairs = []
-    for item in items:
-        if isinstance(item, str):
-            item = {"name": item}
-        if not isinstance(item, Mapping) or set(item) - {"name", "params"}:
-            raise InvalidRequest("each module is a name or an object {name, params}")
-        pairs.append((item.get("name"), item.get("params", {})))
-    return resolve_chain(pairs, catalog)
+    source = as_source(modules)
+    return tuple(_module(item, source) for item in items)
+
+
+def _module(item: object, source: ModuleSource) -> ModuleSpec:
+    """Return the ModuleSpec one entry of a chain asks for; raise InvalidRequest."""
+    if isinstance(item, str):
+        item = {"name": item}
+    if not isinstance(item, Mapping) or set(item) - {"name", "params", "version"}:
+        raise InvalidRequest("each module is a name or an object {name, params, version}")
+    name, params, version = item.get("name"), item.get("params", {}), item.get("version")
+    if not isinstance(name, str):
+        raise InvalidRequest(f"a module is named by a string, got {name!r}")
+    if not isinstance(params, Mapping):
+        raise InvalidRequest(f"params of module {name!r} must be a JSON object")
+    try:
+        if version is not None:
+            check_version(version, f"the version of module {name!r}")
+        found = source.resolve(name, version)
+        resolved = found.manifest.resolve_params(params)
+    except BundleError as exc:
+        raise InvalidRequest(str(exc)) from None
+    manifest = found.manifest
+    return ModuleSpec(
+        manifest.name, tuple(sorted(resolved.items())), manifest.version, found.sha256
+    )
 
 
 def parse_selection(body: Mapping[str, object]) -> NodeSelection:
@@ -145,12 +159,14 @@ def match_ends(match: FlowMatch) -> tuple[str, str] | None:
 
 
 def parse_session_request(
-    body: object, catalog: Catalog, requester: str = OPERATOR
+    body: object, catalog: Catalog | ModuleSource, requester: str = OPERATOR
 ) -> SessionRequest:
-    """Return the SessionRequest a JSON body asks for; raise InvalidRequest saying why not."""
+    """Return the SessionRequest a JSON body of `requester` asks for; raise InvalidRequest
+    saying why not, or UntrustedBundle when a module's bundle is one the policy does not
+    let in."""
     if not isinstance(body, Mapping):
         raise InvalidRequest("the request body must be a JSON object")
-    known = {"match", "module", "modules", "params", "lifetime", "node", "nodes"}
+    known = {"match", "module", "modules", "params", "version", "lifetime", "node", "nodes"}
     unknown = sorted(set(body) - known)
     if unknown:
         raise InvalidRequest(f"unknown key(s) {unknown}; known: {sorted(known)}")
@@ -249,7 +265,9 @@ def _within(
 
 
 def request_from_description(
-    description: Description, catalog: Catalog, sender: tuple[str, str] | None = None
+    description: Description,
+    catalog: Catalog | ModuleSource,
+    sender: tuple[str, str] | None = None,
 ) -> SessionRequest:
     """Return the SessionRequest a signaling description asks for (`sender`: the
     signaling datagram's source and destination addresses); raise InvalidRequest."""

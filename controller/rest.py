@@ -9,7 +9,16 @@ session and is a 404, as is every path with a percent-escape or not spelled as r
 | GET    | /netserv/nodes                   | anyone   | switches and node agents, readiness       |
 | POST   | /netserv/nodes                   | node key | agent registration and heartbeat          |
 | GET    | /netserv/modules                 | anyone   | service modules available (manifests),    |
-|        |                                  |          | and the errors of broken module folders   |
+|        |                                  |          | every version, where each comes from, and |
+|        |                                  |          | the errors of broken module folders       |
+| POST   | /netserv/modules                 | operator | publish a bundle into the repository      |
+|        |                                  |          | {bundle: base64, signature} → 201         |
+|        |                                  |          | (200: that bundle was published already)  |
+| GET    | /netserv/modules/{name}          | anyone   | every version of one module               |
+| GET    | /netserv/modules/{name}/{ver}    | anyone   | one version                               |
+| DELETE | /netserv/modules/{name}/{ver}    | operator | remove a published version                |
+| GET    | /netserv/modules/{name}/{ver}/   | node key | the bundle's bytes (base64), for agents   |
+|        | bundle                           |          |                                           |
 | GET    | /netserv/sessions                | token    | every session                             |
 | POST   | /netserv/sessions                | token    | create (body below) → 201                 |
 | GET    | /netserv/sessions/{id}           | token    | one session                               |
@@ -35,17 +44,18 @@ sessions are read with one too, as they name other users' flows. "node key": the
 registration is signed with the node's key and the answer signed back
 (`controller/auth.py`, docs/security.md). Callers are checked before bodies are read.
 
-Create body: {"match": {OXM fields}, "module": name, "params": {..}, "lifetime": s,
-"node": dpid} or, for a chain, "modules": [name | {"name", "params"}, ..] instead of
-"module" and "params". "lifetime" defaults to 60 s. Instead of "node", "nodes" may
-select "first", "last" or "every" NetServ node on the flow's path (from "ipv4_src" to
-"ipv4_dst"), or list datapath ids; with neither, the first node on the path, or the
-only ready node when the match names no source and destination. Served at several
-nodes, the request makes a group, one session per node, all or none: the answer is
-the first session with "group", every session of it; refresh and teardown of any
-session of a group act on the whole group. Bodies are strict JSON objects (UTF-8, no
-NaN, no repeated key, nested at most 32 deep), at most MAX_BODY bytes, sent within
-READ_TIMEOUT.
+Create body: {"match": {OXM fields}, "module": name, "params": {..}, "version": v,
+"lifetime": s, "node": dpid} or, for a chain, "modules": [name | {"name", "params",
+"version"}, ..] instead of "module", "params" and "version"; a "version" picks one of
+the module's versions (controller/modules.py says which module a name gets).
+"lifetime" defaults to 60 s. Instead of "node", "nodes" may select "first", "last" or
+"every" NetServ node on the flow's path (from "ipv4_src" to "ipv4_dst"), or list
+datapath ids; with neither, the first node on the path, or the only ready node when the
+match names no source and destination. Served at several nodes, the request makes a
+group, one session per node, all or none: the answer is the first session with
+"group", every session of it; refresh and teardown of any session of a group act on
+the whole group. Bodies are strict JSON objects (UTF-8, no NaN, no repeated key,
+nested at most 32 deep), at most MAX_BODY bytes, sent within READ_TIMEOUT.
 
 | error                                              | status |
 | -------------------------------------------------- | ------ |
@@ -54,11 +64,13 @@ READ_TIMEOUT.
 | the node's key                                     |        |
 | the policy forbids it: a flow with no endpoint in  | 403    |
 | the requester's prefixes, a module it may not use, |        |
-| another requester's session                        |        |
+| another requester's session, a bundle it does not  |        |
+| trust                                              |        |
 | unknown session, node or path                      | 404    |
 | a method the path does not take                    | 405    |
 | the body did not arrive within READ_TIMEOUT        | 408    |
-| overlaps a session; session still being installed | 409    |
+| overlaps a session; session still being installed; | 409    |
+| a version published with another bundle, or in use |        |
 | the body is larger than MAX_BODY                   | 413    |
 | the policy file to reload is not valid (old kept)  | 422    |
 | the requester holds its quota of sessions or flows | 429    |
@@ -69,6 +81,8 @@ READ_TIMEOUT.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import re
@@ -91,12 +105,16 @@ from controller.errors import (
     Unauthenticated,
     Unavailable,
 )
+from controller.modules import Found, ModuleSource, as_source, users_of
 from controller.policy import OPERATOR, load_policy
+from controller.repository import Repository
 from controller.requests import parse_refresh, parse_session_request
 from controller.service import NetServService
 from controller.signaling import SignalingHandler
 from controller.tables import SESSION_ID_MAX, session_id_of_text
 from jsonhttp.strict import decode_json
+from nodes.bundle import NAME_RE, BundleError
+from nodes.signing import Signature, SignatureError
 from signaling.dpid import parse_dpid
 
 log = logging.getLogger("netserv.rest")
@@ -305,7 +323,8 @@ def _api(
             try:
                 if caller:
                     kwargs["caller"] = self._requester(req)
-                return _json(status, handler(self, req, **kwargs))
+                result = handler(self, req, **kwargs)
+                return result if isinstance(result, Response) else _json(status, result)
             except Exception as exc:
                 if isinstance(exc, NetServError):
                     self.service.rejections.record(exc, "rest", req.environ.get(REQUESTER))
@@ -366,8 +385,86 @@ class RestApi(ControllerBase):
     @route("netserv", "/netserv/modules", methods=["GET"])
     @_api()
     def list_modules(self, req: Any, **_: Any) -> object:
-        good, bad = self.service.catalog.all()
-        return {"modules": [m.to_json() for m in good], "broken": bad}
+        return self._modules().listing()
+
+    @route("netserv", "/netserv/modules", methods=["POST"])
+    @_api()
+    def publish_module(self, req: Any, **_: Any) -> object:
+        self._operator(req)
+        data, signature = _publish_body(_body(req))
+        trust = self.service.policy.modules
+        entry, new = self._repository().publish(data, signature, trust)
+        return _json(201 if new else 200, entry.to_json(trust) | {"published": new})
+
+    @route("netserv", "/netserv/modules/{name}", methods=["GET"])
+    @_api()
+    def show_module(self, req: Any, name: str, **_: Any) -> object:
+        found = self._candidates(name)
+        trust = self.service.policy.modules
+        return {
+            "name": name,
+            "versions": [f.to_json(trust) | {"default": i == 0} for i, f in enumerate(found)],
+        }
+
+    @route("netserv", "/netserv/modules/{name}/{version}", methods=["GET"])
+    @_api()
+    def show_module_version(self, req: Any, name: str, version: str, **_: Any) -> object:
+        found = self._candidates(name)
+        for rank, one in enumerate(found):
+            if one.manifest.version == version:
+                return one.to_json(self.service.policy.modules) | {"default": rank == 0}
+        raise NotFound(f"module {name!r} has no version {_shown(version)!r}")
+
+    @route("netserv", "/netserv/modules/{name}/{version}", methods=["DELETE"])
+    @_api()
+    def remove_module(self, req: Any, name: str, version: str, **_: Any) -> object:
+        self._operator(req)
+        sessions = self.service.sessions
+        with self.service.lock:  # no session may take it up between the check and the removal
+            entry = self._modules().remove(name, version, lambda e: users_of(sessions.all(), e))
+        return entry.to_json(self.service.policy.modules) | {"removed": True}
+
+    @route("netserv", "/netserv/modules/{name}/{version}/bundle", methods=["GET"])
+    def module_bundle(self, req: Any, name: str, version: str, **_: Any) -> Response:
+        """Send an agent a published bundle, the call signed with its node's key and the
+        answer signed back; the agent checks the bytes against the session's SHA-256."""
+        try:
+            raw = _raw_body(req)
+            proof = self.auth.registration(req.method, _target(req.environ), req.headers, raw)
+        except Exception as exc:
+            return error_response(exc, req.environ)
+        try:
+            repository = self._repository()
+            entry = repository.get(name, version)
+            data = repository.bundle(entry)
+            body = {"name": name, "version": version, "sha256": entry.sha256}
+            response = _json(200, body | {"bundle": base64.b64encode(data).decode()})
+        except Exception as exc:
+            response = error_response(exc, req.environ)
+        response.headers.update(self.auth.sign_reply(proof, response.status_int, response.body))
+        return response
+
+    def _modules(self) -> ModuleSource:
+        return as_source(self.service.catalog)
+
+    def _repository(self) -> Repository:
+        repository = self._modules().repository
+        if repository is None:
+            raise NotFound("this controller keeps no module repository")
+        return repository
+
+    def _candidates(self, name: str) -> list[Found]:
+        """Return every module called `name`, first the one a request gets; raise
+        NotFound when there is none, InvalidRequest when its folder's manifest is broken."""
+        if not NAME_RE.match(name):
+            raise NotFound(f"no module {_shown(name)!r}: a name matches {NAME_RE.pattern}")
+        try:
+            found = self._modules().candidates(name)
+        except BundleError as exc:
+            raise InvalidRequest(str(exc)) from None
+        if not found:
+            raise NotFound(f"no module {name!r}")
+        return found
 
     @route("netserv", "/netserv/sessions", methods=["GET"])
     @_api(caller=True)
@@ -450,6 +547,25 @@ class RestApi(ControllerBase):
     def show_path(self, req: Any, **_: Any) -> object:
         src, dst = _path_query(req.GET)
         return self.service.network.path_json(src, dst)
+
+
+def _publish_body(body: dict[str, object]) -> tuple[bytes, Signature | None]:
+    """Return (bundle bytes, signature or None) of a publish body; raise InvalidRequest."""
+    unknown = sorted(set(body) - {"bundle", "signature"})
+    if unknown:
+        raise InvalidRequest(f"unknown key(s) {unknown}; known: ['bundle', 'signature']")
+    encoded = body.get("bundle")
+    if not isinstance(encoded, str):
+        raise InvalidRequest("'bundle' is required: the bundle's bytes in base64")
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except binascii.Error as exc:
+        raise InvalidRequest(f"'bundle' is not base64: {exc}") from None
+    raw = body.get("signature")
+    try:
+        return data, None if raw is None else Signature.from_json(raw)
+    except SignatureError as exc:
+        raise InvalidRequest(f"'signature': {exc}") from None
 
 
 def _path_query(query: Any) -> tuple[str, str]:

@@ -32,6 +32,7 @@ from controller.errors import (
     signaling_code,
 )
 from controller.messages import Message, Output, PacketOut
+from controller.modules import as_source
 from controller.placement import select_nodes
 from controller.requests import flow_ends, request_from_description
 from controller.service import NetServService
@@ -240,8 +241,7 @@ class SignalingHandler:
         with self.service.lock:
             dpids = select_nodes(self.service.network, probe.nodes, ends)
             busy = {d: len(self.service.sessions.on_node(d)) for d in dpids}
-        good, _ = self.service.catalog.all()
-        modules = tuple(sorted(m.name for m in good))
+        modules = tuple(as_source(self.service.catalog).names())
         infos = [
             NodeInfo(d, modules, load=busy[d] * wire.MAX_LOAD // len(VLAN_TAGS), sessions=busy[d])
             for d in dpids

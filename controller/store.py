@@ -56,7 +56,8 @@ _SCHEMA = (
         node TEXT NOT NULL,           -- datapath id, 16 hex digits (64 bits do not fit)
         tag INTEGER NOT NULL,
         match TEXT NOT NULL,          -- JSON: [[OXM name, value or [value, mask]], ...]
-        modules TEXT NOT NULL,        -- JSON: [{"name", "params": [[key, value], ...]}, ...]
+        modules TEXT NOT NULL,        -- JSON: [{"name", "params": [[key, value], ...],
+                                      --         "version", "sha256"}, ...]
         lifetime INTEGER NOT NULL,
         created REAL NOT NULL,        -- wall-clock (Unix) times
         expires REAL NOT NULL,
@@ -160,7 +161,15 @@ class SessionStore:
                 [[k, list(v) if isinstance(v, tuple) else v] for k, v in session.match.fields]
             ),
             json.dumps(
-                [{"name": m.name, "params": [list(p) for p in m.params]} for m in session.modules]
+                [
+                    {
+                        "name": m.name,
+                        "params": [list(p) for p in m.params],
+                        "version": m.version,
+                        "sha256": m.sha256,
+                    }
+                    for m in session.modules
+                ]
             ),
             session.lifetime,
             self._to_wall(session.created),
@@ -207,7 +216,12 @@ class SessionStore:
         chosen = json.loads(selection)
         fields = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in json.loads(match))
         specs = tuple(
-            ModuleSpec(m["name"], tuple((k, v) for k, v in m["params"]))
+            ModuleSpec(
+                m["name"],
+                tuple((k, v) for k, v in m["params"]),
+                m.get("version", ""),  # not in a store written before versions were kept
+                m.get("sha256", ""),
+            )
             for m in json.loads(modules)
         )
         return Session(

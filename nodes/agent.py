@@ -32,7 +32,8 @@ from agentproto.messages import (
 )
 from controller.auth import Signer, agent_key_id, controller_key_id
 from jsonhttp.client import ClientError, call_json
-from nodes.bundle import Catalog
+from nodes.bundle import BundleError, Catalog
+from nodes.bundlecache import BundleCache, fetch_from
 from nodes.dispatcher import Chain, Dispatcher
 from nodes.host import ModuleHost, ModuleLoadError
 from nodes.module_api import ServiceModule
@@ -78,13 +79,15 @@ class NodeAgent:
         self, config: AgentConfig, catalog: Catalog, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.config = config
-        self.host = ModuleHost(catalog, config.dpid, clock)
+        self.signer = Signer(config.key, agent_key_id(config.dpid), controller_key_id(config.dpid))
+        self.bundles = BundleCache(catalog, fetch_from(config.controller, self.signer))
+        self.host = ModuleHost(self.bundles, config.dpid, clock)
+        self._refs: dict[int, list[str]] = {}  # id() of a chain: its modules' host refs
         self.dispatcher = Dispatcher(clock)
         self.clock = clock
         self.boot_id = uuid.uuid4().hex
         self.url = ""  # set once the control API listens
         self.registered = threading.Event()
-        self.signer = Signer(config.key, agent_key_id(config.dpid), controller_key_id(config.dpid))
         self.stopping = threading.Event()
         self.refused = ""  # the controller's reason, once it refused this agent
         self._failures = 0  # registrations in a row that did not reach the controller
@@ -102,15 +105,17 @@ class NodeAgent:
         It is kept for the request's lifetime plus EXPIRY_GRACE. Raise AttachError.
         """
         session_id, tag, lifetime = request.session_id, request.tag, request.lifetime
+        refs = self._module_refs(request.modules)  # bundles are fetched before anything changes
         with self._lock:
             other = self.dispatcher.by_tag(tag)
             if other is not None and other.session_id != session_id:
                 raise AttachError(f"tag {tag} belongs to session {other.session_id}", 409)
-            instances = self._instantiate(session_id, request.modules)
+            instances = self._instantiate(session_id, request.modules, refs)
             now = self.clock()
             chain = Chain(
                 session_id, tag, instances, now + lifetime + EXPIRY_GRACE, lifetime, attached_at=now
             )
+            self._refs[id(chain)] = refs
             old = self.dispatcher.put(chain)
         if old is not None:
             self._quiesce()
@@ -120,21 +125,34 @@ class NodeAgent:
         )
         return chain
 
+    def _module_refs(self, modules: tuple[ModuleSpec, ...]) -> list[str]:
+        """Return what the host loads each requested module by, fetching and checking the
+        bundles of the repository's modules that this agent does not hold yet."""
+        refs = []
+        for module in modules:
+            try:
+                refs.append(
+                    self.bundles.ref(module.name, module.version or None, module.sha256 or None)
+                )
+            except BundleError as exc:
+                raise AttachError(str(exc), 422) from None
+        return refs
+
     def _instantiate(
-        self, session_id: int, modules: tuple[ModuleSpec, ...]
+        self, session_id: int, modules: tuple[ModuleSpec, ...], refs: list[str]
     ) -> list[tuple[str, ServiceModule]]:
         """Return one instance per requested module; on any failure release them all."""
         instances: list[tuple[str, ServiceModule]] = []
         try:
-            for module in modules:
+            for module, ref in zip(modules, refs, strict=True):
                 try:
-                    instance = self.host.instantiate(module.name, dict(module.params), session_id)
+                    instance = self.host.instantiate(ref, dict(module.params), session_id)
                 except ModuleLoadError as exc:
                     raise AttachError(str(exc), 422) from None
                 instances.append((module.name, instance))
         except AttachError:
-            for name, instance in instances:
-                self.host.release(name, instance)
+            for ref, (_, instance) in zip(refs, instances, strict=False):
+                self.host.release(ref, instance)
             raise
         return instances
 
@@ -176,8 +194,9 @@ class NodeAgent:
                 self._batch_end.wait_for(lambda: self._batches != seen, timeout)
 
     def _stop(self, chain: Chain) -> None:
-        for name, module in chain.modules:
-            self.host.release(name, module)
+        refs = self._refs.pop(id(chain), [name for name, _ in chain.modules])
+        for ref, (_, module) in zip(refs, chain.modules, strict=True):
+            self.host.release(ref, module)
 
     def status(self) -> AgentStatus:
         """Return the agent's own view: identity, loaded modules, sessions, I/O counters."""

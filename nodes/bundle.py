@@ -17,6 +17,14 @@ agent can load the code by path without it being importable as a package.
     help = "log the counts every N packets (0 = never)"
 
 A str parameter may declare `choices = [..]` and `max_length`; see ParamSpec.
+
+What the module is, each optional (the defaults here):
+
+    api = 1                             # the module API it is written for (MODULE_API)
+    observe_only = false                # true: it only reads frames, never changes or drops one
+
+`version` is up to four dot-separated numbers ("1.2.0"); versions of a module compare
+as numbers, part by part (`version_key`), so 1.10.0 is newer than 1.9.2.
 """
 
 from __future__ import annotations
@@ -31,6 +39,8 @@ from pathlib import Path
 from types import MappingProxyType
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}\Z")
+VERSION_RE = re.compile(r"^(0|[1-9][0-9]{0,8})(\.(0|[1-9][0-9]{0,8})){0,3}\Z")
+MODULE_API = 1  # the module API this agent offers (nodes/module_api.py); a manifest names its own
 _TYPES: dict[str, tuple[type, ...]] = {
     "int": (int,),
     "float": (int, float),
@@ -45,6 +55,19 @@ STR_MAX_LENGTH = 1024  # a str parameter's length when none is declared
 
 class BundleError(ValueError):
     """A bundle or a module parameter set is malformed; the message says what is wrong."""
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """Return the sort key of a version that matches VERSION_RE: its numbers, in order."""
+    return tuple(int(part) for part in version.split("."))
+
+
+def check_version(version: object, what: str = "version") -> str:
+    """Return `version` when it is one VERSION_RE takes; raise BundleError saying why not."""
+    if not isinstance(version, str) or not VERSION_RE.match(version):
+        shown = repr(version) if len(repr(version)) <= 40 else repr(version)[:40] + "..."
+        raise BundleError(f"{what} must be up to four dot-separated numbers (1.2.0), not {shown}")
+    return version
 
 
 def _is_number(value: object, kind: str) -> bool:
@@ -189,6 +212,8 @@ class Manifest:
     entry_class: str
     path: Path
     params: Mapping[str, ParamSpec] = field(default_factory=dict)
+    api: int = MODULE_API
+    observe_only: bool = False
 
     def resolve_params(self, given: Mapping[str, object] | None) -> dict[str, object]:
         """Return the full parameter dict (defaults filled in); raise BundleError on bad input."""
@@ -211,6 +236,8 @@ class Manifest:
             "version": self.version,
             "summary": self.summary,
             "params": {p.name: p.to_json() for p in self.params.values()},
+            "api": self.api,
+            "observe_only": self.observe_only,
         }
 
 
@@ -224,6 +251,7 @@ def read_manifest(folder: Path) -> Manifest:
     except tomllib.TOMLDecodeError as exc:
         raise BundleError(f"{path}: {exc}") from None
     known = {"name", "version", "summary", "entry", "params"}
+    known |= {"api", "observe_only"}
     if set(data) - known:
         raise BundleError(f"{path}: unknown key(s) {sorted(set(data) - known)}")
     name = data.get("name")
@@ -241,14 +269,25 @@ def read_manifest(folder: Path) -> Manifest:
     if not isinstance(params_table, dict):
         raise BundleError(f"{path}: params must be a table of [params.NAME] tables")
     params = {pname: _param_spec(path, pname, spec) for pname, spec in params_table.items()}
+    api = data.get("api", MODULE_API)
+    if isinstance(api, bool) or not isinstance(api, int) or not 1 <= api <= MODULE_API:
+        raise BundleError(
+            f"{path}: api {api!r} is not one this node offers (1 to {MODULE_API}); "
+            "a module written for a newer NetServ needs a newer node"
+        )
+    observe_only = data.get("observe_only", False)
+    if not isinstance(observe_only, bool):
+        raise BundleError(f"{path}: observe_only must be true or false, not {observe_only!r}")
     return Manifest(
         name=name,
-        version=str(data.get("version", "0")),
+        version=check_version(data.get("version", "0"), f"{path}: version"),
         summary=str(data.get("summary", "")),
         entry_file=entry_file,
         entry_class=entry_class,
         path=folder,
         params=MappingProxyType(params),
+        api=api,
+        observe_only=observe_only,
     )
 
 

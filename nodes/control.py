@@ -10,7 +10,9 @@ knows it came from here.
 | GET    | /health        | the agent's identity, loaded modules, I/O counters      |
 | GET    | /sessions      | every attached chain's counters                         |
 | GET    | /sessions/{id} | one chain's counters, with the node's under "node"      |
-| PUT    | /sessions/{id} | attach {tag, lifetime, modules: [{name, params}]} → 201 |
+| PUT    | /sessions/{id} | attach {tag, lifetime, modules: [{name, params,         |
+|        |                | version, sha256}]} → 201; a bundle the agent lacks is   |
+|        |                | fetched from the controller first                       |
 | PATCH  | /sessions/{id} | refresh {lifetime}                                      |
 | DELETE | /sessions/{id} | detach; returns the final counters                      |
 

@@ -71,12 +71,13 @@ class ModuleHost:
             except BundleError as exc:
                 self._drop_if_unused(name, entry)
                 raise ModuleLoadError(str(exc)) from None
+            module = entry.manifest.name  # `name` may be a bundle's NAME@SHA256
             ctx = ModuleContext(
                 session_id=session_id,
                 node=self.node,
-                module=name,
+                module=module,
                 clock=self.clock,
-                logger=logging.getLogger(f"netserv.module.{name}.{session_id}"),
+                logger=logging.getLogger(f"netserv.module.{module}.{session_id}"),
             )
             try:
                 instance = entry.cls(resolved, ctx)

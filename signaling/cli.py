@@ -63,9 +63,12 @@ def pairs(items: list[str] | None, what: str) -> dict[str, object]:
 def chain(modules: list[str], params: dict[str, object]) -> list[dict[str, object]]:
     """Return the `modules` list of a request: each module with its parameters.
 
-    With one module, parameters are plain names; with a chain, each names its module
-    (`counter.log_every=5`), since two modules may take parameters of the same name.
+    A module is NAME or NAME@VERSION. With one module, parameters are plain names; with
+    a chain, each names its module (`counter.log_every=5`), since two modules may take
+    parameters of the same name.
     """
+    versions = [module.partition("@")[2] for module in modules]
+    modules = [module.partition("@")[0] for module in modules]
     per_module: dict[str, dict[str, object]] = {name: {} for name in modules}
     for key, value in params.items():
         name, dot, param = key.rpartition(".")
@@ -77,7 +80,10 @@ def chain(modules: list[str], params: dict[str, object]) -> list[dict[str, objec
                 + ("; write it as MODULE.NAME=VALUE" if not dot else "")
             )
         per_module[name][param] = value
-    return [{"name": name, "params": per_module[name]} for name in modules]
+    return [
+        {"name": name, "params": per_module[name]} | ({"version": version} if version else {})
+        for name, version in zip(modules, versions, strict=True)
+    ]
 
 
 def _ports(text: str | None) -> PortRange | None:
@@ -124,6 +130,8 @@ def node_selection(text: str) -> NodeSelection:
 def description(a: argparse.Namespace) -> Description:
     """Return the session description the options describe."""
     modules = chain(a.module, pairs(a.param, "parameter"))
+    if any("version" in m for m in modules):
+        raise SystemExit("netserv: signaling names modules without a version (NAME, not NAME@V)")
     return Description(
         a.requester,
         flow_filter(a),

@@ -9,6 +9,7 @@ only nodes and modules can be read).
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -88,6 +89,23 @@ class NetServClient:
     def modules(self) -> dict[str, Any]:
         """Return the service modules the controller offers."""
         return self._call("GET", "/netserv/modules")
+
+    def module(self, name: str, version: str | None = None) -> dict[str, Any]:
+        """Return every version of module `name`, or the one `version`."""
+        path = f"/netserv/modules/{name}" + (f"/{version}" if version is not None else "")
+        return self._call("GET", path)
+
+    def publish(self, bundle: bytes, signature: Mapping[str, object] | None = None) -> dict:
+        """Publish a bundle (nodes/archive.py) with its signature, if any (the operator's
+        call); return the version published."""
+        body: dict[str, object] = {"bundle": base64.b64encode(bundle).decode()}
+        if signature is not None:
+            body["signature"] = dict(signature)
+        return self._call("POST", "/netserv/modules", body)
+
+    def remove_module(self, name: str, version: str) -> dict[str, Any]:
+        """Remove a published version (the operator's call); return what it was."""
+        return self._call("DELETE", f"/netserv/modules/{name}/{version}")
 
 
 def read_token(path: str | os.PathLike[str] | None = None) -> str | None:

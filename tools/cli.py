@@ -15,6 +15,7 @@ from signaling import cli as signal_cli
 from signaling.cli import chain
 from signaling.cli import pairs as _pairs
 from signaling.client import DEFAULT_URL, ClientError, NetServClient
+from tools import module_cli
 from tools.bench_agent_stats import PATHS as AGENT_PATHS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -184,7 +185,9 @@ def parser() -> argparse.ArgumentParser:
         "--module",
         action="append",
         required=True,
-        help="service module; repeat for a chain, run in the order given",
+        metavar="NAME[@VERSION]",
+        help="service module, at a version if given (else the module path's, else the "
+        "repository's newest); repeat for a chain, run in the order given",
     )
     up.add_argument(
         "--match",
@@ -237,6 +240,7 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--url", default=DEFAULT_URL, help="controller REST URL")
     m.add_argument("--module-path", action="append", metavar="DIRS", help=MODULE_PATH_HELP)
     m.set_defaults(func=cmd_modules)
+    module_cli.add_parser(sub)
     return p
 
 

@@ -9,6 +9,7 @@ reports NetServ nodes ready (switch connected, agent registered, agent port know
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 
 from controller import keyfiles
+from controller.repository import default_path as default_repository
 from nodes.bundle import module_path as search_path
 from signaling.client import ClientError, NetServClient
 
@@ -70,7 +72,9 @@ class ControllerProcess:
     `store` is the controller's session store (`--store`); None gives it one of its own
     beside the log file (`.sqlite`), emptied when it is first started and removed when
     the context ends: a restart of this object (`stop`, `start`) takes its sessions
-    back, a new one starts with none.
+    back, a new one starts with none; its module repository, beside the store
+    (`controller.repository.default_path`), goes with it. `policy` is the policy file
+    (`--policy`, docs/policy.md), None for none.
     """
 
     def __init__(
@@ -83,6 +87,7 @@ class ControllerProcess:
         rest_port: int | None = None,
         secrets: str | os.PathLike[str] | None = None,
         store: str | os.PathLike[str] | None = None,
+        policy: str | os.PathLike[str] | None = None,
     ) -> None:
         self.of_port = of_port if of_port is not None else free_port()
         self.rest_port = rest_port if rest_port is not None else free_port()
@@ -96,6 +101,7 @@ class ControllerProcess:
         self.secrets = keyfiles.secrets_dir(secrets)
         self.store = str(store) if store is not None else str(self.logfile.with_suffix(".sqlite"))
         self._own_store = store is None
+        self.policy = Path(policy) if policy is not None else None
         self._started = False
         self.proc: subprocess.Popen | None = None
 
@@ -124,6 +130,8 @@ class ControllerProcess:
         argv += ["--rest-port", str(self.rest_port), "--module-path", self.module_path]
         argv += ["--secrets", str(self.secrets)]
         argv += ["--store", self.store]
+        if self.policy is not None:
+            argv += ["--policy", str(self.policy)]
         if self.agent_dead_after is not None:
             argv += ["--agent-dead-after", str(self.agent_dead_after)]
         for app in self.apps:
@@ -182,6 +190,9 @@ class ControllerProcess:
     def _remove_store(self) -> None:
         for suffix in ("", "-wal", "-shm"):
             Path(self.store + suffix).unlink(missing_ok=True)
+        repository = default_repository(self.store)
+        if repository is not None:
+            shutil.rmtree(repository, ignore_errors=True)
 
 
 def wait_ready(

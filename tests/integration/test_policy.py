@@ -57,11 +57,7 @@ class PolicyController(ControllerProcess):
     """`netserv controller --policy FILE` on free ports."""
 
     def __init__(self, logfile: Path, policy: Path) -> None:
-        super().__init__(logfile)
-        self.policy = policy
-
-    def argv(self) -> list[str]:
-        return super().argv() + ["--policy", str(self.policy)]
+        super().__init__(logfile, policy=policy)
 
 
 @dataclass

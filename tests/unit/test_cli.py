@@ -30,6 +30,16 @@ def test_a_chain_needs_module_qualified_parameters():
         chain(["counter"], {"other.x": 1})
 
 
+def test_a_module_may_name_its_version():
+    assert chain(["null", "tally@1.2.0"], {"tally.small": 5}) == [
+        {"name": "null", "params": {}},
+        {"name": "tally", "params": {"small": 5}, "version": "1.2.0"},
+    ]
+    assert chain(["tally@2"], {"small": 1}) == [
+        {"name": "tally", "params": {"small": 1}, "version": "2"}
+    ]
+
+
 def test_session_setup_arguments():
     args = parser().parse_args(
         ["session", "setup", "--module", "null", "--module", "counter", "--match", "udp_dst=1"]

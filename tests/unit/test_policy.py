@@ -173,7 +173,7 @@ def test_no_policy_means_the_operator_alone(policy):
 REQ = '[requesters.a]\ntokens = ["' + digest(ALICE_TOKEN) + '"]\n'
 BAD = [
     ("[requesters.a\n", None, "not valid TOML"),
-    ("requester = 1\n", 1, "requester: unknown key; known here: operator, requesters"),
+    ("requester = 1\n", 1, "requester: unknown key; known here: modules, operator, requesters"),
     ('[operator]\ntokens = []\nprefixes = "any"\n', 3, "operator.prefixes: unknown key"),
     (REQ + 'prefixes = "any"\nmodules = "all"\nmax_session = 3\n', 5, "max_session: unknown key"),
     (REQ + 'prefixes = "any"\n', 1, "'modules' is required"),
