@@ -39,7 +39,8 @@ from agentproto.fields import (
 )
 from agentproto.limits import MAX_CHAIN, MAX_LIFETIME, VLAN_TAGS
 from controller.tables import SESSION_ID_MAX
-from nodes.bundle import NAME_RE, VERSION_RE
+from nodes.bundle import FAILURES, NAME_RE, TIERS, VERSION_RE
+from nodes.sandbox.guard import STATES
 from signaling.dpid import format_dpid, parse_dpid
 
 MAX_URL = 256
@@ -386,11 +387,24 @@ class NodeIO:
 
 @dataclass(frozen=True)
 class ModuleStats:
-    """One module's own counters (`stats`) and metric samples, as the module reports them."""
+    """One module's own counters (`stats`) and metric samples, as the module reports them,
+    and how the node runs it (its guard, `nodes/sandbox/guard.py`): its tier, whether it
+    runs or was quarantined and why, its failure policy, the frames that went by without
+    it, those over its frame rate (isolated), what confines its process (isolated)."""
 
     name: str
     stats: Mapping[str, object]
     metrics: tuple[Mapping[str, object], ...] | None = None  # None: the module has none
+    tier: str = "trusted"
+    state: str = "running"
+    failure: str = "open"
+    unprocessed: int = 0
+    reason: str | None = None  # why it was quarantined
+    over_rate: int | None = None
+    confined: Mapping[str, object] | None = None
+
+    GUARD: ClassVar[tuple[str, ...]] = ("tier", "state", "failure", "unprocessed")
+    GUARD_OPTIONAL: ClassVar[tuple[str, ...]] = ("reason", "over_rate", "confined")
 
     def __post_init__(self) -> None:
         word(self.name, "module name", NAME_RE)
@@ -399,9 +413,25 @@ class ModuleStats:
             samples = listed(self.metrics, f"metrics of {self.name}")
             frozen = tuple(frozen_object(s, f"a metric of {self.name}") for s in samples)
             object.__setattr__(self, "metrics", frozen)
+        for name, allowed in (("tier", TIERS), ("state", STATES), ("failure", FAILURES)):
+            if getattr(self, name) not in allowed:
+                raise ContractError(f"{name} of {self.name} must be one of {list(allowed)}")
+        count(self.unprocessed, "unprocessed")
+        if self.reason is not None:
+            text(self.reason, "reason")
+        if self.over_rate is not None:
+            count(self.over_rate, "over_rate")
+        if self.confined is not None:
+            confined = frozen_object(self.confined, f"confined of {self.name}")
+            object.__setattr__(self, "confined", confined)
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {"name": self.name, "stats": dict(self.stats)}
+        out |= {name: getattr(self, name) for name in self.GUARD}
+        for name in self.GUARD_OPTIONAL:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = dict(value) if name == "confined" else value
         if self.metrics is not None:
             out["metrics"] = [dict(s) for s in self.metrics]
         return out
@@ -409,9 +439,16 @@ class ModuleStats:
     @classmethod
     def from_json(cls, raw: object) -> ModuleStats:
         """Return the module's counters `raw` holds; raise ContractError."""
-        body = fields(raw, "a module's counters", ("name", "stats"), ("metrics",))
+        required = ("name", "stats", *cls.GUARD)
+        body = fields(raw, "a module's counters", required, ("metrics", *cls.GUARD_OPTIONAL))
         metrics = body.get("metrics")
-        return cls(body["name"], body["stats"], None if metrics is None else tuple(metrics))
+        return cls(
+            body["name"],
+            body["stats"],
+            None if metrics is None else tuple(metrics),
+            **{name: body[name] for name in cls.GUARD},
+            **{name: body[name] for name in cls.GUARD_OPTIONAL if name in body},
+        )
 
 
 @dataclass(frozen=True)
@@ -487,22 +524,26 @@ class ChainStats:
 
 @dataclass(frozen=True)
 class LoadedModule:
-    """A module whose code the agent holds: its version, and how many chains use it."""
+    """A module in use on the agent: its version, how many chains use it, and its tier
+    (trusted: its code is in the agent; isolated: each chain's instance is a process)."""
 
     version: str
     sessions: int
+    tier: str = "trusted"
 
     def __post_init__(self) -> None:
         text(self.version, "version")
         count(self.sessions, "sessions")
+        if self.tier not in TIERS:
+            raise ContractError(f"tier must be one of {list(TIERS)}, got {self.tier!r}")
 
     def to_json(self) -> dict[str, object]:
-        return {"version": self.version, "sessions": self.sessions}
+        return {"version": self.version, "sessions": self.sessions, "tier": self.tier}
 
     @classmethod
     def from_json(cls, raw: object) -> LoadedModule:
-        body = fields(raw, "a loaded module", ("version", "sessions"))
-        return cls(body["version"], body["sessions"])
+        body = fields(raw, "a loaded module", ("version", "sessions", "tier"))
+        return cls(body["version"], body["sessions"], body["tier"])
 
 
 @dataclass(frozen=True)
@@ -518,6 +559,8 @@ class AgentStatus:
     modules_loaded: Mapping[str, LoadedModule]
     sessions: tuple[int, ...]
     io: NodeIO
+    # The node's trust policy and what confines its isolated modules (nodes/host.py).
+    tiers: Mapping[str, object] | None = None
 
     def __post_init__(self) -> None:
         whole(self.dpid, "dpid", 0, (1 << 64) - 1)
@@ -535,6 +578,8 @@ class AgentStatus:
         object.__setattr__(self, "sessions", _session_ids(self.sessions, "sessions"))
         if not isinstance(self.io, NodeIO):
             raise ContractError("io must be NodeIO")
+        tiers = frozen_object({} if self.tiers is None else self.tiers, "tiers")
+        object.__setattr__(self, "tiers", tiers)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -547,13 +592,15 @@ class AgentStatus:
             "modules_loaded": {n: m.to_json() for n, m in self.modules_loaded.items()},
             "sessions": list(self.sessions),
             "io": self.io.to_json(),
+            "tiers": dict(self.tiers or {}),
         }
 
     @classmethod
     def from_json(cls, raw: object) -> AgentStatus:
         """Return the status `raw` holds; raise ContractError."""
         names = ("dpid", "iface", "switch_port", "boot_id", "pid", "registered")
-        body = fields(raw, "an agent's status", (*names, "modules_loaded", "sessions", "io"))
+        required = (*names, "modules_loaded", "sessions", "io", "tiers")
+        body = fields(raw, "an agent's status", required)
         loaded = frozen_object(body["modules_loaded"], "modules_loaded")
         return cls(
             **{name: body[name] for name in names[1:]},
@@ -561,4 +608,5 @@ class AgentStatus:
             modules_loaded={n: LoadedModule.from_json(m) for n, m in loaded.items()},
             sessions=_session_ids(body["sessions"], "sessions"),
             io=NodeIO.from_json(body["io"]),
+            tiers=body["tiers"],
         )

@@ -38,6 +38,7 @@ from nodes.dispatcher import Chain, Dispatcher
 from nodes.host import ModuleHost, ModuleLoadError
 from nodes.module_api import ServiceModule
 from nodes.packet_io import PacketSocket
+from nodes.sandbox.policy import TierPolicy
 from nodes.sockdiag import packet_socket_drops
 
 log = logging.getLogger("netserv.agent")
@@ -72,6 +73,8 @@ class AgentConfig:
     # The node's key (controller/keyfiles.py): it signs the registrations, and the
     # control API takes only calls signed with it. Without one, nothing is taken.
     key: bytes = field(default=b"", repr=False)
+    # Which modules run in the agent's process, what isolated ones are granted.
+    policy: TierPolicy = field(default_factory=TierPolicy)
 
 
 class NodeAgent:
@@ -81,7 +84,7 @@ class NodeAgent:
         self.config = config
         self.signer = Signer(config.key, agent_key_id(config.dpid), controller_key_id(config.dpid))
         self.bundles = BundleCache(catalog, fetch_from(config.controller, self.signer))
-        self.host = ModuleHost(self.bundles, config.dpid, clock)
+        self.host = ModuleHost(self.bundles, config.dpid, clock, config.policy)
         self._refs: dict[int, list[str]] = {}  # id() of a chain: its modules' host refs
         self.dispatcher = Dispatcher(clock)
         self.clock = clock
@@ -112,8 +115,10 @@ class NodeAgent:
                 raise AttachError(f"tag {tag} belongs to session {other.session_id}", 409)
             instances = self._instantiate(session_id, request.modules, refs)
             now = self.clock()
+            guards = [self.host.guard(module) for _, module in instances]
+            expires = now + lifetime + EXPIRY_GRACE
             chain = Chain(
-                session_id, tag, instances, now + lifetime + EXPIRY_GRACE, lifetime, attached_at=now
+                session_id, tag, instances, expires, lifetime, attached_at=now, guards=guards
             )
             self._refs[id(chain)] = refs
             old = self.dispatcher.put(chain)
@@ -208,9 +213,10 @@ class NodeAgent:
             pid=os.getpid(),
             registered=self.registered.is_set(),
             modules_loaded={
-                name: LoadedModule(str(m["version"]), int(m["sessions"]))
+                name: LoadedModule(str(m["version"]), int(m["sessions"]), str(m["tier"]))
                 for name, m in self.host.loaded().items()
             },
+            tiers=self.host.describe(),
             sessions=tuple(c.session_id for c in self.dispatcher.chains()),
             io=self.io_stats(),
         )

@@ -25,6 +25,15 @@ What the module is, each optional (the defaults here):
 
 `version` is up to four dot-separated numbers ("1.2.0"); versions of a module compare
 as numbers, part by part (`version_key`), so 1.10.0 is newer than 1.9.2.
+
+How the module runs, each optional (the defaults here):
+
+    tier = "isolated"                   # or "trusted": in the agent, if the node trusts it
+    failure = "open"                    # or "closed": what becomes of frames it fails on
+    capabilities = []                   # "net", "read:/abs/path": asked, the node grants
+
+    [budget]                            # see nodes/sandbox/budgets.py
+    time_per_frame = 0.001
 """
 
 from __future__ import annotations
@@ -37,6 +46,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+
+from nodes.sandbox.budgets import Budget, parse_budget
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}\Z")
 VERSION_RE = re.compile(r"^(0|[1-9][0-9]{0,8})(\.(0|[1-9][0-9]{0,8})){0,3}\Z")
@@ -51,6 +62,10 @@ _TYPES: dict[str, tuple[type, ...]] = {
 _LIMIT_KEYS = {"int": {"min", "max"}, "float": {"min", "max"}, "str": {"choices", "max_length"}}
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1  # an int parameter's range when none is declared
 STR_MAX_LENGTH = 1024  # a str parameter's length when none is declared
+TIERS = ("isolated", "trusted")  # where a module runs: its own process, or the agent's
+FAILURES = ("open", "closed")  # a failed module's frames: go on without it, or are dropped
+NET = "net"  # the capability to open UDP and TCP sockets
+READ = "read:"  # the capability to read a folder or file, "read:/abs/path"
 
 
 class BundleError(ValueError):
@@ -214,6 +229,10 @@ class Manifest:
     params: Mapping[str, ParamSpec] = field(default_factory=dict)
     api: int = MODULE_API
     observe_only: bool = False
+    tier: str = "isolated"
+    failure: str = "open"
+    capabilities: tuple[str, ...] = ()
+    budget: Budget = field(default_factory=Budget)
 
     def resolve_params(self, given: Mapping[str, object] | None) -> dict[str, object]:
         """Return the full parameter dict (defaults filled in); raise BundleError on bad input."""
@@ -238,7 +257,34 @@ class Manifest:
             "params": {p.name: p.to_json() for p in self.params.values()},
             "api": self.api,
             "observe_only": self.observe_only,
+            "tier": self.tier,
+            "failure": self.failure,
+            "capabilities": list(self.capabilities),
+            "budget": self.budget.to_json(),
         }
+
+
+def _choice(path: Path, data: Mapping[str, object], key: str, choices: tuple[str, ...]) -> str:
+    value = data.get(key, choices[0])
+    if value not in choices:
+        raise BundleError(f"{path}: {key} must be one of {list(choices)}, got {value!r}")
+    return str(value)
+
+
+def parse_capabilities(path: Path | str, value: object) -> tuple[str, ...]:
+    """Return the capabilities a manifest asks for; raise BundleError for a bad one."""
+    if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+        raise BundleError(f"{path}: capabilities must be a list of strings")
+    for cap in value:
+        if cap == NET:
+            continue
+        target = cap[len(READ) :] if cap.startswith(READ) else ""
+        if not target.startswith("/") or os.path.normpath(target) != target:
+            raise BundleError(
+                f"{path}: capability {cap!r} is neither {NET!r} nor {READ!r} followed by an "
+                "absolute, normalized path"
+            )
+    return tuple(dict.fromkeys(value))
 
 
 def read_manifest(folder: Path) -> Manifest:
@@ -252,6 +298,7 @@ def read_manifest(folder: Path) -> Manifest:
         raise BundleError(f"{path}: {exc}") from None
     known = {"name", "version", "summary", "entry", "params"}
     known |= {"api", "observe_only"}
+    known |= {"tier", "failure", "capabilities", "budget"}
     if set(data) - known:
         raise BundleError(f"{path}: unknown key(s) {sorted(set(data) - known)}")
     name = data.get("name")
@@ -278,6 +325,10 @@ def read_manifest(folder: Path) -> Manifest:
     observe_only = data.get("observe_only", False)
     if not isinstance(observe_only, bool):
         raise BundleError(f"{path}: observe_only must be true or false, not {observe_only!r}")
+    try:
+        budget = parse_budget(str(path), data.get("budget"))
+    except ValueError as exc:
+        raise BundleError(str(exc)) from None
     return Manifest(
         name=name,
         version=check_version(data.get("version", "0"), f"{path}: version"),
@@ -288,6 +339,10 @@ def read_manifest(folder: Path) -> Manifest:
         params=MappingProxyType(params),
         api=api,
         observe_only=observe_only,
+        tier=_choice(path, data, "tier", TIERS),
+        failure=_choice(path, data, "failure", FAILURES),
+        capabilities=parse_capabilities(path, data.get("capabilities", [])),
+        budget=budget,
     )
 
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 from nodes.blocks.timers import Scheduler
 from nodes.module_api import ModuleContext, ServiceModule, Verdict
+from nodes.sandbox.batched import run_batched
+from nodes.sandbox.guard import Guard, Quarantined
 
 log = logging.getLogger("netserv.dispatcher")
 Batch = list[tuple[int | None, memoryview]]  # (tag, frame) as received
@@ -50,6 +52,16 @@ class Chain:
     emit_failed: int = 0  # ... that were not sent (the link was full)
     errors: int = 0
     last_error: str = field(default="")
+    # One a module, in the same order: its failure policy, budgets and state.
+    guards: list[Guard] = field(default_factory=list)
+    # Whether a module runs in a process of its own: the chain then runs a batch at a
+    # time (nodes/sandbox/batched.py) rather than a frame at a time.
+    batched: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        if not self.guards:
+            self.guards = [Guard() for _ in self.modules]
+        self.batched = any(hasattr(m, "process_batch") for _, m in self.modules)
 
     def run(self, frame: memoryview, emitted: list[bytes]) -> bool:
         """Run every module on `frame`; return True when it goes back to the switch.
@@ -61,9 +73,11 @@ class Chain:
         for name, module in self.modules:
             try:
                 verdict = module.process(frame)
-            except Exception as exc:  # fail open: a broken module must not cut the flow
-                self._error(name, exc)
+            except Exception as exc:  # a broken module: the frame follows its failure policy
                 self._take(module, None)
+                if self._fail(name, module, exc):
+                    self.dropped += 1
+                    return False
                 continue
             self._take(module, emitted)
             if verdict == _DROP:
@@ -72,7 +86,10 @@ class Chain:
             if verdict == _MODIFIED:
                 modified = True
             elif verdict != _FORWARD and verdict is not None:
-                self._error(name, ValueError(f"process() returned {verdict!r}, not a Verdict"))
+                error = ValueError(f"process() returned {verdict!r}, not a Verdict")
+                if self._fail(name, module, error):
+                    self.dropped += 1
+                    return False
         if modified:
             self.modified += 1
         return True
@@ -90,6 +107,40 @@ class Chain:
         self.errors += 1
         self.last_error = f"{name}: {exc!r}"
 
+    def _fail(self, name: str, module: ServiceModule, exc: Exception) -> bool:
+        """Count a frame `module` failed on, quarantine it when that is over its error
+        budget; return True when the frame is dropped (its failure policy is closed)."""
+        self._error(name, exc)
+        guard = self.guards[self._position(module)]
+        guard.unprocessed += 1
+        reason = guard.error()
+        if reason:
+            self.quarantine(module, reason)
+        return guard.fail_closed
+
+    def _position(self, module: ServiceModule) -> int:
+        return next(i for i, (_, m) in enumerate(self.modules) if m is module)
+
+    def quarantine(self, module: ServiceModule, reason: str) -> None:
+        """Stop `module` for good for `reason`: from now on its failure policy stands in
+        for it in the chain (a module that is not in the chain is left alone)."""
+        modules = list(self.modules)
+        pos = next((i for i, (_, m) in enumerate(modules) if m is module), None)
+        if pos is None or isinstance(module, Quarantined):
+            return
+        guard, name = self.guards[pos], modules[pos][0]
+        guard.quarantine(reason)
+        modules[pos] = (name, Quarantined(module, guard))
+        self.modules = modules  # a new list: a loop over the old one is not disturbed
+        self.batched = any(hasattr(m, "process_batch") for _, m in modules)
+        kill = getattr(module, "kill", None)  # an isolated module's worker goes at once
+        if kill is not None:
+            kill()
+        ctx = _context(module)
+        if ctx is not None:
+            ctx.timers.cancel_all()
+        log.warning("session %d: module %s quarantined: %s", self.session_id, name, guard.reason)
+
     def contexts(self) -> list[tuple[str, ModuleContext]]:
         """Return (module name, context) of every module that has one, in chain order."""
         found = [(name, _context(module)) for name, module in self.modules]
@@ -98,12 +149,12 @@ class Chain:
     def stats(self) -> dict[str, object]:
         """Return the chain's counters and each module's own, JSON-ready."""
         modules = []
-        for name, module in self.modules:
+        for (name, module), guard in zip(self.modules, self.guards, strict=True):
             try:
                 counters = module.stats()
             except Exception as exc:
                 counters = {"error": repr(exc)}
-            entry: dict[str, object] = {"name": name, "stats": counters}
+            entry: dict[str, object] = {"name": name, "stats": counters, **guard.to_json()}
             ctx = _context(module)
             if ctx is not None and len(ctx.metrics):
                 entry["metrics"] = [s.to_json() for s in ctx.metrics.samples()]
@@ -173,17 +224,23 @@ class Dispatcher:
             self.run_timers(out)
         by_tag = self._by_tag  # one map for the whole batch
         emitted: list[bytes] = []
+        held: dict[int, tuple[Chain, list[memoryview]]] = {}  # batched chains' frames, by tag
         for tag, frame in batch:
             chain = by_tag.get(tag) if tag is not None else None
             if chain is None:
                 self.unmatched += 1
                 out.forward(frame, None)
                 continue
+            if chain.batched:
+                held.setdefault(tag, (chain, []))[1].append(frame)  # type: ignore[arg-type]
+                continue
             if chain.run(frame, emitted):
                 out.forward(frame, chain)
             if emitted:
                 out.emit(emitted, chain)
                 emitted = []
+        for chain, frames in held.values():
+            run_batched(chain, frames, out)
         return out
 
     def timers_due(self) -> bool:

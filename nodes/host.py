@@ -1,7 +1,11 @@
-"""The module host: loads service module code at run time and unloads it when unused.
+"""The module host: makes module instances at run time, in the tier the node's policy says.
 
-Code is loaded from the bundle's file by path and kept out of `sys.modules`, so a module
-that no session uses any more is really gone, and the next load reads the file anew.
+A trusted module's code is loaded into the agent from the bundle's file by path and
+kept out of `sys.modules`, so a module that no session uses any more is really gone,
+and the next load reads the file anew. An isolated module's instance is a worker
+process of its own (`nodes/sandbox/proxy.py`), which loads the file itself. Each
+instance gets a guard (`nodes/sandbox/guard.py`) with the manifest's failure policy
+and budgets, which the session's chain holds beside it.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from dataclasses import dataclass
 
 from nodes.bundle import BundleError, Catalog, Manifest
 from nodes.module_api import ModuleContext, ServiceModule
+from nodes.sandbox.guard import Guard, Quarantined
+from nodes.sandbox.policy import TierPolicy
+from nodes.sandbox.proxy import IsolatedModule, Sandbox, WorkerError
 
 log = logging.getLogger("netserv.host")
 
@@ -26,25 +33,44 @@ class ModuleLoadError(Exception):
 @dataclass
 class _Loaded:
     manifest: Manifest
-    cls: type[ServiceModule]
+    cls: type[ServiceModule] | None  # None: isolated, its code is loaded by its workers
     users: int = 0
+
+    @property
+    def tier(self) -> str:
+        return "isolated" if self.cls is None else "trusted"
 
 
 class ModuleHost:
     def __init__(
-        self, catalog: Catalog, node: int, clock: Callable[[], float] = time.monotonic
+        self,
+        catalog: Catalog,
+        node: int,
+        clock: Callable[[], float] = time.monotonic,
+        policy: TierPolicy | None = None,
     ) -> None:
         self.catalog = catalog
         self.node = node
         self.clock = clock  # the modules' clock: every building block of theirs follows it
+        self.policy = policy if policy is not None else TierPolicy()
+        self._sandbox: Sandbox | None = None  # made when the first isolated module is
         self._loaded: dict[str, _Loaded] = {}
+        self._guards: dict[int, Guard] = {}  # by id() of the instance
         self._lock = threading.Lock()
+
+    @property
+    def sandbox(self) -> Sandbox:
+        if self._sandbox is None:
+            self._sandbox = Sandbox()
+        return self._sandbox
 
     def _load(self, name: str) -> _Loaded:
         try:
             manifest = self.catalog.get(name)
         except BundleError as exc:
             raise ModuleLoadError(str(exc)) from None
+        if not self.policy.trusts(manifest):
+            return _Loaded(manifest, None)
         path = manifest.path / f"{manifest.entry_file}.py"
         spec = importlib.util.spec_from_file_location(f"netserv_service_{name}", path)
         if spec is None or spec.loader is None:
@@ -63,45 +89,71 @@ class ModuleHost:
     def instantiate(
         self, name: str, params: Mapping[str, object], session_id: int
     ) -> ServiceModule:
-        """Return a new instance of module `name` for a session; load its code if needed."""
+        """Return a new instance of module `name` for a session, in its tier; load its
+        code if needed. Raise ModuleLoadError saying why it cannot be made."""
         with self._lock:
             entry = self._loaded.get(name) or self._load(name)
+            manifest = entry.manifest
             try:
-                resolved = entry.manifest.resolve_params(params)
+                resolved = manifest.resolve_params(params)
+                capabilities = self.policy.capabilities(manifest) if entry.cls is None else ()
             except BundleError as exc:
                 self._drop_if_unused(name, entry)
                 raise ModuleLoadError(str(exc)) from None
-            module = entry.manifest.name  # `name` may be a bundle's NAME@SHA256
-            ctx = ModuleContext(
-                session_id=session_id,
-                node=self.node,
-                module=module,
-                clock=self.clock,
-                logger=logging.getLogger(f"netserv.module.{module}.{session_id}"),
-            )
-            try:
-                instance = entry.cls(resolved, ctx)
-            except Exception as exc:
-                ctx.close()
-                self._drop_if_unused(name, entry)
-                raise ModuleLoadError(f"module {name!r} setup failed: {exc!r}") from exc
-            entry.users += 1
+            guard = Guard(entry.tier, manifest.failure, manifest.budget, self.clock)
+            entry.users += 1  # held while an isolated instance starts, outside the lock
             self._loaded[name] = entry
-            return instance
+            if entry.cls is not None:
+                instance = self._trusted(name, entry, resolved, session_id)
+        if entry.cls is None:
+            instance = self._isolated(name, entry, resolved, session_id, guard, capabilities)
+            guard.confined = instance.confined  # type: ignore[attr-defined]
+        self._guards[id(instance)] = guard
+        return instance
+
+    def _isolated(
+        self,
+        name: str,
+        entry: _Loaded,
+        params: dict[str, object],
+        session_id: int,
+        guard: Guard,
+        capabilities: tuple[str, ...],
+    ) -> ServiceModule:
+        # `name` is the key it is loaded under (a fetched bundle's NAME@SHA256)
+        try:
+            return IsolatedModule(
+                entry.manifest, params, session_id, self.node, guard, self.sandbox, capabilities
+            )
+        except (WorkerError, OSError) as exc:
+            self._unuse(name)
+            raise ModuleLoadError(str(exc)) from None
+
+    def _trusted(
+        self, name: str, entry: _Loaded, resolved: dict[str, object], session_id: int
+    ) -> ServiceModule:
+        """Return an instance made in the agent (the host's lock is held)."""
+        module = entry.manifest.name  # `name` may be a fetched bundle's NAME@SHA256
+        ctx = ModuleContext(
+            session_id=session_id,
+            node=self.node,
+            module=module,
+            clock=self.clock,
+            logger=logging.getLogger(f"netserv.module.{module}.{session_id}"),
+        )
+        try:
+            return entry.cls(resolved, ctx)  # type: ignore[misc]
+        except Exception as exc:
+            ctx.close()
+            entry.users -= 1
+            self._drop_if_unused(name, entry)
+            raise ModuleLoadError(f"module {name!r} setup failed: {exc!r}") from exc
 
     def _drop_if_unused(self, name: str, entry: _Loaded) -> None:
         if entry.users == 0:
             self._loaded.pop(name, None)
 
-    def release(self, name: str, instance: ServiceModule) -> None:
-        """Stop an instance; unload the module's code once no session uses it."""
-        try:
-            instance.stop()
-        except Exception:
-            log.exception("module %s raised in stop()", name)
-        ctx = getattr(instance, "ctx", None)
-        if isinstance(ctx, ModuleContext):
-            ctx.close()
+    def _unuse(self, name: str) -> None:
         with self._lock:
             entry = self._loaded.get(name)
             if entry is None:
@@ -111,10 +163,36 @@ class ModuleHost:
                 del self._loaded[name]
                 log.info("unloaded module %s", name)
 
+    def describe(self) -> dict[str, object]:
+        """Return the node's policy and, once an isolated module ran, what confines them."""
+        out: dict[str, object] = {"policy": self.policy.to_json()}
+        if self._sandbox is not None:
+            out["isolation"] = self._sandbox.describe()
+        return out
+
+    def guard(self, instance: ServiceModule) -> Guard:
+        """Return the guard made with `instance` (a fresh default one for a stranger)."""
+        return self._guards.get(id(instance)) or Guard()
+
+    def release(self, name: str, instance: ServiceModule) -> None:
+        """Stop an instance (a quarantined one too); unload the module's code once no
+        session uses it."""
+        if isinstance(instance, Quarantined):
+            instance = instance.original
+        self._guards.pop(id(instance), None)
+        try:
+            instance.stop()
+        except Exception:
+            log.exception("module %s raised in stop()", name)
+        ctx = getattr(instance, "ctx", None)
+        if isinstance(ctx, ModuleContext):
+            ctx.close()
+        self._unuse(name)
+
     def loaded(self) -> dict[str, dict[str, object]]:
-        """Return the modules whose code is loaded now, with their version and user count."""
+        """Return the modules in use now, with their version, user count and tier."""
         with self._lock:
             return {
-                n: {"version": e.manifest.version, "sessions": e.users}
+                n: {"version": e.manifest.version, "sessions": e.users, "tier": e.tier}
                 for n, e in self._loaded.items()
             }

@@ -15,6 +15,7 @@ from nodes.agent import AgentConfig, NodeAgent
 from nodes.bundle import MODULE_PATH_HELP, BundleError, Catalog, module_path
 from nodes.control import make_server
 from nodes.packet_io import PacketSocket
+from nodes.sandbox.policy import DEFAULT_TRUSTED, PolicyError, TierPolicy
 from signaling.client import DEFAULT_URL
 from signaling.dpid import parse_dpid
 
@@ -77,6 +78,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "same key in its own (docs/security.md)",
     )
     p.add_argument(
+        "--trusted",
+        action="append",
+        metavar="MODULE",
+        help="a module that may run in the agent's own process when its manifest asks to "
+        "(tier = \"trusted\"); repeat, or join with commas; 'shipped': those in the shipped "
+        f"services/ folder; 'none': no module (default: {', '.join(DEFAULT_TRUSTED)}). "
+        "Every other module runs isolated (docs/modules.md)",
+    )
+    p.add_argument(
+        "--grant",
+        action="append",
+        default=[],
+        metavar="MODULE=CAPABILITY",
+        help="grant an isolated module a capability its manifest asks for: net, or "
+        "read:/abs/path; repeat for more",
+    )
+    p.add_argument(
         "--heartbeat",
         type=float,
         default=HEARTBEAT,
@@ -102,8 +120,13 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, SecretsError) as exc:
         log.error("cannot read the node's key: %s", exc)
         return 1
+    try:
+        policy = TierPolicy.parse(args.trusted, args.grant)
+    except PolicyError as exc:
+        log.error("%s", exc)
+        return 1
     config = AgentConfig(
-        args.dpid, args.iface, args.switch_port, args.controller, args.heartbeat, key
+        args.dpid, args.iface, args.switch_port, args.controller, args.heartbeat, key, policy
     )
     return run_agent(NodeAgent(config, catalog), args.listen)
 

@@ -36,7 +36,9 @@ def module_folder(
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "manifest.toml").write_text(
         f'name = "{name}"\nversion = "{version}"\nsummary = "counts frames"\n'
-        f'entry = "module:Tally"\n{manifest}'
+        # Trusted where the node trusts it by name (unit tests run no worker processes);
+        # isolated on a node that does not.
+        f'entry = "module:Tally"\ntier = "trusted"\n{manifest}'
     )
     (folder / "module.py").write_text(code if code is not None else CODE.format(version=version))
     return folder

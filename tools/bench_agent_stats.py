@@ -28,6 +28,7 @@ PATHS: dict[str, tuple[str, dict[str, object]]] = {
     "agent": ("agent", {"chain": 1, "io": "batch"}),
     "agent-chain5": ("agent", {"chain": 5, "io": "batch"}),
     "agent-one-frame": ("agent", {"chain": 1, "io": "one-frame"}),
+    "agent-isolated": ("agent", {"chain": 1, "io": "batch", "tier": "isolated"}),
 }
 # (numerator, denominator, what it says, target): ratios of rates, higher is better
 # for the numerator. agent/agent-chain5 is what a chain of 5 costs over a chain of 1.
@@ -36,6 +37,12 @@ RATIOS = (
     ("agent", "agent-chain5", "cost of a chain of 5 null over a chain of 1", "<= 1.20"),
     ("agent-one-frame", "reflector", "before: one frame per system call", ""),
     ("agent", "agent-one-frame", "gain of batching: batched / one frame per call", ""),
+    (
+        "agent",
+        "agent-isolated",
+        "cost of the isolated tier: null in the agent / in its own process",
+        "",
+    ),
 )
 METRICS = ("rate", "per_cpu")
 BOUND = 0.97  # returned >= this share of offered: the generator, not the path, was the limit
@@ -282,6 +289,9 @@ catches up with its queue takes smaller batches and pays more per frame. A `*` m
 a path that returned ≥ {BOUND:.0%} of what was offered in some repeat (the generator
 was the limit there). `agent-one-frame` is the packet loop on the one-frame socket
 (`OneFramePacketSocket`, the fallback), which is what the agent used before batching.
+`agent-isolated` runs the same `null` in the isolated tier (`netserv agent --trusted
+none`): in a confined process of its own, handed each batch over a socket pair; its CPU
+time is the agent's and that process's together.
 
 Reproduce (as root, from the repository; this run took {report["minutes"]} minutes):
 

@@ -40,12 +40,37 @@ def rx_packets(iface: str) -> int:
     return int(Path("/sys/class/net", iface, "statistics", "rx_packets").read_text())
 
 
+def descendants(pid: int) -> list[int]:
+    """Return the pids of the processes below `pid` (an agent's isolated modules)."""
+    parent_of = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parent_of[int(entry.name)] = int(stat.rpartition(")")[2].split()[1])
+    found, todo = [], [pid]
+    while todo:
+        here = todo.pop()
+        below = [child for child, parent in parent_of.items() if parent == here]
+        found += below
+        todo += below
+    return found
+
+
 def cpu_seconds(pid: int) -> float:
-    """Return the CPU time of every thread of process `pid` so far (0.0 when pid is 0)."""
+    """Return the CPU time of every thread of process `pid` and of the processes below
+    it so far (0.0 when pid is 0)."""
     if not pid:
         return 0.0
-    tasks = Path("/proc", str(pid), "task")
-    ns = sum(int((t / "schedstat").read_text().split()[0]) for t in tasks.iterdir())
+    ns = 0
+    for proc in [pid, *descendants(pid)]:
+        try:
+            tasks = list(Path("/proc", str(proc), "task").iterdir())
+            ns += sum(int((t / "schedstat").read_text().split()[0]) for t in tasks)
+        except OSError:
+            continue  # gone meanwhile
     return ns / 1e9
 
 
@@ -117,15 +142,19 @@ def serve(loop: Callable[[], None], stopping: threading.Event, counters: Callabl
     print(json.dumps(counters()), flush=True)
 
 
-def serve_agent(iface: str, tag: int, chain: int, io_kind: str) -> None:
-    """Serve `iface` with a NodeAgent whose one session (tag `tag`) runs `chain` nulls."""
+def serve_agent(iface: str, tag: int, chain: int, io_kind: str, tier: str = "trusted") -> None:
+    """Serve `iface` with a NodeAgent whose one session (tag `tag`) runs `chain` nulls,
+    in the agent (`tier` trusted) or each in a process of its own (isolated)."""
     from agentproto.limits import MAX_LIFETIME
     from agentproto.messages import Attach, ModuleSpec
     from nodes.agent import AgentConfig, NodeAgent
     from nodes.bundle import Catalog, module_path
+    from nodes.sandbox.policy import TierPolicy
 
     # No controller: the packet loop and attach do not need one.
-    agent = NodeAgent(AgentConfig(1, iface, "", "http://127.0.0.1:9"), Catalog(module_path()))
+    policy = TierPolicy.parse(["none"] if tier == "isolated" else None)
+    config = AgentConfig(1, iface, "", "http://127.0.0.1:9", policy=policy)
+    agent = NodeAgent(config, Catalog(module_path()))
     agent.attach(Attach(1, tag, MAX_LIFETIME, (ModuleSpec("null"),) * chain))
     io = SOCKETS[io_kind](iface)
     batches = 0
@@ -145,6 +174,7 @@ def serve_agent(iface: str, tag: int, chain: int, io_kind: str) -> None:
         return {**io_stats, "chain_packets": chain_packets, "batches": batches}
 
     serve(lambda: agent.packet_loop(io), agent.stopping, counters)
+    agent.detach(1)  # an isolated module's process ends, its cgroups go
 
 
 def parser() -> argparse.ArgumentParser:
@@ -159,6 +189,7 @@ def parser() -> argparse.ArgumentParser:
     a = sub.add_parser("agent")
     a.add_argument("--chain", type=int, default=1)
     a.add_argument("--io", choices=sorted(SOCKETS), default="batch")
+    a.add_argument("--tier", choices=("trusted", "isolated"), default="trusted")
     for one in (g, a):
         one.add_argument("--tag", type=int, default=5)
     for one in sub.choices.values():
@@ -179,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         reflector = Reflector(args.iface)
         serve(reflector.loop, reflector.stopping, reflector.counters)
     else:
-        serve_agent(args.iface, args.tag, args.chain, args.io)
+        serve_agent(args.iface, args.tag, args.chain, args.io, args.tier)
     return 0
 
 

@@ -22,6 +22,8 @@ from jsonhttp.client import ClientError
 from nodes import control
 from nodes.agent import AgentConfig, NodeAgent
 from nodes.bundle import Catalog
+from nodes.sandbox import proxy
+from nodes.sandbox.policy import TierPolicy
 from tests.unit.flowsim import SimSwitch
 
 SERVICES = Path(__file__).resolve().parents[2] / "services"
@@ -29,6 +31,21 @@ DPID, AGENT_PORT = 1, 4
 PORTS = {1: "s1-eth1", 2: "s1-eth2", AGENT_PORT: "s1-ns"}
 TOKEN = "0123456789abcdef" * 4  # the operator's REST token
 NODE_KEY = bytes(range(32))  # node DPID's key
+# The `services` fixture's modules are copies, not the shipped folder: trusted by name,
+# so that they run in the agent, on the test's clock.
+COPIES_TRUSTED = TierPolicy.parse(
+    [p.name for p in SERVICES.iterdir() if (p / "manifest.toml").is_file()] + ["broken"]
+)
+
+
+@pytest.fixture(autouse=True)
+def no_worker_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unit tests start no isolated module's process: one that tries fails loudly."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a unit test tried to start an isolated module's worker")
+
+    monkeypatch.setattr(proxy.IsolatedModule, "_start", refuse)
 
 
 def node_signed(method: str, path: str, body: bytes, dpid: int = DPID, key: bytes = NODE_KEY):
@@ -138,7 +155,9 @@ def services(tmp_path: Path) -> Path:
     shutil.copytree(SERVICES, root)
     broken = root / "broken"
     broken.mkdir()
-    (broken / "manifest.toml").write_text('name = "broken"\nentry = "module:Broken"\n')
+    (broken / "manifest.toml").write_text(
+        'name = "broken"\nentry = "module:Broken"\ntier = "trusted"\n'
+    )
     (broken / "module.py").write_text(
         "from nodes.module_api import ServiceModule\n"
         "class Broken(ServiceModule):\n"
@@ -161,7 +180,9 @@ def world(services: Path):
     service = NetServService(Catalog(services), switches, agents, clock, store=store)
     connect(service, switches, DPID, PORTS)
     node_agent = NodeAgent(
-        AgentConfig(DPID, "s1-na", "s1-ns", "http://c"), Catalog(services), clock
+        AgentConfig(DPID, "s1-na", "s1-ns", "http://c", policy=COPIES_TRUSTED),
+        Catalog(services),
+        clock,
     )
     agents.by_dpid[DPID] = node_agent
     service.register_agent(
@@ -217,7 +238,7 @@ def line(services) -> Line:
     for dpid in LINE:
         ports = {n: f"s{dpid}-eth{n}" for n in (1, 2, 3)} | {AGENT_PORT: f"s{dpid}-ns"}
         connect(service, switches, dpid, ports)
-        config = AgentConfig(dpid, f"s{dpid}-na", f"s{dpid}-ns", "http://c")
+        config = AgentConfig(dpid, f"s{dpid}-na", f"s{dpid}-ns", "http://c", policy=COPIES_TRUSTED)
         agent = NodeAgent(config, Catalog(services), clock)
         agents.by_dpid[dpid] = agent
         service.register_agent(

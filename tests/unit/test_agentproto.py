@@ -31,7 +31,7 @@ from nodes import agent as agent_module
 from nodes import control
 from nodes.agent import AgentConfig, NodeAgent
 from nodes.bundle import Catalog
-from tests.unit.conftest import DPID, InProcessAgents, make, refresh
+from tests.unit.conftest import COPIES_TRUSTED, DPID, InProcessAgents, make, refresh
 from tests.unit.test_service import BODY, detour
 
 IO = NodeIO(1, 2, 3, 4, 5, 6, 7, None)
@@ -227,7 +227,8 @@ class Wire(InProcessAgents):
 
 @pytest.fixture
 def node(services):
-    agent = NodeAgent(AgentConfig(DPID, "s1-na", "s1-ns", "http://c"), Catalog(services))
+    config = AgentConfig(DPID, "s1-na", "s1-ns", "http://c", policy=COPIES_TRUSTED)
+    agent = NodeAgent(config, Catalog(services))
     yield agent, Wire(agent), Agent(DPID, "s1-ns", "http://a", agent.boot_id, 0.0)
     for chain in agent.dispatcher.chains():
         agent.detach(chain.session_id)

@@ -7,6 +7,7 @@ import pytest
 
 from nodes.bundle import MODULE_PATH_ENV, SHIPPED_MODULES, BundleError, Catalog, module_path
 from nodes.host import ModuleHost
+from nodes.sandbox.policy import TierPolicy
 from tests.unit.test_nodes import bundle
 
 CODE = "from nodes.module_api import ServiceModule\nclass M(ServiceModule):\n    pass\n"
@@ -29,8 +30,9 @@ def test_the_first_folder_holding_a_name_wins(tmp_path):
 
 
 def test_a_module_in_a_later_folder_is_loaded_from_there(tmp_path):
-    bundle(tmp_path / "mine", "m", manifest("m", "1.0"), CODE)
-    host = ModuleHost(Catalog([SHIPPED_MODULES, tmp_path / "mine"]), node=1)
+    bundle(tmp_path / "mine", "m", manifest("m", "1.0") + 'tier = "trusted"\n', CODE)
+    policy = TierPolicy.parse(["m"])
+    host = ModuleHost(Catalog([SHIPPED_MODULES, tmp_path / "mine"]), node=1, policy=policy)
     host.instantiate("m", {}, session_id=1)
     assert set(host.loaded()) == {"m"}
 

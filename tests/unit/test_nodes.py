@@ -14,8 +14,12 @@ from nodes.bundle import BundleError, Catalog, read_manifest
 from nodes.dispatcher import Chain, Dispatcher
 from nodes.host import ModuleHost, ModuleLoadError
 from nodes.module_api import ServiceModule, Verdict
+from nodes.sandbox.policy import TierPolicy
 
 SERVICES = Path(__file__).resolve().parents[2] / "services"
+
+
+TRUSTED = 'tier = "trusted"\n'
 
 
 def bundle(root: Path, name: str, manifest: str, code: str) -> Path:
@@ -59,10 +63,11 @@ def test_module_code_is_loaded_on_first_use_and_unloaded_after_last(tmp_path):
         "    def process(self, frame):\n"
         "        return Verdict.{}\n"
     )
-    folder = bundle(tmp_path, "m", 'name = "m"\nentry = "module:M"\n', code.format("PASS"))
-    host = ModuleHost(Catalog(tmp_path), node=1)
+    manifest = 'name = "m"\nentry = "module:M"\n' + TRUSTED
+    folder = bundle(tmp_path, "m", manifest, code.format("PASS"))
+    host = ModuleHost(Catalog(tmp_path), node=1, policy=TierPolicy.parse(["m"]))
     a, b = host.instantiate("m", {}, 1), host.instantiate("m", {}, 2)
-    assert host.loaded() == {"m": {"version": "0", "sessions": 2}}
+    assert host.loaded() == {"m": {"version": "0", "sessions": 2, "tier": "trusted"}}
     host.release("m", a)
     host.release("m", b)
     assert host.loaded() == {}
@@ -71,9 +76,9 @@ def test_module_code_is_loaded_on_first_use_and_unloaded_after_last(tmp_path):
 
 
 def test_load_failures_leave_nothing_loaded(tmp_path):
-    bundle(tmp_path, "syntax", 'name = "syntax"\nentry = "module:M"\n', "def (:\n")
-    bundle(tmp_path, "notsub", 'name = "notsub"\nentry = "module:M"\n', "class M: pass\n")
-    host = ModuleHost(Catalog(tmp_path), node=1)
+    bundle(tmp_path, "syntax", 'name = "syntax"\nentry = "module:M"\n' + TRUSTED, "def (:\n")
+    bundle(tmp_path, "notsub", 'name = "notsub"\nentry = "module:M"\n' + TRUSTED, "class M: pass\n")
+    host = ModuleHost(Catalog(tmp_path), node=1, policy=TierPolicy.parse(["syntax", "notsub"]))
     for name, message in (
         ("syntax", "failed to load"),
         ("notsub", "not a ServiceModule"),

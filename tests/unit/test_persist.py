@@ -19,6 +19,7 @@ from nodes.agent import AgentConfig, NodeAgent
 from nodes.bundle import Catalog
 from tests.unit.conftest import (
     AGENT_PORT,
+    COPIES_TRUSTED,
     DPID,
     PORTS,
     Clock,
@@ -41,7 +42,11 @@ def first(services, tmp_path):
         Catalog(services), switches, agents, clock, store=SessionStore(path, clock, clock.wall)
     )
     connect(service, switches, DPID, PORTS)
-    agent = NodeAgent(AgentConfig(DPID, "s1-na", "s1-ns", "http://c"), Catalog(services), clock)
+    agent = NodeAgent(
+        AgentConfig(DPID, "s1-na", "s1-ns", "http://c", policy=COPIES_TRUSTED),
+        Catalog(services),
+        clock,
+    )
     agents.by_dpid[DPID] = agent
     beat(service, agent)
     return service, switches, agents, agent, clock, path
@@ -211,7 +216,11 @@ def test_an_agent_that_restarted_while_the_controller_was_away_gets_its_chains(f
     service, switches, agents, old, _, _ = first
     session = make(service, {**BODY, "lifetime": 300})
     again, clock = restart(first, services)
-    new = NodeAgent(AgentConfig(DPID, "s1-na", "s1-ns", "http://c"), Catalog(services), clock)
+    new = NodeAgent(
+        AgentConfig(DPID, "s1-na", "s1-ns", "http://c", policy=COPIES_TRUSTED),
+        Catalog(services),
+        clock,
+    )
     agents.by_dpid[DPID] = new
     agents.health_down = True  # the old agent's control API is gone
     again.register_agent(

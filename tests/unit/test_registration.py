@@ -7,7 +7,7 @@ import pytest
 from controller.errors import Conflict
 from nodes.agent import AgentConfig, NodeAgent
 from nodes.bundle import Catalog
-from tests.unit.conftest import AGENT_PORT, DPID, make
+from tests.unit.conftest import AGENT_PORT, COPIES_TRUSTED, DPID, make
 from tests.unit.test_service import BODY, frame_of
 
 
@@ -18,7 +18,11 @@ def register(service, agent: NodeAgent, url: str = "http://a", port: str = "s1-n
 
 
 def another_agent(services, clock) -> NodeAgent:
-    return NodeAgent(AgentConfig(DPID, "s1-na", "s1-ns", "http://c"), Catalog(services), clock)
+    return NodeAgent(
+        AgentConfig(DPID, "s1-na", "s1-ns", "http://c", policy=COPIES_TRUSTED),
+        Catalog(services),
+        clock,
+    )
 
 
 def test_a_second_agent_for_a_live_node_is_refused_and_the_first_keeps_serving(world, services):
@@ -93,7 +97,7 @@ def test_a_refused_agent_stops_instead_of_retrying(services, monkeypatch):
         raise ClientError(409, "node 0000000000000001 already has a live agent")
 
     monkeypatch.setattr(agent_module, "call_json", refuse)
-    config = AgentConfig(DPID, "s1-na", "s1-ns", "http://c", heartbeat=0.05)
+    config = AgentConfig(DPID, "s1-na", "s1-ns", "http://c", heartbeat=0.05, policy=COPIES_TRUSTED)
     agent = NodeAgent(config, Catalog(services))
     agent.url = "http://127.0.0.1:9"  # its control API listens before it registers
     give_up = threading.Timer(2.0, agent.stopping.set)  # so a loop that retries fails, not hangs

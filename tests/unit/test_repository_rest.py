@@ -10,6 +10,8 @@ import json
 import pytest
 
 from controller.entry import _eventlet_compat
+from nodes.sandbox.policy import TierPolicy
+from tests.unit.conftest import COPIES_TRUSTED
 
 _eventlet_compat()  # Ryu's wsgi module needs it before import
 
@@ -66,6 +68,7 @@ def api(world, tmp_path):
         return base64.b64decode(reply.json["bundle"])
 
     node_agent.bundles.fetch = fetch
+    node_agent.host.policy = TierPolicy.parse([*COPIES_TRUSTED.trusted, "tally"])
     return call, service, sim, node_agent
 
 
@@ -107,7 +110,8 @@ def test_publish_list_show_and_a_session_that_loads_the_bundle(api, tmp_path):
     assert made.json["modules"] == [
         {"name": "tally", "params": {}, "version": "1.0.0", "sha256": sha}
     ]
-    assert agent.host.loaded() == {f"tally@{sha}": {"version": "1.0.0", "sessions": 1}}
+    loaded = {f"tally@{sha}": {"version": "1.0.0", "sessions": 1, "tier": "trusted"}}
+    assert agent.host.loaded() == loaded
     stats = agent.session_stats(made.json["id"]).to_json()["modules"][0]
     assert stats["name"] == "tally" and stats["stats"]["version"] == "1.0.0"
     call("DELETE", f"/netserv/sessions/{made.json['id']}")

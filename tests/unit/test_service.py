@@ -13,7 +13,7 @@ from controller.sessions import State
 from controller.tables import HARD_TIMEOUT_CAP
 from nodes.agent import AgentConfig, NodeAgent
 from nodes.bundle import Catalog
-from tests.unit.conftest import AGENT_PORT, DPID, end, make, refresh
+from tests.unit.conftest import AGENT_PORT, COPIES_TRUSTED, DPID, end, make, refresh
 from tests.unit.flowsim import SimSwitch
 
 
@@ -119,7 +119,11 @@ def test_a_silent_agent_has_its_sessions_removed_so_traffic_bypasses_it(world):
 def test_a_restarted_agent_gets_its_chains_back(world, services):
     service, sim, _, agents, old, clock = world
     session = make(service, {**BODY, "lifetime": 600})
-    new = NodeAgent(AgentConfig(DPID, "s1-na", "s1-ns", "http://c"), Catalog(services), clock)
+    new = NodeAgent(
+        AgentConfig(DPID, "s1-na", "s1-ns", "http://c", policy=COPIES_TRUSTED),
+        Catalog(services),
+        clock,
+    )
     agents.by_dpid[DPID] = new
     service.register_agent(
         {"dpid": 1, "switch_port": "s1-ns", "url": "http://b", "boot_id": new.boot_id}

@@ -10,6 +10,7 @@ from nodes.bundle import Catalog
 from nodes.dispatcher import Chain, Dispatcher
 from nodes.host import ModuleHost
 from nodes.module_api import ModuleContext, ServiceModule, Verdict
+from nodes.sandbox.policy import TierPolicy
 
 SERVICES = Path(__file__).resolve().parents[2] / "services"
 
@@ -149,6 +150,10 @@ def test_module_timers_run_in_the_batch_once_the_chain_is_installed():
     assert d.by_tag(10).stats()["modules"][0] == {
         "name": "ticker",
         "stats": {"ticks": 1},  # a module's metrics are its stats unless it says otherwise
+        "tier": "trusted",
+        "state": "running",
+        "failure": "open",
+        "unprocessed": 0,
         "metrics": [{"name": "ticks", "type": "counter", "help": "timer runs", "value": 1}],
     }
     d.remove(1)
@@ -192,7 +197,9 @@ class Batches:
 def test_the_packet_loop_sends_emitted_frames_and_runs_timers_when_idle(tmp_path):
     clock = Clock()
     (tmp_path / "ticker").mkdir()
-    (tmp_path / "ticker" / "manifest.toml").write_text('name = "ticker"\nentry = "module:T"\n')
+    (tmp_path / "ticker" / "manifest.toml").write_text(
+        'name = "ticker"\nentry = "module:T"\ntier = "trusted"\n'
+    )
     (tmp_path / "ticker" / "module.py").write_text(
         "from nodes.module_api import ServiceModule, Verdict\n"
         "class T(ServiceModule):\n"
@@ -203,7 +210,8 @@ def test_the_packet_loop_sends_emitted_frames_and_runs_timers_when_idle(tmp_path
         "        self.ctx.emit(b'echo' * 4)\n"
         "        return Verdict.DROP\n"
     )
-    agent = NodeAgent(AgentConfig(1, "s1-na", "s1-ns", "http://c"), Catalog(tmp_path), clock)
+    config = AgentConfig(1, "s1-na", "s1-ns", "http://c", policy=TierPolicy.parse(["ticker"]))
+    agent = NodeAgent(config, Catalog(tmp_path), clock)
     c = agent.attach(Attach(1, 5, 60, (ModuleSpec("ticker"),)))
     io = Batches(agent, clock, [None, [(5, frame(1))], None])
     agent.packet_loop(io)

@@ -1,0 +1,123 @@
+"""A module instance's guard: its failure policy, its budgets' running accounts, its state.
+
+Every module in a chain has one. It says what becomes of a frame the module could not
+handle (failure "open": the frame goes on without it; "closed": it is dropped), counts
+what the module cost against its budgets, and holds the module's state: "running",
+or "quarantined" with the reason. A quarantined module is replaced in its chain by a
+`Quarantined` stand-in that applies the failure policy to every frame, and is never
+called again; its session and every other session go on.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from nodes.module_api import ServiceModule, Verdict
+from nodes.sandbox.budgets import Budget, TimeAccount, admit, error_bucket, frame_bucket
+
+RUNNING, QUARANTINED = "running", "quarantined"
+STATES = (RUNNING, QUARANTINED)
+
+
+class Guard:
+    """One module instance's failure policy, budget accounts and state.
+
+    `error()`, `admit()` and `charge_time()` are called by the packet loop;
+    `quarantine()` from there or from the control thread (a worker found dead).
+    """
+
+    def __init__(
+        self,
+        tier: str = "trusted",
+        failure: str = "open",
+        budget: Budget | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.tier = tier
+        self.failure = failure
+        self.fail_closed = failure == "closed"
+        self.budget = budget or Budget()
+        self.state = RUNNING
+        self.reason = ""
+        self.confined: dict[str, object] = {}  # what confines an isolated module's process
+        self.unprocessed = 0  # frames that went by without the module (failed, over rate, ...)
+        self.over_rate = 0  # ... of them because they came faster than its frame rate
+        self._errors = error_bucket(self.budget, clock)
+        # A frame rate is enforced where frames come in batches (isolated); per frame
+        # in the agent's own loop it would cost every frame of every trusted module.
+        self._frames = frame_bucket(self.budget, clock) if tier == "isolated" else None
+        self._time = TimeAccount(self.budget.time_per_frame)
+        self._lock = threading.Lock()
+
+    @property
+    def quarantined(self) -> bool:
+        return self.state == QUARANTINED
+
+    def error(self) -> str:
+        """Charge one frame the module failed on; return why it is to be quarantined
+        when that was one more than its error budget allows, else ""."""
+        if self._errors.take():
+            return ""
+        rate = self.budget.errors_per_second
+        return f"over its error budget: failed on more than {rate:g} frames a second"
+
+    def admit(self, frames: int) -> int:
+        """Return how many of `frames` the module may have now (its frame rate); the
+        rest are counted as over rate."""
+        allowed = admit(self._frames, frames)
+        self.over_rate += frames - allowed
+        return allowed
+
+    def charge_time(self, frames: int, cpu: float) -> str:
+        """Record that the module took `cpu` seconds for `frames`; return why it is over
+        its time budget, or "" while it is not."""
+        if self._time.charge(frames, cpu):
+            return ""
+        budget = self.budget.time_per_frame
+        return (
+            f"over its time budget: {cpu * 1e3:.1f} ms of CPU for {frames} frame(s), "
+            f"{budget * 1e3:g} ms a frame allowed"
+        )
+
+    def quarantine(self, reason: str) -> bool:
+        """Mark the module quarantined for `reason`; return False when it already was."""
+        with self._lock:
+            if self.state == QUARANTINED:
+                return False
+            self.state, self.reason = QUARANTINED, reason
+            return True
+
+    def to_json(self) -> dict[str, object]:
+        """Return what the module's entry in the session's stats shows of its guard."""
+        out: dict[str, object] = {"tier": self.tier, "state": self.state, "failure": self.failure}
+        if self.reason:
+            out["reason"] = self.reason
+        out["unprocessed"] = self.unprocessed
+        if self._frames is not None:
+            out["over_rate"] = self.over_rate
+        if self.confined:
+            out["confined"] = self.confined
+        return out
+
+
+class Quarantined(ServiceModule):
+    """What stands in a chain for a quarantined module: every frame gets its failure
+    policy. `original` is the module, kept so that the session's end releases it."""
+
+    def __init__(self, original: ServiceModule, guard: Guard) -> None:
+        self.original = original
+        self.guard = guard
+        self.ctx = getattr(original, "ctx", None)  # its metrics still show in the stats
+        self.params = getattr(original, "params", {})
+        self._verdict = Verdict.DROP if guard.fail_closed else Verdict.FORWARD
+
+    def process(self, frame: memoryview) -> Verdict:
+        self.guard.unprocessed += 1
+        return self._verdict
+
+    def stats(self) -> dict[str, int | float | str]:
+        """Return the module's last stats (an isolated one's, from before it stopped)."""
+        last = getattr(self.original, "last_stats", None)
+        return last if last is not None else self.original.stats()
