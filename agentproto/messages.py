@@ -347,7 +347,8 @@ class NodeIO:
     """The node's frame counters, every session together, since the agent started.
 
     `switch_queue_dropped` is None when the switch does not read the agent's port
-    through a socket the agent can see (see docs/architecture.md).
+    through a socket the agent can see (see docs/architecture.md). `stale`: frames
+    dropped for having waited longer than the agent's frame age limit (a hang).
     """
 
     received: int
@@ -358,6 +359,7 @@ class NodeIO:
     queue_dropped: int
     too_big: int
     switch_queue_dropped: int | None
+    stale: int = 0
 
     COUNTERS: ClassVar[tuple[str, ...]] = (
         "received",
@@ -367,6 +369,7 @@ class NodeIO:
         "unmatched",
         "queue_dropped",
         "too_big",
+        "stale",
     )
 
     def __post_init__(self) -> None:
@@ -453,7 +456,8 @@ class ModuleStats:
 
 @dataclass(frozen=True)
 class ChainStats:
-    """A session's chain and its counters; `node` the node's own, when asked for."""
+    """A session's chain and its counters; `node` the node's own, when asked for;
+    `stale` the session's frames dropped for their age (after a hang)."""
 
     session: int
     tag: int
@@ -469,6 +473,7 @@ class ChainStats:
     last_error: str | None
     modules: tuple[ModuleStats, ...]
     node: NodeIO | None = None
+    stale: int = 0
 
     COUNTERS: ClassVar[tuple[str, ...]] = (
         "packets",
@@ -495,10 +500,12 @@ class ChainStats:
         object.__setattr__(self, "modules", modules)
         if self.node is not None and not isinstance(self.node, NodeIO):
             raise ContractError("node must be NodeIO")
+        count(self.stale, "stale")
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {"session": self.session, "tag": self.tag}
         out |= {name: getattr(self, name) for name in self.COUNTERS}
+        out["stale"] = self.stale
         out["last_error"] = self.last_error
         out["modules"] = [m.to_json() for m in self.modules]
         if self.node is not None:
@@ -509,12 +516,13 @@ class ChainStats:
     def from_json(cls, raw: object) -> ChainStats:
         """Return the chain's counters `raw` holds; raise ContractError."""
         required = ("session", "tag", *cls.COUNTERS, "last_error", "modules")
-        body = fields(raw, "a chain's counters", required, ("node",))
+        body = fields(raw, "a chain's counters", required, ("node", "stale"))
         items = listed(body["modules"], "modules", 0, MAX_CHAIN)
         return cls(
             **{name: body[name] for name in required[:-1]},
             modules=tuple(ModuleStats.from_json(m) for m in items),
             node=NodeIO.from_json(body["node"]) if "node" in body else None,
+            stale=body.get("stale", 0),  # type: ignore[arg-type]
         )
 
     def with_node(self, node: NodeIO) -> ChainStats:

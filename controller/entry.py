@@ -67,7 +67,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--agent-dead-after",
         type=float,
         default=AGENT_DEAD_AFTER,
-        help="seconds without a heartbeat before an agent's sessions are removed (%(default)s)",
+        help="seconds without a heartbeat before an agent's sessions are suspended (%(default)s)",
     )
     p.add_argument(
         "--store",

@@ -279,6 +279,7 @@ class Network:
 
         Return (restarted, messages): restarted is True when the agent is new or came
         back with another boot id, i.e. it holds none of the sessions placed on it.
+        One declared down that comes back with its boot id is not restarted.
         Raise Conflict when a live agent's heartbeat names another port or URL: the
         detours point at its port, which a stray registration must not move.
         """
@@ -291,7 +292,9 @@ class Network:
                     f"(asked for {agent.switch_port}, {agent.url})"
                 )
         self.agents[agent.dpid] = agent
-        restarted = old is None or old.boot_id != agent.boot_id or not old.alive
+        # One that was declared down with the same boot id (it hung, or was silent) still
+        # holds its chains: it is back, not restarted.
+        restarted = old is None or old.boot_id != agent.boot_id
         moved = old is None or old.switch_port != agent.switch_port
         port = self.agent_port(agent.dpid)
         return restarted, (pipeline.agent_return(port) if port and moved else [])
@@ -299,6 +302,15 @@ class Network:
     def agent_seen(self, dpid: int, now: float) -> None:
         if dpid in self.agents:
             self.agents[dpid] = replace(self.agents[dpid], last_seen=now, alive=True)
+
+    def agent_down(self, dpid: int, boot_id: str) -> bool:
+        """Mark node `dpid`'s agent down when it is the one of `boot_id`; return True
+        when it was up until now (a notice about an agent since replaced changes nothing)."""
+        agent = self.agents.get(dpid)
+        if agent is None or agent.boot_id != boot_id or not agent.alive:
+            return False
+        self.agents[dpid] = replace(agent, alive=False)
+        return True
 
     def silent_agents(self, now: float, dead_after: float) -> list[int]:
         """Mark agents not heard from for `dead_after` seconds as dead; return their dpids."""

@@ -290,6 +290,41 @@ def sessions_rearm(detours: list[tuple[Session, int]], agent_port: int) -> list[
     return [session_detour(s, agent_port, hard) for s, hard in detours] + [Barrier()]
 
 
+def session_drop(session: Session, hard_timeout: int) -> FlowAdd:
+    """Return the flow that drops a suspended fail-closed session's frames.
+
+    It takes the detour's place (same table, priority, match and cookie, no action),
+    so adding the detour again replaces it and a teardown deletes it by the cookie.
+    """
+    if not 1 <= hard_timeout <= t.HARD_TIMEOUT_MAX:
+        raise ValueError(f"hard timeout {hard_timeout} does not fit its 16-bit field")
+    return FlowAdd(
+        t.CLASSIFY,
+        session.priority,
+        session.match.fields,
+        actions=(),
+        cookie=session.cookie,
+        hard_timeout=hard_timeout,
+        notify_removal=True,
+    )
+
+
+def sessions_suspend(held: list[tuple[Session, bool, int]]) -> list[Message]:
+    """Return one batch taking the detours of suspended sessions out, confirmed once.
+
+    Each (session, fails closed, hard timeout): a session that fails open loses its
+    detour (its frames take the normal path), one that fails closed has it replaced
+    by a drop (nothing of the flow gets through). Empty for no session.
+    """
+    msgs: list[Message] = []
+    for session, closed, hard in held:
+        if closed:
+            msgs.append(session_drop(session, hard))
+        else:
+            msgs.append(FlowDelete(cookie=session.cookie, cookie_mask=t.COOKIE_ALL))
+    return msgs + [Barrier()] if msgs else []
+
+
 def session_remove(session: Session) -> list[Message]:
     """Return the messages that delete every flow the session owns, on any table."""
     return [FlowDelete(cookie=session.cookie, cookie_mask=t.COOKIE_ALL), Barrier()]

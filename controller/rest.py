@@ -8,6 +8,9 @@ session and is a 404, as is every path with a percent-escape or not spelled as r
 | ------ | -------------------------------- | -------- | ----------------------------------------- |
 | GET    | /netserv/nodes                   | anyone   | switches and node agents, readiness       |
 | POST   | /netserv/nodes                   | node key | agent registration and heartbeat          |
+| POST   | /netserv/nodes/{dpid}/down       | node key | the agent died or hangs ({boot_id,        |
+|        |                                  |          | reason}, from its supervisor): suspend    |
+|        |                                  |          | the node's sessions by their policy now   |
 | GET    | /netserv/modules                 | anyone   | service modules available (manifests),    |
 |        |                                  |          | every version, where each comes from, and |
 |        |                                  |          | the errors of broken module folders       |
@@ -377,6 +380,28 @@ class RestApi(ControllerBase):
                     f"not with that of node {named:016x}, which it names"
                 )
             response = _json(200, self.service.register_agent(body))
+        except Exception as exc:
+            response = error_response(exc, req.environ)
+        response.headers.update(self.auth.sign_reply(proof, response.status_int, response.body))
+        return response
+
+    @route("netserv", "/netserv/nodes/{dpid}/down", methods=["POST"])
+    def agent_down(self, req: Any, dpid: str, **_: Any) -> Response:
+        """Take a supervisor's notice that its agent died or hangs, signed with the
+        node's key; sign the answer."""
+        try:
+            raw = _raw_body(req)
+            proof = self.auth.registration(req.method, _target(req.environ), req.headers, raw)
+        except Exception as exc:
+            return error_response(exc, req.environ)
+        try:
+            named = _dpid_or_none(dpid)
+            if named != proof.dpid:
+                raise Unauthorized(
+                    f"the notice is signed with node {proof.dpid:016x}'s key, not with that "
+                    f"of node {dpid!r}, which it names"
+                )
+            response = _json(200, self.service.agent_down(named, _decode(raw)))
         except Exception as exc:
             response = error_response(exc, req.environ)
         response.headers.update(self.auth.sign_reply(proof, response.status_int, response.body))

@@ -19,9 +19,17 @@ Order matters so that nothing is ever half-made:
             detaches the chain → ended;
             a part that is down cleans itself up (the switch's hard timeout and reset
             on reconnect, the agent's own soft-state expiry).
-  tick:     expire, end the sessions of dead agents, re-arm the switch timers that are
-            due: a detour's hard timeout is capped (16-bit field) and re-added before
-            it runs out while the session lives.
+  tick:     expire, suspend the sessions of agents gone silent, resume the suspended
+            sessions of agents that are back, re-arm the switch timers that are due: a
+            detour's hard timeout is capped (16-bit field) and re-added before it runs
+            out while the session lives.
+  agent down (its supervisor's notice, or silence): each of the node's sessions is
+            suspended by its failure policy, in one batch per switch: fail-open takes
+            the detour out (the flow goes on unserved), fail-closed replaces it with a
+            drop. The session keeps its id, tag, flow space and lifetime.
+  agent back (its registration): each suspended session gets its chain (attached
+            again when the agent restarted, its lifetime renewed when it only hung)
+            and its detour, and is active again; one the agent refuses ends.
 
 With a store (`controller/store.py`) every change of a session's state is written
 there through the session table's one hook, and a controller that starts takes back
@@ -49,6 +57,7 @@ from controller.errors import (
     InvalidRequest,
     NetServError,
     NotFound,
+    PartFailed,
     Rejections,
     Unavailable,
 )
@@ -60,14 +69,15 @@ from controller.messages import (
     Stats,
     StatsRequest,
 )
+from controller.modules import as_source
 from controller.network import Agent, Network, refusal
 from controller.placement import select_nodes
 from controller.policy import OPERATOR, OPERATOR_ONLY, Policy
 from controller.requests import SessionRequest, format_dpid
-from controller.sessions import LIVE, GroupKey, Session, SessionTable, State
+from controller.sessions import HELD, LIVE, GroupKey, Session, SessionTable, State
 from controller.store import SessionStore, StoreError
 from controller.tables import HARD_TIMEOUT_CAP
-from nodes.bundle import Catalog
+from nodes.bundle import BundleError, Catalog
 
 log = logging.getLogger("netserv.service")
 
@@ -120,6 +130,7 @@ class NetServService:
         self.sessions = SessionTable(first_id, on_change=self._persist)
         self._unsynced: set[int] = set()  # switches connected whose flows are not reconciled
         self._resync: set[int] = set()  # restored sessions whose agent lifetime is unsure
+        self._suspending: set[int] = set()  # suspended sessions whose flows are on their way
         if store is not None:
             self._restore(store)
 
@@ -236,6 +247,8 @@ class NetServService:
         with self.lock:
             session = self.sessions.move(session_id, State.ENDING)
             agent = self.network.agents.get(session.node)
+            if agent is not None and not agent.alive:
+                agent = None  # it drops the chain itself: expiry, or its registration's answer
         stats = None
         try:
             self._remove_detour(session)
@@ -294,6 +307,15 @@ class NetServService:
         with self.lock:
             old = self.sessions.get(session_id)
             lifetime = old.lifetime if lifetime is None else lifetime
+            if old.state is State.SUSPENDED:  # the agent gets the rest when it is back
+                held = self.sessions.move(
+                    session_id, State.SUSPENDED, lifetime=lifetime, expires=self.clock() + lifetime
+                )
+                self._suspending.add(session_id)
+        if old.state is State.SUSPENDED:
+            self._hold([held])  # a drop's timer follows the new lifetime
+            return held
+        with self.lock:
             agent = self.network.agents.get(old.node)
             if agent is None:
                 raise Unavailable(f"node {format_dpid(old.node)} has no agent")
@@ -332,23 +354,39 @@ class NetServService:
             _quietly(old.id, "switch restore", self._install, old, port)
 
     def _settle(self, before: Session, **changes: Any) -> Session | None:
-        """End an update (REFRESHING) with `changes`; return the session, active again.
+        """End an update (REFRESHING or RESUMING) with `changes`; return the session,
+        active again.
 
-        Return None when a teardown ended it meanwhile: the update's flow may have
-        reached the switch after the teardown's delete, so the detour is removed again.
+        Return None when a teardown ended it meanwhile, or its agent went down: the
+        update's flow may have reached the switch after the teardown's delete or the
+        suspension's flows, so the detour is removed again, or the suspension's
+        flows sent again.
         """
+        held = None
         with self.lock:
             with contextlib.suppress(Conflict, NotFound):
                 return self.sessions.move(before.id, State.ACTIVE, **changes)
-        self._remove_detour(before)
+            with contextlib.suppress(NotFound):
+                held = self.sessions.get(before.id)
+            if held is not None and held.state is State.SUSPENDED:
+                self._suspending.add(held.id)
+            else:
+                held = None
+        if held is not None:
+            self._hold([held])
+        else:
+            self._remove_detour(before)
         return None
 
     def stats(self, session_id: int) -> dict[str, Any]:
         """Return a session's JSON view with its chain's counters and its frames' path."""
         session = self.sessions.get(session_id)
         agent = self.network.agents.get(session.node)
-        if agent is None:
-            raise Unavailable(f"node {session.node:#x} has no agent")
+        if agent is None or not agent.alive or session.state in HELD:
+            raise Unavailable(
+                f"node {format_dpid(session.node)}'s agent is down; session {session_id} is "
+                f"{session.state.value} until it is back"
+            )
         port = self.network.agent_port(session.node)
         # The switch before the agent: the other way round, frames still on their
         # way to the agent would read as lost.
@@ -366,30 +404,189 @@ class NetServService:
 
     # --- housekeeping --------------------------------------------------------------
     def tick(self) -> list[int]:
-        """Expire sessions, end those of dead agents, re-arm the switch timers due.
+        """Expire sessions, suspend those of agents gone silent, resume those whose
+        agent is back, re-arm the switch timers due.
 
         Return the ids of the sessions ended.
         """
         now = self.clock()
         with self.lock:
             for dpid in self.network.silent_agents(now, self.agent_dead_after):
-                log.warning("agent of node %016x is silent; removing its sessions", dpid)
+                log.warning("agent of node %016x is silent; suspending its sessions", dpid)
                 self._agent_dead(dpid)
-            dead = {dpid for dpid, agent in self.network.agents.items() if not agent.alive}
             ending = {s.id: "expired" for s in self.sessions.expired(now)}
-            for session in self.sessions.all():
-                # Fail open: with the agent gone, its detours would black-hole the flows.
-                if session.node in dead and session.state in LIVE:
-                    ending.setdefault(session.id, "agent-dead")
+            held = [s for s in self._suspend_due() if s.id not in ending]
             margin = pipeline.rearm_margin(self.hard_timeout_cap)
             due = [s for s in self.sessions.rearm_due(now, margin) if s.id not in ending]
+            back = sorted({s.node for s in self.sessions.all() if s.state is State.SUSPENDED})
+        self._hold(held)
         ended = [sid for sid, reason in ending.items() if self._end_quietly(sid, reason)]
         by_node: dict[int, list[Session]] = {}
         for session in due:
             by_node.setdefault(session.node, []).append(session)
         for node, sessions in by_node.items():
             self._rearm(node, sessions)
+        for node in back:  # a resume that failed is tried again
+            self._resume(node, restarted=False)
         return ended
+
+    # --- an agent's failure and return ------------------------------------------------
+    def agent_down(self, dpid: int, body: object) -> dict[str, Any]:
+        """Take a notice that node `dpid`'s agent died or hangs (from its supervisor);
+        suspend the node's sessions by their failure policy; return what was done.
+
+        A notice about another boot of the agent than the one registered (a late
+        notice about an agent already replaced) changes nothing.
+        """
+        if not isinstance(body, dict) or not isinstance(body.get("boot_id"), str):
+            raise InvalidRequest("an agent-down notice is a JSON object with the boot_id")
+        reason = str(body.get("reason", "down"))[:200]
+        with self.lock:
+            current = self.network.agent_down(dpid, body["boot_id"])
+            if current:
+                self._agent_dead(dpid)
+            held = self._suspend_due()
+        if current:
+            log.warning("agent of node %016x is down (%s); suspending its sessions", dpid, reason)
+        self._hold(held)
+        return {
+            "dpid": format_dpid(dpid),
+            "current": current,
+            "suspended": [s.id for s in held],
+        }
+
+    def _suspend_due(self) -> list[Session]:
+        """Move the live sessions of nodes whose agent is down to SUSPENDED; return them,
+        to be sent their flows by `_hold` (lock held)."""
+        down = {dpid for dpid, agent in self.network.agents.items() if not agent.alive}
+        held = []
+        for session in self.sessions.all():
+            if (session.node in down or session.node not in self.network.agents) and (
+                session.state in LIVE or session.state is State.RESUMING
+            ):
+                held.append(self.sessions.move(session.id, State.SUSPENDED))
+                self._suspending.add(session.id)
+        return held
+
+    def fails_closed(self, session: Session) -> bool:
+        """Return True when the session's frames are dropped while its agent is down:
+        when any module of its chain says so in its manifest (`failure = "closed"`)."""
+        modules = as_source(self.catalog)
+        for spec in session.modules:
+            try:
+                if modules.resolve(spec.name, spec.version or None).manifest.failure == "closed":
+                    return True
+            except (BundleError, NetServError) as exc:  # gone or untrusted since: open
+                log.warning("session %d: module %s: %s", session.id, spec.name, exc)
+        return False
+
+    def _held_flows(self, sessions: list[Session]) -> list[Message]:
+        """Return the flows of suspended `sessions` on one switch, in one batch."""
+        now = self.clock()
+        return pipeline.sessions_suspend(
+            [
+                (s, self.fails_closed(s), pipeline.hard_timeout(s, now, self.hard_timeout_cap))
+                for s in sessions
+            ]
+        )
+
+    def _hold(self, sessions: list[Session]) -> None:
+        """Send the suspension flows of `sessions`, one batch per switch. A switch that
+        is away gets them at reconciliation when it is back; a failure is logged."""
+        by_node: dict[int, list[Session]] = {}
+        for session in sessions:
+            by_node.setdefault(session.node, []).append(session)
+        for node, group in sorted(by_node.items()):
+            try:
+                msgs = self._held_flows(group)
+                self.switches.send(node, msgs)
+            except Exception as exc:
+                log.warning(
+                    "node %016x: suspending sessions %s failed: %r",
+                    node,
+                    [s.id for s in group],
+                    exc,
+                    exc_info=not isinstance(exc, NetServError),
+                )
+                continue
+            finally:
+                with self.lock:
+                    self._suspending -= {s.id for s in group}
+            dropped = {m.cookie for m in msgs if isinstance(m, FlowAdd)}
+            for session in group:
+                policy = "closed: dropped" if session.cookie in dropped else "open: unserved"
+                log.info("session %d suspended (fails %s)", session.id, policy)
+
+    def _resume(self, node: int, restarted: bool, in_place: set[int] | None = None) -> list[int]:
+        """Give node `node`'s suspended sessions their chain and detour again, now that
+        its agent is back; return the ids resumed.
+
+        A restarted agent is attached each chain; one that only hung is sent each
+        chain's rest of lifetime, and attached it when it no longer holds it. A chain
+        the agent refuses ends its session; an agent or switch that is away leaves the
+        session suspended, tried again at the next tick. While the switch's ports are
+        not known, the detours wait for them (`ports_changed`, `reconcile`). The
+        sessions `in_place` still have their detour (an agent that restarted before
+        anyone noticed): it is left as it is.
+        """
+        with self.lock:
+            agent = self.network.agents.get(node)
+            port = self.network.agent_port(node)
+            switch = self.network.switches.get(node)
+            if agent is None or not agent.alive:
+                return []
+            if port is not None and (switch is None or not switch.connected):
+                return []  # the next tick after it is back
+            resuming = [
+                self.sessions.move(s.id, State.RESUMING)
+                for s in self.sessions.on_node(node)
+                if s.state is State.SUSPENDED and s.id not in self._suspending
+            ]
+        done = []
+        for session in resuming:
+            rest = replace(session, lifetime=max(1, math.ceil(session.expires - self.clock())))
+            changes = {}
+            try:
+                self._give_chain(agent, rest, restarted)
+                if port is not None and session.id not in (in_place or ()):
+                    changes["armed_until"] = self._install(session, port)
+            except PartFailed as exc:
+                log.warning("session %d: not resumed: %s", session.id, exc)
+                self._end_quietly(session.id, "agent-refused")
+                continue
+            except Exception as exc:
+                log.warning(
+                    "session %d: not resumed yet: %r",
+                    session.id,
+                    exc,
+                    exc_info=not isinstance(exc, NetServError),
+                )
+                self._back_to_held(session)
+                continue
+            if self._settle(session, **changes) is not None:
+                done.append(session.id)
+                log.info("session %d resumed on %016x", session.id, node)
+        return done
+
+    def _give_chain(self, agent: Agent, session: Session, restarted: bool) -> None:
+        """Have the agent hold the session's chain for the rest of its lifetime."""
+        if not restarted:
+            try:
+                self.agents.refresh(agent, session)
+                return
+            except PartFailed:  # it no longer holds the chain (expired meanwhile)
+                pass
+        self.agents.attach(agent, session)
+
+    def _back_to_held(self, session: Session) -> None:
+        """Put a session whose resume failed back to SUSPENDED, with its flows."""
+        with self.lock:
+            try:
+                held = self.sessions.move(session.id, State.SUSPENDED)
+            except (Conflict, NotFound):
+                return  # ended or suspended again meanwhile: that one sends its flows
+            self._suspending.add(held.id)
+        self._hold([held])
 
     def _rearm(self, node: int, sessions: list[Session]) -> None:
         """Re-add the detours of active `sessions` on `node` in one batch, restarting
@@ -442,10 +639,14 @@ class NetServService:
                 session = self.sessions.get(session_id)
             except NotFound:
                 return
-            if session.node != dpid or session.state is not State.ACTIVE:
+            if session.node != dpid or session.state not in (State.ACTIVE, State.SUSPENDED):
                 return  # another switch's, or an update in flight re-adds it
             over = session.expires <= self.clock()
-        if over:
+            if session.state is State.SUSPENDED and not over:
+                self._suspending.add(session_id)
+        if session.state is State.SUSPENDED and not over:
+            self._hold([session])  # a fail-closed drop outlived its capped timer
+        elif over:
             self._end_quietly(session_id, "expired")
         else:
             log.warning("session %d: the switch dropped its detour early; reinstalling", session_id)
@@ -470,20 +671,23 @@ class NetServService:
                     f"another agent ({current.url}) registered for node "
                     f"{format_dpid(agent.dpid)} meanwhile; a node has one agent"
                 )
+            before = self.network.agents.get(agent.dpid)
             restarted, msgs = self.network.register_agent(agent)
-            stale = self.sessions.on_node(agent.dpid) if restarted else []
-            resync = self._agent_registered(agent, restarted)
+            back = restarted or (before is not None and not before.alive)
+            in_place = set()  # live sessions: only the chain was lost, the detour is there
+            if restarted:  # it holds no chain: resumed below
+                for session in self.sessions.on_node(agent.dpid):
+                    if session.state in LIVE:
+                        self.sessions.move(session.id, State.SUSPENDED)
+                        in_place.add(session.id)
+            resync = self._agent_registered(agent, back)
         self._resync_chains(agent, resync)
         switch = self.network.switches.get(agent.dpid)
         if msgs and switch is not None and switch.connected:  # else sent on (re)connect
             self.switches.send(agent.dpid, msgs)
-        for session in stale:  # the agent lost its chains: give them back
-            try:
-                self.agents.attach(agent, session)
-            except NetServError:
-                self._end_quietly(session.id, "agent-restarted")
-        if restarted:
+        if back:
             log.info("agent of node %016x registered at %s", agent.dpid, agent.url)
+            self._resume(agent.dpid, restarted, in_place)
         # The agent drops any chain not listed: orphans of a controller that restarted.
         listed = tuple(s.id for s in self.sessions.on_node(agent.dpid))
         return RegistrationReply(agent.dpid, listed).to_json()
@@ -538,11 +742,16 @@ class NetServService:
             expected = pipeline.base_flows(port)
             if port is not None:
                 expected += [m for m in self._detours(dpid, port) if isinstance(m, FlowAdd)]
+            held = [s for s in self.sessions.on_node(dpid) if s.state is State.SUSPENDED]
+            expected += [m for m in self._held_flows(held) if isinstance(m, FlowAdd)]
             if present is None:
                 log.warning("switch %016x: its flows could not be read; reinstalling them", dpid)
                 return pipeline.reinstall(expected)
             busy = {
-                s.cookie for s in self.sessions.all() if s.state in (State.INSTALLING, State.ENDING)
+                s.cookie
+                for s in self.sessions.all()
+                if s.state in (State.INSTALLING, State.RESUMING, State.ENDING)
+                or s.id in self._suspending
             }
             switch = self.network.switches.get(dpid)
             msgs = pipeline.reconcile(
@@ -610,7 +819,7 @@ class NetServService:
 
         Agents come back as just heard from: one that still runs heartbeats with the
         same boot id and keeps its chains (none is attached again); one that is gone
-        is declared dead as usual and its sessions end (fail-open); one that
+        is declared dead as usual and its sessions are suspended; one that
         restarted meanwhile gets its chains again. Sessions, by the state they were
         left in:
           active      active again, with the rest of their lifetime and their detour's
@@ -621,8 +830,10 @@ class NetServService:
           installing  ended: its requester got no answer (the 201 follows the move to
                       active), so what the create may have made is undone.
           ending      ended: the teardown is finished.
-        And a session whose node has no agent in the store is ended: its agent was
-        declared dead, and the controller stopped before the session's end was written.
+          suspended,  suspended, resumed when the node's agent registers.
+          resuming
+        And a live session whose node has no agent in the store is suspended: its
+        agent was declared down, and the controller stopped before that was written.
         A session ended here leaves nothing behind: reconciliation deletes its detour
         (no session owns the cookie any more) and the agent drops its chain when its
         registration's answer does not list it. Its id is never given out again.
@@ -631,25 +842,27 @@ class NetServService:
         for agent in store.load_agents():
             self.network.agents[agent.dpid] = agent
         for session in store.load():
-            why = _ended_on_restart(session, now, set(self.network.agents))
+            why = _ended_on_restart(session, now)
             if why is not None:
                 log.info("session %d ended on restart: %s", session.id, why)
                 self.sessions.restore(replace(session, state=State.ENDED))
                 continue
-            self.sessions.restore(replace(session, state=State.ACTIVE))
-            if session.state is State.REFRESHING:
+            held = session.state in HELD or session.node not in self.network.agents
+            self.sessions.restore(replace(session, state=State.SUSPENDED if held else State.ACTIVE))
+            if session.state is State.REFRESHING and not held:
                 self._resync.add(session.id)
             log.info(
-                "session %d restored on %016x: %s, %.0f s left",
+                "session %d restored%s on %016x: %s, %.0f s left",
                 session.id,
+                " suspended" if held else "",
                 session.node,
                 session.match.as_dict(),
                 session.expires - now,
             )
 
     def _agent_registered(self, agent: Agent, restarted: bool) -> list[Session]:
-        """Store a new or restarted agent; return the sessions whose chain must be sent
-        its lifetime again (lock held)."""
+        """Store a new, restarted or returning agent; return the sessions whose chain
+        must be sent its lifetime again (lock held)."""
         if restarted and self.store is not None:
             try:
                 self.store.save_agent(agent)
@@ -675,11 +888,9 @@ class NetServService:
             _quietly(session.id, "agent resync", self.agents.refresh, agent, rest)
 
 
-def _ended_on_restart(session: Session, now: float, nodes_with_agent: set[int]) -> str | None:
+def _ended_on_restart(session: Session, now: float) -> str | None:
     """Return why a stored session is not taken back at `now`, or None when it is."""
-    if session.node not in nodes_with_agent:
-        return "its node's agent was dead"
-    if session.state not in LIVE:
+    if session.state not in LIVE | HELD:
         return f"it was {session.state.value}"
     if session.expires <= now:
         return "expired"

@@ -8,9 +8,12 @@ Every change of a session's state goes through `SessionTable.move`, which allows
 the transitions in TRANSITIONS and raises Conflict, saying why, otherwise:
 
     INSTALLING ──► ACTIVE ◄──► REFRESHING      a refresh; a re-armed switch timer
-        │            │              │
-        │            ▼              │
-        │          ENDING ◄─────────┘          teardown, expiry, a dead agent
+        │           ▲ │             │
+        │           │ ▼             │
+        │  RESUMING ◄─► SUSPENDED ◄─┘          the node's agent died or hangs: the
+        │     │          │  ▲ │                flow fails open or closed until it is
+        │     ▼          ▼  └─┘                back (a refresh while suspended)
+        │          ENDING ◄── ACTIVE, REFRESHING: teardown, expiry
         │            │
         │            ▼
         └────────► ENDED                       undone, or removed everywhere
@@ -42,21 +45,31 @@ class State(enum.Enum):
     INSTALLING = "installing"  # reserved; the agent and the switch are being set up
     ACTIVE = "active"  # chain at the agent, detour in the switch
     REFRESHING = "refreshing"  # active; a new lifetime or switch timer is being pushed
+    SUSPENDED = "suspended"  # the node's agent is down: no detour; dropped if it fails closed
+    RESUMING = "resuming"  # the agent is back: the chain and the detour are being put back
     ENDING = "ending"  # the detour and the chain are being removed
     ENDED = "ended"  # gone everywhere (or never made): no longer in the table
 
 
 TRANSITIONS: dict[State, frozenset[State]] = {
     State.INSTALLING: frozenset({State.ACTIVE, State.ENDED}),  # installed, or undone
-    State.ACTIVE: frozenset({State.REFRESHING, State.ENDING}),
-    State.REFRESHING: frozenset({State.ACTIVE, State.ENDING}),  # done or undone; teardown wins
+    State.ACTIVE: frozenset({State.REFRESHING, State.SUSPENDED, State.ENDING}),
+    # done or undone; a teardown or the agent's failure wins
+    State.REFRESHING: frozenset({State.ACTIVE, State.SUSPENDED, State.ENDING}),
+    # a refresh while suspended changes only the lifetime
+    State.SUSPENDED: frozenset({State.SUSPENDED, State.RESUMING, State.ENDING}),
+    State.RESUMING: frozenset({State.ACTIVE, State.SUSPENDED, State.ENDING}),
     State.ENDING: frozenset({State.ENDED}),
     State.ENDED: frozenset(),
 }
 LIVE = frozenset({State.ACTIVE, State.REFRESHING})  # the states whose detour is in the switch
+# The states of a session whose agent is down or just back: no detour of its own yet.
+HELD = frozenset({State.SUSPENDED, State.RESUMING})
 _ACTION = {
     State.ACTIVE: "activate",
     State.REFRESHING: "refresh",
+    State.SUSPENDED: "suspend",
+    State.RESUMING: "resume",
     State.ENDING: "end",
     State.ENDED: "discard",
     State.INSTALLING: "reinstall",
@@ -65,6 +78,8 @@ _BECAUSE = {
     State.INSTALLING: "is still being installed",
     State.ACTIVE: "is active",
     State.REFRESHING: "is being refreshed",
+    State.SUSPENDED: "is suspended (its node's agent is down)",
+    State.RESUMING: "is being resumed",
     State.ENDING: "is already ending",
     State.ENDED: "has ended",
 }
@@ -269,8 +284,10 @@ class SessionTable:
         return session
 
     def expired(self, now: float) -> list[Session]:
-        """Return the active sessions whose lifetime has run out at `now`."""
-        return [s for s in self.all() if s.state is State.ACTIVE and s.expires <= now]
+        """Return the active and suspended sessions whose lifetime has run out at `now`."""
+        return [
+            s for s in self.all() if s.state in (State.ACTIVE, State.SUSPENDED) and s.expires <= now
+        ]
 
     def rearm_due(self, now: float, margin: float) -> list[Session]:
         """Return the active sessions whose detour's timer must be re-armed at `now`.

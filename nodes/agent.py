@@ -4,18 +4,20 @@ Three threads around one `NodeAgent`: the packet loop (port → dispatcher → p
 control API (the controller attaches and detaches session chains), and housekeeping
 (registration with the controller, which doubles as its heartbeat, and expiry of
 chains whose lifetime ran out: the agent's soft state does not depend on the
-controller being alive).
+controller being alive). Under a supervisor (`nodes/supervisor.py`) a fourth, the
+watchdog, beats on a pipe while the packet loop comes round.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from agentproto.fields import ContractError
 from agentproto.limits import EXPIRY_GRACE, HEARTBEAT, REGISTER_TIMEOUT
@@ -34,7 +36,7 @@ from controller.auth import Signer, agent_key_id, controller_key_id
 from jsonhttp.client import ClientError, call_json
 from nodes.bundle import BundleError, Catalog
 from nodes.bundlecache import BundleCache, fetch_from
-from nodes.dispatcher import Chain, Dispatcher
+from nodes.dispatcher import Chain, Dispatcher, Outgoing
 from nodes.host import ModuleHost, ModuleLoadError
 from nodes.module_api import ServiceModule
 from nodes.packet_io import PacketSocket
@@ -42,6 +44,20 @@ from nodes.sandbox.policy import TierPolicy
 from nodes.sockdiag import packet_socket_drops
 
 log = logging.getLogger("netserv.agent")
+# A frame that waited longer in the receive queue is stale: the flow has gone on without
+# it (the controller takes the detour out within a second of a hang), and sending it
+# now would deliver it late and out of order.
+MAX_FRAME_AGE = 0.5
+LOOP_TURN = 0.1  # the packet loop comes round at least this often, frames or not
+WATCHDOG_BEAT = 0.1
+# The watchdog stops beating when the packet loop has not come round this long: longer
+# than an isolated module's hang may hold it (its deadline, nodes/sandbox/budgets.py),
+# so a module's hang, which the node contains, is not taken for the node's.
+LOOP_STALL = 0.5
+
+
+def _never() -> bool:
+    return False
 
 
 class Refused(Exception):
@@ -75,6 +91,7 @@ class AgentConfig:
     key: bytes = field(default=b"", repr=False)
     # Which modules run in the agent's process, what isolated ones are granted.
     policy: TierPolicy = field(default_factory=TierPolicy)
+    max_frame_age: float | None = MAX_FRAME_AGE  # None: no frame is too old
 
 
 class NodeAgent:
@@ -94,7 +111,10 @@ class NodeAgent:
         self.stopping = threading.Event()
         self.refused = ""  # the controller's reason, once it refused this agent
         self._failures = 0  # registrations in a row that did not reach the controller
-        self.io_counters = {"received": 0, "sent": 0, "dropped": 0, "send_failed": 0}
+        self.io_counters = {"received": 0, "sent": 0, "dropped": 0, "send_failed": 0, "stale": 0}
+        self.stale: dict[int, int] = {}  # by session: frames dropped for their age
+        self.loop_turn = LOOP_TURN
+        self.loop_turns = 0  # the packet loop's rounds, which the watchdog follows
         self._io: PacketSocket | None = None
         self._lock = threading.Lock()
         self._batch_end = threading.Condition(threading.Lock())
@@ -179,7 +199,7 @@ class NodeAgent:
             return None
         self._quiesce()
         try:
-            stats = chain_stats(chain)
+            stats = replace(chain_stats(chain), stale=self.stale.pop(session_id, 0))
         finally:  # the chain is out of the map: its modules stop whatever its counters say
             self._stop(chain)
         log.info("session %d detached after %d packets", session_id, chain.packets)
@@ -232,7 +252,7 @@ class NodeAgent:
         """
         io = self._io
         return NodeIO(
-            **self.io_counters,
+            **{**self.io_counters, "stale": self.io_counters["stale"] + getattr(io, "stale", 0)},
             unmatched=self.dispatcher.unmatched,
             queue_dropped=io.queue_dropped() if io else 0,
             too_big=io.too_big if io else 0,
@@ -244,21 +264,29 @@ class NodeAgent:
         chain = self.dispatcher.by_session(session_id)
         if chain is None:
             raise KeyError(session_id)
-        return chain_stats(chain).with_node(self.io_stats())
+        stats = replace(chain_stats(chain), stale=self.stale.get(session_id, 0))
+        return stats.with_node(self.io_stats())
 
     # --- loops ---------------------------------------------------------------------
     def packet_loop(self, io: PacketSocket) -> None:
         """Receive, dispatch and send back frames until stopping is set."""
         self._io = io
         counters, dispatcher = self.io_counters, self.dispatcher
+        late = getattr(io, "late", _never)  # a socket without receive times: never late
         while not self.stopping.is_set():
             batch = io.recv_batch()
+            self.loop_turns += 1
+            if getattr(io, "stale_tags", None):
+                self._count_stale(io.stale_tags)
             if not batch and not dispatcher.timers_due():
                 continue
             with self._batch_end:
                 self._in_batch = True
             try:
                 out = dispatcher.run_batch(batch)
+                if out and late():  # stopped between receive and send: too late to send
+                    self._count_late(out)
+                    out = Outgoing()
                 sent = io.send_batch(out.frames) if out else 0
                 dispatcher.count_sent(out, sent)
             finally:
@@ -270,6 +298,44 @@ class NodeAgent:
             counters["dropped"] += len(batch) - out.forwarded
             counters["sent"] += sent
             counters["send_failed"] += len(out) - sent
+
+    def _count_stale(self, tags: list[int | None]) -> None:
+        """Charge the frames dropped on receive for their age to their sessions."""
+        for tag in tags:
+            chain = self.dispatcher.by_tag(tag) if tag is not None else None
+            if chain is not None:
+                self.stale[chain.session_id] = self.stale.get(chain.session_id, 0) + 1
+
+    def _count_late(self, out: Outgoing) -> None:
+        """Count a batch handled but not sent, its frames now too old, as stale."""
+        self.io_counters["stale"] += len(out)
+        for chain, emitted in out.owners:
+            if chain is not None and not emitted:
+                self.stale[chain.session_id] = self.stale.get(chain.session_id, 0) + 1
+
+    def watchdog_loop(self, fd: int, clock: Callable[[], float] = time.monotonic) -> None:
+        """Write a byte to `fd` (the supervisor's pipe) every WATCHDOG_BEAT seconds while
+        the packet loop comes round, until stopping is set. Before it starts (while
+        registering) the agent counts as alive. A supervisor that is gone (a broken
+        pipe) stops the agent."""
+        os.set_blocking(fd, False)
+        seen, changed = self.loop_turns, clock()
+        while not self.stopping.is_set():
+            now = clock()
+            if self.loop_turns != seen:
+                seen, changed = self.loop_turns, now
+            if self._io is None or now - changed <= LOOP_STALL:
+                try:
+                    os.write(fd, b".")
+                except BlockingIOError:  # the supervisor reads later: it is stopped itself
+                    pass
+                except OSError as exc:
+                    if exc.errno != errno.EPIPE:
+                        raise
+                    log.error("the supervisor is gone; stopping")
+                    self.stopping.set()
+                    return
+            self.stopping.wait(WATCHDOG_BEAT)
 
     def expire_due(self) -> list[int]:
         """Detach the chains whose lifetime (plus grace) ran out; return their session ids."""

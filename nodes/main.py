@@ -1,21 +1,28 @@
-"""Run a node agent process: `python -m nodes ...`, which `netserv agent ...` also runs."""
+"""Run a node agent process: `python -m nodes ...`, which `netserv agent ...` also runs.
+
+By default the process is the agent's supervisor (`nodes/supervisor.py`), which runs
+the agent itself as its child with `--no-supervisor` and a watchdog pipe.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
 
 from agentproto.limits import HEARTBEAT
 from controller.keyfiles import ENV as SECRETS_ENV
 from controller.keyfiles import SecretsError, provision_node_key, read_secret
-from nodes.agent import AgentConfig, NodeAgent
+from nodes.agent import MAX_FRAME_AGE, AgentConfig, NodeAgent
 from nodes.bundle import MODULE_PATH_HELP, BundleError, Catalog, module_path
 from nodes.control import make_server
 from nodes.packet_io import PacketSocket
 from nodes.sandbox.policy import DEFAULT_TRUSTED, PolicyError, TierPolicy
+from nodes.supervisor import EXIT_FATAL, HANG_AFTER, KILL_AFTER, Notifier, supervise
 from signaling.client import DEFAULT_URL
 from signaling.dpid import parse_dpid
 
@@ -36,6 +43,33 @@ def _hostport(text: str) -> tuple[str, int]:
         return host or "127.0.0.1", int(port)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT") from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 86400:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return value
+
+
+# The agent's own options, as (flag, namespace attribute); `child_argv` writes them again.
+_PASSED_ON = (
+    ("--dpid", "dpid"),
+    ("--iface", "iface"),
+    ("--switch-port", "switch_port"),
+    ("--controller", "controller"),
+    ("--listen", "listen"),
+    ("--module-path", "module_path"),
+    ("--secrets", "secrets"),
+    ("--key-file", "key_file"),
+    ("--trusted", "trusted"),
+    ("--grant", "grant"),
+    ("--heartbeat", "heartbeat"),
+    ("--max-frame-age", "max_frame_age"),
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -101,6 +135,61 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="seconds between registrations with the controller, which are the agent's "
         "heartbeat (%(default)s)",
     )
+    p.add_argument(
+        "--max-frame-age",
+        type=_seconds,
+        default=MAX_FRAME_AGE,
+        metavar="SECONDS",
+        help="a frame that waited longer than this in the agent's receive queue (a hang, "
+        "an overload) is dropped and counted as stale, never sent late (%(default)s)",
+    )
+    p.add_argument(
+        "--no-supervisor",
+        action="store_true",
+        help="run the agent alone, without the supervisor that restarts it and tells the "
+        "controller at once when it dies or hangs",
+    )
+    p.add_argument(
+        "--hang-after",
+        type=_seconds,
+        default=HANG_AFTER,
+        metavar="SECONDS",
+        help="the supervisor counts the agent as hung when its packet loop has not come "
+        "round for this long (%(default)s)",
+    )
+    p.add_argument(
+        "--kill-hung-after",
+        type=_seconds,
+        default=KILL_AFTER,
+        metavar="SECONDS",
+        help="the supervisor kills and restarts an agent hung this long (%(default)s)",
+    )
+    p.add_argument(
+        "--agent-pid-file",
+        metavar="FILE",
+        help="the supervisor writes the pid of each agent it starts here",
+    )
+    # Given by the supervisor to the agent it runs.
+    p.add_argument("--watchdog-fd", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--boot-id", help=argparse.SUPPRESS)
+
+
+def child_argv(args: argparse.Namespace) -> list[str]:
+    """Return the command line of the agent a supervisor started with `args` runs."""
+    argv = [sys.executable, "-m", "nodes"]
+    if getattr(args, "verbose", False):
+        argv.append("--verbose")
+    for flag, name in _PASSED_ON:
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if name == "dpid":
+            value = f"{value:x}"
+        elif name == "listen":
+            value = f"{value[0]}:{value[1]}"
+        for item in value if isinstance(value, list) else [value]:
+            argv += [flag, str(item)]
+    return argv + ["--no-supervisor"]
 
 
 def configure_logging(verbose: bool) -> None:
@@ -109,26 +198,46 @@ def configure_logging(verbose: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the agent the parsed options describe; return the process's exit code."""
+    """Run the agent the parsed options describe, under its supervisor unless
+    --no-supervisor; return the process's exit code."""
     try:
         catalog = Catalog(module_path(args.module_path))
     except BundleError as exc:
         log.error("%s", exc)
-        return 1
+        return EXIT_FATAL
     try:
         key = node_key(args.dpid, args.secrets, args.key_file)
     except (OSError, SecretsError) as exc:
         log.error("cannot read the node's key: %s", exc)
-        return 1
+        return EXIT_FATAL
     try:
         policy = TierPolicy.parse(args.trusted, args.grant)
     except PolicyError as exc:
         log.error("%s", exc)
-        return 1
+        return EXIT_FATAL
+    if not args.no_supervisor:
+        notify = Notifier(args.controller, args.dpid, key)
+        return supervise(
+            child_argv(args), notify, args.hang_after, args.kill_hung_after, args.agent_pid_file
+        )
     config = AgentConfig(
-        args.dpid, args.iface, args.switch_port, args.controller, args.heartbeat, key, policy
+        args.dpid,
+        args.iface,
+        args.switch_port,
+        args.controller,
+        args.heartbeat,
+        key,
+        policy,
+        max_frame_age=args.max_frame_age,
     )
-    return run_agent(NodeAgent(config, catalog), args.listen)
+    agent = NodeAgent(config, catalog)
+    if args.boot_id:
+        agent.boot_id = args.boot_id
+    watchdog = None
+    if args.watchdog_fd is not None:
+        os.set_inheritable(args.watchdog_fd, False)  # for no module's process after it
+        watchdog = args.watchdog_fd
+    return run_agent(agent, args.listen, watchdog)
 
 
 def node_key(dpid: int, secrets: str | None, key_file: str | None) -> bytes:
@@ -138,24 +247,27 @@ def node_key(dpid: int, secrets: str | None, key_file: str | None) -> bytes:
     return read_secret(path)
 
 
-def run_agent(agent: NodeAgent, listen: tuple[str, int]) -> int:
-    """Run `agent` until SIGTERM/SIGINT, a refusal or the death of a loop; return an exit code.
+def run_agent(agent: NodeAgent, listen: tuple[str, int], watchdog: int | None = None) -> int:
+    """Run `agent` until SIGTERM/SIGINT, a refusal or the death of a loop; return an exit code:
+    0 when stopped, 1 when a loop died, EXIT_FATAL when refused or set up wrongly.
 
     Frames are handled only once the controller has taken the agent: a second agent
-    for a node must not touch the first one's frames before it is refused.
+    for a node must not touch the first one's frames before it is refused. With
+    `watchdog` (a pipe's write end, from the supervisor) the agent beats on it while
+    its packet loop comes round.
     """
     config = agent.config
     try:
-        io = PacketSocket(config.iface)
+        io = PacketSocket(config.iface, timeout=agent.loop_turn, max_age=config.max_frame_age)
     except OSError as exc:
         log.error("cannot open a packet socket on %s: %s", config.iface, exc)
-        return 1
+        return EXIT_FATAL
     try:
         server = make_server(agent, *listen)
     except OSError as exc:
         log.error("cannot listen on %s:%d for the control API: %s", *listen, exc)
         io.close()
-        return 1
+        return EXIT_FATAL
     host, port = server.server_address[:2]
     agent.url = f"http://{host}:{port}"
     died: list[str] = []
@@ -176,6 +288,8 @@ def run_agent(agent: NodeAgent, listen: tuple[str, int]) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: agent.stopping.set())
     guarded("control", server.serve_forever)  # the controller may ask it before it answers
+    if watchdog is not None:  # beats while it registers too: a slow controller is no hang
+        guarded("watchdog", agent.watchdog_loop, watchdog)
     while not agent.register() and not agent.stopping.wait(config.heartbeat):
         pass
     packets = None
@@ -199,7 +313,7 @@ def run_agent(agent: NodeAgent, listen: tuple[str, int]) -> int:
     io.close()
     if agent.refused:
         log.error("the controller refused this agent: %s", agent.refused)
-        return 1
+        return EXIT_FATAL
     if died:
         log.error("stopped because %s died", ", ".join(died))
         return 1

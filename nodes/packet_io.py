@@ -7,6 +7,13 @@ is the flow's own frame, and what goes back to the switch carries no tag.
 `PacketSocket` is the batched socket (`BatchPacketSocket`: recvmmsg / sendmmsg, one
 system call per batch each way) where libc has those calls, else `OneFramePacketSocket`
 (one frame per call, Python's socket module only). Both count the same things.
+
+Each frame carries the kernel's receive time (SO_TIMESTAMPNS, the time of day). With
+`max_age`, a frame that waited longer than that in the receive queue (the agent hung,
+was stopped, or fell behind) is dropped on receive and counted in `stale`, never
+handed on to be sent late; `stale_tags` lists the tags of the last receive's stale
+frames, so the agent can charge them to their sessions. A batch's first frame is its
+oldest, so a batch whose first frame is fresh costs one comparison.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+import time
 from collections.abc import Sequence
 
 from nodes import mmsg
@@ -24,10 +32,12 @@ PACKET_AUXDATA = 8
 PACKET_STATISTICS = 6
 PACKET_IGNORE_OUTGOING = 23  # else an ETH_P_ALL socket also reads its own transmissions
 SO_RCVBUFFORCE = 33
+SO_TIMESTAMPNS = 35  # the receive time as a struct timespec (SCM_TIMESTAMPNS)
 TP_STATUS_VLAN_VALID = 1 << 4
 _AUX = struct.Struct("IIIHHHH")  # struct tpacket_auxdata
 _STATS = struct.Struct("II")  # struct tpacket_stats: packets, drops
 _TIMEVAL = struct.Struct("@ll")
+_TIMESPEC = struct.Struct("@ll")
 VLAN_TPIDS = (b"\x81\x00", b"\x88\xa8")
 # The largest frame a veth carries: its largest MTU, an Ethernet header and two tags.
 SNAPLEN = 65535 + 14 + 2 * 4
@@ -49,10 +59,12 @@ class _PacketSocketBase:
     dropped because the socket's receive queue (`rcvbuf` bytes) was full.
     """
 
-    def __init__(self, iface: str, rcvbuf: int) -> None:
+    def __init__(self, iface: str, rcvbuf: int, max_age: float | None = None) -> None:
         self.iface = iface
+        self.max_age = max_age
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         try:
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             self.sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
             self.sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
             try:  # root may exceed rmem_max: a burst of small frames overflows the default
@@ -64,6 +76,9 @@ class _PacketSocketBase:
             self.sock.close()
             raise
         self.too_big = 0
+        self.stale = 0  # frames dropped on receive: older than max_age
+        self.stale_tags: list[int | None] = []  # ... of the last receive, by their tag
+        self.received_at = 0.0  # the time of day of the last receive
         self._drops = 0
         self._drops_lock = threading.Lock()  # reading the kernel's count resets it
 
@@ -79,6 +94,26 @@ class _PacketSocketBase:
             buf[12 : n - 4] = buf[16:n]
             return tag, buf[: n - 4]
         return None, buf[:n]
+
+    def late(self) -> bool:
+        """Return True when the last receive was more than `max_age` ago: its frames,
+        handled since, are stale too (the agent was stopped between receive and send)."""
+        return self.max_age is not None and time.time() - self.received_at > self.max_age
+
+    def _fresh(self, entries: list[tuple[float, int | None, memoryview]]) -> Batch:
+        """Return the (tag, frame) of `entries` (stamp, tag, frame) not older than
+        `max_age`; count and list the others."""
+        limit = self.received_at - (self.max_age if self.max_age is not None else 1e18)
+        batch: Batch = []
+        stale: list[int | None] = []
+        for stamp, tag, frame in entries:
+            if stamp < limit:
+                stale.append(tag)
+            else:
+                batch.append((tag, frame))
+        self.stale += len(stale)
+        self.stale_tags = stale
+        return batch
 
     def queue_dropped(self) -> int:
         """Return how many frames the kernel dropped for a full receive queue, in all."""
@@ -108,23 +143,28 @@ class BatchPacketSocket(_PacketSocketBase):
         snaplen: int = SNAPLEN,
         rcvbuf: int = RCVBUF,
         batch: int = BATCH,
+        max_age: float | None = None,
     ) -> None:
-        super().__init__(iface, rcvbuf)
+        super().__init__(iface, rcvbuf, max_age)
         try:
             usec = max(1, round(timeout * 1e6))  # 0 would mean no time-out at all
             tv = _TIMEVAL.pack(usec // 1_000_000, usec % 1_000_000)
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
-            cmsg = socket.CMSG_SPACE(_AUX.size)
+            # The kernel writes the receive time first, then the auxdata.
+            cmsg = socket.CMSG_SPACE(_TIMESPEC.size) + socket.CMSG_SPACE(_AUX.size)
             self.msgs = mmsg.MsgSlots(batch, snaplen, cmsg)
         except OSError:
             self.sock.close()
             raise
         self.fd = self.sock.fileno()  # `msgs` and `fd`: for a bare loop that needs no tags
-        self._aux_len = socket.CMSG_LEN(_AUX.size)
+        self._cmsg = cmsg
+        self._cmsg_len = cmsg  # the kernel takes each control message's aligned space
         head = socket.CMSG_LEN(0)
-        # (status, vlan_tci) of each slot's auxdata, read for all filled slots at once
-        one = f"{head}xI12xH{cmsg - head - 18}x"
+        stamp = socket.CMSG_SPACE(_TIMESPEC.size)
+        # (seconds, nanoseconds, status, vlan_tci) of each slot's receive time and
+        # auxdata, read for all filled slots at once
+        one = f"{head}xqq{stamp - head - 16}x{head}xI12xH{cmsg - stamp - head - 18}x"
         self._aux = [struct.Struct("=" + one * n) for n in range(batch + 1)]
         self._addrs: dict[int, int] = {}  # id(frame handed out) -> its address
         self._held: Batch = []  # keeps those frames, hence their ids, alive
@@ -137,34 +177,46 @@ class BatchPacketSocket(_PacketSocketBase):
         """
         msgs = self.msgs
         n = msgs.recv(self.fd)
+        if self.stale_tags:
+            self.stale_tags = []
         if not n:
             self._held, self._addrs = [], {}
             return []
+        self.received_at = now = time.time()
         meta = msgs.meta(n)
         aux = self._aux[n].unpack_from(msgs.cmsg)
         frames = list(map(_SLICE, msgs.frames, map(slice, meta[2::3])))
-        if any(meta[1::3]) or not all(map(_VLAN_VALID, aux[0::2])):
-            batch = self._unusual(frames, meta, aux)
-        else:  # every frame whole and its tag in the auxdata: no Python loop per frame
-            batch = list(zip(map(_VID, aux[1::2]), frames, strict=True))
+        usual = meta[0::3].count(self._cmsg_len) == n and not any(meta[1::3])
+        max_age = self.max_age
+        if not usual or not all(map(_VLAN_VALID, aux[2::4])):
+            batch = self._unusual(frames, meta)
+        elif max_age is not None and now - aux[0] - aux[1] * 1e-9 > max_age:
+            stamps = [s + ns * 1e-9 for s, ns in zip(aux[0::4], aux[1::4], strict=True)]
+            batch = self._fresh(list(zip(stamps, map(_VID, aux[3::4]), frames, strict=True)))
+        else:  # every frame whole, fresh and its tag in the auxdata: no loop per frame
+            batch = list(zip(map(_VID, aux[3::4]), frames, strict=True))
         self._addrs = dict(zip(map(id, frames), msgs.addresses, strict=False))
         self._held = batch
         return batch
 
-    def _unusual(self, frames: list[memoryview], meta: tuple, aux: tuple) -> Batch:
+    def _unusual(self, frames: list[memoryview], meta: tuple) -> Batch:
         """Return the batch of a receive where some frame was cut short (counted, left
-        out) or carried its tag in the data (taken out in place)."""
-        batch: Batch = []
+        out), carried its tag in the data (taken out in place) or came with other
+        control messages than the usual two (each read by its header)."""
+        entries: list[tuple[float, int | None, memoryview]] = []
         for i, frame in enumerate(frames):
             controllen, flags, length = meta[3 * i : 3 * i + 3]
             if flags & mmsg.MSG_TRUNC:
                 self.too_big += 1
-            elif controllen >= self._aux_len and aux[2 * i] & TP_STATUS_VLAN_VALID:
-                batch.append((aux[2 * i + 1] & 0x0FFF, frame))
+                continue
+            start = i * self._cmsg
+            stamp, tci = _control(self.msgs.cmsg, start, start + controllen)
+            if tci is not None:
+                entries.append((stamp, tci & 0x0FFF, frame))
             else:
                 tag, frames[i] = self._untag(self.msgs.frames[i], length)
-                batch.append((tag, frames[i]))
-        return batch
+                entries.append((stamp, tag, frames[i]))
+        return self._fresh(entries)
 
     def send_batch(self, frames: Sequence[memoryview | bytes]) -> int:
         """Send `frames` in order until one fails; return how many were sent.
@@ -184,6 +236,29 @@ class BatchPacketSocket(_PacketSocketBase):
         return msgs.send(self.fd, addresses, list(map(len, frames)))
 
 
+def _control(buf: bytearray, start: int, end: int) -> tuple[float, int | None]:
+    """Return (receive time, VLAN TCI or None) from the control messages in buf[start:end].
+
+    A frame without a receive time counts as received now.
+    """
+    stamp, tci = time.time(), None
+    head = socket.CMSG_LEN(0)
+    at = start
+    while at + head <= end:
+        length, level, kind = struct.unpack_from("=Qii", buf, at)
+        if length < head or at + length > end:
+            break
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and length >= head + 16:
+            sec, nsec = _TIMESPEC.unpack_from(buf, at + head)
+            stamp = sec + nsec * 1e-9
+        elif level == SOL_PACKET and kind == PACKET_AUXDATA and length >= head + _AUX.size:
+            status, _len, _snap, _mac, _net, vtci, _tpid = _AUX.unpack_from(buf, at + head)
+            if status & TP_STATUS_VLAN_VALID:
+                tci = vtci
+        at += (length + 7) & ~7
+    return stamp, tci
+
+
 class OneFramePacketSocket(_PacketSocketBase):
     """A raw socket bound to one interface, reading at most one frame per call.
 
@@ -191,13 +266,18 @@ class OneFramePacketSocket(_PacketSocketBase):
     """
 
     def __init__(
-        self, iface: str, timeout: float = 0.5, snaplen: int = SNAPLEN, rcvbuf: int = RCVBUF
+        self,
+        iface: str,
+        timeout: float = 0.5,
+        snaplen: int = SNAPLEN,
+        rcvbuf: int = RCVBUF,
+        max_age: float | None = None,
     ) -> None:
-        super().__init__(iface, rcvbuf)
+        super().__init__(iface, rcvbuf, max_age)
         self.sock.settimeout(timeout)
         self._buf = bytearray(snaplen)
         self._view = memoryview(self._buf)
-        self._cmsg = socket.CMSG_SPACE(_AUX.size)
+        self._cmsg = socket.CMSG_SPACE(_TIMESPEC.size) + socket.CMSG_SPACE(_AUX.size)
 
     def recv_batch(self) -> Batch:
         """Return the frame that arrived with its tag or None, as a batch of one.
@@ -205,19 +285,27 @@ class OneFramePacketSocket(_PacketSocketBase):
         Empty on time-out, and when the frame was too big (counted in `too_big`).
         The memoryview points into a buffer reused by the next call.
         """
+        if self.stale_tags:
+            self.stale_tags = []
         try:
             n, ancdata, flags, _addr = self.sock.recvmsg_into([self._buf], self._cmsg)
         except TimeoutError:
             return []
+        self.received_at = stamp = time.time()
         if flags & socket.MSG_TRUNC:
             self.too_big += 1
             return []
+        entry = None
         for level, kind, data in ancdata:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+                sec, nsec = _TIMESPEC.unpack_from(data)
+                stamp = sec + nsec * 1e-9
             if level == SOL_PACKET and kind == PACKET_AUXDATA and len(data) >= _AUX.size:
                 status, _len, _snap, _mac, _net, tci, _tpid = _AUX.unpack_from(data)
                 if status & TP_STATUS_VLAN_VALID:
-                    return [(tci & 0x0FFF, self._view[:n])]
-        return [self._untag(self._view, n)]
+                    entry = (tci & 0x0FFF, self._view[:n])
+        tag, frame = entry if entry is not None else self._untag(self._view, n)
+        return self._fresh([(stamp, tag, frame)])
 
     def send_batch(self, frames: Sequence[memoryview | bytes]) -> int:
         """Send `frames` in order until one fails; return how many were sent."""

@@ -23,11 +23,16 @@ def _popen(host: Any, argv: list[str]) -> subprocess.Popen:
 
 
 class Receiver:
-    """Counts UDP datagrams arriving at a host, per "source:port", while it is open."""
+    """Counts UDP datagrams arriving at a host, per "source:port", while it is open.
 
-    def __init__(self, host: Any) -> None:
+    With `arrivals`, `arrived(src, port)` lists each datagram's (time of day, number
+    the sender gave it) in arrival order.
+    """
+
+    def __init__(self, host: Any, arrivals: bool = False) -> None:
         self.host = host
         self.counts: dict[str, int] = {}
+        self.arrivals: dict[str, list[tuple[float, int]]] | None = {} if arrivals else None
 
     def __enter__(self) -> Receiver:
         argv = [
@@ -38,6 +43,8 @@ class Receiver:
             "--iface",
             self.host.defaultIntf().name,
         ]
+        if self.arrivals is not None:
+            argv.append("--arrivals")
         self.proc = _popen(self.host, argv)
         line = self.proc.stdout.readline().strip()
         if line != "ready":
@@ -49,12 +56,25 @@ class Receiver:
 
     def __exit__(self, *exc: object) -> None:
         time.sleep(0.5)  # let the last frames through the detour
-        stop_process(self.proc)
-        out = self.proc.stdout.read().strip()
-        self.counts = json.loads(out) if out else {}
+        self.proc.terminate()
+        try:  # read while it writes: a long answer fills the pipe before it can exit
+            out, _ = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            stop_process(self.proc)
+            out = self.proc.stdout.read()
+        out = out.strip()
+        data = json.loads(out) if out else {}
+        if self.arrivals is not None:
+            self.arrivals = {k: [tuple(a) for a in v] for k, v in data.get("arrivals", {}).items()}
+            data = data.get("counts", {})
+        self.counts = data
 
     def got(self, src: Any, dport: int) -> int:
         return self.counts.get(f"{src.IP()}:{dport}", 0)
+
+    def arrived(self, src: Any, dport: int) -> list[tuple[float, int]]:
+        """Return the (time of day, number) of each datagram from `src` to `dport`."""
+        return (self.arrivals or {}).get(f"{src.IP()}:{dport}", [])
 
 
 def send_udp(

@@ -4,8 +4,10 @@
         --src-ip .. --dst-ip .. --dport 9000 --count 200
     python -m tools.traffic count --iface h2-eth0      # prints "ready", then JSON on SIGTERM
 
-`send` builds frames with scapy; `count` counts received UDP datagrams per
-(source address, destination port) with a raw socket, so nothing is missed.
+`send` builds frames with scapy, each numbered from 0 in its first 4 payload bytes;
+`count` counts received UDP datagrams per (source address, destination port) with a
+raw socket, so nothing is missed; with `--arrivals` it also lists, per key, each
+datagram's arrival (time of day, number) in arrival order.
 """
 
 from __future__ import annotations
@@ -50,8 +52,11 @@ def send(
     return len(frames)
 
 
-def count(iface: str) -> dict[str, int]:
-    """Count UDP datagrams arriving on `iface` until SIGTERM/SIGINT; return the counts."""
+def count(iface: str, arrivals: dict[str, list[tuple[float, int]]] | None = None) -> dict[str, int]:
+    """Count UDP datagrams arriving on `iface` until SIGTERM/SIGINT; return the counts.
+
+    With `arrivals`, each datagram's (time of day, number) is added there by key.
+    """
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IP))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     sock.bind((iface, ETH_P_IP))
@@ -74,6 +79,9 @@ def count(iface: str) -> dict[str, int]:
         dport = struct.unpack_from("!H", ip, ihl + 2)[0]
         key = f"{src}:{dport}"
         counts[key] = counts.get(key, 0) + 1
+        if arrivals is not None:
+            number = int.from_bytes(ip[ihl + 8 : ihl + 12], "big")
+            arrivals.setdefault(key, []).append((round(time.time(), 6), number))
     return counts
 
 
@@ -94,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--size", type=int, default=64, help="frame size in bytes, without FCS")
     c = sub.add_parser("count")
     c.add_argument("--iface", required=True)
+    c.add_argument("--arrivals", action="store_true", help="list each datagram's arrival too")
     a = p.parse_args(argv)
     if a.cmd == "send":
         t0 = time.monotonic()
@@ -101,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
             a.iface, a.src_mac, a.dst_mac, a.src_ip, a.dst_ip, a.dport, a.count, a.rate, a.size
         )
         print(json.dumps({"sent": n, "seconds": round(time.monotonic() - t0, 3)}))
+    elif a.arrivals:
+        arrivals: dict[str, list[tuple[float, int]]] = {}
+        counts = count(a.iface, arrivals)
+        print(json.dumps({"counts": counts, "arrivals": arrivals}), flush=True)
     else:
         print(json.dumps(count(a.iface)), flush=True)
     return 0

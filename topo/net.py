@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 
@@ -32,6 +32,7 @@ def netserv_network(
     datapath: str | None = None,
     module_path: str | Iterable[str | os.PathLike[str]] | None = None,
     secrets: str | os.PathLike[str] | None = None,
+    agent_args: Sequence[str] = (),
 ) -> Iterator[Mininet]:
     """Build and start `topo`; yield the started Mininet; always stop it on exit.
 
@@ -41,7 +42,8 @@ def netserv_network(
     module search path (None: $NETSERV_MODULE_PATH; see `nodes.bundle.module_path`),
     which should be the controller's too. Each such node gets a key in the secrets
     folder `secrets` (None: $NETSERV_SECRETS, else run/secrets), made before its agent
-    starts if it has none; give the controller the same folder. Every host and switch-side
+    starts if it has none; give the controller the same folder. `agent_args` go on
+    every agent's command line (`python -m nodes --help`). Every host and switch-side
     interface has TX checksum offload and IPv6 off. On exit, even when the body
     or the build raised, exactly what this network made is removed: agents,
     agent veths, links, bridges and host namespaces. Nothing is matched by a
@@ -56,6 +58,7 @@ def netserv_network(
         datapath=datapath or detect_datapath(),
         module_path=module_path_arg(module_path),
         secrets=keyfiles.secrets_dir(secrets),
+        agent_args=agent_args,
     )
     net = Mininet(
         topo=topo,

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,8 +74,11 @@ class NetServSwitch(OVSSwitch):
 
     A NetServ node gets a veth pair on start(): `<name>-ns` is a port of the
     bridge and `<name>-na` stays in the root namespace for the node agent. With
-    `agent_url` set (the controller's REST URL) the agent process is started on
-    that interface; without it only the plumbing is made. `module_path` is the
+    `agent_url` set (the controller's REST URL) the agent's supervisor is started
+    on that interface (it runs the agent, reports its death or hang to the
+    controller and starts it again: `nodes/supervisor.py`); without it only the
+    plumbing is made. `agent_args` are added to the agent's command line (e.g.
+    `["--hang-after", "5"]`). `module_path` is the
     agent's module search path (None: $NETSERV_MODULE_PATH, read when the switch
     is made); give the controller the same one. The node's key is made in the
     secrets folder `secrets` (None: $NETSERV_SECRETS, else run/secrets) before the
@@ -91,6 +95,7 @@ class NetServSwitch(OVSSwitch):
         failMode: str = "secure",
         module_path: str | Iterable[str | os.PathLike[str]] | None = None,
         secrets: str | os.PathLike[str] | None = None,
+        agent_args: Sequence[str] = (),
         **params: object,
     ) -> None:
         # Mininet's buildFromTopo asks for batch startup, which would create the
@@ -114,14 +119,32 @@ class NetServSwitch(OVSSwitch):
         self.agent_port_name: str | None = name + AGENT_PORT_SUFFIX if self.netserv else None
         self.agent_iface: str | None = name + AGENT_IFACE_SUFFIX if self.netserv else None
         self.agent_log: Path | None = None
+        self.agent_args = list(agent_args)
+        self.agent_pid_file = self.rundir / f"{name}-agent.pid"
         self.bridge_made = False
         self._agent: subprocess.Popen[bytes] | None = None
         self._agent_veth_made = False
 
     @property
-    def agent_pid(self) -> int | None:
-        """Return the pid of the running node agent, or None when there is none."""
+    def supervisor_pid(self) -> int | None:
+        """Return the pid of the agent's supervisor, or None when none was started."""
         return self._agent.pid if self._agent is not None else None
+
+    @property
+    def agent_pid(self) -> int | None:
+        """Return the pid of the node agent its supervisor runs now (it changes when the
+        supervisor starts it again), or None when no supervisor runs. Waits up to
+        AGENT_STOP_TIMEOUT for the supervisor to start the first one."""
+        if self._agent is None:
+            return None
+        deadline = time.monotonic() + AGENT_STOP_TIMEOUT
+        while True:
+            try:
+                return int(self.agent_pid_file.read_text())
+            except (FileNotFoundError, ValueError):
+                if self._agent.poll() is not None or time.monotonic() > deadline:
+                    return None
+                time.sleep(0.05)
 
     @property
     def dpid_int(self) -> int:
@@ -175,6 +198,9 @@ class NetServSwitch(OVSSwitch):
             self.module_path,
             "--key-file",
             str(self.key_file),
+            "--agent-pid-file",
+            str(self.agent_pid_file),
+            *self.agent_args,
         ]
 
     def stop(self, deleteIntfs: bool = True) -> None:
@@ -192,11 +218,12 @@ class NetServSwitch(OVSSwitch):
                 self.bridge_made = False
 
     def stop_agent(self, timeout: float = AGENT_STOP_TIMEOUT) -> int | None:
-        """Stop the agent (SIGTERM, then SIGKILL after `timeout` s) and return its exit code.
+        """Stop the agent and its supervisor (SIGTERM, then SIGKILL after `timeout` s)
+        and return the supervisor's exit code.
 
-        Returns None when no agent was started. The agent runs in its own
-        session, so the signal goes to its process group: helpers it spawned
-        (sandboxed modules) go with it, and nothing else does.
+        Returns None when no agent was started. The supervisor runs in its own
+        session, so the signal goes to its process group: the agent and the helpers
+        it spawned (sandboxed modules) go with it, and nothing else does.
         """
         proc, self._agent = self._agent, None
         if proc is None:
@@ -208,6 +235,7 @@ class NetServSwitch(OVSSwitch):
             except subprocess.TimeoutExpired:
                 _signal_group(proc.pid, signal.SIGKILL)
                 proc.wait()
+        self.agent_pid_file.unlink(missing_ok=True)
         return proc.returncode
 
     @classmethod
@@ -277,6 +305,7 @@ class NetServSwitch(OVSSwitch):
     def _start_agent(self) -> None:
         keyfiles.provision_node_key(self.secrets, self.dpid_int)
         self.rundir.mkdir(parents=True, exist_ok=True)
+        self.agent_pid_file.unlink(missing_ok=True)
         self.agent_log = self.rundir / f"{self.name}-agent.log"
         with open(self.agent_log, "ab") as log:
             self._agent = subprocess.Popen(

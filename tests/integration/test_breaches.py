@@ -253,6 +253,11 @@ class World:
         return self.client.stats(session_id)["stats"]["modules"][0]["stats"]["packets"]
 
 
+def untimed(flows: list[str]) -> list[str]:
+    """Return `flows` without their hard timeouts."""
+    return [" ".join(w for w in f.split() if not w.startswith("hard_timeout=")) for f in flows]
+
+
 def flows(bridge: str) -> list[str]:
     """Return the bridge's flows without counters and ages, learned MAC flows left out."""
     out = []
@@ -420,7 +425,10 @@ def test_no_redirect_of_someone_elses_flow_survives_a_restart_or_a_heartbeat(
         world.switch.start_agent()
         restarted = wait_restarted(world, before["node"]["boot_id"])
         assert restarted["chains"] == before["chains"]  # the controller attached it again
-        assert (restarted["sessions"], restarted["flows"]) == (before["sessions"], before["flows"])
+        # The stop was told to the controller, which took the detour out until the
+        # agent was back (fail-open): it is the same but for its timer.
+        assert restarted["sessions"] == before["sessions"]
+        assert untimed(restarted["flows"]) == untimed(before["flows"])
         assert restarted["node"]["switch_port"] == before["node"]["switch_port"]
         world.assert_served(FRAMES)
         time.sleep(2 * HEARTBEAT + 0.5)  # the real agent has registered again meanwhile

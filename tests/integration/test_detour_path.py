@@ -35,11 +35,14 @@ def controller(tmp_path: Path) -> Iterator[ControllerProcess]:
 
 
 def network(controller: ControllerProcess, prefix: str, tmp_path: Path, **topo: Any) -> Any:
+    # An agent stopped for a moment (below) must fill its queue and then read it: no
+    # supervisor taking its detours out, no frame dropped for the time it waited.
     return netserv_network(
         SingleSwitchTopo(prefix=prefix, **topo),
         controller=controller.of_addr,
         rest_url=controller.url,
         rundir=tmp_path,
+        agent_args=["--hang-after", "60", "--max-frame-age", "60"],
     )
 
 

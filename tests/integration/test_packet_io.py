@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -202,3 +203,49 @@ def test_the_agent_loop_counts_every_frame_of_a_burst_on_the_batched_socket(veth
         "queue_dropped": 0,
         "too_big": 0,
     }
+
+
+@pytest.mark.parametrize("kind", SOCKETS)
+def test_frames_older_than_max_age_are_dropped_on_receive_and_counted_by_tag(veth, kind):
+    a, b = veth
+    io = kind(a, timeout=0.3, max_age=0.2)
+    old = [(1 + n % 2, frame(64, n)) for n in range(100)]
+    fresh = [(3, frame(64, 100 + n)) for n in range(50)]
+    try:
+        with sender(b) as tx:
+            for tag, untagged in old:
+                tx.send(tagged(untagged, tag))
+            time.sleep(0.4)  # as an agent stopped for a moment: they wait in its queue
+            for tag, untagged in fresh:
+                tx.send(tagged(untagged, tag))
+        stale_tags: list[int | None] = []
+        got = []
+        while True:
+            batch = io.recv_batch()
+            stale_tags += io.stale_tags
+            if not batch and not io.stale_tags:
+                break
+            assert not io.late()  # just received: what it handed on may be sent
+            got += [(tag, bytes(f)) for tag, f in batch]
+        assert got == fresh  # the fresh ones, all, in order, with their tags
+        assert io.stale == 100 and sorted(stale_tags) == [1] * 50 + [2] * 50
+        assert io.late()  # the last frames came 0.3 s ago: sent now, they would be late
+    finally:
+        io.close()
+
+
+def test_fresh_tagged_frames_take_the_path_without_a_loop_per_frame(veth):
+    a, b = veth
+    io = BatchPacketSocket(a, timeout=0.3, max_age=0.5)
+    slow: list[int] = []
+    unusual = io._unusual
+    io._unusual = lambda *args: slow.append(1) or unusual(*args)  # type: ignore[method-assign]
+    try:
+        with sender(b) as tx:
+            for n in range(100):
+                tx.send(tagged(frame(64, n), 5))
+        got = drain(io)
+        assert [f for _tag, f in got] == [frame(64, n) for n in range(100)]
+        assert {tag for tag, _f in got} == {5} and slow == [] and io.stale == 0
+    finally:
+        io.close()

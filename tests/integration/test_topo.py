@@ -234,14 +234,14 @@ def test_agent_process_started_logged_and_stopped(
     topo = LinearTopo(n=2, k=1, prefix=p)
     with _network(topo, rest_url="http://127.0.0.1:1/", rundir=tmp_path) as net:
         s1, s2 = net.get(f"{p}s1", f"{p}s2")
-        pid1 = s1.agent_pid
+        pid1 = s1.supervisor_pid  # the process the switch starts: here a stub agent
         assert pid1 is not None and _alive(pid1)
         assert s1.agent_log == tmp_path / f"{p}s1-agent.log"
         # An agent that ignores SIGTERM is killed after the timeout; the handler must be
         # in place first, which its log line says.
         _wait_for_text(s2.agent_log, "agent --dpid 2")
         assert s2.stop_agent(timeout=0.5) == -9
-        assert s2.agent_pid is None
+        assert s2.supervisor_pid is None and s2.agent_pid is None
     assert not _alive(pid1)
     logged = s1.agent_log.read_text()
     assert f"--dpid 1 --iface {p}s1-na --switch-port {p}s1-ns" in logged

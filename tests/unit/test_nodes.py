@@ -221,11 +221,19 @@ class Batches:
     `send_batch` sends at most `room` frames of each batch, as a full link would.
     """
 
-    def __init__(self, agent, batches, room=99):
+    def __init__(self, agent, batches, room=99, stale=(), late=()):
         self.agent, self.batches, self.room, self.sent = agent, list(batches), room, []
         self.too_big = 3
+        self.stale = 0
+        self.stale_tags = []
+        self._stale, self._late = list(stale), list(late)
+
+    def late(self):
+        return bool(self._late) and self._late.pop(0)
 
     def recv_batch(self):
+        self.stale_tags = self._stale.pop(0) if self._stale else []
+        self.stale += len(self.stale_tags)
         if not self.batches:
             self.agent.stopping.set()
             return []
@@ -270,3 +278,22 @@ def test_a_failed_send_is_charged_to_the_chain_of_the_frame_that_did_not_leave(a
     b = agent.attach(Attach(2, 6, 5, (ModuleSpec("null"),)))
     agent.packet_loop(Batches(agent, [[(5, frame(1)), (6, frame(2)), (5, frame(3))]], room=1))
     assert (a.returned, a.send_failed, b.returned, b.send_failed) == (1, 1, 0, 1)
+
+
+def test_stale_frames_are_charged_to_their_sessions_and_a_late_batch_is_not_sent(agent):
+    agent.attach(Attach(1, 5, 5, (ModuleSpec("null"),)))
+    agent.attach(Attach(2, 6, 5, (ModuleSpec("null"),)))
+    io = Batches(
+        agent,
+        [[(5, frame(1))], [(5, frame(2)), (6, frame(3))], [(6, frame(4))]],
+        stale=[[5, 5, None], [], []],  # the first receive dropped three, one of no session
+        late=[False, True, False],  # the agent stopped between the second's receive and send
+    )
+    agent.packet_loop(io)
+    assert io.sent == [bytes(frame(1)), bytes(frame(4))]  # nothing sent late
+    assert agent.session_stats(1).stale == 3 - 1 + 1  # two on receive, one late
+    assert agent.session_stats(2).stale == 1
+    node = agent.io_stats()
+    assert (node.stale, node.send_failed, node.sent) == (3 + 2, 0, 2)
+    assert agent.detach(1).stale == 3 and agent.session_stats(2).returned == 1
+    assert agent.session_stats(2).to_json()["stale"] == 1  # the contract carries it

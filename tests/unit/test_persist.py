@@ -230,7 +230,9 @@ def test_an_agent_that_restarted_while_the_controller_was_away_gets_its_chains(f
     assert again.store.load_agents()[0].boot_id == new.boot_id
 
 
-def test_an_agent_that_died_while_the_controller_was_away_has_its_detours_removed(first, services):
+def test_an_agent_that_died_while_the_controller_was_away_has_its_sessions_suspended(
+    first, services
+):
     service, switches, agents, _, _, _ = first
     sim = switches.sims[DPID]
     session = make(service, {**BODY, "lifetime": 300})
@@ -239,8 +241,9 @@ def test_an_agent_that_died_while_the_controller_was_away_has_its_detours_remove
     assert session.cookie in sim.cookies()  # until the agent is known to be gone
     agents.down = True
     clock.now += again.agent_dead_after + 1
-    assert again.tick() == [session.id]
-    assert session.cookie not in sim.cookies() and again.store.load() == []
+    assert again.tick() == []
+    assert session.cookie not in sim.cookies()  # counter fails open: no detour
+    assert [(s.id, s.state) for s in again.store.load()] == [(session.id, State.SUSPENDED)]
 
 
 def test_reconciling_leaves_the_detour_of_a_session_being_installed_to_its_create(
@@ -306,17 +309,24 @@ def test_a_dead_agent_is_forgotten_so_a_restart_does_not_count_its_node_ready(fi
     agents.down = True
     clock.now += service.agent_dead_after + 1
     service.tick()
-    assert service.store.load_agents() == [] and service.store.load() == []
+    assert service.store.load_agents() == []
+    assert [s.state for s in service.store.load()] == [State.SUSPENDED]
     again, _ = restart(first, services)
     connect(again, switches, DPID, PORTS)
     assert DPID not in again.network.agents and not again.network.ready(DPID)
+    assert [s.state for s in again.sessions.all()] == [State.SUSPENDED]
 
 
-def test_a_session_whose_nodes_agent_is_not_in_the_store_is_ended(first, services):
-    service, switches, *_ = first
+def test_a_session_whose_nodes_agent_is_not_in_the_store_is_suspended_until_it_is_back(
+    first, services
+):
+    service, switches, agents, agent, _, _ = first
     session = make(service, {**BODY, "lifetime": 300})
-    service.store.delete_agent(DPID)  # declared dead, and killed before the session ended
+    service.store.delete_agent(DPID)  # declared down, and killed before that was written
     again, _ = restart(first, services)
-    assert again.sessions.all() == [] and again.store.load() == []
+    assert [s.state for s in again.sessions.all()] == [State.SUSPENDED]
     connect(again, switches, DPID, PORTS)
-    assert session.cookie not in switches.sims[DPID].cookies()
+    assert session.cookie not in switches.sims[DPID].cookies()  # fails open
+    beat(again, agent)  # the agent is back, its chain held all along
+    assert again.sessions.get(session.id).state is State.ACTIVE
+    assert frame_of(switches.sims[DPID], 9000) == [(AGENT_PORT, session.tag)]

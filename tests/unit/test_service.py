@@ -106,14 +106,15 @@ def test_lifetime_expiry_and_refresh(world):
     assert agent.dispatcher.chains() == []
 
 
-def test_a_silent_agent_has_its_sessions_removed_so_traffic_bypasses_it(world):
+def test_a_silent_agent_has_its_sessions_suspended_so_traffic_bypasses_it(world):
     service, sim, _, agents, _, clock = world
     session = make(service, {**BODY, "lifetime": 600})
     agents.down = True
     clock.now += service.agent_dead_after + 1
-    assert service.tick() == [session.id]
+    assert service.tick() == []  # suspended, not ended
     assert frame_of(sim, 9000) == []  # no detour left (forwarding not learned in this sim)
     assert session.cookie not in sim.cookies()
+    assert service.sessions.get(session.id).state is State.SUSPENDED
 
 
 def test_a_restarted_agent_gets_its_chains_back(world, services):

@@ -14,6 +14,8 @@ PATH_TO = {
     State.INSTALLING: [],
     State.ACTIVE: [State.ACTIVE],
     State.REFRESHING: [State.ACTIVE, State.REFRESHING],
+    State.SUSPENDED: [State.ACTIVE, State.SUSPENDED],
+    State.RESUMING: [State.ACTIVE, State.SUSPENDED, State.RESUMING],
     State.ENDING: [State.ACTIVE, State.ENDING],
     State.ENDED: [State.ENDED],
 }
@@ -140,3 +142,17 @@ def test_restored_sessions_keep_their_ids_and_tags_from_new_reservations():
     assert (new.id, new.tag) == (b.id + 1, b.tag + 1)
     with pytest.raises(ValueError):
         table.restore(a)
+
+
+def test_a_suspended_session_expires_by_the_clock_and_resumes_only_through_resuming():
+    table = SessionTable()
+    s = table.reserve(req({"udp_dst": 1}), node=1, now=100.0)
+    table.move(s.id, State.ACTIVE)
+    table.move(s.id, State.SUSPENDED)
+    assert table.move(s.id, State.SUSPENDED, expires=150.0).expires == 150.0  # refreshed
+    assert table.expired(149.0) == [] and [x.id for x in table.expired(150.0)] == [s.id]
+    with pytest.raises(Conflict, match="it is suspended"):
+        table.move(s.id, State.ACTIVE)
+    table.move(s.id, State.RESUMING)
+    assert table.expired(150.0) == []  # being resumed: the resume settles it first
+    assert table.move(s.id, State.ACTIVE).state is State.ACTIVE

@@ -75,6 +75,8 @@ def test_the_agent_runs_from_nodes_with_a_hex_dpid_and_the_module_path(tmp_path)
         agent_url="http://127.0.0.1:8080",
         module_path=f"{tmp_path}{os.pathsep}{SHIPPED_MODULES}",
         key_file=tmp_path / "secrets/nodes/000000000000001a.key",
+        agent_pid_file=tmp_path / "s26-agent.pid",
+        agent_args=["--hang-after", "2"],
     )
     argv = NetServSwitch.agent_argv(switch)
     assert argv[:3] == [sys.executable, "-m", "nodes"]
@@ -91,4 +93,8 @@ def test_the_agent_runs_from_nodes_with_a_hex_dpid_and_the_module_path(tmp_path)
         f"{tmp_path}{os.pathsep}{SHIPPED_MODULES}",
         "--key-file",  # the key's path: the key itself is never on a command line
         f"{tmp_path}/secrets/nodes/000000000000001a.key",
+        "--agent-pid-file",  # the supervisor writes the pid of the agent it runs there
+        f"{tmp_path}/s26-agent.pid",
+        "--hang-after",
+        "2",
     ]
