@@ -2,7 +2,8 @@
 
 Each handler finds the switch, calls the service or network logic, and sends what it
 returns. Waiting for a barrier reply must never happen on Ryu's event loop (the reply
-is delivered by that loop), so handlers that need it spawn a green thread.
+is delivered by that loop), so handlers that need it spawn a green thread: on-path
+signaling, which may install sessions, is handled so.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ from controller.ofbuild import build, flow_stats, port_stats
 from controller.policy import OPERATOR_ONLY, load_policy
 from controller.repository import Repository
 from controller.repository import default_path as default_repository
-from controller.rest import AUTH, INSTANCE, RestApi
+from controller.rest import AUTH, INSTANCE, SIGNALING, RestApi
 from controller.service import NetServService
+from controller.signaling import SignalingHandler
 from controller.store import SessionStore, StoreError, default_path
 from controller.topology import PROBE_INTERVAL
 from nodes.bundle import Catalog, module_path
@@ -45,6 +47,7 @@ BARRIER_TIMEOUT = 5.0
 STATS_TIMEOUT = 5.0
 TICK = 1.0
 DISCOVERY_COOKIE = tables.cookie(tables.KIND_DISCOVERY)
+SIGNALING_COOKIE = tables.cookie(tables.KIND_SIGNALING)
 
 
 def _tune_logging(verbose: bool) -> None:
@@ -185,7 +188,10 @@ class NetServApp(app_manager.RyuApp):
             requester=lambda token: self.service.policy.rest_requester(token),  # after reloads
             token_hint=str(token),
         )
-        kwargs["wsgi"].register(RestApi, {INSTANCE: self.service, AUTH: auth})
+        self.signaling = SignalingHandler(self.service)
+        kwargs["wsgi"].register(
+            RestApi, {INSTANCE: self.service, AUTH: auth, SIGNALING: self.signaling}
+        )
         self._reload_wanted = False
         if policy.configured:
             signal.signal(signal.SIGHUP, self._want_reload)
@@ -327,10 +333,19 @@ class NetServApp(app_manager.RyuApp):
         if msg.cookie == DISCOVERY_COOKIE:
             self.service.network.probe_in(dpid, in_port, data, now)
             return
+        if msg.cookie == SIGNALING_COOKIE:  # it may install sessions: off the event loop
+            hub.spawn(self._signaled, dpid, in_port, data)
+            return
         msgs = self.service.network.packet_in(
             dpid, msg.table_id, in_port, _mac(data[6:12]), _mac(data[0:6]), data, now
         )
         self._send(dpid, msgs)
+
+    def _signaled(self, dpid: int, in_port: int, frame: bytes) -> None:
+        try:
+            self._send(dpid, self.signaling.packet_in(dpid, in_port, frame))
+        except Exception:  # the next request must still be answered
+            log.exception("signaling punted by switch %016x: handling failed", dpid)
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
     def barrier_reply(self, ev: Any) -> None:

@@ -36,6 +36,12 @@ class NotFound(NetServError):
     code = "not_found"
 
 
+class UnknownNode(NotFound):
+    """A node the request names is not a NetServ node the controller knows."""
+
+    code = "unknown_node"
+
+
 class Conflict(NetServError):
     """The request is valid but collides with the current state (e.g. an overlapping flow)."""
 
@@ -46,6 +52,12 @@ class Unavailable(NetServError):
     """A needed part (switch, agent) is not connected right now; trying later may work."""
 
     code = "unavailable"
+
+
+class NoNetServNode(Unavailable):
+    """No NetServ node is ready on the flow's path (or at all), or none was selected."""
+
+    code = "no_netserv_node"
 
 
 class PartFailed(NetServError):
@@ -109,8 +121,10 @@ class PolicyError(NetServError):
 SIGNALING_CODE: dict[type[NetServError], ErrorCode] = {
     InvalidRequest: ErrorCode.INVALID_REQUEST,
     NotFound: ErrorCode.UNKNOWN_SESSION,
+    UnknownNode: ErrorCode.NO_NETSERV_NODE,
     Conflict: ErrorCode.CONFLICT,
     Unavailable: ErrorCode.NODE_UNAVAILABLE,
+    NoNetServNode: ErrorCode.NO_NETSERV_NODE,
     PartFailed: ErrorCode.PART_FAILED,
     Unauthenticated: ErrorCode.BAD_AUTH,
     UnknownRequester: ErrorCode.UNKNOWN_REQUESTER,

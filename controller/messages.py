@@ -44,6 +44,7 @@ class FlowAdd:
     idle_timeout: int = 0
     hard_timeout: int = 0
     notify_removal: bool = False
+    meter: int | None = None  # the meter the flow's frames pass before its actions
 
     def __post_init__(self) -> None:
         check_flow(self.table, self.priority)
@@ -74,11 +75,27 @@ class PacketOut:
 
 
 @dataclass(frozen=True)
+class MeterAdd:
+    """Add a meter that drops what exceeds `rate` packets a second, after a `burst`."""
+
+    meter_id: int
+    rate: int
+    burst: int
+
+
+@dataclass(frozen=True)
+class MeterDelete:
+    """Delete a meter; the switch deletes the flows that use it too."""
+
+    meter_id: int
+
+
+@dataclass(frozen=True)
 class Barrier:
     pass
 
 
-Message = FlowAdd | FlowDelete | PacketOut | Barrier
+Message = FlowAdd | FlowDelete | PacketOut | MeterAdd | MeterDelete | Barrier
 
 
 @dataclass(frozen=True)
@@ -112,6 +129,7 @@ class FlowStats:
     goto: int | None = None
     hard_timeout: int = 0
     duration: float = 0.0
+    meter: int | None = None
 
 
 @dataclass(frozen=True)

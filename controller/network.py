@@ -14,9 +14,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from controller import discovery, pipeline, tables
-from controller.errors import Conflict, InvalidRequest, NotFound, Unavailable
+from controller.errors import Conflict, InvalidRequest
 from controller.messages import Message
-from controller.requests import SessionRequest, format_dpid
+from controller.requests import format_dpid
 from controller.topology import Hop, Link, SwitchPort, Topology
 
 log = logging.getLogger("netserv.topology")
@@ -89,26 +89,6 @@ class Network:
         """Return True when node `dpid` can host a session now."""
         switch, agent = self.switches.get(dpid), self.agents.get(dpid)
         return bool(switch and switch.connected and agent and agent.alive and self.agent_port(dpid))
-
-    def place(self, request: SessionRequest) -> int:
-        """Return the node a session goes to: the one named, or the only ready one."""
-        if request.node is not None:
-            if request.node not in self.agents:
-                raise NotFound(f"no NetServ node {format_dpid(request.node)}")
-            if not self.ready(request.node):
-                raise Unavailable(
-                    f"node {format_dpid(request.node)} is not ready (switch or agent down)"
-                )
-            return request.node
-        ready = sorted(d for d in self.agents if self.ready(d))
-        if not ready:
-            raise Unavailable(
-                "no NetServ node is ready (no agent registered on a connected switch)"
-            )
-        if len(ready) > 1:
-            names = [format_dpid(d) for d in ready]
-            raise InvalidRequest(f"several NetServ nodes are ready {names}: name one with 'node'")
-        return ready[0]
 
     def nodes_json(self, now: float) -> list[dict[str, object]]:
         """Return every known switch and agent as JSON-ready dicts."""

@@ -15,6 +15,8 @@ from controller.messages import (
     FlowStats,
     FlowStatsRequest,
     Message,
+    MeterAdd,
+    MeterDelete,
     Output,
     PacketOut,
     PortStats,
@@ -54,6 +56,8 @@ def build(dp: Any, msg: Message | StatsRequest) -> Any:
     ofp, parser = dp.ofproto, dp.ofproto_parser
     if isinstance(msg, FlowAdd):
         inst = []
+        if msg.meter is not None:
+            inst.append(parser.OFPInstructionMeter(msg.meter, ofp.OFPIT_METER))
         if msg.actions:
             inst.append(
                 parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, _actions(dp, msg.actions))
@@ -93,6 +97,16 @@ def build(dp: Any, msg: Message | StatsRequest) -> Any:
             actions=_actions(dp, msg.actions),
             data=msg.data,
         )
+    if isinstance(msg, MeterAdd):
+        return parser.OFPMeterMod(
+            dp,
+            command=ofp.OFPMC_ADD,
+            flags=ofp.OFPMF_PKTPS | ofp.OFPMF_BURST | ofp.OFPMF_STATS,
+            meter_id=msg.meter_id,
+            bands=[parser.OFPMeterBandDrop(rate=msg.rate, burst_size=msg.burst)],
+        )
+    if isinstance(msg, MeterDelete):
+        return parser.OFPMeterMod(dp, command=ofp.OFPMC_DELETE, meter_id=msg.meter_id)
     if isinstance(msg, Barrier):
         return parser.OFPBarrierRequest(dp)
     if isinstance(msg, FlowStatsRequest):
@@ -115,7 +129,7 @@ def flow_stats(body: list[Any]) -> list[FlowStats]:
     """Return the records of a flow-stats reply's body (OFPFlowStats entries)."""
     records = []
     for f in body:
-        actions, goto = _instructions(f.instructions or [])
+        actions, goto, meter = _instructions(f.instructions or [])
         records.append(
             FlowStats(
                 f.table_id,
@@ -128,26 +142,32 @@ def flow_stats(body: list[Any]) -> list[FlowStats]:
                 goto,
                 f.hard_timeout or 0,
                 (f.duration_sec or 0) + (f.duration_nsec or 0) / 1e9,
+                meter,
             )
         )
     return records
 
 
-def _instructions(instructions: list[Any]) -> tuple[tuple[Action | str, ...], int | None]:
-    """Return a flow's instructions as the actions `build` would have sent, and its goto.
+def _instructions(
+    instructions: list[Any],
+) -> tuple[tuple[Action | str, ...], int | None, int | None]:
+    """Return a flow's instructions as the actions `build` would have sent, its goto and
+    its meter.
 
     Anything NetServ never emits is kept as its text, so it never equals a flow of ours.
     """
     actions: list[Action | str] = []
-    goto = None
+    goto = meter = None
     for inst in instructions:
         if inst.type == ofp13.OFPIT_GOTO_TABLE:
             goto = inst.table_id
+        elif inst.type == ofp13.OFPIT_METER:
+            meter = inst.meter_id
         elif inst.type == ofp13.OFPIT_APPLY_ACTIONS:
             actions += _actions_read(inst.actions)
         else:
             actions.append(str(inst))
-    return tuple(actions), goto
+    return tuple(actions), goto, meter
 
 
 def _actions_read(raw: list[Any]) -> list[Action | str]:

@@ -2,6 +2,7 @@
 
 table 0 (classify): link probes (LLDP) → the controller;
                     frames back from an agent → forward (they never teach MACs);
+                    signaling (UDP to port 20051) → the controller, through a meter;
                     a session's flow → push its tag, out to the agent's port;
                     everything else → learn.
 table 1 (learn):    known (in_port, eth_src) → forward; a miss is copied to the
@@ -18,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from agentproto.limits import EXPIRY_GRACE
 from controller import tables as t
 from controller.discovery import ETH_TYPE_LLDP
+from controller.match import ETH_IPV4, ETH_IPV6, PROTO_UDP
 from controller.messages import (
     Barrier,
     FlowAdd,
@@ -25,6 +27,8 @@ from controller.messages import (
     FlowStats,
     FlowStatsRequest,
     Message,
+    MeterAdd,
+    MeterDelete,
     Output,
     PacketOut,
     PushVlan,
@@ -32,6 +36,7 @@ from controller.messages import (
     as_match,
 )
 from controller.sessions import Session
+from signaling.wire import SIGNALING_PORT
 
 LEARNED_IDLE_TIMEOUT = 300  # a host silent this long is learned again when it speaks
 BROADCAST_BIT = 0x01
@@ -56,7 +61,8 @@ def rearm_margin(cap: int) -> float:
 
 def base_flows(agent_port: int | None) -> list[FlowAdd]:
     """Return the flows every NetServ switch holds: each table's miss, the link-probe
-    punt, and the agent return once the node's agent port is known."""
+    and signaling punts, and the agent return once the node's agent port is known.
+    The signaling punt needs its meter, which `reconcile` and `reinstall` make."""
     flows = [
         FlowAdd(t.CLASSIFY, t.CLASSIFY_MISS.low, (), goto=t.LEARN, cookie=t.cookie(t.KIND_BASE)),
         FlowAdd(
@@ -75,6 +81,7 @@ def base_flows(agent_port: int | None) -> list[FlowAdd]:
             cookie=t.cookie(t.KIND_BASE),
         ),
         discovery_punt(),
+        *signaling_punt(),
     ]
     return flows + (agent_return(agent_port) if agent_port is not None else [])
 
@@ -89,9 +96,38 @@ def reinstall(expected: list[FlowAdd]) -> list[Message]:
     switch whose flows could not be read, so nothing can be kept."""
     return [
         FlowDelete(cookie=t.COOKIE_PREFIX, cookie_mask=t.COOKIE_PREFIX_MASK),
+        *meters_anew(f.meter for f in expected if f.meter is not None),
         *expected,
         Barrier(),
     ]
+
+
+def signaling_punt() -> list[FlowAdd]:
+    """Return the flows that send signaling datagrams, IPv4 and IPv6, to the controller
+    through the signaling meter. They sit above every session's detour, so no session
+    swallows them."""
+    return [
+        FlowAdd(
+            t.CLASSIFY,
+            t.SIGNALING.low,
+            as_match({"eth_type": eth_type, "ip_proto": PROTO_UDP, "udp_dst": SIGNALING_PORT}),
+            actions=(ToController(),),
+            cookie=t.cookie(t.KIND_SIGNALING),
+            meter=t.SIGNALING_METER,
+        )
+        for eth_type in (ETH_IPV4, ETH_IPV6)
+    ]
+
+
+# Every meter NetServ's flows use, by id.
+METERS = {t.SIGNALING_METER: MeterAdd(t.SIGNALING_METER, t.SIGNALING_RATE, t.SIGNALING_BURST)}
+
+
+def meters_anew(meter_ids: Iterable[int]) -> list[Message]:
+    """Return the messages that make the meters `meter_ids` anew. A switch keeps its
+    meters across reconnects and adds a meter only where there is none, so each is
+    deleted first, which deletes the flows that use it too: they are to be added after."""
+    return [m for i in sorted(set(meter_ids)) for m in (MeterDelete(i), METERS[i])]
 
 
 def discovery_punt() -> FlowAdd:
@@ -128,8 +164,10 @@ def reconcile(
     NetServ's is wrong or unknown and goes: a session's flows by their exact cookie
     (the expected ones it owns are added again), a base flow by a strict delete (its
     cookie is shared), unless an expected flow takes its place, which adding that one
-    does. Deletes come first, then the missing flows, then one barrier; nothing when
-    nothing differs.
+    does. A metered flow that is missing or wrong has its meter made anew (the switch
+    may have none), and so every flow on that meter is added again; one that is right
+    shows the meter is there. Deletes come first, then the meters, then the missing
+    flows, then one barrier; nothing when nothing differs.
     """
     want = {_key(f): f for f in expected}
     kept: set[tuple[int, int, frozenset[tuple[str, object]]]] = set()
@@ -152,8 +190,14 @@ def reconcile(
         elif same is None:
             strict.append(_strict_delete(flow))
     deletes: list[Message] = [FlowDelete(c, t.COOKIE_ALL) for c in sorted(doomed)] + strict
-    adds: list[Message] = [f for k, f in want.items() if k not in kept or f.cookie in doomed]
-    return deletes + adds + [Barrier()] if deletes or adds else []
+    anew = {f.meter for k, f in want.items() if f.meter is not None and k not in kept}
+    meters = meters_anew(anew)
+    adds: list[Message] = [
+        f
+        for k, f in want.items()
+        if k not in kept or f.cookie in doomed or (f.meter is not None and f.meter in anew)
+    ]
+    return deletes + meters + adds + [Barrier()] if deletes or adds else []
 
 
 def _strict_delete(flow: FlowStats) -> FlowDelete:
@@ -173,10 +217,11 @@ def _key(flow: FlowAdd | FlowStats) -> tuple[int, int, frozenset[tuple[str, obje
 
 
 def _equal(expected: FlowAdd, present: FlowStats) -> bool:
-    return (expected.cookie, expected.actions, expected.goto) == (
+    return (expected.cookie, expected.actions, expected.goto, expected.meter) == (
         present.cookie,
         present.actions,
         present.goto,
+        present.meter,
     )
 
 

@@ -114,9 +114,14 @@ class ModuleTrust:
 
 
 def flows_of(session: Session) -> int:
-    """Return the detour flow rules `session` holds in the switches: one per serving node
-    (a session is served at one node)."""
+    """Return the detour flow rules `session` holds in the switches: one, at its node (a
+    request served at several nodes is a group of sessions, one per node)."""
     return 1
+
+
+def sessions_of(sessions: Iterable[Session]) -> int:
+    """Return how many sessions `sessions` are for the quota: a group counts once."""
+    return len({s.group for s in sessions})
 
 
 def match_addresses(match: FlowMatch) -> list[tuple[str, Network]]:
@@ -176,10 +181,15 @@ class Policy:
         return found
 
     def authorize(
-        self, requester: str, request: SessionRequest, sessions: Iterable[Session]
+        self,
+        requester: str,
+        request: SessionRequest,
+        sessions: Iterable[Session],
+        flows: int = 1,
     ) -> None:
-        """Return if `requester` may have the session `request` describes beside the
-        `sessions` that exist (the session being refreshed left out).
+        """Return if `requester` may have the session `request` describes, holding
+        `flows` flow rules (one per serving node), beside the `sessions` that exist (the
+        session being refreshed left out).
 
         Raise UnknownRequester; NotEndpoint when no endpoint address of the flow lies in
         its prefixes; ModuleNotAllowed naming the first module it may not use;
@@ -196,16 +206,17 @@ class Policy:
                     f" it may use {sorted(who.modules)}"
                 )
         own = [s for s in sessions if s.requester == requester]
-        if who.max_sessions is not None and len(own) >= who.max_sessions:
+        held = sessions_of(own)
+        if who.max_sessions is not None and held >= who.max_sessions:
             raise QuotaExceeded(
-                f"requester {requester!r} holds {len(own)} session(s), its quota"
+                f"requester {requester!r} holds {held} session(s), its quota"
                 f" (max_sessions {who.max_sessions}); end one first"
             )
-        flows = sum(flows_of(s) for s in own)
-        if who.max_flows is not None and flows + 1 > who.max_flows:
+        holds = sum(flows_of(s) for s in own)
+        if who.max_flows is not None and holds + flows > who.max_flows:
             raise QuotaExceeded(
-                f"requester {requester!r} holds {flows} flow(s); one more would pass its"
-                f" quota (max_flows {who.max_flows}); end a session first"
+                f"requester {requester!r} holds {holds} flow(s); {flows} more would pass"
+                f" its quota (max_flows {who.max_flows}); end a session first"
             )
 
     def check_owner(self, requester: str, session: Session) -> None:
@@ -232,15 +243,18 @@ class Policy:
     def to_json(self, sessions: Iterable[Session] = ()) -> dict[str, object]:
         """Return the policy as JSON for the operator: each requester's rights and what
         it holds now; no secret."""
-        held: dict[str, list[int]] = {}
+        held: dict[str, list[Session]] = {}
         for s in sessions:
-            held.setdefault(s.requester, []).append(flows_of(s))
+            held.setdefault(s.requester, []).append(s)
         return {
             "file": None if self.source is None else str(self.source),
             "modules": self.modules.to_json(),
             "requesters": [
                 who.to_json()
-                | {"sessions": len(held.get(rid, [])), "flows": sum(held.get(rid, []))}
+                | {
+                    "sessions": sessions_of(held.get(rid, [])),
+                    "flows": sum(flows_of(s) for s in held.get(rid, [])),
+                }
                 for rid, who in sorted(self.requesters.items())
             ],
         }

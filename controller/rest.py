@@ -25,9 +25,13 @@ session and is a 404, as is every path with a percent-escape or not spelled as r
 | GET    | /netserv/sessions                | token    | every session                             |
 | POST   | /netserv/sessions                | token    | create (body below) → 201                 |
 | GET    | /netserv/sessions/{id}           | token    | one session                               |
-| DELETE | /netserv/sessions/{id}           | token    | teardown; the ended session, its counters |
-| POST   | /netserv/sessions/{id}/refresh   | token    | {lifetime}: extend the soft state         |
+| DELETE | /netserv/sessions/{id}           | token    | teardown (of its group); the ended        |
+|        |                                  |          | session, its counters                     |
+| POST   | /netserv/sessions/{id}/refresh   | token    | {lifetime}: extend the soft state (of its |
+|        |                                  |          | group)                                    |
 | GET    | /netserv/sessions/{id}/stats     | token    | the session with its modules' counters    |
+| GET    | /netserv/signaling               | anyone   | on-path signaling: what came, what was    |
+|        |                                  |          | answered, dropped (why), refused (by code)|
 | GET    | /netserv/topology                | anyone   | switches, links, hosts and where they are |
 | GET    | /netserv/topology/path?src=&dst= | anyone   | the switches a flow from src to dst       |
 |        |                                  |          | crosses, in order, and the NetServ nodes  |
@@ -47,9 +51,14 @@ Create body: {"match": {OXM fields}, "module": name, "params": {..}, "version": 
 "lifetime": s, "node": dpid} or, for a chain, "modules": [name | {"name", "params",
 "version"}, ..] instead of "module", "params" and "version"; a "version" picks one of
 the module's versions (controller/modules.py says which module a name gets).
-"lifetime" defaults to 60 s; "node" may be left out when one NetServ node is ready.
-Bodies are strict JSON objects (UTF-8, no NaN, no repeated key, nested at most 32
-deep), at most MAX_BODY bytes, sent within READ_TIMEOUT.
+"lifetime" defaults to 60 s. Instead of "node", "nodes" may select "first", "last" or
+"every" NetServ node on the flow's path (from "ipv4_src" to "ipv4_dst"), or list
+datapath ids; with neither, the first node on the path, or the only ready node when the
+match names no source and destination. Served at several nodes, the request makes a
+group, one session per node, all or none: the answer is the first session with
+"group", every session of it; refresh and teardown of any session of a group act on
+the whole group. Bodies are strict JSON objects (UTF-8, no NaN, no repeated key,
+nested at most 32 deep), at most MAX_BODY bytes, sent within READ_TIMEOUT.
 
 | error                                              | status |
 | -------------------------------------------------- | ------ |
@@ -102,7 +111,9 @@ from controller.errors import (
 from controller.modules import Found, ModuleSource, as_source, users_of
 from controller.policy import OPERATOR, load_policy
 from controller.repository import Repository
+from controller.requests import parse_refresh, parse_session_request
 from controller.service import NetServService
+from controller.signaling import SignalingHandler
 from controller.tables import SESSION_ID_MAX, session_id_of_text
 from jsonhttp.strict import decode_json
 from nodes.bundle import NAME_RE, BundleError
@@ -112,6 +123,7 @@ from signaling.dpid import parse_dpid
 log = logging.getLogger("netserv.rest")
 INSTANCE = "netserv_service"
 AUTH = "netserv_auth"
+SIGNALING = "netserv_signaling"
 READ_TIMEOUT = 2.0  # seconds a client may stall while sending a request before it is dropped
 MAX_BODY = 1 << 20
 INTERNAL_ERROR = "internal error; the controller's log has the details"
@@ -284,6 +296,11 @@ def _dpid_or_none(raw: object) -> int | None:
         return None
 
 
+def _named(views: list[dict[str, Any]], session_id: int) -> dict[str, Any]:
+    """Return the view of session `session_id` among its group's `views`."""
+    return next(v for v in views if v["id"] == session_id)
+
+
 def _shown(text: str) -> str:
     return text if len(text) <= 60 else text[:40] + f"... ({len(text)} characters)"
 
@@ -327,6 +344,7 @@ class RestApi(ControllerBase):
         super().__init__(req, link, data, **config)
         self.service: NetServService = data[INSTANCE]
         self.auth: RestAuth = data[AUTH]
+        self.signaling: SignalingHandler | None = data.get(SIGNALING)
 
     def _requester(self, req: Any) -> str:
         """Return who makes this call: the operator or, with a policy file, the requester
@@ -482,7 +500,13 @@ class RestApi(ControllerBase):
     @route("netserv", "/netserv/sessions", methods=["POST"])
     @_api(201, caller=True)
     def create_session(self, req: Any, caller: str, **_: Any) -> object:
-        return self.service.create(_body(req), caller).to_json(self.service.clock())
+        request = parse_session_request(_body(req), self.service.catalog, caller)
+        sessions = self.service.create(request)
+        now = self.service.clock()
+        view = sessions[0].to_json(now)
+        if len(sessions) > 1:
+            view["group"] = [s.to_json(now) for s in sessions]
+        return view
 
     @route("netserv", "/netserv/sessions/{sid}", methods=["GET"])
     @_api(caller=True)
@@ -492,18 +516,29 @@ class RestApi(ControllerBase):
     @route("netserv", "/netserv/sessions/{sid}", methods=["DELETE"])
     @_api(caller=True)
     def delete_session(self, req: Any, sid: str, caller: str, **_: Any) -> object:
-        return self.service.teardown(_session_id(sid), requester=caller)
+        session_id = _session_id(sid)
+        return _named(self.service.teardown(session_id, requester=caller), session_id)
 
     @route("netserv", "/netserv/sessions/{sid}/refresh", methods=["POST"])
     @_api(caller=True)
     def refresh_session(self, req: Any, sid: str, caller: str, **_: Any) -> object:
-        session = self.service.refresh(_session_id(sid), _body(req), caller)
-        return session.to_json(self.service.clock())
+        session_id = _session_id(sid)
+        lifetime = parse_refresh(_body(req))
+        sessions = self.service.refresh(session_id, lifetime, requester=caller)
+        now = self.service.clock()
+        return _named([s.to_json(now) for s in sessions], session_id)
 
     @route("netserv", "/netserv/sessions/{sid}/stats", methods=["GET"])
     @_api(caller=True)
     def session_stats(self, req: Any, sid: str, **_: Any) -> object:
         return self.service.stats(_session_id(sid))
+
+    @route("netserv", "/netserv/signaling", methods=["GET"])
+    @_api()
+    def signaling_counts(self, req: Any, **_: Any) -> object:
+        counts = dict(sorted(self.signaling.counts.items())) if self.signaling else {}
+        refused = self.service.rejections.to_json().get("signaling", {})
+        return {"counts": counts, "refused": refused}
 
     @route("netserv", "/netserv/policy", methods=["GET"])
     @_api()

@@ -1,18 +1,22 @@
 """The session service: the one place where requests become agent calls and flow rules.
 
-Every transport (REST today, on-path signaling next) calls these methods. I/O is handed
+Every transport (REST, on-path signaling) builds a SessionRequest (`controller/requests.py`)
+and calls these methods. I/O is handed
 in: `switches` sends messages and waits for the barrier, `agents` talks to node agents,
 `clock` tells the time, `lock` serialises state changes (a green lock under Ryu); it is
 never held across I/O, so every state change goes through the session table's
 transitions (`controller/sessions.py`), which turn a racing request into a Conflict.
 
 Order matters so that nothing is ever half-made:
-  create:   reserve → agent attaches the chain → switch installs the detour → active;
-            any failure, of any type, undoes what was done (no session, flow or chain)
-            and is raised again.
-  refresh:  check everything → agent → switch re-adds the detour → the new lifetime;
+  create:   reserve a session at each selected node (a group) → at each, the agent
+            attaches the chain and the switch installs the detour → all active;
+            any failure, of any type, undoes what was done at every node (no session,
+            flow or chain) and is raised again.
+  refresh:  (each session of the group) check everything → agent → switch re-adds the
+            detour → the new lifetime;
             a failure puts back what was pushed and leaves the session as it was.
-  teardown: ending → switch deletes the detour → agent detaches the chain → ended;
+  teardown: (each session of the group) ending → switch deletes the detour → agent
+            detaches the chain → ended;
             a part that is down cleans itself up (the switch's hard timeout and reset
             on reconnect, the agent's own soft-state expiry).
   tick:     expire, suspend the sessions of agents gone silent, resume the suspended
@@ -57,17 +61,20 @@ from controller.errors import (
     Rejections,
     Unavailable,
 )
-from controller.messages import FlowAdd, FlowDelete, FlowStats, Message, Stats, StatsRequest
+from controller.messages import (
+    FlowAdd,
+    FlowDelete,
+    FlowStats,
+    Message,
+    Stats,
+    StatsRequest,
+)
 from controller.modules import as_source
 from controller.network import Agent, Network, refusal
+from controller.placement import select_nodes
 from controller.policy import OPERATOR, OPERATOR_ONLY, Policy
-from controller.requests import (
-    SessionRequest,
-    format_dpid,
-    parse_refresh,
-    parse_session_request,
-)
-from controller.sessions import HELD, LIVE, Session, SessionTable, State
+from controller.requests import SessionRequest, format_dpid
+from controller.sessions import HELD, LIVE, GroupKey, Session, SessionTable, State
 from controller.store import SessionStore, StoreError
 from controller.tables import HARD_TIMEOUT_CAP
 from nodes.bundle import BundleError, Catalog
@@ -128,32 +135,68 @@ class NetServService:
             self._restore(store)
 
     # --- sessions ------------------------------------------------------------------
-    def create(self, body: object, requester: str = OPERATOR) -> Session:
-        """Create a session of `requester` from a request body; return it active, or
-        raise and change nothing.
+    def create(self, request: SessionRequest, ref: int | None = None) -> list[Session]:
+        """Create the sessions `request` asks for, one per selected node, as one group;
+        return them active, in path order, or raise and change nothing.
 
-        The policy is asked before anything is reserved (Unauthenticated, Forbidden,
-        QuotaExceeded). A failure after the reservation, whatever its type, undoes
-        everything done so far and is raised again.
+        `ref` names the group for its requester (a signaling session id; a group it
+        already has is a Conflict); None names it by its first session's id. The policy
+        is asked before anything else (UnknownRequester, Forbidden, QuotaExceeded), and
+        once the nodes are chosen, for the flows they hold. A failure after the
+        reservation, whatever its type, undoes everything done so far, at every node,
+        and is raised again.
         """
-        request = parse_session_request(body, self.catalog)
         with self.lock:
-            self.policy.authorize(requester, request, self.sessions.all())
-            node = self.network.place(request)
-            session = self.sessions.reserve(request, node, self.clock(), requester)
-            agent, port = self.network.agents[node], self.network.agent_port(node)
+            held = self.sessions.all()
+            self.policy.authorize(request.requester, request, held)
+            nodes = select_nodes(self.network, request.selection, request.ends)
+            if len(nodes) > 1:  # a flow rule at each node counts
+                self.policy.authorize(request.requester, request, held, flows=len(nodes))
+            reserved = self.sessions.reserve_group(request, nodes, self.clock(), ref)
+            parts = [
+                (s, self.network.agents[s.node], self.network.agent_port(s.node)) for s in reserved
+            ]
+        armed: list[float] = []
+        tried: set[tuple[int, str]] = set()  # (session, "agent" | "switch") asked to set up
         try:
-            self.agents.attach(agent, session)
-            if port is None:
-                raise Unavailable(f"the agent port of node {format_dpid(node)} vanished")
-            armed_until = self._install(session, port)
+            for session, agent, port in parts:
+                tried.add((session.id, "agent"))
+                self.agents.attach(agent, session)
+                if port is None:
+                    node = format_dpid(session.node)
+                    raise Unavailable(f"the agent port of node {node} vanished")
+                tried.add((session.id, "switch"))
+                armed.append(self._install(session, port))
             with self.lock:
-                session = self.sessions.move(session.id, State.ACTIVE, armed_until=armed_until)
+                made = [
+                    self.sessions.move(s.id, State.ACTIVE, armed_until=until)
+                    for s, until in zip(reserved, armed, strict=True)
+                ]
         except Exception:
-            self._undo(session, agent)
+            for session, agent, _ in parts:
+                self._undo(session, agent, {part for sid, part in tried if sid == session.id})
             raise
-        log.info("session %d active on %016x: %s", session.id, node, session.match.as_dict())
-        return session
+        for session in made:
+            log.info(
+                "session %d (%s %#x) active on %016x: %s",
+                session.id,
+                session.requester,
+                session.ref,
+                session.node,
+                session.match.as_dict(),
+            )
+        return made
+
+    def group(self, target: int | GroupKey) -> list[Session]:
+        """Return the sessions of a group, in path order: the group of session `target`
+        (an id) or the group `target` names (requester, ref). Raise NotFound."""
+        with self.lock:
+            if isinstance(target, int):
+                target = self.sessions.get(target).group
+            members = self.sessions.group(target)
+        if not members:
+            raise NotFound(f"no session {target[1]:#x} of requester {target[0]}")
+        return members
 
     def _install(self, session: Session, port: int) -> float:
         """Install (or re-arm) the session's detour; return when its hard timeout runs out."""
@@ -162,11 +205,15 @@ class NetServService:
         self.switches.send(session.node, pipeline.session_install(session, port, hard))
         return now + hard
 
-    def _undo(self, session: Session, agent: Agent) -> None:
-        """Remove what a failed create may have made; the reservation is held until then."""
+    def _undo(self, session: Session, agent: Agent, tried: set[str]) -> None:
+        """Remove what a failed create may have made at the parts it `tried` ("agent",
+        "switch"): a part never asked sent nothing to undo. The reservation is held
+        until then."""
         try:
-            self._remove_detour(session)
-            _quietly(session.id, "agent detach", self.agents.detach, agent, session.id)
+            if "switch" in tried:
+                self._remove_detour(session)
+            if "agent" in tried:
+                _quietly(session.id, "agent detach", self.agents.detach, agent, session.id)
         finally:
             with self.lock:
                 self.sessions.move(session.id, State.ENDED)
@@ -182,15 +229,22 @@ class NetServService:
         )
 
     def teardown(
-        self, session_id: int, reason: str = "teardown", requester: str = OPERATOR
-    ) -> dict[str, Any]:
-        """End a session; return its last JSON view with the chain's final counters.
+        self, target: int | GroupKey, reason: str = "teardown", requester: str = OPERATOR
+    ) -> list[dict[str, Any]]:
+        """End every session of a group (see `group`); return their last JSON views, in
+        path order, with the chains' final counters.
 
-        Raise NotFound, NotOwner when it is not `requester`'s, or Conflict when it is
-        still being installed or already ending.
+        Raise NotFound, NotOwner when it is not `requester`'s, or Conflict when a
+        session is still being installed or already ending.
         """
+        members = self.group(target)
         with self.lock:
-            self.policy.check_owner(requester, self.sessions.get(session_id))
+            self.policy.check_owner(requester, members[0])
+        return [self._end(session.id, reason) for session in members]
+
+    def _end(self, session_id: int, reason: str) -> dict[str, Any]:
+        """End one session; return its last JSON view with the chain's final counters."""
+        with self.lock:
             session = self.sessions.move(session_id, State.ENDING)
             agent = self.network.agents.get(session.node)
             if agent is not None and not agent.alive:
@@ -209,21 +263,50 @@ class NetServService:
         log.info("session %d ended (%s)", session_id, reason)
         return view
 
-    def refresh(self, session_id: int, body: object, requester: str = OPERATOR) -> Session:
-        """Give a session a new lifetime from now (soft state); return it.
+    def refresh(
+        self,
+        target: int | GroupKey,
+        lifetime: int | None = None,
+        expect: SessionRequest | None = None,
+        requester: str = OPERATOR,
+    ) -> list[Session]:
+        """Give every session of a group (see `group`) a new lifetime from now (soft
+        state): `lifetime`, or each one's own when None; return them.
 
-        Everything is checked before anything changes, the policy too, as for a new
-        session (a reloaded policy may have taken a right away). When the agent or the
-        switch fails, what was pushed is put back, the session stays as it was
-        (lifetime, expiry, active) and the error is raised again.
+        Everything is checked first: `requester` must own it (NotOwner), the policy is
+        asked again as for a new session, its own sessions left out (a reloaded policy
+        may have taken a right away), and `expect`, the request the group must have been
+        made from (a signaling REFRESH carries the whole description), may differ only
+        in the lifetime (Conflict). A session whose agent or switch fails is put back as
+        it was and the error raised.
+        """
+        members = self.group(target)
+        first = members[0]
+        with self.lock:
+            self.policy.check_owner(requester, first)
+            others = [s for s in self.sessions.all() if s.group != first.group]
+            again = SessionRequest(
+                first.match,
+                first.modules,
+                lifetime or first.lifetime,
+                first.requester,
+                first.selection,
+            )
+            self.policy.authorize(requester, again, others, flows=len(members))
+        if expect is not None:
+            _check_unchanged(first, expect)
+        return [self._refresh_one(session.id, lifetime) for session in members]
+
+    def _refresh_one(self, session_id: int, lifetime: int | None) -> Session:
+        """Give one session a new lifetime from now; return it.
+
+        Everything is checked before anything changes. When the agent or the switch
+        fails, what was pushed is put back, the session stays as it was (lifetime,
+        expiry, active) and the error is raised again.
         """
         with self.lock:
             old = self.sessions.get(session_id)
-            self.policy.check_owner(requester, old)
-            lifetime = parse_refresh(body, default=old.lifetime)
-            others = [s for s in self.sessions.all() if s.id != session_id]
-            again = SessionRequest(old.match, old.modules, lifetime, old.node)
-            self.policy.authorize(requester, again, others)
+            lifetime = old.lifetime if lifetime is None else lifetime
             if old.state is State.SUSPENDED:  # the agent gets the rest when it is back
                 held = self.sessions.move(
                     session_id, State.SUSPENDED, lifetime=lifetime, expires=self.clock() + lifetime
@@ -538,7 +621,7 @@ class NetServService:
     def _end_quietly(self, session_id: int, reason: str) -> bool:
         """End a session; return False when it is gone, ending, or not yet made."""
         try:
-            self.teardown(session_id, reason)
+            self._end(session_id, reason)
         except (NotFound, Conflict):
             return False
         return True
@@ -812,6 +895,20 @@ def _ended_on_restart(session: Session, now: float) -> str | None:
     if session.expires <= now:
         return "expired"
     return None
+
+
+def _check_unchanged(session: Session, request: SessionRequest) -> None:
+    """Raise Conflict unless `request` asks for what `session` was made from, but for
+    its lifetime."""
+    made = (session.requester, session.match, session.modules, session.selection)
+    asked = (request.requester, request.match, request.modules, request.selection)
+    if made != asked:
+        names = ("requester", "flow", "modules", "nodes")
+        changed = [name for name, a, b in zip(names, made, asked, strict=True) if a != b]
+        raise Conflict(
+            f"session {session.ref:#x} of {session.requester} was made with another "
+            f"{' and '.join(changed)}: a refresh may change only the lifetime"
+        )
 
 
 def _quietly(session_id: int, what: str, call: Callable[..., Any], *args: Any) -> Any:

@@ -1,8 +1,11 @@
 """Sessions and their state changes, with no I/O: time is passed in as `now`.
 
 A session is one requester's claim on one flow at one node, with a module chain and a
-soft-state lifetime. Every change of its state goes through `SessionTable.move`, which
-allows only the transitions in TRANSITIONS and raises Conflict, saying why, otherwise:
+soft-state lifetime. A request served at several nodes makes a group: one session per
+node, named together by (requester, ref), made, refreshed and ended together.
+
+Every change of a session's state goes through `SessionTable.move`, which allows only
+the transitions in TRANSITIONS and raises Conflict, saying why, otherwise:
 
     INSTALLING ──► ACTIVE ◄──► REFRESHING      a refresh; a re-armed switch timer
         │           ▲ │             │
@@ -31,8 +34,11 @@ from dataclasses import dataclass, replace
 from agentproto.limits import VLAN_TAGS
 from controller.errors import Conflict, NotFound, Unavailable
 from controller.match import FlowMatch, overlaps
-from controller.requests import ModuleSpec, SessionRequest, format_dpid
+from controller.requests import OPERATOR, ModuleSpec, SessionRequest, format_dpid
 from controller.tables import SESSION, SESSION_ID_MAX, session_cookie
+from signaling.values import NodeSelection
+
+GroupKey = tuple[str, int]  # (requester, ref)
 
 
 class State(enum.Enum):
@@ -91,7 +97,15 @@ class Session:
     expires: float
     state: State = State.INSTALLING
     armed_until: float = 0.0  # when the switch's hard timeout on its detour runs out
-    requester: str = "operator"  # who asked for it (controller/policy.py)
+    requester: str = OPERATOR  # who asked for it (controller/policy.py)
+    # The requester's name for the session's group: the session id of its signaling, or
+    # for REST the controller id of the group's first session (0: its own id).
+    ref: int = 0
+    selection: NodeSelection = NodeSelection.first()
+
+    @property
+    def group(self) -> GroupKey:
+        return self.requester, self.ref or self.id
 
     @property
     def cookie(self) -> int:
@@ -125,6 +139,7 @@ class SessionTable:
         self, first_id: int = 1, on_change: Callable[[Session], None] | None = None
     ) -> None:
         self._sessions: dict[int, Session] = {}
+        self._groups: dict[GroupKey, list[int]] = {}
         self._next_id = first_id
         self._next_tag: dict[int, int] = {}
         self._on_change = on_change or (lambda session: None)
@@ -152,12 +167,49 @@ class SessionTable:
         """Return the sessions placed on node `dpid`, oldest first."""
         return [s for s in self.all() if s.node == dpid]
 
+    def group(self, key: GroupKey) -> list[Session]:
+        """Return the sessions of group `key`, in the order they were made (path order)."""
+        return [self._sessions[i] for i in self._groups.get(key, ())]
+
+    def reserve_group(
+        self, request: SessionRequest, nodes: tuple[int, ...], now: float, ref: int | None = None
+    ) -> list[Session]:
+        """Hold a session on each of `nodes`, in one group, all or none; return them.
+
+        Raise Conflict when the group (requester, ref) exists or a node's flow space is
+        taken, Unavailable when ids or tags run out; then nothing is held.
+        """
+        if ref is not None and (request.requester, ref) in self._groups:
+            raise Conflict(f"session {ref:#x} of {request.requester} exists")
+        made: list[Session] = []
+        try:
+            for node in nodes:
+                made.append(self.reserve(request, node, now, made[0].ref if made else ref))
+        except Exception:
+            for session in made:
+                self.move(session.id, State.ENDED)
+            raise
+        return made
+
     def reserve(
-        self, request: SessionRequest, node: int, now: float, requester: str = "operator"
+        self, request: SessionRequest, node: int, now: float, ref: int | None = None
     ) -> Session:
-        """Hold an id, a tag and the flow space for a new session of `requester`; return
-        it (INSTALLING). Raise Conflict/Unavailable."""
-        probe = Session(0, node, 0, request.match, request.modules, request.lifetime, now, now)
+        """Hold an id, a tag and the flow space for a new session; raise Conflict/Unavailable.
+
+        It joins group (requester, `ref`); `ref` None starts a group named by its id.
+        """
+        probe = Session(
+            0,
+            node,
+            0,
+            request.match,
+            request.modules,
+            request.lifetime,
+            now,
+            now,
+            requester=request.requester,
+            selection=request.selection,
+        )
         for other in self.on_node(node):
             if other.priority == probe.priority and overlaps(other.match, request.match):
                 raise Conflict(
@@ -166,15 +218,17 @@ class SessionTable:
                 )
         if self._next_id > SESSION_ID_MAX:
             raise Unavailable("session ids are exhausted")
+        session_id = self._next_id
         session = replace(
             probe,
-            id=self._next_id,
+            id=session_id,
             tag=self._free_tag(node),
             expires=now + request.lifetime,
-            requester=requester,
+            ref=session_id if ref is None else ref,
         )
         self._next_id += 1
         self._sessions[session.id] = session
+        self._groups.setdefault(session.group, []).append(session.id)
         self._on_change(session)
         return session
 
@@ -191,6 +245,7 @@ class SessionTable:
         self._next_tag[session.node] = max(self._next_tag.get(session.node, 0), session.tag + 1)
         if session.state is not State.ENDED:
             self._sessions[session.id] = session
+            self._groups.setdefault(session.group, []).append(session.id)
         self._on_change(session)
         return session
 
@@ -219,6 +274,10 @@ class SessionTable:
         session = replace(session, state=to, **changes)
         if to is State.ENDED:
             del self._sessions[session_id]
+            members = self._groups[session.group]
+            members.remove(session_id)
+            if not members:
+                del self._groups[session.group]
         else:
             self._sessions[session_id] = session
         self._on_change(session)

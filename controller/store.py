@@ -41,8 +41,9 @@ from controller.match import FlowMatch
 from controller.network import Agent
 from controller.requests import ModuleSpec, format_dpid
 from controller.sessions import Session, State
+from signaling.values import NodeSelection
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MEMORY = ":memory:"
 DEFAULT_NAME = "controller-{of_port}.sqlite"  # in the repository's run/ folder
 RUN_DIR = Path(__file__).resolve().parent.parent / "run"
@@ -62,12 +63,21 @@ _SCHEMA = (
         expires REAL NOT NULL,
         armed_until REAL NOT NULL,
         state TEXT NOT NULL,
-        requester TEXT NOT NULL)""",
+        requester TEXT NOT NULL,
+        ref TEXT NOT NULL DEFAULT '',  -- its group's name for the requester, 16 hex digits
+        -- JSON: {"mode": NodeMode, "dpids": [16 hex digits, ...]}
+        selection TEXT NOT NULL DEFAULT '{"mode": 1}')""",
     """CREATE TABLE agents (
         dpid TEXT PRIMARY KEY,
         switch_port TEXT NOT NULL,
         url TEXT NOT NULL,
         boot_id TEXT NOT NULL)""",
+)
+
+
+_TO_2 = (
+    "ALTER TABLE sessions ADD COLUMN ref TEXT NOT NULL DEFAULT ''",
+    """ALTER TABLE sessions ADD COLUMN selection TEXT NOT NULL DEFAULT '{"mode": 1}'""",
 )
 
 
@@ -116,6 +126,10 @@ class SessionStore:
         (version,) = self._db.execute("PRAGMA user_version").fetchone()
         if version == SCHEMA_VERSION:
             return
+        if version == 1:  # sessions gained their group and node selection
+            steps = ["BEGIN", *_TO_2, "PRAGMA user_version = 2", "COMMIT"]
+            self._db.executescript(";\n".join(steps))
+            return
         tables = self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
         if version != 0 or tables:
             raise sqlite3.DatabaseError(
@@ -163,9 +177,16 @@ class SessionStore:
             self._to_wall(session.armed_until),
             session.state.value,
             session.requester,
+            format_dpid(session.ref),  # 64 bits: more than SQLite's signed integers hold
+            json.dumps(
+                {
+                    "mode": int(session.selection.mode),
+                    "dpids": [format_dpid(d) for d in session.selection.dpids],
+                }
+            ),
         )
         self._write(
-            ("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row),
+            ("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row),
             ("UPDATE meta SET value = max(value, ?) WHERE key = 'next_id'", (session.id + 1,)),
         )
 
@@ -190,7 +211,9 @@ class SessionStore:
         return sessions
 
     def _session(self, row: tuple) -> Session:
-        sid, node, tag, match, modules, lifetime, created, expires, armed, state, requester = row
+        sid, node, tag, match, modules, lifetime, created, expires, armed, state = row[:10]
+        requester, ref, selection = row[10:]
+        chosen = json.loads(selection)
         fields = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in json.loads(match))
         specs = tuple(
             ModuleSpec(
@@ -213,6 +236,8 @@ class SessionStore:
             state=State(state),
             armed_until=self._from_wall(armed),
             requester=requester,
+            ref=int(ref, 16) if ref else 0,
+            selection=NodeSelection(chosen["mode"], [int(d, 16) for d in chosen.get("dpids", ())]),
         )
 
     @property

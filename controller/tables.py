@@ -31,7 +31,7 @@ class Band:
 # table 0: classify
 CLASSIFY_MISS = Band(CLASSIFY, 0, 0)
 SESSION = Band(CLASSIFY, 1000, 1999)  # detours; higher inside the band = more specific match
-SIGNALING = Band(CLASSIFY, 2000, 2999)  # on-path signaling punted through a meter (roadmap)
+SIGNALING = Band(CLASSIFY, 2000, 2999)  # on-path signaling, punted through SIGNALING_METER
 AGENT_RETURN = Band(CLASSIFY, 3000, 3000)  # frames coming back from a node agent
 # Link probes (LLDP) to the controller, above everything: no session's match may detour
 # them, and one an agent sends back (it returns frames it has no session for) is punted too.
@@ -55,6 +55,18 @@ BANDS = (
     LEARNED_DST,
 )
 
+# The one meter NetServ installs on every switch: the signaling punt goes through it, so a
+# flood of signaling datagrams cannot swamp the controller (it runs on one event loop,
+# and a SETUP costs it agent calls and a barrier, tens of milliseconds). Legitimate
+# signaling is sparse: a SETUP per session, then a REFRESH per third of its lifetime, and
+# only the first switch on a path punts it; 100 a second per switch is far above that and
+# well within what the controller answers. The burst lets a handful of requests that
+# arrive together (several requesters starting at once, retransmissions) through whole.
+# Numbered like the cookies' prefix, "NS", away from the low ids other apps number from.
+SIGNALING_METER = 0x4E53
+SIGNALING_RATE = 100  # packets per second
+SIGNALING_BURST = 20  # packets
+
 # Cookies say who owns a flow: the high 16 bits mark every NetServ flow (so other apps,
 # e.g. ofctl_rest, can coexist), the next 8 the kind, the low 40 bits a session id.
 COOKIE_PREFIX = 0x4E53 << 48  # "NS"
@@ -64,6 +76,7 @@ KIND_MASK = 0xFF << KIND_SHIFT
 KIND_BASE = 0
 KIND_LEARNED = 1
 KIND_SESSION = 2
+KIND_SIGNALING = 3  # the signaling punt; its packet-ins carry this cookie
 KIND_DISCOVERY = 4  # the LLDP punt; its packet-ins carry this cookie
 SESSION_ID_MAX = (1 << KIND_SHIFT) - 1
 COOKIE_ALL = (1 << 64) - 1

@@ -48,8 +48,9 @@ SETTINGS = {
     "nothing": "only the namespace's own Open vSwitch (the state before any setting)",
     "controller": "`netserv controller` on its default ports: REST 127.0.0.1:8080, "
     "OpenFlow 127.0.0.1:6653",
-    "bridge": "hosts h1, h2, h3 on bridge s1 (datapath id 1), a NetServ node with its "
-    "veth pair s1-ns/s1-na but no agent, its switch pointed at 127.0.0.1:6653",
+    "bridge": "hosts h1, h2, h3 (network namespaces by those names, for `ip netns exec`) on "
+    "bridge s1 (datapath id 1), a NetServ node with its veth pair s1-ns/s1-na but no agent, "
+    "its switch pointed at 127.0.0.1:6653",
     "node": "the same, with the node's agent started by the topology (needs controller)",
 }
 

@@ -11,29 +11,14 @@ from controller import entry as controller_entry
 from controller import keyfiles
 from nodes import main as agent_main
 from nodes.bundle import MODULE_PATH_HELP, BundleError, Catalog, module_path
+from signaling import cli as signal_cli
+from signaling.cli import chain
+from signaling.cli import pairs as _pairs
 from signaling.client import DEFAULT_URL, ClientError, NetServClient
 from tools import module_cli
 from tools.bench_agent_stats import PATHS as AGENT_PATHS
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _value(text: str) -> object:
-    """Return `text` as JSON when it parses (numbers, true, lists), else as a string."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def _pairs(items: list[str], what: str) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"netserv: {what} {item!r} must look like name=value")
-        out[key] = _value(value)
-    return out
 
 
 def _csv(text: str) -> list[str]:
@@ -119,32 +104,6 @@ def cmd_bench_agent(a: argparse.Namespace) -> int:
         out=Path(a.out) if a.out else None,
         markdown=Path(a.markdown) if a.markdown else None,
     )
-
-
-def chain(modules: list[str], params: dict[str, object]) -> list[dict[str, object]]:
-    """Return the `modules` list of a request: each module with its parameters.
-
-    A module is NAME or NAME@VERSION. With one module, parameters are plain names; with
-    a chain, each names its module (`counter.log_every=5`), since two modules may take
-    parameters of the same name.
-    """
-    versions = [module.partition("@")[2] for module in modules]
-    modules = [module.partition("@")[0] for module in modules]
-    per_module: dict[str, dict[str, object]] = {name: {} for name in modules}
-    for key, value in params.items():
-        name, dot, param = key.rpartition(".")
-        if not dot and len(modules) == 1:
-            name, param = modules[0], key
-        if name not in per_module:
-            raise SystemExit(
-                f"netserv: parameter {key!r} names no module of the chain {modules}"
-                + ("; write it as MODULE.NAME=VALUE" if not dot else "")
-            )
-        per_module[name][param] = value
-    return [
-        {"name": name, "params": per_module[name]} | ({"version": version} if version else {})
-        for name, version in zip(modules, versions, strict=True)
-    ]
 
 
 def cmd_session(a: argparse.Namespace) -> int:
@@ -261,6 +220,14 @@ def parser() -> argparse.ArgumentParser:
                 "--lifetime", type=int, help="new lifetime in seconds (default: the current one)"
             )
     s.set_defaults(func=cmd_session)
+
+    sg = sub.add_parser(
+        "signal",
+        help="ask for services on-path, from a flow's endpoint (signaling toward its far end)",
+        description=signal_cli.__doc__.split("\n\n")[0] if signal_cli.__doc__ else None,
+    )
+    signal_cli.add_arguments(sg)
+    sg.set_defaults(func=signal_cli.run)
 
     n = sub.add_parser("nodes", help="list the switches and node agents the controller knows")
     n.add_argument("--url", default=DEFAULT_URL, help="controller REST URL")

@@ -45,6 +45,7 @@ from topo.controller import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 OVS_RUN = Path("/run/openvswitch")
+NETNS_RUN = Path("/run/netns")  # `ip netns` names: the setting's hosts are h1, h2, h3 there
 DB_SOCK = OVS_RUN / "db.sock"
 BLOCK_TIMEOUT = 120.0
 READY_TIMEOUT = 30.0
@@ -95,6 +96,8 @@ def prepare_namespace(scratch: Path) -> None:
     """Mount what makes this namespace private: sysfs, /run/openvswitch, the repo overlay."""
     sh("mount", "-t", "sysfs", "sysfs", "/sys")  # /sys/class/net of this network namespace
     sh("mount", "-t", "tmpfs", "tmpfs", str(OVS_RUN))
+    NETNS_RUN.mkdir(exist_ok=True)
+    sh("mount", "-t", "tmpfs", "tmpfs", str(NETNS_RUN))
     upper, work = scratch / "repo-upper", scratch / "repo-work"
     upper.mkdir()
     work.mkdir()
@@ -183,6 +186,9 @@ class Setting:
                 )
             )
             self.dpids = [s.dpid for s in net.switches if s.netserv]
+            for host in net.hosts:  # so that `ip netns exec h1 ...` runs a command as h1
+                sh("ip", "netns", "attach", host.name, str(host.pid))
+                self.stack.callback(sh, "ip", "netns", "delete", host.name)
             if "controller" in names:
                 wait_connected(net)
             if agent_url:

@@ -2,15 +2,22 @@
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 
 from controller.agent_client import AgentClient
 from controller.auth import RestAuth, Signer, agent_key_id, controller_key_id
+from controller.messages import FlowAdd, FlowDelete
 from controller.pipeline import present_request
+from controller.policy import OPERATOR, Policy, Requester
+from controller.requests import parse_session_request
 from controller.service import NetServService
+from controller.sessions import Session
 from controller.store import MEMORY, SessionStore
+from controller.topology import SwitchPort
 from jsonhttp.client import ClientError
 from nodes import control
 from nodes.agent import AgentConfig, NodeAgent
@@ -46,6 +53,36 @@ def node_signed(method: str, path: str, body: bytes, dpid: int = DPID, key: byte
     return Signer(key, agent_key_id(dpid), controller_key_id(dpid)).sign(method, path, body)
 
 
+def policy_of(*requesters: str, keys: dict[int, bytes] | None = None) -> Policy:
+    """Return a policy (as if from a file) where each of `requesters` may claim any flow
+    with any module, without quota, signing with `keys`; the operator too."""
+    people = {OPERATOR: Requester(OPERATOR)}
+    people |= {r: Requester(r, keys=MappingProxyType(dict(keys or {}))) for r in requesters}
+    return Policy(MappingProxyType(people), source=Path("policy.toml"))
+
+
+def make(
+    service: NetServService, body: dict, requester: str = OPERATOR, **kwargs: object
+) -> Session:
+    """Create the one session a REST body of `requester` asks for, as the REST API does;
+    return it."""
+    request = parse_session_request(body, service.catalog, requester)
+    (session,) = service.create(request, **kwargs)
+    return session
+
+
+def refresh(service: NetServService, session_id: int, lifetime: int | None = None) -> Session:
+    """Refresh a session that is alone in its group; return it."""
+    (session,) = service.refresh(session_id, lifetime)
+    return session
+
+
+def end(service: NetServService, session_id: int) -> dict:
+    """Tear down a session that is alone in its group; return its last view."""
+    (view,) = service.teardown(session_id)
+    return view
+
+
 class Clock:
     """A monotonic clock the test moves; `wall` is the time of day, moving with it."""
 
@@ -64,11 +101,17 @@ class SimSwitches:
     def __init__(self) -> None:
         self.sims: dict[int, SimSwitch] = {}
         self.fail: Exception | None = None
+        self.sent: list[tuple[int, object]] = []  # (dpid, message), every one sent
 
     def send(self, dpid, msgs):
         if self.fail:
             raise self.fail
+        self.sent += [(dpid, m) for m in msgs]
         self.sims.setdefault(dpid, SimSwitch()).apply(msgs)
+
+    def flow_mods(self) -> list[tuple[int, object]]:
+        """Return every flow-mod sent so far (adds and deletes)."""
+        return [(d, m) for d, m in self.sent if isinstance(m, FlowAdd | FlowDelete)]
 
     def request(self, dpid, msg):
         if self.fail:
@@ -151,3 +194,66 @@ def world(services: Path):
         }
     )
     return service, switches.sims[DPID], switches, agents, node_agent, clock
+
+
+LINE = (1, 2, 3)
+
+
+@dataclass
+class Line:
+    service: NetServService
+    switches: SimSwitches
+    agents: InProcessAgents
+    clock: Clock
+
+    def sim(self, dpid: int) -> SimSwitch:
+        return self.switches.sims[dpid]
+
+    def agent(self, dpid: int) -> NodeAgent:
+        return self.agents.by_dpid[dpid]
+
+    def beat(self) -> None:
+        """Every agent's heartbeat (its registration again)."""
+        for dpid, agent in self.agents.by_dpid.items():
+            self.service.register_agent(
+                {
+                    "dpid": dpid,
+                    "switch_port": f"s{dpid}-ns",
+                    "url": f"http://a{dpid}",
+                    "boot_id": agent.boot_id,
+                }
+            )
+
+    def chains(self) -> dict[int, list[int]]:
+        return {d: [c.session_id for c in self.agent(d).dispatcher.chains()] for d in LINE}
+
+
+@pytest.fixture
+def line(services) -> Line:
+    """Switches 1, 2, 3, each a ready NetServ node, in a chain: switch i has host hi
+    (10.0.0.i) on port 1, reaches switch i-1 on port 2 and switch i+1 on port 3."""
+    clock, switches, agents = Clock(), SimSwitches(), InProcessAgents()
+    service = NetServService(Catalog(services), switches, agents, clock)
+    topology = service.network.topology
+    for dpid in LINE:
+        ports = {n: f"s{dpid}-eth{n}" for n in (1, 2, 3)} | {AGENT_PORT: f"s{dpid}-ns"}
+        connect(service, switches, dpid, ports)
+        config = AgentConfig(dpid, f"s{dpid}-na", f"s{dpid}-ns", "http://c", policy=COPIES_TRUSTED)
+        agent = NodeAgent(config, Catalog(services), clock)
+        agents.by_dpid[dpid] = agent
+        service.register_agent(
+            {
+                "dpid": dpid,
+                "switch_port": f"s{dpid}-ns",
+                "url": f"http://a{dpid}",
+                "boot_id": agent.boot_id,
+            }
+        )
+    for left in LINE[:-1]:
+        a, b = SwitchPort(left, 3), SwitchPort(left + 1, 2)
+        topology.link_seen(a, b, clock.now)
+        topology.link_seen(b, a, clock.now)
+    for dpid in LINE:
+        at, mac = SwitchPort(dpid, 1), f"00:00:00:00:00:{dpid:02x}"
+        topology.host_seen(at, mac, f"10.0.0.{dpid}", clock.now)
+    return Line(service, switches, agents, clock)

@@ -7,7 +7,8 @@ table, priority and match) is added again, and restarts its hard timeout then; w
 clock, `expire` drops the flows whose hard timeout ran out. A flow-stats request is
 answered with each flow as it was added, its counters and how long ago that was;
 `added` and `deleted` record every flow-mod's effect, so a test can tell a flow left
-alone from one replaced.
+alone from one replaced. As Open vSwitch, it refuses a flow that names a meter it does
+not have, and drops a meter's flows with the meter.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from controller.messages import (
     FlowStats,
     FlowStatsRequest,
     Message,
+    MeterAdd,
+    MeterDelete,
     Output,
     PacketOut,
     PortStats,
@@ -39,6 +42,7 @@ from controller.messages import (
 class Result:
     outputs: list[tuple[int, int | None]] = field(default_factory=list)  # (port, vlan tag)
     to_controller: list[int] = field(default_factory=list)  # table ids that sent it up
+    meters: list[int] = field(default_factory=list)  # the meters it passed
 
 
 FlowKey = tuple[int, int, tuple[tuple[str, object], ...]]
@@ -56,6 +60,7 @@ class SimSwitch:
         self.added_at: dict[FlowKey, float] = {}
         self.packets: dict[FlowKey, int] = {}
         self.tx_dropped: dict[int, int] = {}  # set by tests: frames a port could not send
+        self.meters: dict[int, MeterAdd] = {}
         self.added: list[FlowAdd] = []  # every flow-add applied, in order
         self.deleted: list[FlowAdd] = []  # every flow a delete removed, in order
 
@@ -66,6 +71,8 @@ class SimSwitch:
         for msg in msgs:
             if isinstance(msg, FlowAdd):
                 struct.pack("!HH", msg.idle_timeout, msg.hard_timeout)  # as a real flow-mod
+                if msg.meter is not None and msg.meter not in self.meters:
+                    raise ValueError(f"flow names meter {msg.meter}, which the switch lacks")
                 key = _key(msg)
                 self.flows = [f for f in self.flows if _key(f) != key]
                 self.flows.append(msg)
@@ -86,6 +93,15 @@ class SimSwitch:
                         else (f.priority, f.match) == (msg.priority, msg.match)
                     )
                 ]
+                self._drop(gone)
+                self.deleted += gone
+            elif isinstance(msg, MeterAdd):
+                if msg.meter_id in self.meters:
+                    raise ValueError(f"meter {msg.meter_id} exists")
+                self.meters[msg.meter_id] = msg
+            elif isinstance(msg, MeterDelete):
+                self.meters.pop(msg.meter_id, None)
+                gone = [f for f in self.flows if f.meter == msg.meter_id]
                 self._drop(gone)
                 self.deleted += gone
             elif isinstance(msg, PacketOut):
@@ -128,6 +144,7 @@ class SimSwitch:
                     f.goto,
                     f.hard_timeout,
                     self._now() - self.added_at[_key(f)],
+                    f.meter,
                 )
                 for f in self.flows
                 if (f.cookie & msg.cookie_mask) == (msg.cookie & msg.cookie_mask)
@@ -165,6 +182,8 @@ class SimSwitch:
             if flow is None:
                 break  # table miss with no miss flow: drop
             self.packets[_key(flow)] = self.packets.get(_key(flow), 0) + 1
+            if flow.meter is not None:
+                result.meters.append(flow.meter)
             for action in flow.actions:
                 if isinstance(action, PushVlan):
                     tag = action.vid

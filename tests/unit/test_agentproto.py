@@ -31,7 +31,7 @@ from nodes import agent as agent_module
 from nodes import control
 from nodes.agent import AgentConfig, NodeAgent
 from nodes.bundle import Catalog
-from tests.unit.conftest import COPIES_TRUSTED, DPID, InProcessAgents
+from tests.unit.conftest import COPIES_TRUSTED, DPID, InProcessAgents, make, refresh
 from tests.unit.test_service import BODY, detour
 
 IO = NodeIO(1, 2, 3, 4, 5, 6, 7, None)
@@ -315,7 +315,7 @@ def test_the_agents_registration_is_what_the_controller_takes(world, monkeypatch
 
 def test_an_agent_takes_no_registration_answer_that_breaks_the_contract(world, monkeypatch):
     service, _, _, _, node_agent, _ = world
-    kept = service.create(BODY)
+    kept = make(service, BODY)
     node_agent.url = "http://a"
     for reply in ({"dpid": "01", "sessions": ["x"]}, {"dpid": "02", "sessions": []}, None):
         monkeypatch.setattr(agent_module, "call_json", lambda *a, _reply=reply, **kw: _reply)
@@ -352,11 +352,11 @@ def test_the_switch_drops_a_detour_no_later_than_the_agent_drops_its_chain(
 ):
     service, sim, _, _, agent, clock = world
     sim.clock = clock
-    made = service.create({**BODY, "lifetime": lifetime})
+    made = make(service, {**BODY, "lifetime": lifetime})
     chain = agent.dispatcher.by_session(made.id)
     assert sim.deadline(detour(sim, made)) <= chain.expires
     assert chain.expires == clock.now + lifetime + limits.EXPIRY_GRACE
     clock.now += 0.7
-    service.refresh(made.id, {"lifetime": refreshed})
+    refresh(service, made.id, refreshed)
     assert sim.deadline(detour(sim, made)) <= chain.expires
     assert chain.expires == clock.now + refreshed + limits.EXPIRY_GRACE

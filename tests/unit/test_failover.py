@@ -12,7 +12,7 @@ from controller.sessions import State
 from nodes.agent import AgentConfig, NodeAgent
 from nodes.bundle import Catalog
 from nodes.sandbox.policy import TierPolicy
-from tests.unit.conftest import AGENT_PORT, COPIES_TRUSTED, DPID, PORTS, connect
+from tests.unit.conftest import AGENT_PORT, COPIES_TRUSTED, DPID, PORTS, connect, end, make, refresh
 from tests.unit.test_service import BODY, beat
 
 OPEN = {**BODY, "lifetime": 600}
@@ -67,7 +67,7 @@ def test_the_manifest_says_how_a_session_fails(world):
     service, *_ = world
     assert service.catalog.get("guard").failure == "closed"
     assert service.catalog.get("counter").failure == "open"
-    chain = service.create({"match": {"udp_dst": 1}, "modules": ["counter", "guard"]})
+    chain = make(service, {"match": {"udp_dst": 1}, "modules": ["counter", "guard"]})
     assert service.fails_closed(chain)  # one module that fails closed is enough
     service.catalog = as_source(service.catalog)  # as the controller has it: with a repository
     assert service.fails_closed(chain)
@@ -75,7 +75,7 @@ def test_the_manifest_says_how_a_session_fails(world):
 
 def test_a_notice_suspends_each_session_by_its_policy_at_once(world):
     service, sim, _, agents, agent, _ = world
-    served, guarded = service.create(OPEN), service.create(CLOSED)
+    served, guarded = make(service, OPEN), make(service, CLOSED)
     assert (path_of(sim, 9000), path_of(sim, 9001)) == ("agent", "agent")
     agents.down = True  # the notice needs no answer from the agent
     reply = down(service, agent, "killed by signal 9")
@@ -86,14 +86,14 @@ def test_a_notice_suspends_each_session_by_its_policy_at_once(world):
     assert served.cookie not in sim.cookies()
     assert not service.network.ready(DPID)
     with pytest.raises(Unavailable):  # no new session while the node has no agent
-        service.create({**OPEN, "match": {"udp_dst": 9002}})
+        make(service, {**OPEN, "match": {"udp_dst": 9002}})
     with pytest.raises(Unavailable, match="suspended"):
         service.stats(served.id)
 
 
 def test_a_notice_about_an_agent_already_replaced_changes_nothing(world):
     service, sim, *_ = world
-    session = service.create(OPEN)
+    session = make(service, OPEN)
     reply = service.agent_down(DPID, {"boot_id": "an-older-boot", "reason": "died"})
     assert reply["current"] is False and reply["suspended"] == []
     assert path_of(sim, 9000) == "agent" and service.sessions.get(session.id).state is State.ACTIVE
@@ -107,7 +107,7 @@ def test_a_notice_must_name_the_boot(world):
 
 def test_an_agent_back_from_a_hang_keeps_its_chains_and_gets_its_detours(world):
     service, sim, _, _, agent, clock = world
-    session = service.create(OPEN)
+    session = make(service, OPEN)
     chain = agent.dispatcher.by_session(session.id)
     chain.packets = 7
     down(service, agent, "hung")
@@ -122,7 +122,7 @@ def test_an_agent_back_from_a_hang_keeps_its_chains_and_gets_its_detours(world):
 
 def test_a_restarted_agent_is_attached_every_suspended_chain(world, services):
     service, sim, _, agents, old, clock = world
-    served, guarded = service.create(OPEN), service.create(CLOSED)
+    served, guarded = make(service, OPEN), make(service, CLOSED)
     down(service, old)
     new = NodeAgent(
         AgentConfig(DPID, "s1-na", "s1-ns", "http://c", policy=TRUSTED), Catalog(services), clock
@@ -138,7 +138,7 @@ def test_a_restarted_agent_is_attached_every_suspended_chain(world, services):
 
 def test_a_resume_the_agent_cannot_take_yet_is_tried_again_at_the_next_tick(world):
     service, sim, _, agents, agent, _ = world
-    session = service.create(OPEN)
+    session = make(service, OPEN)
     down(service, agent)
     agents.down = True  # it registers, then does not answer for a moment
     beat(service, agent)
@@ -152,7 +152,7 @@ def test_a_resume_the_agent_cannot_take_yet_is_tried_again_at_the_next_tick(worl
 
 def test_a_chain_the_restarted_agent_refuses_ends_its_session(world, services):
     service, sim, _, agents, old, clock = world
-    session = service.create(OPEN)
+    session = make(service, OPEN)
     down(service, old)
     shutil.rmtree(services / "counter")  # gone from the node meanwhile
     new = NodeAgent(
@@ -167,12 +167,12 @@ def test_a_chain_the_restarted_agent_refuses_ends_its_session(world, services):
 
 def test_a_suspended_session_is_refreshed_torn_down_and_expired_without_its_agent(world):
     service, sim, _, agents, agent, clock = world
-    kept, torn = service.create(OPEN), service.create(CLOSED)
+    kept, torn = make(service, OPEN), make(service, CLOSED)
     down(service, agent)
     agents.down = True  # any call to the agent would raise
-    refreshed = service.refresh(kept.id, {"lifetime": 30})
+    refreshed = refresh(service, kept.id, 30)
     assert refreshed.state is State.SUSPENDED and refreshed.expires == clock.now + 30
-    final = service.teardown(torn.id)
+    final = end(service, torn.id)
     assert final["state"] == "ended" and "stats" not in final
     assert torn.cookie not in sim.cookies() and path_of(sim, 9001) == "normal"
     clock.now += 31
@@ -182,18 +182,18 @@ def test_a_suspended_session_is_refreshed_torn_down_and_expired_without_its_agen
 
 def test_a_drop_follows_the_lifetime_of_its_session(world):
     service, sim, _, _, agent, clock = world
-    guarded = service.create({**CLOSED, "lifetime": 20})
+    guarded = make(service, {**CLOSED, "lifetime": 20})
     down(service, agent)
     (drop,) = [f for f in sim.flows if f.cookie == guarded.cookie]
     assert drop.actions == () and drop.hard_timeout == 30  # lifetime + the grace
-    service.refresh(guarded.id, {"lifetime": 100})
+    refresh(service, guarded.id, 100)
     (drop,) = [f for f in sim.flows if f.cookie == guarded.cookie]
     assert drop.hard_timeout == 110
 
 
 def test_the_agent_dying_during_a_refresh_leaves_the_session_suspended(world, monkeypatch):
     service, sim, _, agents, agent, _ = world
-    guarded = service.create(CLOSED)
+    guarded = make(service, CLOSED)
     real = agents.refresh
 
     def refresh_then_die(a, session):
@@ -202,7 +202,7 @@ def test_the_agent_dying_during_a_refresh_leaves_the_session_suspended(world, mo
 
     monkeypatch.setattr(agents, "refresh", refresh_then_die)
     with pytest.raises(Exception, match="suspended|ended"):
-        service.refresh(guarded.id, {"lifetime": 60})
+        refresh(service, guarded.id, 60)
     # The refresh's detour reached the switch after the suspension's drop: dropped again.
     assert service.sessions.get(guarded.id).state is State.SUSPENDED
     assert path_of(sim, 9001) == "dropped"
@@ -210,7 +210,7 @@ def test_the_agent_dying_during_a_refresh_leaves_the_session_suspended(world, mo
 
 def test_a_silent_agent_is_suspended_and_a_switch_reconnecting_keeps_the_drop(world):
     service, sim, switches, agents, _, clock = world
-    service.create(CLOSED)
+    make(service, CLOSED)
     agents.down = True
     clock.now += service.agent_dead_after + 1
     assert service.tick() == []
@@ -227,7 +227,7 @@ def test_the_notice_over_rest_is_signed_with_the_nodes_key_and_answered_signed(w
     from tests.unit.test_rest_auth import OTHER_KEY
 
     service, sim, _, _, agent, _ = world
-    session = service.create(OPEN)
+    session = make(service, OPEN)
     call = _rest(service)
     path, body = "/netserv/nodes/0000000000000001/down", f'{{"boot_id": "{agent.boot_id}"}}'
     body = body.encode()
@@ -271,7 +271,7 @@ def _rest(service):
 
 def test_a_drop_the_switch_timed_out_before_the_session_ended_is_put_back(world):
     service, sim, _, _, agent, _ = world
-    guarded = service.create(CLOSED)
+    guarded = make(service, CLOSED)
     down(service, agent)
     sim.flows = [f for f in sim.flows if f.cookie != guarded.cookie]  # its timer ran out
     assert path_of(sim, 9001) == "normal"
@@ -286,7 +286,7 @@ def test_suspended_sessions_outlive_a_controller_restart_and_resume_on_their_age
 
     world = _first(services, tmp_path)
     service, switches, agents, agent, _, _ = world
-    guarded = service.create(CLOSED)
+    guarded = make(service, CLOSED)
     down(service, agent)
     again, _ = restart(world, services)
     assert [s.state for s in again.sessions.all()] == [State.SUSPENDED]

@@ -26,6 +26,9 @@ from tests.unit.conftest import (
     InProcessAgents,
     SimSwitches,
     connect,
+    end,
+    make,
+    refresh,
 )
 from tests.unit.test_service import BODY, beat, frame_of
 
@@ -80,7 +83,7 @@ def test_a_store_written_by_one_service_is_read_by_another(first, services):
         "modules": ["null", {"name": "counter", "params": {"log_every": 7}}],
         "lifetime": 300,
     }
-    made = service.create(body)
+    made = make(service, body)
     again, clock = restart(first, services, downtime=30)
     (back,) = again.sessions.all()
     assert (
@@ -113,7 +116,7 @@ def test_a_restart_leaves_the_detour_and_the_chain_untouched_and_they_keep_count
 ):
     service, switches, agents, agent, _, _ = first
     sim = switches.sims[DPID]
-    session = service.create({**BODY, "lifetime": 300})
+    session = make(service, {**BODY, "lifetime": 300})
     served(sim, agent, session, 5)
     chain = agent.dispatcher.by_session(session.id)
     again, clock = restart(first, services)
@@ -139,20 +142,20 @@ def test_a_restart_leaves_the_detour_and_the_chain_untouched_and_they_keep_count
 
 def test_new_ids_never_reuse_those_of_the_sessions_before_the_restart(first, services):
     service, *_ = first
-    kept = service.create(BODY)
-    ended = service.create({**BODY, "match": {"udp_dst": 9001}})
-    service.teardown(ended.id)  # the newest: no stored session has its id any more
+    kept = make(service, BODY)
+    ended = make(service, {**BODY, "match": {"udp_dst": 9001}})
+    end(service, ended.id)  # the newest: no stored session has its id any more
     again, _ = restart(first, services)
     connect(again, first[1], DPID, PORTS)
-    fresh = again.create({**BODY, "match": {"udp_dst": 9002}})
+    fresh = make(again, {**BODY, "match": {"udp_dst": 9002}})
     assert fresh.id == ended.id + 1 and kept.id < ended.id
 
 
 def test_a_session_that_expired_while_the_controller_was_away_is_ended_everywhere(first, services):
     service, switches, agents, agent, _, _ = first
     sim = switches.sims[DPID]
-    short = service.create({**BODY, "lifetime": 20})
-    long = service.create({**BODY, "match": {"udp_dst": 9001}, "lifetime": 300})
+    short = make(service, {**BODY, "lifetime": 20})
+    long = make(service, {**BODY, "match": {"udp_dst": 9001}, "lifetime": 300})
     again, clock = restart(first, services, downtime=25)
     assert [s.id for s in again.sessions.all()] == [long.id]
     connect(again, switches, DPID, PORTS)
@@ -171,7 +174,7 @@ def test_a_session_caught_being_installed_or_ended_is_ended_and_leaves_nothing(
 ):
     service, switches, agents, agent, _, _ = first
     sim = switches.sims[DPID]
-    session = service.create(BODY)
+    session = make(service, BODY)
     # As if the controller died in the middle of a create (its detour and chain made,
     # its requester not yet answered) or of a teardown (nothing removed yet).
     with service.lock:
@@ -185,18 +188,18 @@ def test_a_session_caught_being_installed_or_ended_is_ended_and_leaves_nothing(
         {"dpid": 1, "switch_port": "s1-ns", "url": "http://a", "boot_id": agent.boot_id}
     )
     assert agent.reconcile(reply["sessions"], asked_at=agent.clock()) == [session.id]
-    assert again.create(BODY).id == session.id + 1
+    assert make(again, BODY).id == session.id + 1
 
 
 def test_a_session_caught_being_refreshed_keeps_its_old_lifetime_everywhere(
     first, services, monkeypatch
 ):
     service, switches, agents, agent, _, _ = first
-    session = service.create({**BODY, "lifetime": 100})
+    session = make(service, {**BODY, "lifetime": 100})
     # The refresh reached the agent (a longer lifetime there), then the controller died.
     monkeypatch.setattr(service, "_install", lambda *a: (_ for _ in ()).throw(SystemExit))
     with pytest.raises(SystemExit):
-        service.refresh(session.id, {"lifetime": 1000})
+        refresh(service, session.id, 1000)
     assert service.store.load()[0].state is State.REFRESHING
     assert agent.dispatcher.by_session(session.id).lifetime == 1000
     again, clock = restart(first, services, downtime=10)
@@ -211,7 +214,7 @@ def test_a_session_caught_being_refreshed_keeps_its_old_lifetime_everywhere(
 
 def test_an_agent_that_restarted_while_the_controller_was_away_gets_its_chains(first, services):
     service, switches, agents, old, _, _ = first
-    session = service.create({**BODY, "lifetime": 300})
+    session = make(service, {**BODY, "lifetime": 300})
     again, clock = restart(first, services)
     new = NodeAgent(
         AgentConfig(DPID, "s1-na", "s1-ns", "http://c", policy=COPIES_TRUSTED),
@@ -232,7 +235,7 @@ def test_an_agent_that_died_while_the_controller_was_away_has_its_sessions_suspe
 ):
     service, switches, agents, _, _, _ = first
     sim = switches.sims[DPID]
-    session = service.create({**BODY, "lifetime": 300})
+    session = make(service, {**BODY, "lifetime": 300})
     again, clock = restart(first, services)
     connect(again, switches, DPID, PORTS)
     assert session.cookie in sim.cookies()  # until the agent is known to be gone
@@ -257,13 +260,13 @@ def test_reconciling_leaves_the_detour_of_a_session_being_installed_to_its_creat
         return armed
 
     monkeypatch.setattr(service, "_install", install)
-    session = service.create(BODY)
+    session = make(service, BODY)
     assert caught == [] and session.cookie in sim.cookies()
 
 
 def test_while_a_switch_waits_to_be_reconciled_no_detour_is_added_again(world):
     service, sim, *_ = world
-    session = service.create(BODY)
+    session = make(service, BODY)
     service.switch_connected(DPID)
     service.network.switches[DPID].ports.clear()  # as after a restart: ports not yet known
     assert service.ports_replaced(DPID, PORTS) == []  # the agent's port "appears"
@@ -273,7 +276,7 @@ def test_while_a_switch_waits_to_be_reconciled_no_detour_is_added_again(world):
 
 def test_a_switch_whose_flows_cannot_be_read_is_wiped_and_reinstalled(world):
     service, sim, *_ = world
-    session = service.create(BODY)
+    session = make(service, BODY)
     service.switch_connected(DPID)
     msgs = service.reconcile(DPID, None)
     assert isinstance(msgs[0], FlowDelete) and msgs[0].priority is None
@@ -286,23 +289,23 @@ def test_every_state_change_reaches_the_store(world, monkeypatch):
     seen = []
     monkeypatch.setattr(service.store, "save", lambda s: seen.append(s.state.value))
     monkeypatch.setattr(service.store, "delete", lambda sid: seen.append(f"deleted {sid}"))
-    session = service.create(BODY)
-    service.refresh(session.id, {"lifetime": 9})
-    service.teardown(session.id)
+    session = make(service, BODY)
+    refresh(service, session.id, 9)
+    end(service, session.id)
     assert seen == ["installing", "active", "refreshing", "active", "ending", "deleted 1"]
 
 
 def test_a_store_that_fails_is_logged_and_the_session_still_served(world, caplog):
     service, sim, *_ = world
     service.store.close()
-    session = service.create(BODY)
+    session = make(service, BODY)
     assert frame_of(sim, 9000) == [(AGENT_PORT, session.tag)]
     assert "not stored" in caplog.text and "is closed" in caplog.text
 
 
 def test_a_dead_agent_is_forgotten_so_a_restart_does_not_count_its_node_ready(first, services):
     service, switches, agents, _, clock, _ = first
-    service.create({**BODY, "lifetime": 300})
+    make(service, {**BODY, "lifetime": 300})
     agents.down = True
     clock.now += service.agent_dead_after + 1
     service.tick()
@@ -318,7 +321,7 @@ def test_a_session_whose_nodes_agent_is_not_in_the_store_is_suspended_until_it_i
     first, services
 ):
     service, switches, agents, agent, _, _ = first
-    session = service.create({**BODY, "lifetime": 300})
+    session = make(service, {**BODY, "lifetime": 300})
     service.store.delete_agent(DPID)  # declared down, and killed before that was written
     again, _ = restart(first, services)
     assert [s.state for s in again.sessions.all()] == [State.SUSPENDED]

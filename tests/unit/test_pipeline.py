@@ -5,7 +5,7 @@ import pytest
 from agentproto.limits import EXPIRY_GRACE
 from controller import tables
 from controller.match import parse_match
-from controller.messages import FlowAdd, Output
+from controller.messages import FlowAdd, FlowDelete, MeterAdd, Output
 from controller.network import Agent, Network
 from controller.pipeline import (
     base_flows,
@@ -16,8 +16,10 @@ from controller.pipeline import (
     session_install,
     session_remove,
 )
+from controller.placement import select_nodes
 from controller.requests import MAX_LIFETIME, ModuleSpec, SessionRequest
 from controller.sessions import SessionTable, State
+from signaling.wire import SIGNALING_PORT
 from tests.unit.flowsim import SimSwitch
 
 DPID, AGENT = 1, 4
@@ -87,7 +89,8 @@ def test_frames_from_the_agent_never_teach_macs(net):
 
 def _session(network: Network, sim: SimSwitch, table: SessionTable, match: dict) -> object:
     request = SessionRequest(parse_match(match), (ModuleSpec("counter", ()),), 30)
-    session = table.move(table.reserve(request, network.place(request), 0.0).id, State.ACTIVE)
+    (node,) = select_nodes(network, request.selection, request.ends)
+    session = table.move(table.reserve(request, node, 0.0).id, State.ACTIVE)
     sim.apply(session_install(session, network.agent_port(DPID), hard_timeout(session, 0.0)))
     return session
 
@@ -175,6 +178,56 @@ def test_cookies_of_other_kinds_are_not_sessions():
     assert tables.session_of_cookie(0x1234) is None
     with pytest.raises(ValueError):
         tables.cookie(tables.KIND_SESSION, tables.SESSION_ID_MAX + 1)
+
+
+def test_signaling_goes_to_the_controller_through_the_meter_ahead_of_any_detour(net):
+    network, sim = net
+    learn_hosts(network, sim)
+    greedy = _session(network, sim, SessionTable(), {"ip_proto": 17})  # all UDP
+    meter = sim.meters[tables.SIGNALING_METER]
+    assert (meter.rate, meter.burst) == (tables.SIGNALING_RATE, tables.SIGNALING_BURST)
+    for frame in (
+        udp(1, H1, H2, "10.0.0.1", "10.0.0.2", SIGNALING_PORT),
+        {
+            "in_port": 1,
+            "eth_src": H1,
+            "eth_dst": H2,
+            "eth_type": 0x86DD,
+            "ip_proto": 17,
+            "ipv6_src": "2001:db8::1",
+            "ipv6_dst": "2001:db8::2",
+            "udp_dst": SIGNALING_PORT,
+        },
+    ):
+        result = sim.process(frame)
+        assert result.to_controller == [tables.CLASSIFY] and result.outputs == []
+        assert result.meters == [tables.SIGNALING_METER]
+    assert sim.process(udp(1, H1, H2, "10.0.0.1", "10.0.0.2", 9000)).outputs == [
+        (AGENT, greedy.tag)
+    ]
+    # what an agent sends back is forwarded, whatever its port
+    back = sim.process(udp(AGENT, H1, H2, "10.0.0.1", "10.0.0.2", SIGNALING_PORT))
+    assert back.outputs == [(2, None)] and back.meters == []
+
+
+def test_the_signaling_meter_is_made_when_its_flows_are_missing_and_left_when_not(net):
+    network, sim = net
+    expected = base_flows(network.agent_port(DPID))
+    punts = [f for f in sim.flows if f.meter is not None]
+    assert len(punts) == 2 and all(f.priority in tables.SIGNALING for f in punts)
+    assert reconcile(expected, sim.answer(present_request())) == []  # the meter is there
+    # Its flows gone, the meter may be left (the switch keeps meters): made anew, as a
+    # switch refuses to add a meter it has, and every flow on it added again.
+    sim.apply([FlowDelete(punts[0].cookie, tables.COOKIE_ALL)])
+    assert tables.SIGNALING_METER in sim.meters
+    sim.apply(reconcile(expected, sim.answer(present_request())))
+    assert [f for f in sim.flows if f.meter is not None] == punts
+    # A switch that lost everything (it restarted) gets the meter before its flows.
+    empty = SimSwitch()
+    msgs = reconcile(expected, empty.answer(present_request()))
+    empty.apply(msgs)
+    assert empty.meters == sim.meters and len(empty.flows) == len(expected)
+    assert msgs.index(MeterAdd(tables.SIGNALING_METER, 100, 20)) < msgs.index(punts[0])
 
 
 def test_a_host_that_moves_away_and_back_is_relearned_each_time(net):

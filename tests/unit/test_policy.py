@@ -334,7 +334,7 @@ def test_a_requester_holding_its_quota_of_flows_is_refused(tmp_path):
     text = REQ + 'prefixes = "any"\nmodules = "all"\nmax_sessions = 5\nmax_flows = 1\n'
     policy = load_policy(write(tmp_path, text))
     policy.authorize("a", request({"udp_dst": 1}), [])
-    with pytest.raises(QuotaExceeded, match=r"holds 1 flow\(s\); one more.*max_flows 1"):
+    with pytest.raises(QuotaExceeded, match=r"holds 1 flow\(s\); 1 more.*max_flows 1"):
         policy.authorize("a", request({"udp_dst": 1}), [session(1, "a")])
 
 

@@ -27,6 +27,7 @@ from controller.errors import (  # noqa: E402
 )
 from controller.policy import OPERATOR, load_policy  # noqa: E402
 from signaling.errors import ErrorCode, SignalingProtocolError  # noqa: E402
+from tests.unit.conftest import make  # noqa: E402
 from tests.unit.test_policy import ALICE_TOKEN, BOB_TOKEN, digest  # noqa: E402
 
 OPERATOR_TOKEN = "operator-token-0123456789abcdef"
@@ -264,11 +265,11 @@ def test_the_gate_refuses_before_anything_is_reserved(api):
         ("alice", ALICE_FLOW | {"module": "null"}, ModuleNotAllowed),
     ]:
         with pytest.raises(error):
-            service.create(body, requester)
-    service.create(ALICE_FLOW, "alice")
+            make(service, body, requester)
+    make(service, ALICE_FLOW, "alice")
     after_one = state(service, sim)
     with pytest.raises(QuotaExceeded):
-        service.create(ALICE_FLOW | {"match": {"ipv4_dst": "10.0.0.1"}}, "alice")
+        make(service, ALICE_FLOW | {"match": {"ipv4_dst": "10.0.0.1"}}, "alice")
     assert state(service, sim) == after_one and after_one != before
     assert service.sessions._next_id == next_id + 1  # no id spent on a refusal
     with pytest.raises(NotOwner):

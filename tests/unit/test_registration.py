@@ -7,7 +7,7 @@ import pytest
 from controller.errors import Conflict
 from nodes.agent import AgentConfig, NodeAgent
 from nodes.bundle import Catalog
-from tests.unit.conftest import AGENT_PORT, COPIES_TRUSTED, DPID
+from tests.unit.conftest import AGENT_PORT, COPIES_TRUSTED, DPID, make
 from tests.unit.test_service import BODY, frame_of
 
 
@@ -27,7 +27,7 @@ def another_agent(services, clock) -> NodeAgent:
 
 def test_a_second_agent_for_a_live_node_is_refused_and_the_first_keeps_serving(world, services):
     service, sim, _, _, first, clock = world
-    session = service.create({**BODY, "lifetime": 600})
+    session = make(service, {**BODY, "lifetime": 600})
     flows = set(sim.cookies())
     second = another_agent(services, clock)
     with pytest.raises(Conflict) as refused:
@@ -48,7 +48,7 @@ def test_a_second_agent_for_a_live_node_is_refused_and_the_first_keeps_serving(w
 
 def test_an_agent_restarted_at_once_is_taken_without_waiting_for_the_timeout(world, services):
     service, sim, _, agents, crashed, clock = world
-    session = service.create({**BODY, "lifetime": 600})
+    session = make(service, {**BODY, "lifetime": 600})
     restarted = another_agent(services, clock)
     agents.by_dpid[DPID] = restarted  # the old control API is gone; a new one answers
     clock.now += 0.5  # well within the dead-after timeout

@@ -8,12 +8,12 @@ from agentproto.limits import EXPIRY_GRACE
 from agentproto.messages import Attach, ModuleSpec
 from controller import pipeline, tables
 from controller.errors import Conflict, InvalidRequest, NotFound, PartFailed, Unavailable
-from controller.requests import MAX_LIFETIME
+from controller.requests import MAX_LIFETIME, parse_refresh
 from controller.sessions import State
 from controller.tables import HARD_TIMEOUT_CAP
 from nodes.agent import AgentConfig, NodeAgent
 from nodes.bundle import Catalog
-from tests.unit.conftest import AGENT_PORT, COPIES_TRUSTED, DPID
+from tests.unit.conftest import AGENT_PORT, COPIES_TRUSTED, DPID, end, make, refresh
 from tests.unit.flowsim import SimSwitch
 
 
@@ -44,13 +44,13 @@ BODY = {"match": {"udp_dst": 9000}, "module": "counter", "lifetime": 5}
 
 def test_create_detours_the_flow_and_the_agent_counts_it(world):
     service, sim, _, _, agent, _ = world
-    session = service.create(BODY)
+    session = make(service, BODY)
     [(port, tag)] = frame_of(sim, 9000)
     assert port == AGENT_PORT and tag == session.tag
     for _ in range(3):
         assert agent.dispatcher.dispatch(tag, memoryview(bytearray(60)))
     assert service.stats(session.id)["stats"]["modules"][0]["stats"]["packets"] == 3
-    final = service.teardown(session.id)
+    final = end(service, session.id)
     assert final["stats"]["packets"] == 3 and final["ended"] == "teardown"
     assert session.cookie not in sim.cookies()
     assert agent.dispatcher.chains() == [] and agent.host.loaded() == {}
@@ -60,7 +60,7 @@ def test_agent_refusal_leaves_no_session_flow_or_module(world):
     service, sim, _, _, agent, _ = world
     before = set(sim.cookies())
     with pytest.raises(PartFailed, match="cannot start"):
-        service.create({"match": {"udp_dst": 9000}, "modules": ["counter", "broken"]})
+        make(service, {"match": {"udp_dst": 9000}, "modules": ["counter", "broken"]})
     assert service.sessions.all() == [] and sim.cookies() == before
     assert agent.dispatcher.chains() == [] and agent.host.loaded() == {}
 
@@ -69,7 +69,7 @@ def test_switch_failure_undoes_the_agent_chain(world):
     service, sim, switches, _, agent, _ = world
     switches.fail = Unavailable("switch gone")
     with pytest.raises(Unavailable):
-        service.create(BODY)
+        make(service, BODY)
     assert service.sessions.all() == [] and agent.dispatcher.chains() == []
 
 
@@ -78,24 +78,24 @@ def test_unreachable_agent_changes_nothing(world):
     agents.down = True
     before = set(sim.cookies())
     with pytest.raises(Unavailable):
-        service.create(BODY)
+        make(service, BODY)
     assert service.sessions.all() == [] and sim.cookies() == before
 
 
 def test_conflict_and_unknown_session(world):
     service, *_ = world
-    service.create(BODY)
+    make(service, BODY)
     with pytest.raises(Conflict):
-        service.create(BODY)
+        make(service, BODY)
     with pytest.raises(NotFound):
-        service.teardown(99)
+        end(service, 99)
 
 
 def test_lifetime_expiry_and_refresh(world):
     service, sim, _, _, agent, clock = world
-    session = service.create(BODY)
+    session = make(service, BODY)
     clock.now += 4
-    service.refresh(session.id, {"lifetime": 10})
+    refresh(service, session.id, 10)
     clock.now += 9
     beat(service, agent)
     assert service.tick() == []
@@ -108,7 +108,7 @@ def test_lifetime_expiry_and_refresh(world):
 
 def test_a_silent_agent_has_its_sessions_suspended_so_traffic_bypasses_it(world):
     service, sim, _, agents, _, clock = world
-    session = service.create({**BODY, "lifetime": 600})
+    session = make(service, {**BODY, "lifetime": 600})
     agents.down = True
     clock.now += service.agent_dead_after + 1
     assert service.tick() == []  # suspended, not ended
@@ -119,7 +119,7 @@ def test_a_silent_agent_has_its_sessions_suspended_so_traffic_bypasses_it(world)
 
 def test_a_restarted_agent_gets_its_chains_back(world, services):
     service, sim, _, agents, old, clock = world
-    session = service.create({**BODY, "lifetime": 600})
+    session = make(service, {**BODY, "lifetime": 600})
     new = NodeAgent(
         AgentConfig(DPID, "s1-na", "s1-ns", "http://c", policy=COPIES_TRUSTED),
         Catalog(services),
@@ -135,7 +135,7 @@ def test_a_restarted_agent_gets_its_chains_back(world, services):
 
 def test_the_agent_expires_chains_by_itself_when_no_teardown_comes(world):
     service, _, _, agents, agent, clock = world
-    session = service.create(BODY)
+    session = make(service, BODY)
     agents.down = True  # the controller cannot reach the agent: it must clean up alone
     clock.now += session.lifetime + 11
     assert agent.expire_due() == [session.id]
@@ -144,7 +144,7 @@ def test_the_agent_expires_chains_by_itself_when_no_teardown_comes(world):
 
 def test_registration_lists_the_nodes_sessions_and_the_agent_drops_orphans(world, services):
     service, _, _, agents, agent, clock = world
-    kept = service.create(BODY)
+    kept = make(service, BODY)
     agent.attach(Attach(77, 99, 60, (ModuleSpec("null"),)))  # an orphan
     reply = service.register_agent(
         {"dpid": 1, "switch_port": "s1-ns", "url": "http://a", "boot_id": agent.boot_id}
@@ -159,10 +159,10 @@ def test_registration_lists_the_nodes_sessions_and_the_agent_drops_orphans(world
 
 def test_refresh_of_a_node_without_agent_is_unavailable(world):
     service, *_ = world
-    session = service.create(BODY)
+    session = make(service, BODY)
     del service.network.agents[DPID]
     with pytest.raises(Unavailable):
-        service.refresh(session.id, {"lifetime": 9})
+        refresh(service, session.id, 9)
 
 
 # --- long lifetimes: the switch's hard timeout is a capped safety net, re-armed ------------
@@ -180,14 +180,14 @@ def detour(sim: SimSwitch, session):
 @pytest.mark.parametrize("lifetime", [1, 600, 65_525, 65_526, 80_000, MAX_LIFETIME])
 def test_every_accepted_lifetime_works_end_to_end(world, lifetime):
     service, sim, _, _, agent, clock = world
-    session = service.create({**BODY, "lifetime": lifetime})
+    session = make(service, {**BODY, "lifetime": lifetime})
     assert session.state is State.ACTIVE and service.sessions.get(session.id) == session
     assert served(sim, session)
     assert detour(sim, session).hard_timeout <= HARD_TIMEOUT_CAP
-    refreshed = service.refresh(session.id, {"lifetime": 80_000})
+    refreshed = refresh(service, session.id, 80_000)
     assert refreshed.lifetime == 80_000 and refreshed.expires == clock.now + 80_000
     assert detour(sim, session).hard_timeout == HARD_TIMEOUT_CAP and served(sim, session)
-    final = service.teardown(session.id)
+    final = end(service, session.id)
     assert final["state"] == "ended" and final["ended"] == "teardown"
     assert sim.with_cookie(session.cookie) == [] and agent.dispatcher.chains() == []
     assert service.sessions.all() == []
@@ -213,7 +213,7 @@ def test_a_long_session_keeps_its_detour_and_counters_and_expires_on_time(world)
     service, sim, _, _, agent, clock = world
     sim.clock = clock
     start = clock.now
-    session = service.create({**BODY, "lifetime": 3 * HARD_TIMEOUT_CAP})
+    session = make(service, {**BODY, "lifetime": 3 * HARD_TIMEOUT_CAP})
     frame_of(sim, 9000)
     counted = sim.packets_of(session.cookie)
     removed, ended = run_for(world, 3 * HARD_TIMEOUT_CAP - 20)
@@ -232,7 +232,7 @@ def test_a_long_session_keeps_its_detour_and_counters_and_expires_on_time(world)
 def test_the_switch_never_keeps_a_detour_longer_than_the_agent_keeps_its_chain(world):
     service, sim, _, _, agent, clock = world
     sim.clock = clock
-    session = service.create({**BODY, "lifetime": 2 * HARD_TIMEOUT_CAP + 500})
+    session = make(service, {**BODY, "lifetime": 2 * HARD_TIMEOUT_CAP + 500})
     for _ in range(3 * HARD_TIMEOUT_CAP // 100):
         run_for(world, 100)
         flows = sim.with_cookie(session.cookie)
@@ -248,9 +248,9 @@ def test_the_switch_never_keeps_a_detour_longer_than_the_agent_keeps_its_chain(w
 def test_a_refresh_rearms_the_timer(world):
     service, sim, _, _, _, clock = world
     sim.clock = clock
-    session = service.create({**BODY, "lifetime": MAX_LIFETIME})
+    session = make(service, {**BODY, "lifetime": MAX_LIFETIME})
     clock.now += 1000
-    service.refresh(session.id, {"lifetime": 80_000})
+    refresh(service, session.id, 80_000)
     flow = detour(sim, session)
     assert sim.deadline(flow) == clock.now + HARD_TIMEOUT_CAP
 
@@ -258,7 +258,7 @@ def test_a_refresh_rearms_the_timer(world):
 def test_a_failed_rearm_is_retried_at_the_next_tick(world):
     service, sim, switches, _, agent, clock = world
     sim.clock = clock
-    session = service.create({**BODY, "lifetime": MAX_LIFETIME})
+    session = make(service, {**BODY, "lifetime": MAX_LIFETIME})
     run_for(world, HARD_TIMEOUT_CAP - 70)
     clock.now += 20  # the timer runs out in 50 s: due
     beat(service, agent)
@@ -274,7 +274,7 @@ def test_a_failed_rearm_is_retried_at_the_next_tick(world):
 def test_a_detour_the_switch_dropped_too_early_is_reinstalled(world, exc):
     service, sim, switches, _, agent, clock = world
     sim.clock = clock
-    session = service.create({**BODY, "lifetime": MAX_LIFETIME})
+    session = make(service, {**BODY, "lifetime": MAX_LIFETIME})
     frame_of(sim, 9000)
     switches.fail = exc  # every re-arm fails until the flow's timer runs out
     run_for(world, HARD_TIMEOUT_CAP - 5)
@@ -289,7 +289,7 @@ def test_a_detour_the_switch_dropped_too_early_is_reinstalled(world, exc):
 
 def test_a_detour_the_switch_dropped_at_the_end_of_the_lifetime_ends_the_session(world):
     service, sim, _, _, agent, clock = world
-    session = service.create({**BODY, "lifetime": 30})
+    session = make(service, {**BODY, "lifetime": 30})
     clock.now += 40  # the controller missed its own expiry (its tick was late)
     beat(service, agent)
     service.flow_removed(DPID, session.id)
@@ -299,7 +299,7 @@ def test_a_detour_the_switch_dropped_at_the_end_of_the_lifetime_ends_the_session
 
 def test_flow_removal_of_an_unknown_or_foreign_session_is_ignored(world):
     service, sim, *_ = world
-    session = service.create(BODY)
+    session = make(service, BODY)
     service.flow_removed(DPID, 999)
     service.flow_removed(DPID + 1, session.id)
     service.flow_removed(DPID, None)
@@ -351,10 +351,10 @@ def test_any_failure_while_creating_undoes_everything(world, monkeypatch, exc, s
     else:  # the switch installed the detour, then the call failed
         monkeypatch.setattr(switches, "send", _raise(exc, after=switches.send))
     with pytest.raises(type(exc)):
-        service.create(BODY)
+        make(service, BODY)
     monkeypatch.undo()
     nothing_left(world, tables.session_cookie(1))
-    again = service.create(BODY)  # the flow space and the tag were given back
+    again = make(service, BODY)  # the flow space and the tag were given back
     assert served(sim, again)
 
 
@@ -363,7 +363,7 @@ def test_a_failing_cleanup_does_not_hide_the_first_error(world, monkeypatch):
     monkeypatch.setattr(switches, "send", _raise(RuntimeError("first")))
     monkeypatch.setattr(agents, "detach", _raise(KeyError("second")))
     with pytest.raises(RuntimeError, match="first"):
-        service.create(BODY)
+        make(service, BODY)
     assert service.sessions.all() == []
 
 
@@ -372,7 +372,7 @@ def test_a_failing_cleanup_does_not_hide_the_first_error(world, monkeypatch):
 def test_any_failure_while_refreshing_leaves_the_session_as_it_was(world, monkeypatch, exc, step):
     service, sim, switches, agents, agent, clock = world
     sim.clock = clock
-    session = service.create({**BODY, "lifetime": 600})
+    session = make(service, {**BODY, "lifetime": 600})
     clock.now += 100
     before = service.sessions.get(session.id)
     chain_expires = agent.dispatcher.by_session(session.id).expires
@@ -386,12 +386,12 @@ def test_any_failure_while_refreshing_leaves_the_session_as_it_was(world, monkey
     else:
         monkeypatch.setattr(switches, "send", _raise(exc, after=switches.send))
     with pytest.raises(type(exc)):
-        service.refresh(session.id, {"lifetime": 30})
+        refresh(service, session.id, 30)
     monkeypatch.undo()
     assert service.sessions.get(session.id) == before  # old lifetime and expiry, active
     assert agent.dispatcher.by_session(session.id).expires == chain_expires
     assert sim.deadline(detour(sim, session)) == flow_deadline and served(sim, session)
-    assert service.refresh(session.id, {"lifetime": 30}).lifetime == 30  # and it works again
+    assert refresh(service, session.id, 30).lifetime == 30  # and it works again
 
 
 @pytest.mark.parametrize(
@@ -399,12 +399,12 @@ def test_any_failure_while_refreshing_leaves_the_session_as_it_was(world, monkey
 )
 def test_a_bad_refresh_changes_nothing(world, body):
     service, sim, _, _, agent, clock = world
-    session = service.create(BODY)
+    session = make(service, BODY)
     clock.now += 1
     chain_expires = agent.dispatcher.by_session(session.id).expires
     flows = list(sim.flows)
     with pytest.raises(InvalidRequest):
-        service.refresh(session.id, body)
+        service.refresh(session.id, parse_refresh(body))
     assert service.sessions.get(session.id) == session
     assert agent.dispatcher.by_session(session.id).expires == chain_expires
     assert sim.flows == flows
@@ -418,58 +418,58 @@ def test_teardown_or_refresh_of_a_session_still_installing_is_a_conflict(world, 
     seen = []
 
     def attach_and_interfere(agent_, session):
-        for call in (lambda: service.teardown(session.id), lambda: service.refresh(session.id, {})):
+        for call in (lambda: end(service, session.id), lambda: refresh(service, session.id)):
             with pytest.raises(Conflict, match="still being installed") as err:
                 call()
             seen.append(str(err.value))
 
     monkeypatch.setattr(agents, "attach", attach_and_interfere)
-    session = service.create(BODY)
+    session = make(service, BODY)
     assert len(seen) == 2 and service.sessions.get(session.id).state is State.ACTIVE
 
 
 def test_a_refresh_while_another_runs_is_a_conflict(world, monkeypatch):
     service, _, _, agents, _, _ = world
-    session = service.create(BODY)
+    session = make(service, BODY)
     inner = []
     real = agents.refresh
 
     def refresh_twice(agent_, s):
         with pytest.raises(Conflict, match="being refreshed"):
-            service.refresh(session.id, {"lifetime": 9})
+            refresh(service, session.id, 9)
         inner.append(True)
         real(agent_, s)
 
     monkeypatch.setattr(agents, "refresh", refresh_twice)
-    assert service.refresh(session.id, {"lifetime": 20}).lifetime == 20 and inner
+    assert refresh(service, session.id, 20).lifetime == 20 and inner
 
 
 def test_a_teardown_during_a_refresh_wins_and_leaves_no_flow(world, monkeypatch):
     service, sim, _, agents, agent, _ = world
-    session = service.create(BODY)
+    session = make(service, BODY)
     real = agents.refresh
 
     def refresh_after_teardown(agent_, s):
         real(agent_, s)
-        service.teardown(session.id)
+        end(service, session.id)
 
     monkeypatch.setattr(agents, "refresh", refresh_after_teardown)
     with pytest.raises(Conflict, match="ended"):
-        service.refresh(session.id, {"lifetime": 20})
+        refresh(service, session.id, 20)
     nothing_left(world, session.cookie)
 
 
 def test_a_teardown_during_a_rearm_leaves_no_flow(world, monkeypatch):
     service, sim, switches, _, agent, clock = world
     sim.clock = clock
-    session = service.create({**BODY, "lifetime": MAX_LIFETIME})
+    session = make(service, {**BODY, "lifetime": MAX_LIFETIME})
     run_for(world, HARD_TIMEOUT_CAP - 70)
     clock.now += 20
     real, raced = switches.send, []
 
     def teardown_then_send(dpid, msgs):
         if service.sessions.all() and service.sessions.get(session.id).state is State.REFRESHING:
-            raced.append(service.teardown(session.id))  # its delete comes before the re-arm
+            raced.append(end(service, session.id))  # its delete comes before the re-arm
         real(dpid, msgs)
 
     monkeypatch.setattr(switches, "send", teardown_then_send)
@@ -481,25 +481,25 @@ def test_a_teardown_during_a_rearm_leaves_no_flow(world, monkeypatch):
 
 def test_a_second_teardown_is_not_found_and_the_reply_says_ended(world):
     service, *_ = world
-    session = service.create(BODY)
-    assert service.teardown(session.id)["state"] == "ended"
+    session = make(service, BODY)
+    assert end(service, session.id)["state"] == "ended"
     with pytest.raises(NotFound):
-        service.teardown(session.id)
+        end(service, session.id)
 
 
 @pytest.mark.parametrize("exc", [PartFailed("x"), RuntimeError("bug"), KeyError("k")])
 def test_a_teardown_whose_parts_fail_still_ends_the_session(world, monkeypatch, exc):
     service, sim, switches, agents, _, _ = world
-    session = service.create(BODY)
+    session = make(service, BODY)
     monkeypatch.setattr(switches, "send", _raise(exc))
     monkeypatch.setattr(agents, "detach", _raise(exc))
-    assert service.teardown(session.id)["ended"] == "teardown"
+    assert end(service, session.id)["ended"] == "teardown"
     assert service.sessions.all() == []
 
 
 def test_stats_follow_a_sessions_frames_and_name_where_the_lost_ones_went(world):
     service, sim, _, _, agent, _ = world
-    session = service.create(BODY)
+    session = make(service, BODY)
     for _ in range(5):  # the switch detours five frames ...
         [(port, tag)] = frame_of(sim, 9000)
     for _ in range(3):  # ... the agent gets three of them
@@ -514,7 +514,7 @@ def test_stats_follow_a_sessions_frames_and_name_where_the_lost_ones_went(world)
 
 def test_stats_without_the_switch_still_show_the_agents_counters(world):
     service, sim, switches, _, agent, _ = world
-    session = service.create(BODY)
+    session = make(service, BODY)
     agent.dispatcher.dispatch(session.tag, memoryview(bytearray(60)))
     switches.fail = Unavailable("switch gone")
     stats = service.stats(session.id)

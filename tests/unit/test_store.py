@@ -15,6 +15,7 @@ from controller.network import Agent
 from controller.requests import ModuleSpec
 from controller.sessions import Session, State
 from controller.store import MEMORY, SCHEMA_VERSION, SessionStore, StoreError, default_path
+from signaling.values import NodeSelection
 from tests.unit.conftest import Clock
 from topo.controller import REPO_ROOT, ControllerProcess
 
@@ -39,6 +40,8 @@ def session(sid: int = 7, state: State = State.ACTIVE) -> Session:
         state=state,
         armed_until=4590.25,
         requester="cdn-7",
+        ref=0xFFFF_FFFF_FFFF_FFFE,  # a signaling session id: 64 bits
+        selection=NodeSelection.named(BIG_DPID, 3),
     )
 
 
@@ -56,6 +59,32 @@ def test_every_field_of_a_session_comes_back_and_times_follow_the_wall_clock(tmp
     assert back.expires - later() == pytest.approx(session().expires - clock() - 20)
     assert back.created - later() == pytest.approx(session().created - clock() - 20)
     assert back.armed_until - later() == pytest.approx(session().armed_until - clock() - 20)
+
+
+def test_a_store_of_the_first_version_is_read_its_sessions_in_groups_of_their_own(tmp_path):
+    path = tmp_path / "s.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(
+        """CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+        INSERT INTO meta VALUES ('next_id', 1);
+        CREATE TABLE sessions (id INTEGER PRIMARY KEY, node TEXT NOT NULL, tag INTEGER
+            NOT NULL, match TEXT NOT NULL, modules TEXT NOT NULL, lifetime INTEGER NOT NULL,
+            created REAL NOT NULL, expires REAL NOT NULL, armed_until REAL NOT NULL,
+            state TEXT NOT NULL, requester TEXT NOT NULL);
+        CREATE TABLE agents (dpid TEXT PRIMARY KEY, switch_port TEXT NOT NULL,
+            url TEXT NOT NULL, boot_id TEXT NOT NULL);
+        INSERT INTO sessions VALUES (5, '0000000000000001', 1, '[["udp_dst", 9]]', '[]',
+            60, 0, 60, 0, 'active', 'operator');
+        PRAGMA user_version = 1;"""
+    )
+    db.close()
+    (old,) = SessionStore(path).load()
+    assert (old.id, old.ref, old.group, old.selection) == (
+        5,
+        0,
+        ("operator", 5),
+        NodeSelection.first(),
+    )
 
 
 def test_ids_are_never_given_out_twice_even_after_a_delete(tmp_path):
@@ -106,7 +135,7 @@ def test_a_second_controller_on_the_same_store_is_refused_until_the_first_closes
         ),
         (
             lambda p: sqlite3.connect(p).execute("PRAGMA user_version = 99").connection.commit(),
-            "schema version 99, this controller reads 1",
+            "schema version 99, this controller reads 2",
         ),
         (lambda p: p.mkdir(), "Is a directory"),
     ],

@@ -141,7 +141,16 @@ def _wire(item, parse):
         ),
         *base_flows(4),
     ],
-    ids=["detour", "classify-miss", "learn-miss", "forward-miss", "probe-punt", "agent-return"],
+    ids=[
+        "detour",
+        "classify-miss",
+        "learn-miss",
+        "forward-miss",
+        "probe-punt",
+        "signaling-punt-ipv4",
+        "signaling-punt-ipv6",
+        "agent-return",
+    ],
 )
 def test_a_flow_read_back_off_the_wire_is_the_flow_sent(flow):
     parser = ofproto_v1_3_parser
