@@ -446,13 +446,16 @@ def test_no_redirect_of_someone_elses_flow_survives_a_restart_or_a_heartbeat(
 
 
 def wait_restarted(world: World, old_boot_id: str, timeout: float = 20) -> dict[str, Any]:
-    """Wait until the controller took the node's new agent and it holds the session's
-    chain again; return the snapshot then."""
+    """Wait until the controller took the node's new agent, it holds the session's
+    chain again and the session is active (resumed: its detour back); return the
+    snapshot then."""
     deadline = time.monotonic() + timeout
     while (world.client.nodes()[0]["agent"] or {}).get("boot_id") == old_boot_id:
         assert time.monotonic() < deadline, "the restarted agent was not taken"
         time.sleep(0.2)
-    while not (snapshot := world.snapshot())["chains"]:
-        assert time.monotonic() < deadline, "the session's chain was not attached again"
+    while True:
+        snapshot = world.snapshot()
+        if snapshot["chains"] and {s["state"] for s in snapshot["sessions"]} == {"active"}:
+            return snapshot
+        assert time.monotonic() < deadline, "the session was not served again"
         time.sleep(0.2)
-    return snapshot
