@@ -217,6 +217,13 @@ class NetServSwitch(OVSSwitch):
                     Switch.stop(self, deleteIntfs)
                 self.bridge_made = False
 
+    def _running_agent_pid(self) -> int | None:
+        """Return the pid in the agent's pid file now, without waiting, or None."""
+        try:
+            return int(self.agent_pid_file.read_text())
+        except (OSError, ValueError):
+            return None
+
     def stop_agent(self, timeout: float = AGENT_STOP_TIMEOUT) -> int | None:
         """Stop the agent and its supervisor (SIGTERM, then SIGKILL after `timeout` s)
         and return the supervisor's exit code.
@@ -225,6 +232,7 @@ class NetServSwitch(OVSSwitch):
         session, so the signal goes to its process group: the agent and the helpers
         it spawned (sandboxed modules) go with it, and nothing else does.
         """
+        agent = self._running_agent_pid()
         proc, self._agent = self._agent, None
         if proc is None:
             return None
@@ -235,6 +243,11 @@ class NetServSwitch(OVSSwitch):
             except subprocess.TimeoutExpired:
                 _signal_group(proc.pid, signal.SIGKILL)
                 proc.wait()
+        # The supervisor may end before the agent it ran (same group, same signal):
+        # wait for the agent too, so that "stopped" means no process of the node runs.
+        if agent is not None and not _ended(agent, timeout):
+            _signal_group(proc.pid, signal.SIGKILL)
+            _ended(agent, timeout)
         self.agent_pid_file.unlink(missing_ok=True)
         return proc.returncode
 
@@ -355,6 +368,21 @@ def _rmem_default(size: int | None) -> Iterator[None]:
             yield
         finally:
             _RMEM_DEFAULT.write_text(f"{old}\n")
+
+
+def _ended(pid: int, timeout: float) -> bool:
+    """Wait up to `timeout` s for process `pid` to end; return True when it has (a
+    zombie has ended: only its parent's wait is left)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return True
+        if stat.rpartition(")")[2].split()[:1] == ["Z"]:
+            return True
+        time.sleep(0.02)
+    return False
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
