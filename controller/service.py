@@ -14,7 +14,8 @@ Order matters so that nothing is ever half-made:
             flow or chain) and is raised again.
   refresh:  (each session of the group) check everything → agent → switch re-adds the
             detour → the new lifetime;
-            a failure puts back what was pushed and leaves the session as it was.
+            a failure at any node puts back what was pushed and leaves every
+            session of the group as it was.
   teardown: (each session of the group) ending → switch deletes the detour → agent
             detaches the chain → ended;
             a part that is down cleans itself up (the switch's hard timeout and reset
@@ -277,8 +278,9 @@ class NetServService:
         asked again as for a new session, its own sessions left out (a reloaded policy
         may have taken a right away), and `expect`, the request the group must have been
         made from (a signaling REFRESH carries the whole description), may differ only
-        in the lifetime (Conflict). A session whose agent or switch fails is put back as
-        it was and the error raised.
+        in the lifetime (Conflict). When an agent or switch fails at any node, every
+        session of the group is put back as it was (lifetime, the agent's expiry, the
+        switch's timer) and the error raised.
         """
         members = self.group(target)
         first = members[0]
@@ -295,7 +297,19 @@ class NetServService:
             self.policy.authorize(requester, again, others, flows=len(members))
         if expect is not None:
             _check_unchanged(first, expect)
-        return [self._refresh_one(session.id, lifetime) for session in members]
+        done: list[Session] = []  # as they were before this refresh
+        try:
+            for session in members:
+                with self.lock:
+                    was = self.sessions.get(session.id)
+                self._refresh_one(session.id, lifetime)
+                done.append(was)
+        except Exception:
+            for was in reversed(done):  # a refresh is the whole group's or no one's
+                self._unrefresh(was)
+            raise
+        with self.lock:
+            return [self.sessions.get(s.id) for s in members]
 
     def _refresh_one(self, session_id: int, lifetime: int | None) -> Session:
         """Give one session a new lifetime from now; return it.
@@ -338,6 +352,39 @@ class NetServService:
         if done is None:
             raise Conflict(f"session {session_id} ended while it was being refreshed")
         return done
+
+    def _unrefresh(self, was: Session) -> None:
+        """Put a session that a group's refresh renewed back as it `was`, since the
+        refresh failed at another node: its lifetime, the agent's expiry, the switch's
+        timer. One that ended or changed state meanwhile is left as it is now."""
+        with self.lock:
+            try:
+                now = self.sessions.get(was.id)
+            except NotFound:
+                return
+            if now.state is State.SUSPENDED and was.state is State.SUSPENDED:
+                held = self.sessions.move(
+                    was.id, State.SUSPENDED, lifetime=was.lifetime, expires=was.expires
+                )
+                self._suspending.add(was.id)
+            elif now.state is State.ACTIVE and was.state is State.ACTIVE:
+                held = None
+                agent = self.network.agents.get(was.node)
+                port = self.network.agent_port(was.node)
+                self.sessions.move(was.id, State.REFRESHING)
+            else:
+                return
+        if held is not None:
+            self._hold([held])
+            return
+        armed_until = was.armed_until
+        if agent is not None:
+            rest = replace(was, lifetime=max(1, math.ceil(was.expires - self.clock())))
+            _quietly(was.id, "agent restore", self.agents.refresh, agent, rest)
+        if port is not None:
+            rearmed = _quietly(was.id, "switch restore", self._install, was, port)
+            armed_until = armed_until if rearmed is None else rearmed
+        self._settle(was, lifetime=was.lifetime, expires=was.expires, armed_until=armed_until)
 
     def _put_back(self, old: Session, agent: Agent, port: int | None, pushed: list[str]) -> None:
         """Restore the agent's expiry and the switch's timer of a refresh that failed."""

@@ -220,3 +220,45 @@ def test_sessions_of_a_group_expire_together(line):
     line.clock.now += 5
     assert sorted(line.service.tick()) == sorted(s.id for s in made)
     assert detoured(line) == [] and line.chains() == {1: [], 2: [], 3: []}
+
+
+@pytest.mark.parametrize("fail", ["agent", "switch"])
+def test_a_refresh_failing_at_one_node_leaves_every_node_as_it_was(line, monkeypatch, fail):
+    for dpid in LINE:
+        line.sim(dpid).clock = line.clock
+    made = line.service.create(request({"nodes": "every", "lifetime": 600}), ref=7)
+    line.clock.now += 100
+    before = line.service.sessions.all()
+    chains = {s.id: line.agent(s.node).dispatcher.by_session(s.id).expires for s in made}
+    deadlines = {s.id: line.sim(s.node).deadline(detour_of(line, s)) for s in made}
+    if fail == "agent":
+        refresh = line.agents.refresh
+
+        def refuse_at_3(agent, session):
+            if agent.dpid == 3 and session.lifetime == 30:
+                raise PartFailed("node 3 refused")
+            refresh(agent, session)
+
+        monkeypatch.setattr(line.agents, "refresh", refuse_at_3)
+    else:
+        send = line.switches.send
+
+        def fail_at_3(dpid, msgs):
+            if dpid == 3:
+                raise Unavailable("switch 3 gone")
+            send(dpid, msgs)
+
+        monkeypatch.setattr(line.switches, "send", fail_at_3)
+    with pytest.raises((PartFailed, Unavailable), match="3"):
+        line.service.refresh(("alice", 7), 30)
+    monkeypatch.undo()
+    assert line.service.sessions.all() == before  # lifetimes, expiries, timers, states
+    assert {s.id: line.agent(s.node).dispatcher.by_session(s.id).expires for s in made} == chains
+    assert {s.id: line.sim(s.node).deadline(detour_of(line, s)) for s in made} == deadlines
+    assert sorted(detoured(line)) == [1, 2, 3]
+    assert {s.lifetime for s in line.service.refresh(("alice", 7), 30)} == {30}  # works again
+
+
+def detour_of(line: Line, session):
+    (flow,) = line.sim(session.node).with_cookie(session.cookie)
+    return flow
