@@ -29,10 +29,9 @@ from signaling import wire
 from signaling.client_udp import SignalingClient
 from signaling.dpid import format_dpid, parse_dpid
 from signaling.errors import ErrorCode, SignalingUsageError
-from signaling.exchange import Exchange
+from signaling.exchange import Exchange, ExchangeState
 from signaling.keyfile import KeyFileError, make_key_file, read_key
 from signaling.messages import ErrorReply
-from signaling.probe import ProbeState
 from signaling.session import Outcome, RequesterSession, SessionState
 from signaling.values import Description, FlowFilter, ModuleRef, NodeSelection, PortRange
 
@@ -235,7 +234,7 @@ def _keep(client: SignalingClient, a: argparse.Namespace) -> int:
 
 def _answered(exchange: Exchange, client: SignalingClient, view: dict[str, Any]) -> int:
     answer = exchange.answer
-    if exchange.state is ProbeState.NO_ANSWER or answer is None:
+    if exchange.state is ExchangeState.NO_ANSWER or answer is None:
         print(_no_answer(client), file=sys.stderr)
         return 1
     if isinstance(answer, ErrorReply):
@@ -261,7 +260,7 @@ def _teardown(client: SignalingClient, a: argparse.Namespace) -> int:
 
 def _probe(client: SignalingClient, a: argparse.Namespace) -> int:
     probe = client.probe(a.requester, flow_filter(a), node_selection(a.nodes or "every"))
-    if probe.state is ProbeState.REFUSED and probe.error is not None:
+    if probe.state is ExchangeState.REFUSED and probe.error is not None:
         print(_refusal(probe.error), file=sys.stderr)
         return 1
     if probe.response is None:

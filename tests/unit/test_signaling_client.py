@@ -14,10 +14,9 @@ from controller.signaling import SignalingHandler
 from signaling.auth import Key
 from signaling.client_udp import SignalingClient
 from signaling.errors import ErrorCode
-from signaling.exchange import SEQUENCE_EPOCH, sequence_from_clock
+from signaling.exchange import SEQUENCE_EPOCH, ExchangeState, sequence_from_clock
 from signaling.keyfile import KeyFileError, make_key_file, read_key
 from signaling.messages import Ack
-from signaling.probe import ProbeState
 from signaling.session import Outcome, SessionState, Timers
 from signaling.values import Description, FlowFilter, ModuleRef, NodeSelection
 from tests.unit.conftest import DPID, policy_of
@@ -80,7 +79,7 @@ def test_setup_refresh_and_teardown_through_the_socket(responder):
         (made,) = service.sessions.all()
         assert made.ref == session.session_id and made.requester == "alice@h1"
         again = c.refresh(DESCRIPTION, session.session_id)
-        assert again.state is ProbeState.ANSWERED and isinstance(again.answer, Ack)
+        assert again.state is ExchangeState.ANSWERED and isinstance(again.answer, Ack)
         ended = c.teardown("alice@h1", session.session_id)
         assert isinstance(ended.answer, Ack) and service.sessions.all() == []
 
@@ -120,7 +119,9 @@ def test_no_answer_gives_up_after_the_last_transmission():
 def test_a_probe_through_the_socket(responder):
     with client(responder.port) as c:
         probe = c.probe("alice@h1", FLOW, NodeSelection.every())
-    assert probe.state is ProbeState.ANSWERED and [n.dpid for n in probe.response.nodes] == [DPID]
+    assert probe.state is ExchangeState.ANSWERED and [n.dpid for n in probe.response.nodes] == [
+        DPID
+    ]
 
 
 def test_sequence_numbers_from_the_clock_rise_above_a_sessions_own():

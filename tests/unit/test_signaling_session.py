@@ -6,8 +6,9 @@ import itertools
 import pytest
 
 from signaling.errors import ErrorCode, SignalingUsageError
+from signaling.exchange import ExchangeState
 from signaling.messages import Ack, ErrorReply, ProbeResponse, Refresh, Setup, Teardown
-from signaling.probe import ProbeExchange, ProbeState
+from signaling.probe import ProbeExchange
 from signaling.session import (
     TRANSITIONS,
     Outcome,
@@ -264,20 +265,20 @@ def test_session_ids_are_random_and_never_zero():
 def test_a_probe_is_answered_by_its_response():
     p = ProbeExchange("bob", FlowFilter(dst="10.0.0.2"), nonces=counter_nonces())
     probe = p.start(T0)
-    assert probe.nodes == NodeSelection.every() and p.state is ProbeState.SENT
+    assert probe.nodes == NodeSelection.every() and p.state is ExchangeState.SENT
     response = ProbeResponse.answering(probe, 0, (NodeInfo(1, ("null",)), NodeInfo(2)))
     assert not p.receive(ack(probe), T0, authenticated=True)
     assert p.receive(response, T0 + 0.1, authenticated=True)
-    assert p.state is ProbeState.ANSWERED and [n.dpid for n in p.response.nodes] == [1, 2]
+    assert p.state is ExchangeState.ANSWERED and [n.dpid for n in p.response.nodes] == [1, 2]
     assert p.deadline() is None
 
 
 def test_a_probe_is_retransmitted_then_given_up():
     p = ProbeExchange("bob", FlowFilter(), nonces=counter_nonces())
     probes = [p.start(T0)]
-    while p.state is ProbeState.SENT:
+    while p.state is ExchangeState.SENT:
         probes += p.poll(p.deadline())
-    assert len(probes) == 5 and p.state is ProbeState.NO_ANSWER
+    assert len(probes) == 5 and p.state is ExchangeState.NO_ANSWER
     assert len({m.nonce for m in probes}) == 5 and {m.sequence for m in probes} == {1}
 
 
@@ -285,4 +286,4 @@ def test_a_refused_probe_keeps_the_error():
     p = ProbeExchange("bob", FlowFilter(), nonces=counter_nonces())
     probe = p.start(T0)
     assert p.receive(error(probe, ErrorCode.NO_NETSERV_NODE), T0, authenticated=True)
-    assert p.state is ProbeState.REFUSED and p.error.code is ErrorCode.NO_NETSERV_NODE
+    assert p.state is ExchangeState.REFUSED and p.error.code is ErrorCode.NO_NETSERV_NODE
