@@ -36,8 +36,10 @@ from controller.policy import OPERATOR_ONLY, load_policy
 from controller.repository import Repository
 from controller.repository import default_path as default_repository
 from controller.rest import AUTH, INSTANCE, SIGNALING, RestApi
+from controller.routability import TIMEOUT as ROUTABILITY_TIMEOUT
+from controller.routability import ReturnRoutability
 from controller.service import NetServService
-from controller.signaling import SignalingHandler
+from controller.signaling import Send, SignalingHandler
 from controller.store import SessionStore, StoreError, default_path
 from controller.topology import PROBE_INTERVAL
 from nodes.bundle import Catalog, module_path
@@ -46,6 +48,7 @@ log = logging.getLogger("netserv.controller")
 BARRIER_TIMEOUT = 5.0
 STATS_TIMEOUT = 5.0
 TICK = 1.0
+CHALLENGE_TICK = 0.1  # how often CHALLENGEs due again and checks timed out are looked for
 DISCOVERY_COOKIE = tables.cookie(tables.KIND_DISCOVERY)
 SIGNALING_COOKIE = tables.cookie(tables.KIND_SIGNALING)
 
@@ -188,7 +191,8 @@ class NetServApp(app_manager.RyuApp):
             requester=lambda token: self.service.policy.rest_requester(token),  # after reloads
             token_hint=str(token),
         )
-        self.signaling = SignalingHandler(self.service)
+        timeout = float(getattr(conf, "netserv_routability_timeout", None) or ROUTABILITY_TIMEOUT)
+        self.signaling = SignalingHandler(self.service, checks=ReturnRoutability(timeout))
         kwargs["wsgi"].register(
             RestApi, {INSTANCE: self.service, AUTH: auth, SIGNALING: self.signaling}
         )
@@ -197,6 +201,7 @@ class NetServApp(app_manager.RyuApp):
             signal.signal(signal.SIGHUP, self._want_reload)
         self._ticker = hub.spawn(self._tick_loop)
         self._prober = hub.spawn(self._probe_loop)
+        self._challenger = hub.spawn(self._challenge_loop)
         log.info(
             "NetServ controller up: REST http://%s:%d/netserv/, OpenFlow %s:%d, modules from %s",
             conf.wsapi_host,
@@ -248,6 +253,24 @@ class NetServApp(app_manager.RyuApp):
                 self.service.tick()
             except Exception:  # keep expiring: one bad session must not stop the others
                 log.exception("housekeeping failed")
+
+    def _challenge_loop(self) -> None:
+        while True:
+            hub.sleep(CHALLENGE_TICK)
+            try:
+                self._send_all(self.signaling.tick())
+            except Exception:  # keep checking: a held request must still be answered
+                log.exception("return-routability checks failed")
+
+    def _send_all(self, sends: list[Send]) -> None:
+        by_switch: dict[int, list[Message]] = {}
+        for dpid, msg in sends:
+            by_switch.setdefault(dpid, []).append(msg)
+        for dpid, msgs in by_switch.items():
+            try:
+                self._send(dpid, msgs)
+            except Unavailable as exc:  # gone meanwhile: the requester retransmits
+                log.warning("signaling: %s", exc)
 
     def _probe_loop(self) -> None:
         while True:
@@ -343,7 +366,7 @@ class NetServApp(app_manager.RyuApp):
 
     def _signaled(self, dpid: int, in_port: int, frame: bytes) -> None:
         try:
-            self._send(dpid, self.signaling.packet_in(dpid, in_port, frame))
+            self._send_all(self.signaling.packet_in(dpid, in_port, frame))
         except Exception:  # the next request must still be answered
             log.exception("signaling punted by switch %016x: handling failed", dpid)
 

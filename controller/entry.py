@@ -31,6 +31,7 @@ from controller.errors import PolicyError
 from controller.policy import load_policy
 from controller.repository import Repository
 from controller.repository import default_path as default_repository
+from controller.routability import TIMEOUT as ROUTABILITY_TIMEOUT
 from controller.store import SessionStore, StoreError, default_path
 from nodes.bundle import MODULE_PATH_HELP, BundleError, module_path
 
@@ -68,6 +69,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         default=AGENT_DEAD_AFTER,
         help="seconds without a heartbeat before an agent's sessions are suspended (%(default)s)",
+    )
+    p.add_argument(
+        "--routability-timeout",
+        type=float,
+        default=ROUTABILITY_TIMEOUT,
+        metavar="SECONDS",
+        help="how long an on-path request waits for its claimed endpoint to answer the"
+        " return-routability check (three CHALLENGEs) before it is refused (%(default)s)",
     )
     p.add_argument(
         "--store",
@@ -113,6 +122,9 @@ def run(args: argparse.Namespace, verbose: bool = False) -> int:
     except BundleError as exc:
         print(f"netserv controller: {exc}", file=sys.stderr)
         return 1
+    if not args.routability_timeout > 0:
+        print("netserv controller: --routability-timeout must be above 0", file=sys.stderr)
+        return 1
     store = args.store or str(default_path(args.of_port))
     try:  # refuse a store that cannot be used before Ryu starts, in one line
         SessionStore(store).close()
@@ -154,6 +166,7 @@ def run(args: argparse.Namespace, verbose: bool = False) -> int:
         policy=policy,
         secrets=secrets,
         repo=args.repo,
+        routability_timeout=args.routability_timeout,
     )
 
 
@@ -221,6 +234,7 @@ def run_controller(
     policy: Path | None = None,
     secrets: Path | None = None,
     repo: str | None = None,
+    routability_timeout: float = ROUTABILITY_TIMEOUT,
 ) -> int:
     """Run ryu-manager with the NetServ app in this process until it is stopped.
 
@@ -243,6 +257,11 @@ def run_controller(
                 help="seconds of agent silence before its sessions are removed",
             ),
             cfg.StrOpt("netserv-store", default=store, help="the controller's session store"),
+            cfg.FloatOpt(
+                "netserv-routability-timeout",
+                default=routability_timeout,
+                help="seconds a return-routability check waits for its answer",
+            ),
             cfg.StrOpt("netserv-repo", default="", help="the module repository's folder"),
             cfg.StrOpt(
                 "netserv-policy", default="", help="the requester policy file (TOML); none: open"
@@ -273,6 +292,8 @@ def run_controller(
         str(agent_dead_after),
         "--netserv-store",
         store or str(default_path(of_port)),
+        "--netserv-routability-timeout",
+        str(routability_timeout),
         "--netserv-policy",
         str(policy or ""),
         "--netserv-repo",

@@ -86,9 +86,16 @@ class Forbidden(NetServError):
 
 class NotEndpoint(Forbidden):
     """The flow claimed is not one of the requester's: no endpoint in its prefixes, or
-    the claimed endpoint did not answer the return-routability check."""
+    none that the return-routability check can challenge."""
 
     code = "not_endpoint"
+
+
+class NotRoutable(NotEndpoint):
+    """The claimed endpoint did not answer the return-routability check in time (or
+    not from where it is attached): the claim does not come from that endpoint."""
+
+    code = "not_routable"
 
 
 class ModuleNotAllowed(Forbidden):
@@ -130,6 +137,7 @@ SIGNALING_CODE: dict[type[NetServError], ErrorCode] = {
     UnknownRequester: ErrorCode.UNKNOWN_REQUESTER,
     Forbidden: ErrorCode.NOT_ENDPOINT,
     NotEndpoint: ErrorCode.NOT_ENDPOINT,
+    NotRoutable: ErrorCode.NOT_ROUTABLE,
     ModuleNotAllowed: ErrorCode.MODULE_NOT_ALLOWED,
     NotOwner: ErrorCode.UNKNOWN_SESSION,
     QuotaExceeded: ErrorCode.QUOTA_EXCEEDED,

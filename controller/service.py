@@ -147,13 +147,48 @@ class NetServService:
         reservation, whatever its type, undoes everything done so far, at every node,
         and is raised again.
         """
+        return self.install(self.reserve(request, ref))
+
+    def reserve(
+        self, request: SessionRequest, ref: int | None = None, state: State = State.INSTALLING
+    ) -> list[Session]:
+        """Ask the policy, choose the nodes and hold a session at each, as one group;
+        return them in path order, in `state`: INSTALLING to be installed at once, or
+        PENDING_ROUTABILITY while the return-routability check runs (then `install`
+        when it passes, `withdraw` when it fails). Raise as `create` does; then
+        nothing is held."""
         with self.lock:
             held = self.sessions.all()
             self.policy.authorize(request.requester, request, held)
             nodes = select_nodes(self.network, request.selection, request.ends)
             if len(nodes) > 1:  # a flow rule at each node counts
                 self.policy.authorize(request.requester, request, held, flows=len(nodes))
-            reserved = self.sessions.reserve_group(request, nodes, self.clock(), ref)
+            return self.sessions.reserve_group(request, nodes, self.clock(), ref, state)
+
+    def withdraw(self, reserved: list[Session]) -> None:
+        """End reservations that were never installed (a failed return-routability
+        check): nothing was sent anywhere, so nothing is undone but the table's hold."""
+        with self.lock:
+            for session in reserved:
+                with contextlib.suppress(NotFound):
+                    self.sessions.move(session.id, State.ENDED)
+
+    def install(self, reserved: list[Session]) -> list[Session]:
+        """Install a reserved group (from `reserve`) at each of its nodes: the agent
+        attaches the chain, the switch the detour; return the sessions active, or raise
+        after undoing everything done so far, at every node, and ending the group."""
+        try:
+            with self.lock:
+                reserved = [
+                    self.sessions.move(s.id, State.INSTALLING)
+                    if s.state is State.PENDING_ROUTABILITY
+                    else s
+                    for s in reserved
+                ]
+        except NetServError:  # one ended meanwhile: nothing was sent anywhere
+            self.withdraw(reserved)
+            raise
+        with self.lock:
             parts = [
                 (s, self.network.agents[s.node], self.network.agent_port(s.node)) for s in reserved
             ]

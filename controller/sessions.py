@@ -7,6 +7,9 @@ node, named together by (requester, ref), made, refreshed and ended together.
 Every change of a session's state goes through `SessionTable.move`, which allows only
 the transitions in TRANSITIONS and raises Conflict, saying why, otherwise:
 
+    PENDING_ROUTABILITY                        held while the claimed endpoint is
+        │   └──────────────────────► ENDED     challenged; no answer in time: undone
+        ▼
     INSTALLING ──► ACTIVE ◄──► REFRESHING      a refresh; a re-armed switch timer
         │           ▲ │             │
         │           │ ▼             │
@@ -19,7 +22,10 @@ the transitions in TRANSITIONS and raises Conflict, saying why, otherwise:
         └────────► ENDED                       undone, or removed everywhere
 
 A reservation (INSTALLING) holds the id, tag and flow space while the agent and switch
-are set up; a session keeps them until it has ENDED, when it leaves the table.
+are set up; a session keeps them until it has ENDED, when it leaves the table. A
+reservation that must first pass the return-routability check (`controller/routability.py`)
+starts PENDING_ROUTABILITY: it holds the same, counts against the requester's quotas,
+and has nothing in the switch or agent; only a confirmed check moves it on to INSTALLING.
 
 Every change (a reservation, a move, a restored session) is handed to one hook,
 `on_change`, with the session as it now is: the controller's store writes it there.
@@ -42,6 +48,7 @@ GroupKey = tuple[str, int]  # (requester, ref)
 
 
 class State(enum.Enum):
+    PENDING_ROUTABILITY = "pending-routability"  # reserved; the claimed endpoint is challenged
     INSTALLING = "installing"  # reserved; the agent and the switch are being set up
     ACTIVE = "active"  # chain at the agent, detour in the switch
     REFRESHING = "refreshing"  # active; a new lifetime or switch timer is being pushed
@@ -52,6 +59,8 @@ class State(enum.Enum):
 
 
 TRANSITIONS: dict[State, frozenset[State]] = {
+    # the check passed, or failed (no answer in time): nothing was installed to undo
+    State.PENDING_ROUTABILITY: frozenset({State.INSTALLING, State.ENDED}),
     State.INSTALLING: frozenset({State.ACTIVE, State.ENDED}),  # installed, or undone
     State.ACTIVE: frozenset({State.REFRESHING, State.SUSPENDED, State.ENDING}),
     # done or undone; a teardown or the agent's failure wins
@@ -66,6 +75,7 @@ LIVE = frozenset({State.ACTIVE, State.REFRESHING})  # the states whose detour is
 # The states of a session whose agent is down or just back: no detour of its own yet.
 HELD = frozenset({State.SUSPENDED, State.RESUMING})
 _ACTION = {
+    State.PENDING_ROUTABILITY: "hold",
     State.ACTIVE: "activate",
     State.REFRESHING: "refresh",
     State.SUSPENDED: "suspend",
@@ -75,6 +85,7 @@ _ACTION = {
     State.INSTALLING: "reinstall",
 }
 _BECAUSE = {
+    State.PENDING_ROUTABILITY: "is awaiting its return-routability check",
     State.INSTALLING: "is still being installed",
     State.ACTIVE: "is active",
     State.REFRESHING: "is being refreshed",
@@ -172,9 +183,15 @@ class SessionTable:
         return [self._sessions[i] for i in self._groups.get(key, ())]
 
     def reserve_group(
-        self, request: SessionRequest, nodes: tuple[int, ...], now: float, ref: int | None = None
+        self,
+        request: SessionRequest,
+        nodes: tuple[int, ...],
+        now: float,
+        ref: int | None = None,
+        state: State = State.INSTALLING,
     ) -> list[Session]:
-        """Hold a session on each of `nodes`, in one group, all or none; return them.
+        """Hold a session on each of `nodes`, in one group, all or none; return them,
+        in `state` (INSTALLING, or PENDING_ROUTABILITY while the claim is checked).
 
         Raise Conflict when the group (requester, ref) exists or a node's flow space is
         taken, Unavailable when ids or tags run out; then nothing is held.
@@ -184,7 +201,8 @@ class SessionTable:
         made: list[Session] = []
         try:
             for node in nodes:
-                made.append(self.reserve(request, node, now, made[0].ref if made else ref))
+                ref = made[0].ref if made else ref
+                made.append(self.reserve(request, node, now, ref, state))
         except Exception:
             for session in made:
                 self.move(session.id, State.ENDED)
@@ -192,12 +210,21 @@ class SessionTable:
         return made
 
     def reserve(
-        self, request: SessionRequest, node: int, now: float, ref: int | None = None
+        self,
+        request: SessionRequest,
+        node: int,
+        now: float,
+        ref: int | None = None,
+        state: State = State.INSTALLING,
     ) -> Session:
-        """Hold an id, a tag and the flow space for a new session; raise Conflict/Unavailable.
+        """Hold an id, a tag and the flow space for a new session, in `state` (one
+        that is installed next: INSTALLING or PENDING_ROUTABILITY); return it. Raise
+        Conflict/Unavailable.
 
         It joins group (requester, `ref`); `ref` None starts a group named by its id.
         """
+        if state not in (State.INSTALLING, State.PENDING_ROUTABILITY):
+            raise ValueError(f"a reservation cannot start {state.value}")
         probe = Session(
             0,
             node,
@@ -222,6 +249,7 @@ class SessionTable:
         session = replace(
             probe,
             id=session_id,
+            state=state,
             tag=self._free_tag(node),
             expires=now + request.lifetime,
             ref=session_id if ref is None else ref,

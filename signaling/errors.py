@@ -30,6 +30,7 @@ class ErrorCode(enum.IntEnum):
     MODULE_NOT_ALLOWED = 301
     QUOTA_EXCEEDED = 302
     INVALID_REQUEST = 303
+    NOT_ROUTABLE = 304
     # 4xx: the session's state
     UNKNOWN_SESSION = 400
     CONFLICT = 401

@@ -3,10 +3,17 @@ answer, exchanged as bytes, with the clock passed in."""
 
 from __future__ import annotations
 
+import ipaddress
+from pathlib import Path
+from types import MappingProxyType
+
 import pytest
 
-from controller.errors import NotEndpoint, Unavailable, signaling_code
-from controller.routability import RESEND, TIMEOUT, ReturnRoutability
+from controller.errors import NotEndpoint, NotRoutable, Unavailable, signaling_code
+from controller.match import parse_match
+from controller.policy import Policy, Requester
+from controller.requests import SessionRequest
+from controller.routability import TIMEOUT, ReturnRoutability, endpoint_to_check
 from signaling.codec import decode, encode
 from signaling.errors import ErrorCode
 from signaling.messages import Ack, Challenge, ChallengeResponse, Setup
@@ -29,17 +36,8 @@ SETUP = Setup(
     description=DESCRIPTION,
 )
 KEY = ("alice@h1", SETUP.session_id, SETUP.sequence)
-
-
-class Cookies:
-    """Predictable cookies, so a test can tell them apart."""
-
-    def __init__(self) -> None:
-        self.n = 0
-
-    def __call__(self, size: int) -> bytes:
-        self.n += 1
-        return bytes([self.n]) * size
+AT = (1, 3)  # switch 1, port 3: where alice's host is attached
+RESEND = TIMEOUT / 3
 
 
 def alice_answers(data: bytes, now: float) -> bytes | None:
@@ -50,19 +48,19 @@ def alice_answers(data: bytes, now: float) -> bytes | None:
 
 
 def challenge_bytes(checks: ReturnRoutability, now: float) -> tuple[object, bytes]:
-    check, new = checks.start(KEY, ALICE_AT, now)
+    check, new = checks.start(KEY, ALICE_AT, AT, SETUP.nonce, now)
     assert new
     return check, encode(challenge_for(SETUP, check.cookie, int(now * 1000)))
 
 
-def confirm(checks: ReturnRoutability, source: str, reply: bytes, now: float):
+def confirm(checks: ReturnRoutability, source: str, reply: bytes, now: float, at=AT):
     answer = decode(reply)
     assert isinstance(answer, ChallengeResponse)
-    return checks.answered(source, answer.session_id, answer.sequence, answer.nonce, now)
+    return checks.answered(source, at, answer.session_id, answer.sequence, answer.nonce, now)
 
 
 def test_an_answer_from_the_claimed_address_confirms_the_claim():
-    checks = ReturnRoutability(cookies=Cookies())
+    checks = ReturnRoutability()
     check, data = challenge_bytes(checks, T0)
     assert is_challenge(data)
     challenge = decode(data)
@@ -77,54 +75,57 @@ def test_an_answer_from_the_claimed_address_confirms_the_claim():
 
 
 def test_a_retransmitted_request_joins_the_running_check():
-    checks = ReturnRoutability(cookies=Cookies())
+    checks = ReturnRoutability()
     check, _ = challenge_bytes(checks, T0)
-    again, new = checks.start(KEY, ALICE_AT, T0 + 1.0)
+    again, new = checks.start(KEY, ALICE_AT, AT, bytes(16), T0 + 1.0)
     assert again == check and not new and len(checks) == 1
 
 
 @pytest.mark.parametrize(
-    "source, cookie, session_id, sequence, when",
+    "source, at, cookie, session_id, sequence, when",
     [
-        ("10.0.0.3", None, SETUP.session_id, 1, T0 + 0.5),  # an answer from elsewhere
-        (ALICE_AT, bytes(16), SETUP.session_id, 1, T0 + 0.5),  # a guessed cookie
-        (ALICE_AT, None, SETUP.session_id + 1, 1, T0 + 0.5),  # another session
-        (ALICE_AT, None, SETUP.session_id, 2, T0 + 0.5),  # another request of it
-        (ALICE_AT, None, SETUP.session_id, 1, T0 + TIMEOUT + 0.01),  # too late
-        ("not an address", None, SETUP.session_id, 1, T0 + 0.5),
+        ("10.0.0.3", AT, None, SETUP.session_id, 1, T0 + 0.5),  # from another address
+        (ALICE_AT, (1, 4), None, SETUP.session_id, 1, T0 + 0.5),  # in by another port
+        (ALICE_AT, (2, 3), None, SETUP.session_id, 1, T0 + 0.5),  # at another switch
+        (ALICE_AT, AT, bytes(16), SETUP.session_id, 1, T0 + 0.5),  # a guessed cookie
+        (ALICE_AT, AT, None, SETUP.session_id + 1, 1, T0 + 0.5),  # another session
+        (ALICE_AT, AT, None, SETUP.session_id, 2, T0 + 0.5),  # another request of it
+        (ALICE_AT, AT, None, SETUP.session_id, 1, T0 + TIMEOUT + 0.01),  # too late
+        ("not an address", AT, None, SETUP.session_id, 1, T0 + 0.5),
     ],
 )
 def test_an_answer_that_does_not_match_confirms_nothing_and_ends_nothing(
-    source, cookie, session_id, sequence, when
+    source, at, cookie, session_id, sequence, when
 ):
-    checks = ReturnRoutability(cookies=Cookies())
+    checks = ReturnRoutability()
     check, _ = challenge_bytes(checks, T0)
     cookie = check.cookie if cookie is None else cookie
-    assert checks.answered(source, session_id, sequence, cookie, when) is None
+    assert checks.answered(source, at, session_id, sequence, cookie, when) is None
     if when <= check.deadline:
-        assert checks.answered(ALICE_AT, SETUP.session_id, 1, check.cookie, when) == check
+        assert checks.answered(ALICE_AT, AT, SETUP.session_id, 1, check.cookie, when) == check
 
 
-def test_an_unanswered_check_is_sent_three_times_then_refused_with_300():
-    checks = ReturnRoutability(cookies=Cookies())
+def test_an_unanswered_check_is_sent_three_times_then_refused_with_304():
+    checks = ReturnRoutability()
     check, _ = challenge_bytes(checks, T0)
     sends, t = [], T0
     while t < T0 + TIMEOUT + 1:
         sends += [(round(t - T0, 1), c.sent) for c in checks.resend_due(t)]
         t += 0.1
-    assert sends == [(RESEND, 2), (2 * RESEND, 3)]
+    assert sends == [(round(RESEND, 1), 2), (round(2 * RESEND, 1), 3)]
     assert checks.expired(T0 + TIMEOUT) == []
     (gone,) = checks.expired(T0 + TIMEOUT + 0.01)
     assert gone.key == KEY and len(checks) == 0
     refusal = gone.refusal()
-    assert isinstance(refusal, NotEndpoint) and signaling_code(refusal) is ErrorCode.NOT_ENDPOINT
+    assert isinstance(refusal, NotRoutable) and signaling_code(refusal) is ErrorCode.NOT_ROUTABLE
+    assert refusal.code == "not_routable" and isinstance(refusal, NotEndpoint)  # 403 over REST
     assert "10.0.0.1 did not answer" in str(refusal)
 
 
 def test_an_off_path_claim_gets_no_answer_from_the_endpoint_and_fails():
     # mallory, elsewhere, claims alice's flow in a session of its own: the CHALLENGE goes
     # to alice's address, whose client made no such request and stays silent.
-    checks = ReturnRoutability(cookies=Cookies())
+    checks = ReturnRoutability()
     mallorys = Setup(
         session_id=0x77,
         sequence=1,
@@ -132,11 +133,11 @@ def test_an_off_path_claim_gets_no_answer_from_the_endpoint_and_fails():
         nonce=bytes(16),
         description=Description("alice@h1", DESCRIPTION.flow, [ModuleRef("null", {})], 60),
     )
-    check, _ = checks.start(("alice@h1", 0x77, 1), ALICE_AT, T0)
+    check, _ = checks.start(("alice@h1", 0x77, 1), ALICE_AT, AT, mallorys.nonce, T0)
     data = encode(challenge_for(mallorys, check.cookie, int(T0 * 1000)))
     assert alice_answers(data, T0) is None
     # what mallory can forge without the cookie confirms nothing
-    assert checks.answered(ALICE_AT, 0x77, 1, bytes(16), T0 + 1) is None
+    assert checks.answered(ALICE_AT, AT, 0x77, 1, bytes(16), T0 + 1) is None
     assert [c.key for c in checks.expired(T0 + TIMEOUT + 1)] == [("alice@h1", 0x77, 1)]
 
 
@@ -185,20 +186,68 @@ def test_the_answer_echoes_the_cookie_and_is_a_response():
 
 
 def test_the_table_is_bounded():
-    checks = ReturnRoutability(max_pending=2, cookies=Cookies())
-    checks.start(("a", 1, 1), ALICE_AT, T0)
-    checks.start(("a", 2, 1), ALICE_AT, T0)
+    checks = ReturnRoutability(max_pending=2)
+    checks.start(("a", 1, 1), ALICE_AT, AT, bytes(16), T0)
+    checks.start(("a", 2, 1), ALICE_AT, AT, bytes(16), T0)
     with pytest.raises(Unavailable, match="2 return-routability checks"):
-        checks.start(("a", 3, 1), ALICE_AT, T0)
+        checks.start(("a", 3, 1), ALICE_AT, AT, bytes(16), T0)
     checks.cancel(("a", 1, 1))
-    checks.start(("a", 3, 1), ALICE_AT, T0)
+    checks.start(("a", 3, 1), ALICE_AT, AT, bytes(16), T0)
     assert len(checks) == 2
 
 
-def test_the_cookie_is_random_and_never_shown():
-    checks = ReturnRoutability()
-    first, _ = checks.start(("a", 1, 1), "10.0.0.1", T0)
-    second, _ = checks.start(("a", 2, 1), "fd00:0::1", T0)
+def test_the_cookie_is_an_hmac_of_the_request_and_the_address_and_never_shown():
+    checks = ReturnRoutability(secret=b"s" * 32)
+    first, _ = checks.start(("a", 1, 1), "10.0.0.1", AT, bytes(16), T0)
+    second, _ = checks.start(("a", 2, 1), "fd00:0::1", AT, bytes(16), T0)
     assert first.cookie != second.cookie and len(first.cookie) == 16
     assert second.endpoint == "fd00::1"
     assert first.cookie.hex() not in repr(first) and repr(first.cookie) not in repr(first)
+    # each input counts; the same inputs under another secret give another cookie
+    base = (("a", 1, 1), bytes(16), "10.0.0.1")
+    cookies = {
+        checks.cookie(*base),
+        checks.cookie(("b", 1, 1), bytes(16), "10.0.0.1"),
+        checks.cookie(("a", 9, 1), bytes(16), "10.0.0.1"),
+        checks.cookie(("a", 1, 9), bytes(16), "10.0.0.1"),
+        checks.cookie(("a", 1, 1), bytes([1]) * 16, "10.0.0.1"),
+        checks.cookie(("a", 1, 1), bytes(16), "10.0.0.2"),
+        ReturnRoutability(secret=b"t" * 32).cookie(*base),
+    }
+    assert len(cookies) == 7 and first.cookie == checks.cookie(*base)
+    assert ReturnRoutability().cookie(*base) != ReturnRoutability().cookie(*base)
+
+
+def test_the_time_out_sets_the_challenges_pace_and_must_be_positive():
+    checks = ReturnRoutability(timeout=1.5)
+    check, _ = checks.start(KEY, ALICE_AT, AT, bytes(16), T0)
+    assert (check.deadline, check.next_send) == (T0 + 1.5, T0 + 0.5)
+    with pytest.raises(ValueError, match="above 0"):
+        ReturnRoutability(timeout=0)
+
+
+@pytest.mark.parametrize(
+    "prefixes, match, expected",
+    [
+        (None, {"ipv4_src": "10.0.0.2"}, None),  # trusted with any flow: not checked
+        (["10.0.0.1/32"], {"ipv4_src": "10.0.0.1", "ipv4_dst": "10.0.0.2"}, "10.0.0.1"),
+        (["10.0.0.0/24"], {"ipv4_src": "10.0.0.7", "ipv4_dst": "10.0.0.2"}, "10.0.0.7"),
+        (["10.0.0.2/32"], {"ipv4_src": "10.0.0.9", "ipv4_dst": "10.0.0.2"}, "10.0.0.2"),
+        (["10.0.0.0/24"], {"ipv4_src": "10.0.0.0/25"}, NotEndpoint),  # no single host
+    ],
+)
+def test_the_endpoint_checked_is_a_single_host_of_the_requesters_prefixes(
+    prefixes, match, expected
+):
+    who = Requester(
+        "alice@h1",
+        keys=MappingProxyType({1: bytes(32)}),
+        prefixes=None if prefixes is None else tuple(ipaddress.ip_network(p) for p in prefixes),
+    )
+    policy = Policy(MappingProxyType({"alice@h1": who}), source=Path("p.toml"))
+    request = SessionRequest(parse_match(match), (), 30, "alice@h1")
+    if expected is NotEndpoint:
+        with pytest.raises(NotEndpoint, match="no single host"):
+            endpoint_to_check(policy, request)
+    else:
+        assert endpoint_to_check(policy, request) == expected

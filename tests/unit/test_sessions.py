@@ -11,6 +11,7 @@ from controller.sessions import TRANSITIONS, SessionTable, State
 COUNTER = (ModuleSpec("counter", ()),)
 # A way to reach each state from a fresh reservation, through allowed transitions only.
 PATH_TO = {
+    State.PENDING_ROUTABILITY: [],  # reserved so (see `reserved`)
     State.INSTALLING: [],
     State.ACTIVE: [State.ACTIVE],
     State.REFRESHING: [State.ACTIVE, State.REFRESHING],
@@ -44,7 +45,8 @@ def test_life_of_a_session():
 @pytest.mark.parametrize("before, after", list(itertools.product(State, State)))
 def test_only_the_transitions_in_the_table_are_allowed(before, after):
     table = SessionTable()
-    s = table.reserve(req({"udp_dst": 1}), node=1, now=0.0)
+    start = State.PENDING_ROUTABILITY if before is State.PENDING_ROUTABILITY else State.INSTALLING
+    s = table.reserve(req({"udp_dst": 1}), node=1, now=0.0, state=start)
     for step in PATH_TO[before]:
         s = table.move(s.id, step)
     if before is State.ENDED:  # forgotten: nothing can happen to it any more
@@ -61,7 +63,26 @@ def test_only_the_transitions_in_the_table_are_allowed(before, after):
 def test_every_state_has_a_row_and_ended_is_final():
     assert set(TRANSITIONS) == set(State)
     assert TRANSITIONS[State.ENDED] == frozenset()
-    assert all(State.INSTALLING not in targets for targets in TRANSITIONS.values())
+    # a reservation starts in one of these; only a passed check leads to INSTALLING
+    assert all(State.PENDING_ROUTABILITY not in targets for targets in TRANSITIONS.values())
+    assert [s for s, targets in TRANSITIONS.items() if State.INSTALLING in targets] == [
+        State.PENDING_ROUTABILITY
+    ]
+
+
+def test_a_reservation_pending_its_check_holds_the_flow_and_can_only_go_on_or_end():
+    table = SessionTable()
+    s = table.reserve(req({"udp_dst": 1}), 1, 0, state=State.PENDING_ROUTABILITY)
+    assert s.state is State.PENDING_ROUTABILITY and s.to_json(0)["state"] == "pending-routability"
+    with pytest.raises(Conflict, match="overlaps session"):
+        table.reserve(req({"udp_dst": 1}), node=1, now=0)
+    for refused in (State.ACTIVE, State.REFRESHING, State.ENDING):
+        with pytest.raises(Conflict, match="awaiting its return-routability check"):
+            table.move(s.id, refused)
+    assert table.expired(100.0) == [] and table.rearm_due(100.0, 5) == []
+    assert table.move(s.id, State.INSTALLING).state is State.INSTALLING
+    with pytest.raises(ValueError, match="cannot start active"):
+        table.reserve(req({"udp_dst": 2}), 1, 0, state=State.ACTIVE)
 
 
 def test_teardown_of_a_session_still_installing_says_so():

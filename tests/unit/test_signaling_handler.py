@@ -19,12 +19,15 @@ from controller.messages import Output
 from controller.policy import Policy, Requester
 from controller.service import NetServService
 from controller.signaling import AnswerCache, SignalingHandler, fit_node_infos
+from controller.topology import SwitchPort
 from signaling import wire
 from signaling.auth import Key, sign, verify
 from signaling.codec import decode, encode
 from signaling.errors import ErrorCode
 from signaling.messages import (
     Ack,
+    Challenge,
+    ChallengeResponse,
     ErrorReply,
     Message,
     Probe,
@@ -96,8 +99,8 @@ def ask(handler: SignalingHandler, data: bytes | Message, key: Key | None = KEY)
     msgs = handler.packet_in(DPID, H1_PORT, frame(data))
     if not msgs:
         return None
-    (out,) = msgs
-    assert out.in_port is None and out.actions == (Output(H1_PORT),)
+    ((dpid, out),) = msgs
+    assert dpid == DPID and out.in_port is None and out.actions == (Output(H1_PORT),)
     pkt = Ether(out.data)
     assert (pkt[IP].src, pkt[IP].dst, pkt[UDP].sport, pkt[UDP].dport) == (
         "10.0.0.2",
@@ -117,6 +120,40 @@ def answer(data: bytes | None, signed: bool = True) -> Message:
     else:
         assert message.auth is None
     return message
+
+
+def locate(service, ip: str = "10.0.0.1", port: int = H1_PORT) -> None:
+    """Let the controller's topology see a frame from host `ip` at `port` of switch DPID."""
+    mac = f"00:00:00:00:00:{int(ip.rsplit('.', 1)[1]):02x}"
+    service.network.topology.host_seen(SwitchPort(DPID, port), mac, ip, 0.0)
+
+
+def challenge_in(sends: list) -> tuple[int, Challenge, Ether]:
+    """Return the port a CHALLENGE went out of, the CHALLENGE, and its frame."""
+    ((dpid, out),) = sends
+    (action,) = out.actions
+    pkt = Ether(out.data)
+    challenge = decode(bytes(pkt[UDP].payload))
+    assert dpid == DPID and isinstance(challenge, Challenge)
+    return action.port, challenge, pkt
+
+
+def reply_frame(pkt: Ether, payload: bytes, src: str | None = None) -> bytes:
+    """Return the frame that answers the CHALLENGE frame `pkt` with `payload` (from
+    `src` instead of the address challenged, when given)."""
+    back = Ether(src=pkt.dst, dst=pkt.src) / IP(src=src or pkt[IP].dst, dst=pkt[IP].src)
+    return bytes(back / UDP(sport=pkt[UDP].dport, dport=pkt[UDP].sport) / Raw(payload))
+
+
+def ask_checked(handler: SignalingHandler, message: Message, port: int = H1_PORT) -> bytes | None:
+    """Send `message` as `ask` does, answer its CHALLENGE as the endpoint's client
+    does, from switch port `port`; return the request's answer."""
+    sends = handler.packet_in(DPID, H1_PORT, frame(sign(message, KEY)))
+    _, challenge, pkt = challenge_in(sends)
+    reply = encode(ChallengeResponse.answering(challenge, 0))
+    ((dpid, out),) = handler.packet_in(DPID, port, reply_frame(pkt, reply))
+    assert dpid == DPID and out.actions == (Output(H1_PORT),)
+    return bytes(Ether(out.data)[UDP].payload)
 
 
 def served(sim, dport: int = 9000) -> list:
@@ -344,7 +381,8 @@ STRICT = Requester(
 def test_the_policy_refuses_on_path_as_over_rest(sig, description, code):
     handler, service, sim, switches, _, _, _ = sig
     service.policy = Policy(MappingProxyType({"alice@h1": STRICT}), source=Path("p.toml"))
-    assert isinstance(answer(ask(handler, setup(session_id=1))), Ack)  # her one session
+    locate(service)
+    assert isinstance(answer(ask_checked(handler, setup(session_id=1))), Ack)  # her one session
     before, mods = service.sessions.all(), len(switches.flow_mods())
     error = answer(ask(handler, setup(description, session_id=2)))
     assert isinstance(error, ErrorReply) and error.code == ErrorCode[code]
