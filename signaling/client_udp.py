@@ -10,6 +10,10 @@ The socket lives here; what to send and when is decided by `signaling.session`,
 arrives is decoded, its MAC checked with the requester's key, and handed over. A
 requester sends toward the flow's far endpoint, so that the first NetServ switch on
 the flow's path hands the request to its controller; the answer comes back from there.
+
+Before that, a CHALLENGE (the controller's return-routability check of a request that
+claims this host's address) is answered at once when it is about a session this client
+sets up or refreshes (`signaling.routability.claims`), and ignored otherwise.
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from signaling.auth import Key, sign, verify
 from signaling.codec import decode, encode
 from signaling.errors import SignalingProtocolError
 from signaling.exchange import Exchange, sequence_from_clock
-from signaling.messages import Message, Refresh, Request, Teardown
+from signaling.messages import Challenge, Message, Refresh, Request, Teardown
 from signaling.probe import ProbeExchange
+from signaling.routability import answer_challenge, claims, is_challenge
 from signaling.session import RequesterSession, SessionState, Timers
 from signaling.values import Description, FlowFilter, NodeSelection
 
@@ -67,6 +72,8 @@ class SignalingClient:
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         self.sock.bind(("", 0))
         self.ignored = 0  # datagrams that were no answer to anything outstanding
+        self.challenges_answered = 0
+        self._mine: dict[int, Description] = {}  # the sessions it speaks for, by id
 
     def __enter__(self) -> SignalingClient:
         return self
@@ -94,6 +101,7 @@ class SignalingClient:
             auto_refresh=keep,
             signed=self.key is not None,
         )
+        self._mine[session.session_id] = description
         self.send(session.open(self.clock()))
         self.run(session, lambda: session.state is not SessionState.SETUP_SENT, stopped)
         return session
@@ -122,7 +130,9 @@ class SignalingClient:
 
     def refresh(self, description: Description, session_id: int) -> Exchange:
         """Send a REFRESH of session `session_id` on its own; return the answered
-        exchange (its `state` and `answer`)."""
+        exchange (its `state` and `answer`). A controller that lost the session sets it
+        up again from it, after challenging this host: the CHALLENGE is answered."""
+        self._mine[session_id] = description
         return self._one(lambda h: Refresh(**h, description=description), session_id)
 
     def teardown(self, requester: str, session_id: int) -> Exchange:
@@ -184,8 +194,11 @@ class SignalingClient:
     def _receive(self, machine: Machine, timeout: float) -> bool:
         self.sock.settimeout(max(timeout, 0.001))
         try:
-            data, _ = self.sock.recvfrom(65535)
+            data, sender = self.sock.recvfrom(65535)
         except TimeoutError:
+            return False
+        if is_challenge(data):
+            self._answer_challenge(data, sender)
             return False
         try:
             message = decode(data)
@@ -202,3 +215,17 @@ class SignalingClient:
         acted = machine.receive(message, self.clock(), authenticated)
         self.ignored += not acted
         return acted
+
+    def _answer_challenge(self, data: bytes, sender: tuple[str, int]) -> None:
+        """Answer a CHALLENGE about a session of this client, back to where it came
+        from; anything else is ignored, so no one else's claim is ever confirmed."""
+        reply = answer_challenge(data, self._claimed, int(self.clock() * 1000))
+        if reply is None:
+            self.ignored += 1
+            return
+        self.sock.sendto(reply, sender[:2])
+        self.challenges_answered += 1
+
+    def _claimed(self, challenge: Challenge) -> bool:
+        description = self._mine.get(challenge.session_id)
+        return description is not None and claims(challenge, challenge.session_id, description)

@@ -4,19 +4,23 @@ answering on a loopback socket (the session service on a simulated switch)."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import stat
 import threading
+from dataclasses import replace
 
 import pytest
 
 from controller.signaling import SignalingHandler
-from signaling.auth import Key
+from signaling.auth import Key, sign
 from signaling.client_udp import SignalingClient
+from signaling.codec import decode, encode
 from signaling.errors import ErrorCode
 from signaling.exchange import SEQUENCE_EPOCH, ExchangeState, sequence_from_clock
 from signaling.keyfile import KeyFileError, make_key_file, read_key
-from signaling.messages import Ack
+from signaling.messages import Ack, ChallengeResponse, Refresh, Setup
+from signaling.routability import challenge_for
 from signaling.session import Outcome, SessionState, Timers
 from signaling.values import Description, FlowFilter, ModuleRef, NodeSelection
 from tests.unit.conftest import DPID, policy_of
@@ -219,3 +223,104 @@ def test_keygen_makes_a_key_file_the_policy_can_name(tmp_path, capsys):
     assert main(["signal", "keygen", "--out", str(out)]) == 0
     assert json.loads(capsys.readouterr().out) == {"key_file": str(out)}
     assert len(read_key(out).secret) == 32
+
+
+class Challenger:
+    """A responder that checks return-routability: it answers a SETUP or REFRESH only
+    once a CHALLENGE it sent to the request's address and port, from a socket of its
+    own, came back there with the cookie. `foreign` first sends a CHALLENGE of another
+    session, which must get no answer."""
+
+    def __init__(self, foreign: bool = False) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.challenger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.challenger.bind(("127.0.0.1", 0))
+        self.foreign = foreign
+        self.confirmed: list[str] = []  # the requests let through, by type
+        self.unanswered = 0  # challenges that got no answer
+        self.running = True
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _challenge(self, request, peer, cookie: bytes) -> bool:
+        self.challenger.sendto(encode(challenge_for(request, cookie, 0)), peer)
+        self.challenger.settimeout(0.3)
+        try:
+            data, _ = self.challenger.recvfrom(65535)
+        except TimeoutError:
+            self.unanswered += 1
+            return False
+        reply = decode(data)
+        return isinstance(reply, ChallengeResponse) and reply.nonce == cookie
+
+    def _serve(self) -> None:
+        while self.running:
+            try:
+                data, peer = self.sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            request = decode(data)
+            if isinstance(request, Setup | Refresh):
+                if self.foreign:
+                    other = replace(request, session_id=request.session_id + 1)
+                    assert not self._challenge(other, peer, b"f" * 16)
+                if not self._challenge(request, peer, os.urandom(16)):
+                    continue
+                self.confirmed.append(type(request).__name__)
+                answer = Ack.answering(request, 0, request.description.lifetime, (DPID,))
+            else:
+                answer = Ack.answering(request, 0)
+            self.sock.sendto(sign(answer, KEY), peer)
+
+    def close(self) -> None:
+        self.running = False
+        self.thread.join()
+        self.sock.close()
+        self.challenger.close()
+
+
+@pytest.fixture
+def challenger():
+    c = Challenger()
+    yield c
+    c.close()
+
+
+def test_the_client_answers_the_challenge_of_its_own_setup(challenger):
+    with client(challenger.port) as c:
+        session = c.setup(DESCRIPTION)
+        assert session.state is SessionState.ESTABLISHED and c.challenges_answered == 1
+        assert challenger.confirmed == ["Setup"]
+        c.close_session(session)
+    assert session.outcome is Outcome.TORN_DOWN
+
+
+def test_the_client_ignores_a_challenge_of_a_session_it_did_not_ask_for():
+    foreign = Challenger(foreign=True)
+    try:
+        with client(foreign.port) as c:
+            session = c.setup(DESCRIPTION)
+            assert session.state is SessionState.ESTABLISHED and c.challenges_answered == 1
+        assert foreign.unanswered == 1 and c.ignored >= 1
+    finally:
+        foreign.close()
+
+
+def test_keep_refreshes_and_answers_the_challenge_of_a_refresh_that_rebuilds(challenger):
+    # this responder checks every REFRESH, as a controller that lost the session does
+    short = replace(DESCRIPTION, lifetime=1)
+    refreshed = []
+    with client(challenger.port) as c:
+        session = c.setup(short, keep=True)
+        c.keep(session, lambda: len(refreshed) >= 2, refreshed.append)
+    assert challenger.confirmed == ["Setup", "Refresh", "Refresh"]
+    assert session.state is SessionState.ESTABLISHED and c.challenges_answered == 3
+
+
+def test_a_refresh_sent_on_its_own_answers_its_challenge(challenger):
+    with client(challenger.port) as c:
+        exchange = c.refresh(DESCRIPTION, 0x5EED)
+    assert exchange.state is ExchangeState.ANSWERED and challenger.confirmed == ["Refresh"]
