@@ -172,11 +172,16 @@ def to_agent(switch: Any) -> int:
 # --- one switch ------------------------------------------------------------------------
 
 
-def test_an_on_path_setup_serves_its_flow_and_no_other(single: Net) -> None:
+def test_an_on_path_setup_serves_its_flow_and_no_other(
+    single: Net, controller: ControllerProcess
+) -> None:
     h1, h2, h3 = single.hosts
     switch = single.net.switches[0]
     made = single.setup(h1, h2, "--lifetime", "60")
     assert made["nodes"] == [switch.dpid] and made["lifetime"] == 60
+    # alice may claim h1's flows only: h1 was challenged, and its client answered
+    counts = single.counts(controller)
+    assert counts["routability: challenged"] == counts["routability: confirmed"] == 1
     (session,) = single.sessions()
     assert session["node"] == switch.dpid
     assert session["match"] == {
