@@ -11,7 +11,9 @@ Order matters so that nothing is ever half-made:
   create:   reserve a session at each selected node (a group) → at each, the agent
             attaches the chain and the switch installs the detour → all active;
             any failure, of any type, undoes what was done at every node (no session,
-            flow or chain) and is raised again.
+            flow or chain) and is raised again. An on-path request that is checked for
+            return-routability is reserved PENDING_ROUTABILITY first (`reserve`), then
+            installed when the check passes (`install`) or withdrawn when it fails.
   refresh:  (each session of the group) check everything → agent → switch re-adds the
             detour → the new lifetime;
             a failure at any node puts back what was pushed and leaves every
