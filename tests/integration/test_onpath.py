@@ -437,8 +437,17 @@ def test_the_selection_installs_on_exactly_those_nodes(chain3: Net, nodes: str, 
 def test_first_and_last_follow_the_flows_direction(chain3: Net) -> None:
     h1, _, h3 = chain3.hosts
     s1, _, s3 = chain3.net.switches
-    assert chain3.setup(h3, h1)["nodes"] == [s3.dpid]
-    assert chain3.setup(h3, h1, "--nodes", "last", port=9001)["nodes"] == [s1.dpid]
+
+    # alice asks from h1, the flow's destination (her address is what is checked), for
+    # the flow h3 -> h1, signalling toward h3
+    def setup(*args: str, port: int = 9000) -> dict[str, Any]:
+        argv = [*flow(h3, h1, port), "--module", "counter", "--to", h3.IP(), *args]
+        done = chain3.signal(h1, "setup", *argv)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    assert setup()["nodes"] == [s3.dpid]
+    assert setup("--nodes", "last", port=9001)["nodes"] == [s1.dpid]
 
 
 def test_a_probe_lists_the_paths_nodes_in_order(chain3: Net) -> None:
