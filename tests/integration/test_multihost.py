@@ -251,7 +251,8 @@ def two_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
 
 
 def _stop_group(proc: subprocess.Popen) -> None:
-    """Stop the agent's supervisor and its agent: the process group started for them."""
+    """Stop the agent's supervisor and its agent: the process group started for them,
+    which gets the SIGTERM, as topologies stop it; each must stop by itself."""
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -259,6 +260,7 @@ def _stop_group(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+            raise AssertionError(f"not stopped by SIGTERM within {AGENT_STOP_TIMEOUT} s") from None
 
 
 def wait_for(what: str, check: Any, timeout: float = DISCOVERY_TIMEOUT) -> Any:
