@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -245,7 +247,7 @@ def two_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
             stack.undo.append((f"agent {k}", lambda a=agent, f=log: (_stop_group(a), f.close())))
         client = ctl.client()
         wait_ready(client, [f"{d:016x}" for d in DPIDS.values()])
-        yield {"ctl": ctl, "client": client, "users": users, "envs": envs, "ns": ns}
+        yield {"ctl": ctl, "client": client, "users": users, "envs": envs, "certs": certs}
     finally:
         stack.close()
 
@@ -261,6 +263,23 @@ def _stop_group(proc: subprocess.Popen) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             raise AssertionError(f"not stopped by SIGTERM within {AGENT_STOP_TIMEOUT} s") from None
+
+
+def openflow_greeting(
+    addr: tuple[str, int], ca: Path, cert: Path | None, key: Path | None
+) -> bytes:
+    """Return the first 8 bytes the controller sends a TLS client (b"" when it refuses
+    the client), after checking the controller's certificate against `ca`."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False  # OVS checks only the CA's signature, not a name
+    ctx.load_verify_locations(ca)
+    if cert is not None and key is not None:
+        ctx.load_cert_chain(cert, key)
+    try:
+        with socket.create_connection(addr, timeout=5) as raw, ctx.wrap_socket(raw) as tls:
+            return tls.recv(8)
+    except (ssl.SSLError, ConnectionError):
+        return b""
 
 
 def wait_for(what: str, check: Any, timeout: float = DISCOVERY_TIMEOUT) -> Any:
@@ -323,3 +342,9 @@ def test_a_session_on_the_remote_node_serves_frames_that_crossed_the_tunnel(
         target = sh("ovs-vsctl", "get-controller", "br", env=env).strip()
         log = Path(env["OVS_LOGDIR"], "ovs-vswitchd.log").read_text()
         assert target.startswith("ssl:") and f"br<->{target}: connected" in log, target
+    # Every connection gets the controller's certificate, and one without a certificate
+    # the CA signed is refused.
+    certs, addr = two_hosts["certs"], two_hosts["ctl"].of_addr
+    hello = openflow_greeting(addr, certs["ca"], certs["switch_cert"], certs["switch_key"])
+    assert len(hello) == 8 and hello[1] == 0, hello  # OFPT_HELLO
+    assert openflow_greeting(addr, certs["ca"], None, None) == b""
