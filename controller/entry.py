@@ -121,6 +121,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, verbose: bool = False) -> int:
     """Run the controller the parsed options describe; return the process's exit code."""
+    if (args.ctl_privkey is None) != (args.ctl_cert is None) or (
+        args.ca_certs is not None and args.ctl_cert is None
+    ):
+        print(
+            "netserv controller: TLS needs --ctl-privkey and --ctl-cert together "
+            "(and --ca-certs only with them)",
+            file=sys.stderr,
+        )
+        return 1
+    missing = [
+        f for f in (args.ctl_privkey, args.ctl_cert, args.ca_certs) if f and not os.path.isfile(f)
+    ]
+    if missing:
+        print(f"netserv controller: no such TLS file: {', '.join(missing)}", file=sys.stderr)
+        return 1
+    tls = _tls_args(args.ctl_privkey, args.ctl_cert, args.ca_certs, args.of_port)
     try:
         folders = module_path(args.module_path)
     except BundleError as exc:
@@ -148,16 +164,6 @@ def run(args: argparse.Namespace, verbose: bool = False) -> int:
         except PolicyError as exc:
             print(f"netserv controller: {exc}", file=sys.stderr)
             return 1
-    if (args.ctl_privkey is None) != (args.ctl_cert is None) or (
-        args.ca_certs is not None and args.ctl_cert is None
-    ):
-        print(
-            "netserv controller: TLS needs --ctl-privkey and --ctl-cert together "
-            "(and --ca-certs only with them)",
-            file=sys.stderr,
-        )
-        return 1
-    tls = _tls_args(args.ctl_privkey, args.ctl_cert, args.ca_certs, args.of_port)
     secrets = keyfiles.secrets_dir(args.secrets)
     try:
         keyfiles.operator_token(secrets, create=True)
