@@ -171,7 +171,7 @@ def quiet_veth(ns: str, *names: str) -> None:
 def two_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("multihost")
     p = "m" + secrets.token_hex(2)[:3]
-    net = f"10.{200 + secrets.randbelow(50)}.{secrets.randbelow(250)}"  # management, /30s
+    net = f"10.{200 + secrets.randbelow(50)}.{secrets.randbelow(250)}"  # the /30s of the links
     ns = {k: f"{p}{k}" for k in ("a", "b", "h1", "h2")}
     stack = Stack()
     try:
@@ -202,7 +202,7 @@ def two_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
         # The underlay between the two hosts.
         sh("ip", "link", "add", "under", "netns", ns["a"], "mtu", str(UNDERLAY_MTU), "type",
            "veth", "peer", "name", "under", "netns", ns["b"], "mtu", str(UNDERLAY_MTU))  # fmt: skip
-        tunnel_ip = {"a": "172.31.0.1", "b": "172.31.0.2"}
+        tunnel_ip = {"a": f"{net}.9", "b": f"{net}.10"}  # a /30 of its own
         users = {"a": NsHost(ns["h1"], "10.0.0.1", "00:00:00:00:00:01"),
                  "b": NsHost(ns["h2"], "10.0.0.2", "00:00:00:00:00:02")}  # fmt: skip
         envs = {}
@@ -213,7 +213,7 @@ def two_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
             sh(*vsctl, "add-br", "phy", "--", "set", "bridge", "phy", "datapath_type=netdev",
                "fail_mode=standalone", "--", "add-port", "phy", "under", env=env)  # fmt: skip
             sh(*vsctl, "set", "interface", "phy", f"mtu_request={UNDERLAY_MTU}", env=env)
-            in_ns(ns[k], "ip", "addr", "add", f"{tunnel_ip[k]}/24", "dev", "phy")
+            in_ns(ns[k], "ip", "addr", "add", f"{tunnel_ip[k]}/30", "dev", "phy")
             in_ns(ns[k], "ip", "link", "set", "phy", "up")
             sh(*vsctl, "set-ssl", str(certs["switch_key"]), str(certs["switch_cert"]),
                str(certs["ca"]), env=env)  # fmt: skip
