@@ -21,7 +21,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from pathlib import Path
 
@@ -107,6 +107,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         f"the nodes' keys (default ${keyfiles.ENV}, else run/secrets in the repository)",
     )
     p.add_argument(
+        "--ctl-privkey",
+        metavar="FILE",
+        help="the controller's TLS private key (PEM): with --ctl-cert, switches connect "
+        "over TLS (ssl:HOST:PORT) on --of-port instead of TCP (docs/multihost.md)",
+    )
+    p.add_argument("--ctl-cert", metavar="FILE", help="the controller's TLS certificate (PEM)")
+    p.add_argument(
+        "--ca-certs",
+        metavar="FILE",
+        help="the CA certificate(s) a switch's certificate must be signed by (PEM); "
+        "without it any switch may connect over TLS",
+    )
+    p.add_argument(
         "--app",
         action="append",
         default=[],
@@ -117,6 +130,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, verbose: bool = False) -> int:
     """Run the controller the parsed options describe; return the process's exit code."""
+    if (args.ctl_privkey is None) != (args.ctl_cert is None) or (
+        args.ca_certs is not None and args.ctl_cert is None
+    ):
+        print(
+            "netserv controller: TLS needs --ctl-privkey and --ctl-cert together "
+            "(and --ca-certs only with them)",
+            file=sys.stderr,
+        )
+        return 1
+    missing = [
+        f for f in (args.ctl_privkey, args.ctl_cert, args.ca_certs) if f and not os.path.isfile(f)
+    ]
+    if missing:
+        print(f"netserv controller: no such TLS file: {', '.join(missing)}", file=sys.stderr)
+        return 1
+    tls = _tls_args(args.ctl_privkey, args.ctl_cert, args.ca_certs, args.of_port)
     try:
         folders = module_path(args.module_path)
     except BundleError as exc:
@@ -167,7 +196,20 @@ def run(args: argparse.Namespace, verbose: bool = False) -> int:
         secrets=secrets,
         repo=args.repo,
         routability_timeout=args.routability_timeout,
+        tls=tls,
     )
+
+
+def _tls_args(key: str | None, cert: str | None, ca: str | None, of_port: int) -> tuple[str, ...]:
+    """Return Ryu's options for an OpenFlow listener over TLS on `of_port` (none without a key).
+
+    Ryu listens either on its TCP port or, given a key and a certificate, on its SSL
+    port only: so the SSL port is set to the OpenFlow port.
+    """
+    if key is None or cert is None:
+        return ()
+    tls = ("--ctl-privkey", key, "--ctl-cert", cert, "--ofp-ssl-listen-port", str(of_port))
+    return tls + (("--ca-certs", ca) if ca is not None else ())
 
 
 def _serve_rest() -> None:
@@ -221,6 +263,46 @@ def _serve_rest() -> None:
     wsgi.WSGIServer.serve_forever = serve_forever
 
 
+def _tls_per_connection() -> None:
+    """Make Ryu's OpenFlow listener over TLS use its certificate on every connection.
+
+    Ryu 4.34's `StreamServer` pops the TLS context and the file names out of its
+    arguments when the first switch connects, so every later switch met a server with
+    no certificate ("no shared cipher") that would not have checked the switch's
+    either. Here the context is made once, before the first connection, and each
+    connection is wrapped with it.
+    """
+    from ryu.lib import hub
+
+    plain_init = hub.StreamServer.__init__
+
+    def init(
+        server: hub.StreamServer,
+        listen_info: tuple[str, int],
+        handle: Callable[..., object] | None = None,
+        backlog: None = None,
+        spawn: str = "default",
+        **ssl_args: object,
+    ) -> None:
+        ctx = ssl_args.pop("ssl_ctx", None)
+        if ctx is None:
+            plain_init(server, listen_info, handle, backlog, spawn, **ssl_args)
+            return
+        ctx.load_cert_chain(ssl_args.pop("certfile"), ssl_args.pop("keyfile"))
+        if "cert_reqs" in ssl_args:
+            ctx.verify_mode = ssl_args.pop("cert_reqs")
+        if "ca_certs" in ssl_args:
+            ctx.load_verify_locations(ssl_args.pop("ca_certs"))
+        plain_init(server, listen_info, handle, backlog, spawn)
+
+        def wrap_and_handle(sock: object, addr: object) -> None:
+            handle(ctx.wrap_socket(sock, server_side=True), addr)
+
+        server.handle = wrap_and_handle
+
+    hub.StreamServer.__init__ = init
+
+
 def run_controller(
     of_host: str,
     of_port: int,
@@ -235,9 +317,11 @@ def run_controller(
     secrets: Path | None = None,
     repo: str | None = None,
     routability_timeout: float = ROUTABILITY_TIMEOUT,
+    tls: Sequence[str] = (),
 ) -> int:
     """Run ryu-manager with the NetServ app in this process until it is stopped.
 
+    `tls` are Ryu's options for OpenFlow over TLS (`_tls_args`), none for TCP.
     `secrets` is the secrets folder (None: `controller.keyfiles.secrets_dir()`).
     `store` None keeps the sessions in the default store for `of_port`; `repo` None
     keeps the module repository beside it (`controller.repository.default_path`).
@@ -276,6 +360,7 @@ def run_controller(
     from ryu.cmd import manager  # patches the standard library for eventlet
 
     _serve_rest()
+    _tls_per_connection()
 
     args = [
         "--ofp-listen-host",
@@ -300,6 +385,7 @@ def run_controller(
         str(repo or ""),
         "--netserv-secrets",
         str(keyfiles.secrets_dir(secrets)),
+        *tls,
         *(["--verbose"] if verbose else []),
         "controller.app",
         *extra_apps,

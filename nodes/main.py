@@ -285,8 +285,16 @@ def run_agent(agent: NodeAgent, listen: tuple[str, int], watchdog: int | None = 
         thread.start()
         return thread
 
+    def stop(*_: object) -> None:
+        # A process group's SIGTERM and the supervisor's arrive together: a second one
+        # handled inside Event.set, which holds the event's lock (not reentrant), hung
+        # the agent until it was killed. So the first one is the only one handled.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
+        agent.stopping.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: agent.stopping.set())
+        signal.signal(sig, stop)
     guarded("control", server.serve_forever)  # the controller may ask it before it answers
     # Beats while it registers too: a slow controller is no hang.
     guarded("watchdog", agent.watchdog_loop, watchdog)
