@@ -7,6 +7,7 @@ only other frames (IPv6, ICMP, options, fragments) are parsed by `Frame`.
 """
 
 import ipaddress
+import struct
 from collections.abc import Mapping
 
 from nodes.blocks import Frame
@@ -15,6 +16,9 @@ from nodes.module_api import ModuleContext, ServiceModule, Verdict
 FORWARD = Verdict.FORWARD  # ignored for a copy; an enum looked up per frame costs more
 IPV4_NO_OPTIONS = b"\x08\x00\x45"  # from the EtherType: IPv4, a 20-byte header
 PORTED = (6, 17)  # TCP, UDP: their first four bytes are the ports
+# From the EtherType on: EtherType and IPv4 version/length, the fragment offset's two
+# bytes, the protocol, then addresses and ports (a 20-byte IPv4 header before them).
+HEAD = struct.Struct("!3s5xBBxB2x12s")
 PROTOCOLS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
 SWEEP_MAX = 30.0  # idle flows are looked for at least this often
 
@@ -83,12 +87,13 @@ class Monitor(ServiceModule):
 
 
 def _key(frame: memoryview) -> object:
-    """Return the flow key of `frame`: bytes (protocol, addresses, ports) for an IPv4 TCP
-    or UDP frame without options that is not a later fragment, else the key
+    """Return the flow key of `frame`: (protocol, addresses and ports as bytes) for an
+    IPv4 TCP or UDP frame without options that is not a later fragment, else the key
     `Frame.flow_key` gives (None for a frame that is not IP)."""
-    head = frame[12:38].tobytes()
-    if head[:3] == IPV4_NO_OPTIONS and head[11] in PORTED and not (head[8] & 0x1F or head[9]):
-        return head[11:12] + head[14:]
+    if len(frame) >= 12 + HEAD.size:
+        kind, offset_high, offset_low, proto, ends = HEAD.unpack_from(frame, 12)
+        if kind == IPV4_NO_OPTIONS and proto in PORTED and not (offset_high & 0x1F or offset_low):
+            return proto, ends
     return Frame(frame).flow_key()
 
 
@@ -96,9 +101,10 @@ def _describe(key: object) -> str:
     """Return a flow key as text: "udp 10.0.0.1:5000 > 10.0.0.2:9000"."""
     if key is None:
         return "not IP"
-    if isinstance(key, bytes):
-        proto, src, dst = key[0], key[1:5], key[5:9]
-        sport, dport = int.from_bytes(key[9:11], "big"), int.from_bytes(key[11:13], "big")
+    if len(key) == 2:  # type: ignore[arg-type]
+        proto, ends = key  # type: ignore[misc]
+        src, dst = ends[:4], ends[4:8]
+        sport, dport = int.from_bytes(ends[8:10], "big"), int.from_bytes(ends[10:], "big")
     else:
         proto, src, dst, sport, dport = key  # type: ignore[misc]
     name = PROTOCOLS.get(proto, str(proto))

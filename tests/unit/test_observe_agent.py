@@ -188,7 +188,7 @@ def test_the_monitor_follows_each_flow():
 def test_the_monitors_quick_key_names_a_flow_as_the_frame_parser_does():
     macs = {"src_mac": "02:00:00:00:00:01", "dst_mac": "02:00:00:00:00:02"}
     udp = memoryview(bytearray(udp_frame(**macs, src="10.0.0.1", dst="10.0.0.2", sport=7, dport=9)))
-    assert isinstance(_key(udp), bytes)  # read straight from the bytes
+    assert len(_key(udp)) == 2  # read straight from the bytes
     assert _describe(_key(udp)) == _describe(Frame(udp).flow_key()) == "udp 10.0.0.1:7 > 10.0.0.2:9"
     v6 = udp_frame(**macs, src="fd00::1", dst="fd00::2", sport=7, dport=9)
     assert _describe(_key(memoryview(bytearray(v6)))) == "udp [fd00::1]:7 > [fd00::2]:9"
