@@ -481,8 +481,9 @@ class NetServService:
         in its manifest (the agent decides alike from the same manifests, and sends
         nothing of such a chain back).
 
-        Decided once per session, so a manifest changed under the same version later
-        never turns a session's copy rule into a detour or back.
+        Decided once per session (while this controller runs), so a manifest changed
+        under the same version later does not turn a live session's copy rule into a
+        detour or back.
         """
         known = self._copies.get(session.id)
         if known is None:

@@ -184,8 +184,11 @@ def observe_batched(chain: Chain, frames: list[memoryview]) -> None:
                 chain.charge(name, module, RuntimeError(failures.get(index, "failed")))
             elif verdict == wire.MODIFIED:
                 chain.charge(name, module, ObserveOnly("returned MODIFIED"))
-        if answer.emitted:
-            chain.charge(name, module, ObserveOnly(f"emitted {len(answer.emitted)} frame(s)"))
+        by_call: dict[int, int] = {}  # frame index (-1: a timer) → frames it emitted
+        for index, _frame in answer.emitted:
+            by_call[index] = by_call.get(index, 0) + 1
+        for count in by_call.values():
+            chain.charge(name, module, ObserveOnly(f"emitted {count} frame(s)"))
         reason = ""
         if answer.memory:
             reason = "over its memory budget: it ran out of memory (MemoryError)"
