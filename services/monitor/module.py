@@ -6,6 +6,7 @@ of an IPv4 TCP or UDP frame without options is read straight from its bytes, and
 only other frames (IPv6, ICMP, options, fragments) are parsed by `Frame`.
 """
 
+import heapq
 import ipaddress
 import struct
 from collections.abc import Mapping
@@ -66,7 +67,7 @@ class Monitor(ServiceModule):
         """Return the totals and the `report` flows with the most bytes, each with its
         packets, bytes and when it was first and last seen (seconds ago)."""
         now = self.clock()
-        top = sorted(self.flows.items(), key=lambda item: item[1][1], reverse=True)
+        top = heapq.nlargest(self.report, self.flows.items(), key=lambda item: item[1][1])
         return {
             "packets": self.packets,
             "bytes": self.bytes,
@@ -81,7 +82,7 @@ class Monitor(ServiceModule):
                     "first_seen_ago": round(now - entry[2], 3),
                     "last_seen_ago": round(now - entry[3], 3),
                 }
-                for key, entry in top[: self.report]
+                for key, entry in top
             ],
         }
 
