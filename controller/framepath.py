@@ -27,9 +27,17 @@ def port_request(agent_port: int) -> PortStatsRequest:
 
 
 def frame_path(
-    flows: list[FlowStats] | None, ports: list[PortStats] | None, agent: Mapping[str, Any]
+    flows: list[FlowStats] | None,
+    ports: list[PortStats] | None,
+    agent: Mapping[str, Any],
+    copy: bool = False,
 ) -> dict[str, object]:
     """Return the session's frame path, JSON-ready.
+
+    With `copy` (a chain of observe-only modules) the switch forwarded each frame
+    itself and sent the agent a copy, which never comes back: nothing is returned or
+    dropped by design, so those counters are None rather than a loss, and what is lost
+    before the agent is a lost copy, never a lost frame of the flow.
 
     `flows` and `ports` are the switch's replies (None when it could not be asked);
     `agent` is the agent's reply for the session: its chain's counters with the
@@ -42,11 +50,12 @@ def frame_path(
     node = agent.get("node") or {}
     port = ports[0] if ports else None
     return {
+        "copy": copy,
         "switch_sent": sent,
         "agent_received": received,
-        "module_dropped": agent.get("dropped"),
-        "agent_returned": agent.get("returned"),
-        "agent_send_failed": agent.get("send_failed"),
+        "module_dropped": None if copy else agent.get("dropped"),
+        "agent_returned": None if copy else agent.get("returned"),
+        "agent_send_failed": None if copy else agent.get("send_failed"),
         "lost_before_agent": None if sent is None else max(0, sent - received),
         "node_losses": {
             "switch_tx_dropped": None if port is None else port.tx_dropped,

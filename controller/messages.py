@@ -26,11 +26,16 @@ class PushVlan:
 
 
 @dataclass(frozen=True)
+class PopVlan:
+    """Take the outer 802.1Q header off again: a copy rule's frame goes on as it came."""
+
+
+@dataclass(frozen=True)
 class ToController:
     pass
 
 
-Action = Output | PushVlan | ToController
+Action = Output | PushVlan | PopVlan | ToController
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from controller.messages import (
     MeterDelete,
     Output,
     PacketOut,
+    PopVlan,
     PortStats,
     PortStatsRequest,
     PushVlan,
@@ -44,6 +45,8 @@ def _actions(dp: Any, actions: tuple[Action, ...]) -> list[Any]:
         elif isinstance(action, PushVlan):
             out.append(parser.OFPActionPushVlan(ETH_TYPE_8021Q))
             out.append(parser.OFPActionSetField(vlan_vid=ofp.OFPVID_PRESENT | action.vid))
+        elif isinstance(action, PopVlan):
+            out.append(parser.OFPActionPopVlan())
         elif isinstance(action, ToController):
             out.append(parser.OFPActionOutput(ofp.OFPP_CONTROLLER, ofp.OFPCML_NO_BUFFER))
         else:
@@ -190,6 +193,8 @@ def _actions_read(raw: list[Any]) -> list[Action | str]:
         ):
             out.append(PushVlan(after.value & VLAN_VID_MASK))
             i += 1
+        elif action.type == ofp13.OFPAT_POP_VLAN:
+            out.append(PopVlan())
         else:
             out.append(str(action))
     return out

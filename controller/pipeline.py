@@ -3,7 +3,9 @@
 table 0 (classify): link probes (LLDP) → the controller;
                     frames back from an agent → forward (they never teach MACs);
                     signaling (UDP to port 20051) → the controller, through a meter;
-                    a session's flow → push its tag, out to the agent's port;
+                    a session's flow → push its tag, out to the agent's port (a
+                    detour); for a chain of observe-only modules, push its tag, out
+                    to the agent's port, pop the tag, on to learn (a copy);
                     everything else → learn.
 table 1 (learn):    known (in_port, eth_src) → forward; a miss is copied to the
                     controller, which learns the source, and goes on to forward.
@@ -14,13 +16,14 @@ Once a host has been seen, its traffic never leaves the datapath.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 from agentproto.limits import EXPIRY_GRACE
 from controller import tables as t
 from controller.discovery import ETH_TYPE_LLDP
 from controller.match import ETH_IPV4, ETH_IPV6, PROTO_UDP
 from controller.messages import (
+    Action,
     Barrier,
     FlowAdd,
     FlowDelete,
@@ -31,6 +34,7 @@ from controller.messages import (
     MeterDelete,
     Output,
     PacketOut,
+    PopVlan,
     PushVlan,
     ToController,
     as_match,
@@ -262,10 +266,27 @@ def agent_return(agent_port: int) -> list[Message]:
     ]
 
 
-def session_detour(session: Session, agent_port: int, hard_timeout: int) -> FlowAdd:
-    """Return the detour flow of `session`: its match → push its tag → the agent's port.
+def to_agent(tag: int, agent_port: int, copy: bool = False) -> tuple[Action, ...]:
+    """Return the actions that hand a session's frame to its agent, tagged with `tag`:
+    the one place that says how the tag is carried.
 
-    Adding it again while it is installed re-arms its hard timeout and keeps its counters.
+    With `copy` the tag is taken off again after the output, so the frame the switch
+    forwards next is the flow's own (only the agent's copy carries the tag).
+    """
+    actions: tuple[Action, ...] = (PushVlan(tag), Output(agent_port))
+    return (*actions, PopVlan()) if copy else actions
+
+
+def session_detour(
+    session: Session, agent_port: int, hard_timeout: int, copy: bool = False
+) -> FlowAdd:
+    """Return the flow of `session`: its match → push its tag → the agent's port.
+
+    With `copy` (a chain of observe-only modules) the frame is not detoured but copied:
+    the tag is popped after the output and the frame goes on to learning and
+    forwarding at once, as a frame no session matched; nothing comes back from the
+    agent. Adding it again while it is installed re-arms its hard timeout and keeps its
+    counters.
     """
     if not 1 <= hard_timeout <= t.HARD_TIMEOUT_MAX:
         raise ValueError(f"hard timeout {hard_timeout} does not fit its 16-bit field")
@@ -273,21 +294,29 @@ def session_detour(session: Session, agent_port: int, hard_timeout: int) -> Flow
         t.CLASSIFY,
         session.priority,
         session.match.fields,
-        actions=(PushVlan(session.tag), Output(agent_port)),
+        actions=to_agent(session.tag, agent_port, copy),
+        goto=t.LEARN if copy else None,
         cookie=session.cookie,
         hard_timeout=hard_timeout,
         notify_removal=True,
     )
 
 
-def session_install(session: Session, agent_port: int, hard_timeout: int) -> list[Message]:
-    """Return the messages that install (or re-arm) the session's detour, confirmed."""
-    return [session_detour(session, agent_port, hard_timeout), Barrier()]
+def session_install(
+    session: Session, agent_port: int, hard_timeout: int, copy: bool = False
+) -> list[Message]:
+    """Return the messages that install (or re-arm) the session's flow, confirmed."""
+    return [session_detour(session, agent_port, hard_timeout, copy), Barrier()]
 
 
-def sessions_rearm(detours: list[tuple[Session, int]], agent_port: int) -> list[Message]:
-    """Return one batch re-adding each (session, hard timeout) detour, confirmed once."""
-    return [session_detour(s, agent_port, hard) for s, hard in detours] + [Barrier()]
+def sessions_rearm(
+    detours: list[tuple[Session, int]], agent_port: int, copies: Collection[int] = ()
+) -> list[Message]:
+    """Return one batch re-adding each (session, hard timeout) flow, confirmed once;
+    the sessions whose ids are in `copies` get copy rules."""
+    return [session_detour(s, agent_port, hard, s.id in copies) for s, hard in detours] + [
+        Barrier()
+    ]
 
 
 def session_drop(session: Session, hard_timeout: int) -> FlowAdd:

@@ -29,7 +29,10 @@ Order matters so that nothing is ever half-made:
   agent down (its supervisor's notice, or silence): each of the node's sessions is
             suspended by its failure policy, in one batch per switch: fail-open takes
             the detour out (the flow goes on unserved), fail-closed replaces it with a
-            drop. The session keeps its id, tag, flow space and lifetime.
+            drop. The session keeps its id, tag, flow space and lifetime. A session
+            whose chain only observes has a copy rule, not a detour: its flow never
+            depended on the agent, so it is taken out as fail-open, whatever the
+            modules' failure policy.
   agent back (its registration): each suspended session gets its chain (attached
             again when the agent restarted, its lifetime renewed when it only hung)
             and its detour, and is active again; one the agent refuses ends.
@@ -134,6 +137,7 @@ class NetServService:
         self._unsynced: set[int] = set()  # switches connected whose flows are not reconciled
         self._resync: set[int] = set()  # restored sessions whose agent lifetime is unsure
         self._suspending: set[int] = set()  # suspended sessions whose flows are on their way
+        self._copies: dict[int, bool] = {}  # by session: its frames are copied, not detoured
         if store is not None:
             self._restore(store)
 
@@ -240,7 +244,8 @@ class NetServService:
         """Install (or re-arm) the session's detour; return when its hard timeout runs out."""
         now = self.clock()
         hard = pipeline.hard_timeout(session, now, self.hard_timeout_cap)
-        self.switches.send(session.node, pipeline.session_install(session, port, hard))
+        copy = self.copies(session)
+        self.switches.send(session.node, pipeline.session_install(session, port, hard, copy))
         return now + hard
 
     def _undo(self, session: Session, agent: Agent, tried: set[str]) -> None:
@@ -255,6 +260,7 @@ class NetServService:
         finally:
             with self.lock:
                 self.sessions.move(session.id, State.ENDED)
+                self._copies.pop(session.id, None)
 
     def _remove_detour(self, session: Session) -> None:
         # A switch that cannot be reached drops it by its hard timeout or reset on reconnect.
@@ -295,6 +301,7 @@ class NetServService:
         finally:
             with self.lock:
                 session = self.sessions.move(session_id, State.ENDED)
+                self._copies.pop(session_id, None)
         view = session.to_json(self.clock()) | {"ended": reason}
         if stats is not None:
             view["stats"] = stats.to_json()
@@ -483,7 +490,7 @@ class NetServService:
             log.warning("session %d: no switch counters: %s", session_id, exc)
             flows = ports = None
         chain = self.agents.stats(agent, session_id).to_json()
-        path = framepath.frame_path(flows, ports, chain)
+        path = framepath.frame_path(flows, ports, chain, copy=self.copies(session))
         return session.to_json(self.clock()) | {"stats": chain, "path": path}
 
     # --- housekeeping --------------------------------------------------------------
@@ -552,9 +559,37 @@ class NetServService:
                 self._suspending.add(session.id)
         return held
 
+    def copies(self, session: Session) -> bool:
+        """Return True when the switch copies the session's frames to its agent rather
+        than detouring them: when every module of its chain says `observe_only = true`
+        in its manifest (the agent decides alike from the same manifests, and sends
+        nothing of such a chain back).
+
+        Decided once per session (while this controller runs), so a manifest changed
+        under the same version later does not turn a live session's copy rule into a
+        detour or back.
+        """
+        known = self._copies.get(session.id)
+        if known is None:
+            modules = as_source(self.catalog)
+            try:
+                known = all(
+                    modules.resolve(spec.name, spec.version or None).manifest.observe_only
+                    for spec in session.modules
+                )
+            except (BundleError, NetServError) as exc:  # gone since: a detour, as ever
+                log.warning("session %d: %s", session.id, exc)
+                known = False
+            self._copies[session.id] = known
+        return known
+
     def fails_closed(self, session: Session) -> bool:
         """Return True when the session's frames are dropped while its agent is down:
-        when any module of its chain says so in its manifest (`failure = "closed"`)."""
+        when any module of its chain says so in its manifest (`failure = "closed"`).
+        Never for a session whose frames are only copied: its flow does not depend on
+        the agent."""
+        if self.copies(session):
+            return False
         modules = as_source(self.catalog)
         for spec in session.modules:
             try:
@@ -685,11 +720,12 @@ class NetServService:
                     moved.append(self.sessions.move(session.id, State.REFRESHING))
             now = self.clock()
             detours = [(s, pipeline.hard_timeout(s, now, self.hard_timeout_cap)) for s in moved]
+            copies = {s.id for s in moved if self.copies(s)}
         if not detours:
             return
         armed = True
         try:
-            self.switches.send(node, pipeline.sessions_rearm(detours, port))
+            self.switches.send(node, pipeline.sessions_rearm(detours, port, copies))
         except Exception as exc:
             armed = False
             log.warning(
@@ -859,7 +895,7 @@ class NetServService:
         for session in self.sessions.on_node(dpid):
             if session.state in LIVE:
                 hard = pipeline.hard_timeout(session, now, self.hard_timeout_cap)
-                msgs += pipeline.session_install(session, port, hard)
+                msgs += pipeline.session_install(session, port, hard, self.copies(session))
         return msgs
 
     def ports_replaced(self, dpid: int, ports: dict[int, str]) -> list[Message]:

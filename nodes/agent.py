@@ -149,7 +149,11 @@ class NodeAgent:
             self._quiesce()
             self._stop(old)
         log.info(
-            "session %d attached: tag %d, modules %s", session_id, tag, [n for n, _ in instances]
+            "session %d attached: tag %d, modules %s%s",
+            session_id,
+            tag,
+            [n for n, _ in instances],
+            " (observe-only: copies, nothing sent back)" if chain.copy else "",
         )
         return chain
 
@@ -299,7 +303,7 @@ class NodeAgent:
                     self._batches += 1
                     self._batch_end.notify_all()
             counters["received"] += len(batch)
-            counters["dropped"] += len(batch) - out.forwarded
+            counters["dropped"] += len(batch) - out.forwarded - out.copies  # copies stay
             counters["sent"] += sent
             counters["send_failed"] += len(out) - sent
 

@@ -9,6 +9,9 @@ The packet loop hands `run_batch` a batch and sends what it returns: the frames 
 came through their chains, and the frames modules emitted (from a frame's call or a
 timer), in one list. Module timers run there too, before the batch's frames, so they
 run on the packet loop's thread between frames and never beside them.
+
+A chain of observe-only modules (a copy chain) gets copies: the switch forwarded each
+frame itself, so nothing of such a chain is sent back (`Chain.observe`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from dataclasses import dataclass, field
 
 from nodes.blocks.timers import Scheduler
 from nodes.module_api import ModuleContext, ServiceModule, Verdict
-from nodes.sandbox.batched import run_batched
+from nodes.sandbox.batched import ObserveOnly, run_batched
 from nodes.sandbox.guard import Guard, Quarantined
 
 log = logging.getLogger("netserv.dispatcher")
@@ -63,11 +66,15 @@ class Chain:
     # Whether a module runs in a process of its own: the chain then runs a batch at a
     # time (nodes/sandbox/batched.py) rather than a frame at a time.
     batched: bool = field(default=False, init=False)
+    # Whether every module is observe-only: the switch then sends the chain copies of
+    # frames it forwarded itself, and nothing goes back (`observe`).
+    copy: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         if not self.guards:
             self.guards = [Guard() for _ in self.modules]
         self.batched = any(hasattr(m, "process_batch") for _, m in self.modules)
+        self.copy = bool(self.guards) and all(g.observe_only for g in self.guards)
 
     def run(self, frame: memoryview, emitted: list[bytes]) -> bool:
         """Run every module on `frame`; return True when it goes back to the switch.
@@ -100,6 +107,38 @@ class Chain:
             self.modified += 1
         return True
 
+    def observe(self, frame: memoryview) -> None:
+        """Run every module on a copy of a frame the switch forwarded itself; nothing of
+        it goes back.
+
+        A verdict changes nothing: a copy is neither forwarded nor dropped. What an
+        observe-only module may not do is counted as its error, against its error
+        budget (one that keeps on is quarantined) and otherwise ignored: raising,
+        writing to the frame (its view is read-only, so the write raises), returning
+        MODIFIED or what is no verdict, emitting a frame (thrown away).
+        """
+        self.packets += 1
+        view = frame.toreadonly()
+        for name, module in self.modules:
+            self.observe_in(name, module, view)
+
+    def observe_in(self, name: str, module: ServiceModule, view: memoryview) -> None:
+        """Run one module of a copy chain on a read-only copy (see `observe`)."""
+        try:
+            verdict = module.process(view)
+        except (Exception, ModuleHung) as exc:
+            self._take(module, None)
+            self._fail(name, module, exc)
+            return
+        ctx = _context(module)
+        if ctx is not None and ctx.outbox.frames:
+            sent = len(ctx.outbox.take())
+            self.charge(name, module, ObserveOnly(f"emitted {sent} frame(s)"))
+        if verdict == _MODIFIED:
+            self.charge(name, module, ObserveOnly("returned MODIFIED"))
+        elif verdict != _FORWARD and verdict != _DROP and verdict is not None:
+            self.charge(name, module, ValueError(f"process() returned {verdict!r}"))
+
     @staticmethod
     def _take(module: ServiceModule, into: list[bytes] | None) -> None:
         """Move the module's emitted frames into `into` (None: throw them away)."""
@@ -117,14 +156,20 @@ class Chain:
         """Count a frame `module` failed on, quarantine it when that is over its error
         budget or it hung; return True when the frame is dropped (its failure policy is
         closed)."""
-        self._error(name, exc)
         guard = self.guards[self._position(module)]
         guard.unprocessed += 1
+        self.charge(name, module, exc)
+        return guard.fail_closed
+
+    def charge(self, name: str, module: ServiceModule, exc: BaseException) -> None:
+        """Count `exc` as an error of `module`; quarantine it when that is over its error
+        budget, or at once when it hung."""
+        self._error(name, exc)
+        guard = self.guards[self._position(module)]
         hung = isinstance(exc, ModuleHung)
         reason = "hung: it held the node's packet loop" if hung else guard.error()
         if reason:
             self.quarantine(module, reason)
-        return guard.fail_closed
 
     def _position(self, module: ServiceModule) -> int:
         return next(i for i, (_, m) in enumerate(self.modules) if m is module)
@@ -188,15 +233,17 @@ class Outgoing:
     """What a batch sends back to the switch, in order: each frame with the chain it
     belongs to (None for a frame no chain ran on) and whether a module emitted it.
 
-    `forwarded` counts the batch's own frames among them (the rest were emitted).
+    `forwarded` counts the batch's own frames among them (the rest were emitted);
+    `copies` the batch's frames that copy chains observed, which never go back.
     """
 
-    __slots__ = ("frames", "owners", "forwarded")
+    __slots__ = ("frames", "owners", "forwarded", "copies")
 
     def __init__(self) -> None:
         self.frames: list[memoryview | bytes] = []
         self.owners: list[tuple[Chain | None, bool]] = []
         self.forwarded = 0
+        self.copies = 0
 
     def forward(self, frame: memoryview, chain: Chain | None) -> None:
         self.frames.append(frame)
@@ -242,6 +289,10 @@ class Dispatcher:
             if chain.batched:
                 held.setdefault(tag, (chain, []))[1].append(frame)  # type: ignore[arg-type]
                 continue
+            if chain.copy:
+                chain.observe(frame)
+                out.copies += 1
+                continue
             if chain.run(frame, emitted):
                 out.forward(frame, chain)
             if emitted:
@@ -263,7 +314,9 @@ class Dispatcher:
                 chain._error(f"{name} (timer)", error)
             if ctx.outbox.frames:
                 frames = ctx.outbox.take()
-                if error is None:
+                if chain.copy:
+                    chain._error(f"{name} (timer)", ObserveOnly(f"emitted {len(frames)} frame(s)"))
+                elif error is None:
                     out.emit(frames, chain)
 
     @staticmethod

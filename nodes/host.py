@@ -100,7 +100,9 @@ class ModuleHost:
             except BundleError as exc:
                 self._drop_if_unused(name, entry)
                 raise ModuleLoadError(str(exc)) from None
-            guard = Guard(entry.tier, manifest.failure, manifest.budget, self.clock)
+            guard = Guard(
+                entry.tier, manifest.failure, manifest.budget, self.clock, manifest.observe_only
+            )
             entry.users += 1  # held while an isolated instance starts, outside the lock
             self._loaded[name] = entry
             if entry.cls is not None:

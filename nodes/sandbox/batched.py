@@ -12,6 +12,10 @@ Here the isolated modules' budgets are applied: frames above a module's frame ra
 and frames it failed on follow its failure policy; a module that hangs, dies, runs
 out of memory, overruns its time or fails more often than its error budget allows is
 quarantined.
+
+A copy chain (every module observe-only) is run by `observe_batched`: the same
+budgets, but nothing goes back, verdicts change nothing, and what an observe-only
+module may not do (rewrite or emit a frame) counts as its error.
 """
 
 from __future__ import annotations
@@ -30,6 +34,13 @@ _DROP, _FORWARD, _MODIFIED = Verdict.DROP, Verdict.FORWARD, Verdict.MODIFIED
 
 class ModuleFailed(Exception):
     """An isolated module's worker hung or died; the message says how."""
+
+
+class ObserveOnly(Exception):
+    """What an observe-only module did that it may not: change or emit a frame."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"observe-only, yet it {what}; ignored")
 
 
 class _Run:
@@ -136,10 +147,64 @@ class _Run:
         return keep
 
 
+def observe_batched(chain: Chain, frames: list[memoryview]) -> None:
+    """Run a copy chain on its copies of a batch, module by module; nothing goes back.
+
+    As `Chain.observe` does frame by frame: a verdict changes nothing; a frame a module
+    failed on, a MODIFIED verdict (its bytes are not taken back) and an emitted frame
+    (thrown away) count as its errors, against its error budget; frames over its frame
+    rate or after it was quarantined go by without it.
+    """
+    chain.packets += len(frames)
+    for pos, (name, module) in enumerate(chain.modules):
+        guard = chain.guards[pos]
+        if guard.quarantined and hasattr(module, "process_batch"):
+            chain.quarantine(module, guard.reason)  # found dead outside the packet loop
+            name, module = chain.modules[pos]
+        if not hasattr(module, "process_batch"):
+            for frame in frames:
+                chain.observe_in(name, module, frame.toreadonly())
+            continue
+        given = frames[: guard.admit(len(frames))]
+        guard.unprocessed += len(frames) - len(given)
+        if not given:
+            continue
+        try:
+            answer = module.process_batch(given, rewrite=False)  # type: ignore[attr-defined]
+        except ModuleFailed as exc:
+            chain.quarantine(module, str(exc))
+            guard.unprocessed += len(given)
+            continue
+        failures = dict(answer.errors)
+        if -1 in failures:  # a timer's
+            chain._error(f"{name} (timer)", RuntimeError(failures[-1]))
+        for index, verdict in enumerate(answer.verdicts):
+            if verdict == wire.FAILED:
+                guard.unprocessed += 1
+                chain.charge(name, module, RuntimeError(failures.get(index, "failed")))
+            elif verdict == wire.MODIFIED:
+                chain.charge(name, module, ObserveOnly("returned MODIFIED"))
+        by_call: dict[int, int] = {}  # frame index (-1: a timer) → frames it emitted
+        for index, _frame in answer.emitted:
+            by_call[index] = by_call.get(index, 0) + 1
+        for count in by_call.values():
+            chain.charge(name, module, ObserveOnly(f"emitted {count} frame(s)"))
+        reason = ""
+        if answer.memory:
+            reason = "over its memory budget: it ran out of memory (MemoryError)"
+        reason = reason or guard.charge_time(len(given), answer.cpu)
+        if reason:
+            chain.quarantine(module, reason)
+
+
 def run_batched(chain: Chain, frames: list[memoryview], out: Outgoing) -> None:
     """Run `chain` on its frames of a batch, module by module; add what goes back to
     the switch to `out`: each frame that came through, followed by what was emitted
     for it (what modules' timers emitted meanwhile goes first)."""
+    if chain.copy:
+        observe_batched(chain, frames)
+        out.copies += len(frames)
+        return
     run = _Run(chain, frames)
     chain.packets += len(frames)
     for pos, (name, module) in enumerate(chain.modules):

@@ -34,9 +34,12 @@ class Guard:
         failure: str = "open",
         budget: Budget | None = None,
         clock: Callable[[], float] = time.monotonic,
+        observe_only: bool = False,
     ) -> None:
         self.tier = tier
         self.failure = failure
+        # Its manifest says it only reads frames: a chain of such modules gets copies.
+        self.observe_only = observe_only
         self.fail_closed = failure == "closed"
         self.budget = budget or Budget()
         self.state = RUNNING

@@ -290,13 +290,14 @@ class IsolatedModule(ServiceModule):
             raise RuntimeError(answer.errors[-1][1])
 
     # --- what the dispatcher calls ----------------------------------------------------
-    def process_batch(self, frames: list[memoryview]) -> wire.Answer:
-        """Run the module on `frames` (rewritten in place where it says MODIFIED); return
+    def process_batch(self, frames: list[memoryview], rewrite: bool = True) -> wire.Answer:
+        """Run the module on `frames` (rewritten in place where it says MODIFIED, unless
+        `rewrite` is False: copies that observe-only modules may not change); return
         its answer. Raise ModuleFailed when its worker hangs or is gone."""
         with self._lock:
             if self._gone:
                 raise ModuleFailed(self.guard.reason or self._gone)
-            answers = [self._batch(run) for run in chunks(frames)]
+            answers = [self._batch(run, rewrite) for run in chunks(frames)]
         if len(answers) == 1:
             return answers[0]
         merged, offset = wire.Answer(b""), 0
@@ -309,7 +310,7 @@ class IsolatedModule(ServiceModule):
             offset += len(run)
         return merged
 
-    def _batch(self, frames: list[memoryview]) -> wire.Answer:
+    def _batch(self, frames: list[memoryview], rewrite: bool = True) -> wire.Answer:
         deadline = self.budget.deadline(len(frames))
         try:
             self._sock.sendmsg(wire.encode_batch(frames))
@@ -326,7 +327,7 @@ class IsolatedModule(ServiceModule):
             raise self._fail(f"broke the channel's protocol: {exc}") from None
         rewritten = iter(answer.modified)
         for frame, verdict in zip(frames, answer.verdicts, strict=True):
-            if verdict == wire.MODIFIED:
+            if verdict == wire.MODIFIED and rewrite:
                 frame[:] = next(rewritten)
         self._relog(answer.log)
         self._arm(answer.next_timer)

@@ -336,3 +336,23 @@ def test_a_module_that_floods_the_log_is_held_to_a_rate(host, d, tmp_path, caplo
     # at most its burst and says what it left out.
     assert LOG_BURST <= len(lines) <= LOG_BURST + 5
     assert any("left out" in r.getMessage() for r in lines)
+
+
+def test_an_isolated_observer_gets_copies_and_may_not_change_or_emit_them(host, d, tmp_path):
+    body = """
+        def process(self, frame):
+            frame[0] = 0xFF
+            self.ctx.emit(bytes(60))
+            return Verdict.MODIFIED
+    """
+    write_module(tmp_path, "scribbler", body, manifest="observe_only = true\n")
+    chain = chain_of(host, d, 1, ["scribbler", "monitor"])  # each in a worker of its own
+    assert chain.copy and chain.batched
+    batch = [(1, frame(i)) for i in range(2)]
+    out = d.run_batch(batch)
+    assert (len(out), out.copies) == (0, 2)  # nothing goes back
+    assert [bytes(f) for _, f in batch] == [bytes(frame(i)) for i in range(2)]  # not rewritten
+    stats = chain.stats()
+    assert stats["modules"][1]["stats"]["packets"] == 2  # the monitor saw both copies
+    assert (stats["errors"], stats["returned"], stats["emitted"]) == (4, 0, 0)  # MODIFIED, emit
+    assert "observe-only, yet it" in stats["last_error"]

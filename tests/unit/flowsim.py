@@ -29,6 +29,7 @@ from controller.messages import (
     MeterDelete,
     Output,
     PacketOut,
+    PopVlan,
     PortStats,
     PortStatsRequest,
     PushVlan,
@@ -187,6 +188,8 @@ class SimSwitch:
             for action in flow.actions:
                 if isinstance(action, PushVlan):
                     tag = action.vid
+                elif isinstance(action, PopVlan):
+                    tag = None
                 elif isinstance(action, Output):
                     result.outputs.append((action.port, tag))
                 elif isinstance(action, ToController):

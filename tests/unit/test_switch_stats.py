@@ -120,29 +120,28 @@ def _wire(item, parse):
     return parse(bytes(buf), 0)
 
 
+SESSION = Session(
+    5,
+    DPID,
+    7,
+    parse_match({"ipv4_src": "10.0.0.0/8", "eth_dst": "aa:bb:cc:dd:ee:ff", "udp_dst": 1}),
+    (),
+    60,
+    0.0,
+    60.0,
+)
+
+
 @pytest.mark.parametrize(
     "flow",
     [
-        session_detour(
-            Session(
-                5,
-                DPID,
-                7,
-                parse_match(
-                    {"ipv4_src": "10.0.0.0/8", "eth_dst": "aa:bb:cc:dd:ee:ff", "udp_dst": 1}
-                ),
-                (),
-                60,
-                0.0,
-                60.0,
-            ),
-            4,
-            70,
-        ),
+        session_detour(SESSION, 4, 70),
+        session_detour(SESSION, 4, 70, copy=True),
         *base_flows(4),
     ],
     ids=[
         "detour",
+        "copy",
         "classify-miss",
         "learn-miss",
         "forward-miss",
@@ -179,7 +178,7 @@ def test_an_action_netserv_never_sends_reads_back_as_text_and_is_never_ours():
     parser = ofproto_v1_3_parser
     flow = base_flows(None)[0]
     inst = parser.OFPInstructionActions(
-        ofproto_v1_3.OFPIT_APPLY_ACTIONS, [parser.OFPActionPopVlan()]
+        ofproto_v1_3.OFPIT_APPLY_ACTIONS, [parser.OFPActionDecNwTtl()]
     )
     reply = parser.OFPFlowStats(
         table_id=0, priority=0, cookie=flow.cookie, packet_count=0, byte_count=0,
