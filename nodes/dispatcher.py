@@ -314,6 +314,25 @@ class Dispatcher:
             self._disarm(old)
         return old
 
+    def swap(self, chain: Chain, pos: int, module: ServiceModule, guard: Guard) -> ServiceModule:
+        """Put `module` (with its `guard`) in `chain`'s place `pos` and arm its timers;
+        return the module it replaced, whose timers are cancelled. Called between batches
+        (a hot upgrade): the next batch runs the new module."""
+        name, old = chain.modules[pos]
+        ctx = _context(module)
+        if ctx is not None:
+            ctx.timers.bind(self.timers, (chain, name, ctx))
+        modules = list(chain.modules)
+        modules[pos] = (name, module)
+        guards = list(chain.guards)
+        guards[pos] = guard
+        chain.modules, chain.guards = modules, guards
+        chain.batched = any(hasattr(m, "process_batch") for _, m in modules)
+        ctx = _context(old)
+        if ctx is not None:
+            ctx.timers.cancel_all()
+        return old
+
     @staticmethod
     def _disarm(chain: Chain) -> None:
         for _name, ctx in chain.contexts():
