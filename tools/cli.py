@@ -226,7 +226,10 @@ def parser() -> argparse.ArgumentParser:
             one.add_argument(
                 "--module", help="the module to upgrade (default: the chain's only one)"
             )
-            one.add_argument("--version", help="the version to run (default: the newest published)")
+            one.add_argument(
+                "--version",
+                help="the version to run (default: the one a new session gets)",
+            )
     s.set_defaults(func=cmd_session)
 
     sg = sub.add_parser(
