@@ -178,3 +178,22 @@ def test_a_state_is_packed_as_json_or_bytes_and_what_json_cannot_carry_is_refuse
     for bad in ({}, {"json": 1, "bytes": ""}, {"bytes": "!!"}, {"bytes": 3}, [1]):
         with pytest.raises(handover.HandoverError):
             handover.unpack(bad)
+
+
+def test_netserv_session_upgrade_sends_what_it_was_given(tmp_path, monkeypatch):
+    from tools import cli
+
+    token = tmp_path / "op.token"
+    token.write_text("t0ken\n")
+    sent = []
+    monkeypatch.setattr(
+        "signaling.client.call_json",
+        lambda url, method, body, timeout, headers: sent.append((method, url, body)) or {},
+    )
+    argv = ["session", "--url", "http://c", "--token-file", str(token), "upgrade", "4"]
+    assert cli.main([*argv, "--version", "2.0.0"]) == 0
+    assert cli.main([*argv, "--module", "tally"]) == 0
+    assert sent == [
+        ("POST", "http://c/netserv/sessions/4/upgrade", {"version": "2.0.0"}),
+        ("POST", "http://c/netserv/sessions/4/upgrade", {"module": "tally"}),
+    ]
