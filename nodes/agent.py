@@ -44,7 +44,7 @@ from nodes.host import ModuleHost, ModuleLoadError
 from nodes.module_api import ServiceModule
 from nodes.packet_io import PacketSocket
 from nodes.sandbox.batched import ModuleFailed
-from nodes.sandbox.guard import Quarantined
+from nodes.sandbox.guard import Guard, Quarantined
 from nodes.sandbox.policy import TierPolicy
 from nodes.sockdiag import packet_socket_drops
 
@@ -220,7 +220,7 @@ class NodeAgent:
             ((_, new),) = self._instantiate(chain.session_id, (spec,), [ref])
             try:
                 with self._between_batches:
-                    old = self._hand_over(chain.modules[pos][1], new)
+                    old = self._hand_over(chain.modules[pos][1], chain.guards[pos], new)
                     self.dispatcher.swap(chain, pos, new, self.host.guard(new))
             except (handover.HandoverError, ModuleFailed) as exc:
                 self.host.release(ref, new)
@@ -233,10 +233,11 @@ class NodeAgent:
         return chain
 
     @staticmethod
-    def _hand_over(old: ServiceModule, new: ServiceModule) -> ServiceModule:
-        """Move `old`'s state into `new` (nothing when either cannot); return `old`.
-        Raise HandoverError, or ModuleFailed when an isolated module's worker hung or died."""
-        if isinstance(old, Quarantined) or not handover.exports(old):
+    def _hand_over(old: ServiceModule, guard: Guard, new: ServiceModule) -> ServiceModule:
+        """Move `old`'s state into `new` (nothing when either cannot, or `old` was
+        quarantined: its worker may be gone); return `old`. Raise HandoverError, or
+        ModuleFailed when an isolated module's worker hung or died."""
+        if guard.quarantined or isinstance(old, Quarantined) or not handover.exports(old):
             return old
         try:
             state = handover.copy(old.export_state())  # type: ignore[attr-defined]
@@ -349,9 +350,9 @@ class NodeAgent:
             if not batch and not dispatcher.timers_due():
                 continue
             self._between_batches.acquire()
-            with self._batch_end:
-                self._in_batch = True
             try:
+                with self._batch_end:
+                    self._in_batch = True
                 out = dispatcher.run_batch(batch)
                 if out and late():  # stopped between receive and send: too late to send
                     self._count_late(out)

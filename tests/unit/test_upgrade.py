@@ -92,6 +92,20 @@ def test_a_module_without_export_starts_afresh(api, tmp_path):  # noqa: F811
     assert counted(agent, session) == {"frames": 0, "version": "2.0.0"}
 
 
+def test_a_quarantined_module_is_replaced_by_a_fresh_new_version(api, tmp_path):  # noqa: F811
+    call, service, sim, agent = api
+    broken = keeper("1.0.0").replace("self.frames += 1", "raise RuntimeError('bug')")
+    publish(call, tmp_path, "1.0.0", broken)
+    session = call("POST", "/netserv/sessions", {"match": {"udp_dst": 1}, "module": "tally"}).json
+    run(agent, session, 12)  # over its error budget of 10 a second
+    assert agent.session_stats(session["id"]).to_json()["modules"][0]["state"] == "quarantined"
+    publish(call, tmp_path, "1.0.1", keeper("1.0.1"))
+    assert call("POST", f"/netserv/sessions/{session['id']}/upgrade", {}).status == 200
+    run(agent, session, 3)
+    entry = agent.session_stats(session["id"]).to_json()["modules"][0]
+    assert entry["state"] == "running" and entry["stats"] == {"frames": 3, "version": "1.0.1"}
+
+
 @pytest.mark.parametrize(
     "body, status, words",
     [
