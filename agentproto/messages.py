@@ -6,6 +6,8 @@
 | controller | PUT /sessions/{id}    | Attach                | 201 ChainStats                  |
 | controller | PATCH /sessions/{id}  | Refresh               | ChainStats                      |
 | controller | DELETE /sessions/{id} | Detach (no body)      | ChainStats, the final counters  |
+| controller | POST /sessions/{id}/  | Upgrade               | ChainStats, with the new module |
+|            | upgrade               |                       |                                 |
 | controller | GET /sessions/{id}    | ChainQuery (no body)  | ChainStats with the node's      |
 | controller | GET /health           | StatusQuery (no body) | AgentStatus                     |
 
@@ -45,6 +47,7 @@ from signaling.dpid import format_dpid, parse_dpid
 
 MAX_URL = 256
 SESSION_PATH = "/sessions/{id}"
+UPGRADE_PATH = SESSION_PATH + "/upgrade"
 SHA256_RE = re.compile(r"[0-9a-f]{64}\Z")  # a bundle's identity (nodes/archive.py)
 # What the agent's host loaded a module by: its name, or NAME@SHA256 for a bundle from the
 # controller's repository (nodes/bundlecache.py), so two versions can be loaded at once.
@@ -289,6 +292,38 @@ class Refresh:
         """Return the refresh of session `session` whose body is `raw`; raise ContractError."""
         body = fields(raw, "a refresh", ("lifetime",))
         return cls(session, body["lifetime"])
+
+
+@dataclass(frozen=True)
+class Upgrade:
+    """Replace the module at `position` of a session's chain by `module` (the same
+    module at another version), its state handed over (a hot upgrade)."""
+
+    METHOD: ClassVar[str] = "POST"
+    ROUTE: ClassVar[str] = UPGRADE_PATH
+
+    session_id: int
+    position: int  # 0 is the chain's first module
+    module: ModuleSpec
+
+    def __post_init__(self) -> None:
+        session_id(self.session_id)
+        whole(self.position, "position", 0, MAX_CHAIN - 1)
+        if not isinstance(self.module, ModuleSpec):
+            raise ContractError("module must be a ModuleSpec")
+
+    @property
+    def path(self) -> str:
+        return self.ROUTE.format(id=self.session_id)
+
+    def to_json(self) -> dict[str, object]:
+        return {"position": self.position, "module": self.module.to_json()}
+
+    @classmethod
+    def from_json(cls, raw: object, session: int) -> Upgrade:
+        """Return the upgrade of session `session` whose body is `raw`; raise ContractError."""
+        body = fields(raw, "an upgrade", ("position", "module"))
+        return cls(session, body["position"], ModuleSpec.from_json(body["module"]))
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,10 @@ from agentproto.messages import (
     ChainQuery,
     ChainStats,
     Detach,
+    ModuleSpec,
     Refresh,
     StatusQuery,
+    Upgrade,
 )
 from controller.auth import Signer, agent_key_id, controller_key_id
 from controller.errors import PartFailed, Unavailable
@@ -121,6 +123,15 @@ class AgentClient:
             request = Refresh(session.id, session.lifetime)
         except ContractError as exc:
             raise PartFailed(f"session {session.id} cannot be refreshed: {exc}") from None
+        self._call(agent, request, ChainStats.from_json)
+
+    def upgrade(self, agent: Agent, session_id: int, position: int, module: ModuleSpec) -> None:
+        """Have the agent put `module` (another version) at `position` of the session's
+        chain, its state handed over; raise PartFailed/Unavailable."""
+        try:
+            request = Upgrade(session_id, position, module)
+        except ContractError as exc:
+            raise PartFailed(f"session {session_id} cannot be upgraded: {exc}") from None
         self._call(agent, request, ChainStats.from_json)
 
     def detach(self, agent: Agent, session_id: int) -> ChainStats:

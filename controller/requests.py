@@ -195,6 +195,36 @@ def parse_refresh(body: object) -> int | None:
     return parse_lifetime(body["lifetime"])
 
 
+def parse_upgrade(body: object) -> tuple[str | None, str | None]:
+    """Return the module an upgrade body names and the version it asks for (None for
+    either when it names none: the chain's only module, the newest version)."""
+    if not isinstance(body, Mapping):
+        raise InvalidRequest("the request body must be a JSON object")
+    unknown = sorted(set(body) - {"module", "version"})
+    if unknown:
+        raise InvalidRequest(f"unknown key(s) {unknown}; known: ['module', 'version']")
+    module, version = body.get("module"), body.get("version")
+    if module is not None and not isinstance(module, str):
+        raise InvalidRequest(f"a module is named by a string, got {module!r}")
+    if version is not None:
+        try:
+            check_version(version, "the version to upgrade to")
+        except BundleError as exc:
+            raise InvalidRequest(str(exc)) from None
+    return module, version
+
+
+def resolve_module(
+    name: str, params: Mapping[str, object], version: str | None, modules: Catalog | ModuleSource
+) -> ModuleSpec:
+    """Return the module `name` at `version` (None: the one a request for the name gets)
+    with `params` resolved against its manifest; raise InvalidRequest."""
+    item: dict[str, object] = {"name": name, "params": params}
+    if version is not None:
+        item["version"] = version
+    return _module(item, as_source(modules))
+
+
 # --- signaling ---------------------------------------------------------------------
 _PORT_FIELDS = {PROTO_TCP: "tcp", PROTO_UDP: "udp"}
 _ANY_PORT = PortRange(0, 0xFFFF)

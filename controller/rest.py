@@ -29,6 +29,9 @@ session and is a 404, as is every path with a percent-escape or not spelled as r
 |        |                                  |          | session, its counters                     |
 | POST   | /netserv/sessions/{id}/refresh   | token    | {lifetime}: extend the soft state (of its |
 |        |                                  |          | group)                                    |
+| POST   | /netserv/sessions/{id}/upgrade   | token    | {module, version}: another version of a   |
+|        |                                  |          | module of its chain (of its group), its   |
+|        |                                  |          | state handed over (hot upgrade)           |
 | GET    | /netserv/sessions/{id}/stats     | token    | the session with its modules' counters    |
 | GET    | /netserv/signaling               | anyone   | on-path signaling: what came, what was    |
 |        |                                  |          | answered, dropped (why), refused (by code)|
@@ -73,12 +76,15 @@ nested at most 32 deep), at most MAX_BODY bytes, sent within READ_TIMEOUT.
 | a method the path does not take                    | 405    |
 | the body did not arrive within READ_TIMEOUT        | 408    |
 | overlaps a session; session still being installed; | 409    |
-| a version published with another bundle, or in use |        |
+| a version published with another bundle, or in use;|        |
+| an upgrade to the version the session runs         |        |
 | the body is larger than MAX_BODY                   | 413    |
 | the policy file to reload is not valid (old kept)  | 422    |
 | the requester holds its quota of sessions or flows | 429    |
 | internal error (details in the controller's log)   | 500    |
-| a switch or agent refused                          | 502    |
+| a switch or agent refused (an upgrade whose new    | 502    |
+| version cannot be loaded or take the state: the    |        |
+| old version runs on)                               |        |
 | a switch or agent is not there; no node is ready   | 503    |
 """
 
@@ -111,7 +117,7 @@ from controller.errors import (
 from controller.modules import Found, ModuleSource, as_source, users_of
 from controller.policy import OPERATOR, load_policy
 from controller.repository import Repository
-from controller.requests import parse_refresh, parse_session_request
+from controller.requests import parse_refresh, parse_session_request, parse_upgrade
 from controller.service import NetServService
 from controller.signaling import SignalingHandler
 from controller.tables import SESSION_ID_MAX, session_id_of_text
@@ -525,6 +531,15 @@ class RestApi(ControllerBase):
         session_id = _session_id(sid)
         lifetime = parse_refresh(_body(req))
         sessions = self.service.refresh(session_id, lifetime, requester=caller)
+        now = self.service.clock()
+        return _named([s.to_json(now) for s in sessions], session_id)
+
+    @route("netserv", "/netserv/sessions/{sid}/upgrade", methods=["POST"])
+    @_api(caller=True)
+    def upgrade_session(self, req: Any, sid: str, caller: str, **_: Any) -> object:
+        session_id = _session_id(sid)
+        module, version = parse_upgrade(_body(req))
+        sessions = self.service.upgrade(session_id, module, version, requester=caller)
         now = self.service.clock()
         return _named([s.to_json(now) for s in sessions], session_id)
 

@@ -18,6 +18,10 @@ Order matters so that nothing is ever half-made:
             detour → the new lifetime;
             a failure at any node puts back what was pushed and leaves every
             session of the group as it was.
+  upgrade:  (each session of the group) check everything → the agent swaps the module
+            for the new version, its state handed over → the session records it;
+            an agent that refuses changes nothing there, and the sessions of the
+            group already upgraded are moved back.
   teardown: (each session of the group) ending → switch deletes the detour → agent
             detaches the chain → ended;
             a part that is down cleans itself up (the switch's hard timeout and reset
@@ -56,7 +60,7 @@ from typing import Any, Protocol
 
 from agentproto.fields import ContractError
 from agentproto.limits import AGENT_DEAD_AFTER
-from agentproto.messages import AgentStatus, ChainStats, Registration, RegistrationReply
+from agentproto.messages import AgentStatus, ChainStats, ModuleSpec, Registration, RegistrationReply
 from controller import framepath, pipeline
 from controller.errors import (
     Conflict,
@@ -79,7 +83,7 @@ from controller.modules import as_source
 from controller.network import Agent, Network, refusal
 from controller.placement import select_nodes
 from controller.policy import OPERATOR, OPERATOR_ONLY, Policy
-from controller.requests import SessionRequest, format_dpid
+from controller.requests import SessionRequest, format_dpid, resolve_module
 from controller.sessions import HELD, LIVE, GroupKey, Session, SessionTable, State
 from controller.store import SessionStore, StoreError
 from controller.tables import HARD_TIMEOUT_CAP
@@ -333,14 +337,15 @@ class NetServService:
             others = [s for s in self.sessions.all() if s.group != first.group]
             again = SessionRequest(
                 first.match,
-                first.modules,
+                first.modules if expect is None else expect.modules,
                 lifetime or first.lifetime,
                 first.requester,
                 first.selection,
             )
             self.policy.authorize(requester, again, others, flows=len(members))
-        if expect is not None:
-            _check_unchanged(first, expect)
+        upgrades = [] if expect is None else _upgrades(first, expect)
+        for position, spec in upgrades:
+            members = self._upgrade(members, position, spec)
         done: list[Session] = []  # as they were before this refresh
         try:
             for session in members:
@@ -354,6 +359,79 @@ class NetServService:
             raise
         with self.lock:
             return [self.sessions.get(s.id) for s in members]
+
+    def upgrade(
+        self,
+        target: int,
+        module: str | None = None,
+        version: str | None = None,
+        requester: str = OPERATOR,
+    ) -> list[Session]:
+        """Move module `module` of the chain of every session of session `target`'s group
+        (None: the chain's only module) to `version` (None: the one a new request for it
+        would get, the newest published), its state handed over at each node; return
+        the sessions, which record the new version.
+
+        Everything is checked first: `requester` must own it (NotOwner), the policy is
+        asked again for the chain with the new version; a module the chain does not hold,
+        or holds more than once (InvalidRequest), or already at that version (Conflict),
+        changes nothing. An agent that refuses (PartFailed: the new version cannot be
+        loaded or take the state) keeps the old version running.
+        """
+        members = self.group(target)
+        first = members[0]
+        position = _position(first, module)
+        current = first.modules[position]
+        spec = resolve_module(current.name, dict(current.params), version, self.catalog)
+        if (spec.version, spec.sha256) == (current.version, current.sha256):
+            raise Conflict(f"session {target} runs {spec.name} {spec.version} already")
+        modules = _replaced(first.modules, position, spec)
+        with self.lock:
+            self.policy.check_owner(requester, first)
+            others = [s for s in self.sessions.all() if s.group != first.group]
+            again = SessionRequest(
+                first.match, modules, first.lifetime, first.requester, first.selection
+            )
+            self.policy.authorize(requester, again, others, flows=len(members))
+        return self._upgrade(members, position, spec)
+
+    def _upgrade(self, members: list[Session], position: int, spec: ModuleSpec) -> list[Session]:
+        """Upgrade the module at `position` of each of `members`; return them. When one
+        fails, those done are moved back to the module they had and the error raised."""
+        done: list[Session] = []
+        try:
+            for session in members:
+                done.append(self._upgrade_one(session.id, position, spec))
+        except Exception:
+            for session, before in zip(done, members, strict=False):
+                back = before.modules[position]
+                _quietly(session.id, "upgrade undo", self._upgrade_one, session.id, position, back)
+            raise
+        return done
+
+    def _upgrade_one(self, session_id: int, position: int, spec: ModuleSpec) -> Session:
+        """Have the session's agent put `spec` at `position` of its chain; return the
+        session with it recorded. Raise Conflict unless the session is active,
+        Unavailable/PartFailed as the agent does (the session then stays as it was)."""
+        with self.lock:
+            old = self.sessions.get(session_id)
+            agent = self.network.agents.get(old.node)
+            if old.state is not State.ACTIVE or agent is None or not agent.alive:
+                raise Conflict(
+                    f"session {session_id} cannot be upgraded while it is {old.state.value}"
+                    + ("" if agent is not None and agent.alive else " (its agent is down)")
+                )
+            old = self.sessions.move(session_id, State.REFRESHING)
+        try:
+            self.agents.upgrade(agent, session_id, position, spec)
+        except Exception:
+            self._settle(old)
+            raise
+        done = self._settle(old, modules=_replaced(old.modules, position, spec))
+        if done is None:
+            raise Conflict(f"session {session_id} ended while it was being upgraded")
+        log.info("session %d: %s upgraded to %s", session_id, spec.name, spec.version)
+        return done
 
     def _refresh_one(self, session_id: int, lifetime: int | None) -> Session:
         """Give one session a new lifetime from now; return it.
@@ -1017,18 +1095,52 @@ def _ended_on_restart(session: Session, now: float) -> str | None:
     return None
 
 
-def _check_unchanged(session: Session, request: SessionRequest) -> None:
-    """Raise Conflict unless `request` asks for what `session` was made from, but for
-    its lifetime."""
+def _position(session: Session, module: str | None) -> int:
+    """Return where `module` is in the session's chain (None: its only module); raise
+    InvalidRequest when it is not there once."""
+    names = [m.name for m in session.modules]
+    if module is None:
+        if len(names) != 1:
+            raise InvalidRequest(f"session {session.id} runs {names}: name the module to upgrade")
+        return 0
+    if names.count(module) != 1:
+        times = "does not run it" if module not in names else "runs it more than once"
+        raise InvalidRequest(f"session {session.id} {times}: its chain is {names}")
+    return names.index(module)
+
+
+def _replaced(
+    modules: tuple[ModuleSpec, ...], position: int, spec: ModuleSpec
+) -> tuple[ModuleSpec, ...]:
+    return (*modules[:position], spec, *modules[position + 1 :])
+
+
+def _upgrades(session: Session, request: SessionRequest) -> list[tuple[int, ModuleSpec]]:
+    """Return the modules a refresh's `request` asks to move to another version, by their
+    place in the chain; raise Conflict when it asks for more than that and a lifetime:
+    another requester, flow, node selection, chain, or parameters of a module it keeps."""
     made = (session.requester, session.match, session.modules, session.selection)
     asked = (request.requester, request.match, request.modules, request.selection)
+    same_chain = [m.name for m in session.modules] == [m.name for m in request.modules]
+    upgrades = []
+    if same_chain:
+        for position, (had, wants) in enumerate(zip(session.modules, request.modules, strict=True)):
+            if (had.version, had.sha256) != (wants.version, wants.sha256):
+                upgrades.append((position, wants))
+        kept = tuple(
+            had if any(p == i for p, _ in upgrades) else wants
+            for i, (had, wants) in enumerate(zip(session.modules, request.modules, strict=True))
+        )
+        asked = (request.requester, request.match, kept, request.selection)
     if made != asked:
         names = ("requester", "flow", "modules", "nodes")
         changed = [name for name, a, b in zip(names, made, asked, strict=True) if a != b]
         raise Conflict(
             f"session {session.ref:#x} of {session.requester} was made with another "
-            f"{' and '.join(changed)}: a refresh may change only the lifetime"
+            f"{' and '.join(changed)}: a refresh may change only the lifetime and the "
+            "versions of its modules"
         )
+    return upgrades
 
 
 def _quietly(session_id: int, what: str, call: Callable[..., Any], *args: Any) -> Any:

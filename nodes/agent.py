@@ -32,15 +32,19 @@ from agentproto.messages import (
     Refresh,
     Registration,
     RegistrationReply,
+    Upgrade,
 )
 from controller.auth import Signer, agent_key_id, controller_key_id
 from jsonhttp.client import ClientError, call_json
+from nodes import handover
 from nodes.bundle import BundleError, Catalog
 from nodes.bundlecache import BundleCache, fetch_from
 from nodes.dispatcher import Chain, Dispatcher, ModuleHung, Outgoing
 from nodes.host import ModuleHost, ModuleLoadError
 from nodes.module_api import ServiceModule
 from nodes.packet_io import PacketSocket
+from nodes.sandbox.batched import ModuleFailed
+from nodes.sandbox.guard import Guard, Quarantined
 from nodes.sandbox.policy import TierPolicy
 from nodes.sockdiag import packet_socket_drops
 
@@ -122,6 +126,9 @@ class NodeAgent:
         self._lock = threading.Lock()
         self._batch_end = threading.Condition(threading.Lock())
         self._in_batch = False  # the packet loop is running modules on a batch
+        # Held by the packet loop while it runs a batch, and by a hot upgrade while it
+        # swaps a module: frames that come meanwhile wait for the next batch.
+        self._between_batches = threading.Lock()
         self._batches = 0  # batches finished, so a waiter sees one end
 
     # --- chains (called by the control API) ----------------------------------------
@@ -187,6 +194,64 @@ class NodeAgent:
                 self.host.release(ref, instance)
             raise
         return instances
+
+    def upgrade(self, request: Upgrade) -> Chain:
+        """Replace one module of a session's chain by another version of it, its state
+        handed over; return the chain.
+
+        The new version's bundle is fetched and checked and its instance made (an
+        isolated one's worker started) while the old one serves on. Then, between two
+        batches of the packet loop, the old instance's state is exported and imported
+        into the new one, and the new one takes the old one's place: no frame is lost
+        or reordered, the frames that come meanwhile wait for the next batch. A module
+        without `export_state` (or a new one without `import_state`, or an old one that
+        was quarantined) hands nothing over: the new one starts afresh. Raise KeyError
+        when there is no chain, AttachError when the module is not at that position
+        (409) or the new version cannot be loaded, made, or take the state (422): the
+        old instance then runs on, nothing changed.
+        """
+        spec, pos = request.module, request.position
+        with self._lock:
+            chain = self.dispatcher.by_session(request.session_id)
+            if chain is None:
+                raise KeyError(request.session_id)
+            if pos >= len(chain.modules) or chain.modules[pos][0] != spec.name:
+                found = chain.modules[pos][0] if pos < len(chain.modules) else "nothing"
+                raise AttachError(
+                    f"position {pos} of the chain holds {found}, not {spec.name}", 409
+                )
+            (ref,) = self._module_refs((spec,))
+            ((_, new),) = self._instantiate(chain.session_id, (spec,), [ref])
+            try:
+                with self._between_batches:
+                    old = self._hand_over(chain.modules[pos][1], chain.guards[pos], new)
+                    self.dispatcher.swap(chain, pos, new, self.host.guard(new))
+            except (handover.HandoverError, ModuleFailed) as exc:
+                self.host.release(ref, new)
+                why = f"{spec.name} {spec.version} not taken, the old version stays: {exc}"
+                raise AttachError(why, 422) from None
+            refs = self._refs.setdefault(id(chain), [name for name, _ in chain.modules])
+            old_ref, refs[pos] = refs[pos], ref
+        self.host.release(old_ref, old)
+        log.info("session %d: %s upgraded to %s", chain.session_id, spec.name, spec.version or ref)
+        return chain
+
+    @staticmethod
+    def _hand_over(old: ServiceModule, guard: Guard, new: ServiceModule) -> ServiceModule:
+        """Move `old`'s state into `new` (nothing when either cannot, or `old` was
+        quarantined: its worker may be gone); return `old`. Raise HandoverError, or
+        ModuleFailed when an isolated module's worker hung or died."""
+        if guard.quarantined or isinstance(old, Quarantined) or not handover.exports(old):
+            return old
+        try:
+            state = handover.copy(old.export_state())  # type: ignore[attr-defined]
+            if handover.imports(new):
+                new.import_state(state)  # type: ignore[attr-defined]
+        except (handover.HandoverError, ModuleFailed):
+            raise
+        except Exception as exc:  # the module's own code failed
+            raise handover.HandoverError(f"the state was not handed over: {exc!r}") from None
+        return old
 
     def refresh(self, request: Refresh) -> Chain:
         """Extend a chain's soft state to the request's lifetime plus EXPIRY_GRACE from
@@ -288,9 +353,10 @@ class NodeAgent:
                 self._count_stale(io.stale_tags)
             if not batch and not dispatcher.timers_due():
                 continue
-            with self._batch_end:
-                self._in_batch = True
+            self._between_batches.acquire()
             try:
+                with self._batch_end:
+                    self._in_batch = True
                 out = dispatcher.run_batch(batch)
                 if out and late():  # stopped between receive and send: too late to send
                     self._count_late(out)
@@ -302,6 +368,7 @@ class NodeAgent:
                     self._in_batch = False
                     self._batches += 1
                     self._batch_end.notify_all()
+                self._between_batches.release()
             counters["received"] += len(batch)
             counters["dropped"] += len(batch) - out.forwarded - out.copies  # copies stay
             counters["sent"] += sent

@@ -15,9 +15,12 @@ knows it came from here.
 |        |                | fetched from the controller first                       |
 | PATCH  | /sessions/{id} | refresh {lifetime}                                      |
 | DELETE | /sessions/{id} | detach; returns the final counters                      |
+| POST   | /sessions/{id}/| upgrade {position, module: {name, params, version,      |
+|        | upgrade        | sha256}}: another version of the module at that place   |
+|        |                | of the chain, its state handed over                     |
 
 The bodies and answers are the contract's messages (`agentproto/messages.py`: Attach,
-Refresh, ChainStats, AgentStatus), read and built with it only. {id} is a session id
+Refresh, Upgrade, ChainStats, AgentStatus), read and built with it only. {id} is a session id
 in canonical decimal (1 to SESSION_ID_MAX), as the controller writes it. Bodies are
 JSON objects read as strictly as the controller reads its own
 (`jsonhttp.strict.decode_json`), at most MAX_BODY bytes, sent within READ_TIMEOUT.
@@ -30,9 +33,11 @@ Errors are {"error": message}, mapped in `_error` only:
 | no such session or path                         | 404    |
 | a method the path does not take                 | 405    |
 | the body did not arrive within READ_TIMEOUT     | 408    |
-| the tag belongs to another session              | 409    |
+| the tag belongs to another session; an upgrade  | 409    |
+| names a module not at that place of the chain   |        |
 | the body is larger than MAX_BODY                | 413    |
-| a module cannot be loaded or set up             | 422    |
+| a module cannot be loaded or set up, or take    | 422    |
+| the state of the version it replaces            |        |
 | internal error (details in the agent's log)     | 500    |
 """
 
@@ -47,7 +52,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
 from agentproto.fields import ContractError
-from agentproto.messages import Attach, ChainQuery, Detach, Refresh, StatusQuery
+from agentproto.messages import Attach, ChainQuery, Detach, Refresh, StatusQuery, Upgrade
 from controller.auth import (
     MIN_KEY_BYTES,
     Proof,
@@ -154,6 +159,15 @@ def _refresh(call: Call) -> tuple[int, object]:
     return 200, chain_stats(chain).to_json()
 
 
+def _upgrade(call: Call) -> tuple[int, object]:
+    request = call.read(Upgrade.from_json)
+    try:
+        chain = call.agent.upgrade(request)
+    except KeyError:  # NodeAgent.upgrade's way of saying "no such chain"
+        raise NoSuchResource(f"no session {call.session_id}") from None
+    return 200, chain_stats(chain).to_json()
+
+
 def _detach(call: Call) -> tuple[int, object]:
     stats = call.agent.detach(call.session_id)
     if stats is None:
@@ -170,6 +184,7 @@ ROUTES: dict[tuple[str, str], Handler] = {
     (Attach.METHOD, Attach.ROUTE): _attach,
     (Refresh.METHOD, Refresh.ROUTE): _refresh,
     (Detach.METHOD, Detach.ROUTE): _detach,
+    (Upgrade.METHOD, Upgrade.ROUTE): _upgrade,
 }
 
 
@@ -183,14 +198,17 @@ def route(method: str, target: str) -> tuple[Handler, int]:
     path = target.partition("?")[0]
     pattern, session_id = path, 0
     head, _, last = path.rpartition("/")
-    if head == "/sessions":
+    if head.rpartition("/")[0] == "/sessions" and last == "upgrade":
+        head, _, last = head.rpartition("/")
+        pattern = Upgrade.ROUTE
+    elif head == "/sessions":
         pattern = SESSION
     allowed = [m for m, p in ROUTES if p == pattern]
     if not allowed:
         raise NoSuchResource(f"no resource {_shown(path)}")
     if (method, pattern) not in ROUTES:
         raise MethodNotAllowed(f"{pattern} takes {', '.join(allowed)}, not {method}", allowed)
-    if pattern == SESSION:
+    if pattern in (SESSION, Upgrade.ROUTE):
         session_id = session_id_of_text(last) or 0
         if not session_id:
             raise NoSuchResource(

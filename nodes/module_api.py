@@ -5,6 +5,12 @@ per session that names it: `__init__(params, ctx)` is the setup, `process(frame)
 for every frame of the session's flow in the chain's order, `stats()` is read by the
 controller on request, `stop()` runs once when the session ends.
 
+Two methods are optional, for a hot upgrade (a live session moving to another version of
+its module): `export_state()` on the old instance returns a JSON-able value or bytes,
+and `import_state(state)` on the new one takes a copy of it, between two batches of
+the packet loop (`nodes/handover.py`). Without them the new instance starts afresh; an
+`import_state` that raises refuses the upgrade and the old instance runs on.
+
 `frame` is a writable memoryview of the agent's receive buffer, valid only during the
 call: a module may rewrite bytes in place (same length) but must copy what it keeps.
 `nodes.blocks.Frame(frame)` parses its headers on demand without copying.

@@ -78,6 +78,14 @@ class NetServClient:
         body = {} if lifetime is None else {"lifetime": lifetime}
         return self._call("POST", f"/netserv/sessions/{session_id}/refresh", body)
 
+    def upgrade(
+        self, session_id: int, module: str | None = None, version: str | None = None
+    ) -> dict[str, Any]:
+        """Move a module of a session's chain (its only one when None) to another
+        version (the newest when None), its state handed over; return the session."""
+        body = {k: v for k, v in (("module", module), ("version", version)) if v is not None}
+        return self._call("POST", f"/netserv/sessions/{session_id}/upgrade", body)
+
     def teardown(self, session_id: int) -> dict[str, Any]:
         """End a session; return its last view with the final counters."""
         return self._call("DELETE", f"/netserv/sessions/{session_id}")

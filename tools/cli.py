@@ -124,6 +124,8 @@ def cmd_session(a: argparse.Namespace) -> int:
         _print(client.stats(a.id))
     elif a.action == "refresh":
         _print(client.refresh(a.id, a.lifetime))
+    elif a.action == "upgrade":
+        _print(client.upgrade(a.id, a.module, a.version))
     elif a.action == "teardown":
         _print(client.teardown(a.id))
     return 0
@@ -211,6 +213,7 @@ def parser() -> argparse.ArgumentParser:
         ("show", "show one session"),
         ("stats", "show a session with its modules' counters"),
         ("refresh", "extend a session's lifetime"),
+        ("upgrade", "move a module of a session to another version, its state kept"),
         ("teardown", "end a session and show its final counters"),
     ):
         one = ss.add_parser(name, help=doc)
@@ -218,6 +221,14 @@ def parser() -> argparse.ArgumentParser:
         if name == "refresh":
             one.add_argument(
                 "--lifetime", type=int, help="new lifetime in seconds (default: the current one)"
+            )
+        if name == "upgrade":
+            one.add_argument(
+                "--module", help="the module to upgrade (default: the chain's only one)"
+            )
+            one.add_argument(
+                "--version",
+                help="the version to run (default: the one a new session gets)",
             )
     s.set_defaults(func=cmd_session)
 

@@ -63,8 +63,13 @@ class _Run:
         return indices
 
     def per_frame(self, name: str, module: ServiceModule, guard: Guard) -> None:
-        """Run a module of the agent's own (or a quarantined one's stand-in) frame by frame."""
-        chain, keep = self.chain, []
+        """Run a module of the agent's own (or a quarantined one's stand-in) frame by frame;
+        the frames over its frame rate, if it has one, pass it by."""
+        chain, keep, over = self.chain, [], []
+        if guard.rated and not guard.quarantined:
+            allowed = guard.admit(len(self.alive))
+            over = self.policy(guard, self.alive[allowed:])
+            self.alive = self.alive[:allowed]
         for n, i in enumerate(self.alive):
             if guard.quarantined and not isinstance(module, Quarantined):
                 keep.extend(self.policy(guard, self.alive[n:]))  # quarantined meanwhile
@@ -92,7 +97,7 @@ class _Run:
                     chain.dropped += 1
                     continue
             keep.append(i)
-        self.alive = keep
+        self.alive = sorted(keep + over) if over else keep
 
     def batched(self, name: str, module: ServiceModule, guard: Guard) -> None:
         """Run an isolated module on the frames still alive, in one call."""

@@ -48,15 +48,20 @@ class Guard:
         self.unprocessed = 0  # frames that went by without the module (failed, over rate, ...)
         self.over_rate = 0  # ... of them because they came faster than its frame rate
         self._errors = error_bucket(self.budget, clock)
-        # A frame rate is enforced where frames come in batches (isolated); per frame
-        # in the agent's own loop it would cost every frame of every trusted module.
-        self._frames = frame_bucket(self.budget, clock) if tier == "isolated" else None
+        # An isolated module's frames are admitted a batch at a time; a trusted one's a
+        # frame at a time, and only a module that declares a rate pays for it.
+        self._frames = frame_bucket(self.budget, clock)
         self._time = TimeAccount(self.budget.time_per_frame)
         self._lock = threading.Lock()
 
     @property
     def quarantined(self) -> bool:
         return self.state == QUARANTINED
+
+    @property
+    def rated(self) -> bool:
+        """True when the module has a frame rate limit (`frames_per_second`)."""
+        return self._frames is not None
 
     def error(self) -> str:
         """Charge one frame the module failed on; return why it is to be quarantined

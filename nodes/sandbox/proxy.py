@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
+from nodes import handover
 from nodes.blocks.bucket import TokenBucket
 from nodes.bundle import Manifest
 from nodes.module_api import ModuleContext, ServiceModule, Verdict
@@ -142,6 +143,8 @@ class IsolatedModule(ServiceModule):
         self.budget = manifest.budget
         self.last_stats: dict | None = None
         self.confined: dict[str, object] = {}
+        # Whether its module has export_state / import_state (its worker says so).
+        self.can_export = self.can_import = False
         self._log = logger
         self._lock = threading.Lock()
         self._gone = ""  # why the worker is gone, once it is
@@ -204,6 +207,7 @@ class IsolatedModule(ServiceModule):
         if "error" in ready:
             raise WorkerError(str(ready["error"]))
         self.confined = dict(ready.get("confined", {}))
+        self.can_export, self.can_import = (bool(x) for x in ready.get("handover", (0, 0)))
         self._relog(ready.get("log", []))
         self._arm(float(ready.get("next_timer", -1)))
 
@@ -366,6 +370,47 @@ class IsolatedModule(ServiceModule):
         stats = reply.get("stats", {})
         self.last_stats = stats if isinstance(stats, dict) else {"error": repr(stats)}
         return self.last_stats
+
+    def export_state(self) -> object:
+        """Return the module's state, asked of its worker. Raise HandoverError when the
+        module failed to give it, ModuleFailed when the worker hung or died (quarantined)."""
+        reply = self._ask(wire.encode_json(wire.EXPORT, {}), wire.EXPORT)
+        if "error" in reply:
+            raise handover.HandoverError(str(reply["error"]))
+        return handover.unpack(reply.get("state"))
+
+    def import_state(self, state: object) -> None:
+        """Hand `state` to the module in its worker. Raise HandoverError when it cannot
+        be packed or the module refused it, ModuleFailed when the worker hung or died."""
+        reply = self._ask(
+            wire.encode_json(wire.IMPORT, {"state": handover.pack(state)}), wire.IMPORT
+        )
+        if "error" in reply:
+            raise handover.HandoverError(str(reply["error"]))
+        self._arm(float(reply.get("next_timer", -1)))
+
+    def _ask(self, message: bytes, kind: int) -> dict:
+        """Send `message` and return the JSON of the worker's answer of `kind`, waited for
+        as long as a timer tick may take; raise ModuleFailed when it hangs or is gone."""
+        deadline = self.budget.deadline(0)
+        with self._lock:
+            if self._gone:
+                raise ModuleFailed(self.guard.reason or self._gone)
+            try:
+                self._sock.sendmsg([message])
+            except OSError:
+                raise self._fail(self._death()) from None
+            answer = self._recv(deadline)
+            if answer is None:
+                raise self._fail(f"hung: no answer within {deadline:.2f} s")
+            if not answer:
+                raise self._fail(self._death())
+            try:
+                reply = wire.decode_json(answer, kind)
+            except wire.WireError as exc:
+                raise self._fail(f"broke the channel's protocol: {exc}") from None
+        self._relog(reply.get("log", []))
+        return reply
 
     def stop(self) -> None:
         """Ask the module to stop (its stop() runs in its worker), then end the worker."""

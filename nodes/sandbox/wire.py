@@ -9,6 +9,8 @@ and alone. The agent asks, the worker answers, one at a time:
 | BATCH frames (none: timers)    | BATCH verdicts, rewritten and emitted frames       |
 | STATS                          | STATS {json: "stats", "metrics"}                   |
 | STOP                           | STOP  (the module's stop() ran; the worker exits)  |
+| EXPORT                         | EXPORT {json: "state" (packed), or "error"}        |
+| IMPORT {json: "state" (packed)}| IMPORT {json: "error", or "next_timer"}            |
 
 A BATCH request is `<B I` (kind, n), n frame lengths (u32), then the frames. Its
 answer is `<B I I d d I` (kind, n, emitted, CPU seconds the module took, seconds to
@@ -16,7 +18,9 @@ its next timer or -1, length of the JSON part), a verdict byte per frame, (index
 length) per emitted frame (index -1: a timer emitted it), the JSON part (errors,
 log lines, whether memory ran out; empty when there is nothing), the rewritten
 frames (those whose verdict is MODIFIED, each as long as it came) and the emitted
-frames. Everything is plain bytes: a verdict is a small int, a frame bytes.
+frames. Everything is plain bytes: a verdict is a small int, a frame bytes. EXPORT
+and IMPORT hand a module's state from the old version's worker to the new one's in a
+hot upgrade, packed as `nodes/handover.py` says.
 
 A socket pair rather than a shared-memory ring: measured here, a round trip takes about
 30 µs with an empty batch and about 95 µs with 64 frames and `null`, whether the frames
@@ -33,7 +37,7 @@ import struct
 from array import array
 from dataclasses import dataclass, field
 
-INIT, BATCH, STATS, STOP = 1, 2, 3, 4
+INIT, BATCH, STATS, STOP, EXPORT, IMPORT = 1, 2, 3, 4, 5, 6
 FORWARD, DROP, MODIFIED, FAILED = 0, 1, 2, 3  # FAILED: the module raised, or said nonsense
 MAX_MESSAGE = 1 << 20  # bytes; a batch is cut into messages no longer than this
 _REQUEST = struct.Struct("<BI")

@@ -21,6 +21,7 @@ import time
 import traceback  # noqa: F401  (loaded before confinement: a module's error may need it)
 from pathlib import Path
 
+from nodes import handover
 from nodes.blocks.timers import Scheduler
 from nodes.module_api import ModuleContext, ServiceModule, Verdict
 from nodes.sandbox import confine, wire
@@ -171,6 +172,22 @@ class Worker:
         metrics = [s.to_json() for s in self.ctx.metrics.samples()]
         return {"stats": stats, "metrics": metrics, "log": self.log.take()}
 
+    def export(self) -> dict[str, object]:
+        """Return the EXPORT answer: the module's state, packed, or the error."""
+        try:
+            return {"state": handover.pack(self.module.export_state())}  # type: ignore[attr-defined]
+        except Exception as exc:
+            return {"error": f"export_state() failed: {_text(exc)}"}
+
+    def take_over(self, request: dict) -> dict[str, object]:
+        """Return the IMPORT answer once the module took the state in: its next timer,
+        or the error (the agent then stops this worker)."""
+        try:
+            self.module.import_state(handover.unpack(request["state"]))  # type: ignore[attr-defined]
+        except Exception as exc:
+            return {"error": f"import_state() failed: {_text(exc)}", "log": self.log.take()}
+        return {"next_timer": self.next_timer(), "log": self.log.take()}
+
     def serve(self) -> None:
         """Answer the agent's messages until STOP or until its end closes."""
         sock, view = self.sock, self.view
@@ -183,6 +200,11 @@ class Worker:
                 sock.sendmsg(wire.encode_answer(self.batch(wire.decode_batch(view[:n]))))
             elif kind == wire.STATS:
                 sock.send(wire.encode_json(wire.STATS, self.stats()))
+            elif kind == wire.EXPORT:
+                sock.send(wire.encode_json(wire.EXPORT, self.export()))
+            elif kind == wire.IMPORT:
+                answer = self.take_over(wire.decode_json(view[:n], wire.IMPORT))
+                sock.send(wire.encode_json(wire.IMPORT, answer))
             elif kind == wire.STOP:
                 try:
                     self.module.stop()
@@ -215,7 +237,12 @@ def main(argv: list[str]) -> int:
         text = str(exc) if isinstance(exc, RuntimeError) else f"sandbox: {_text(exc)}"
         sock.send(wire.encode_json(wire.INIT, {"error": text}))
         return 1
-    ready = {"next_timer": worker.next_timer(), "confined": applied, "log": worker.log.take()}
+    ready = {
+        "next_timer": worker.next_timer(),
+        "confined": applied,
+        "log": worker.log.take(),
+        "handover": [handover.exports(worker.module), handover.imports(worker.module)],
+    }
     sock.send(wire.encode_json(wire.INIT, ready))
     worker.serve()
     return 0

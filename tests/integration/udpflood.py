@@ -3,7 +3,9 @@
     python -m tests.integration.udpflood --to 10.0.0.2 --port 20051 --rate 1000 \\
         --count 3000 --payload-hex 4e53...
 
-Prints {"sent": N, "seconds": S} when done.
+With `--numbered`, each datagram starts with its number (from 0, 4 bytes big-endian, as
+`tools.traffic count --arrivals` reads it) before the payload. Prints {"sent": N,
+"seconds": S} when done.
 """
 
 from __future__ import annotations
@@ -14,15 +16,18 @@ import socket
 import time
 
 
-def flood(to: str, port: int, payload: bytes, rate: float, count: int) -> tuple[int, float]:
-    """Send `payload` to `to`:`port` `count` times at `rate` a second; return (sent, seconds)."""
+def flood(
+    to: str, port: int, payload: bytes, rate: float, count: int, numbered: bool = False
+) -> tuple[int, float]:
+    """Send `payload` to `to`:`port` `count` times at `rate` a second (each numbered first
+    when `numbered`); return (sent, seconds)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         start = time.monotonic()
         for i in range(count):
             ahead = start + i / rate - time.monotonic()
             if ahead > 0:
                 time.sleep(ahead)
-            sock.sendto(payload, (to, port))
+            sock.sendto(i.to_bytes(4, "big") + payload if numbered else payload, (to, port))
         return count, time.monotonic() - start
 
 
@@ -33,8 +38,10 @@ def main() -> int:
     p.add_argument("--rate", type=float, required=True)
     p.add_argument("--count", type=int, required=True)
     p.add_argument("--payload-hex", required=True)
+    p.add_argument("--numbered", action="store_true", help="number each datagram first")
     a = p.parse_args()
-    sent, seconds = flood(a.to, a.port, bytes.fromhex(a.payload_hex), a.rate, a.count)
+    payload = bytes.fromhex(a.payload_hex)
+    sent, seconds = flood(a.to, a.port, payload, a.rate, a.count, a.numbered)
     print(json.dumps({"sent": sent, "seconds": seconds}))
     return 0
 
