@@ -61,6 +61,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=8080,
         help="REST API listen port, for requesters and the node agents (%(default)s)",
     )
+    p.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address of the Prometheus metrics endpoint (%(default)s)",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus metrics (read-only, docs/metrics.md) on this port "
+        "(default: no metrics endpoint)",
+    )
     p.add_argument("--module-path", action="append", metavar="DIRS", help=MODULE_PATH_HELP)
     p.add_argument("--services", dest="module_path", action="append", help=argparse.SUPPRESS)
     p.add_argument(
@@ -154,6 +165,7 @@ def run(args: argparse.Namespace, verbose: bool = False) -> int:
         policy=policy,
         secrets=secrets,
         repo=args.repo,
+        metrics=(args.metrics_host, args.metrics_port) if args.metrics_port else None,
     )
 
 
@@ -221,12 +233,14 @@ def run_controller(
     policy: Path | None = None,
     secrets: Path | None = None,
     repo: str | None = None,
+    metrics: tuple[str, int] | None = None,
 ) -> int:
     """Run ryu-manager with the NetServ app in this process until it is stopped.
 
     `secrets` is the secrets folder (None: `controller.keyfiles.secrets_dir()`).
     `store` None keeps the sessions in the default store for `of_port`; `repo` None
     keeps the module repository beside it (`controller.repository.default_path`).
+    `metrics` (host, port) serves the Prometheus metrics there; None serves none.
     """
     _eventlet_compat()
     from ryu import cfg
@@ -244,6 +258,8 @@ def run_controller(
             ),
             cfg.StrOpt("netserv-store", default=store, help="the controller's session store"),
             cfg.StrOpt("netserv-repo", default="", help="the module repository's folder"),
+            cfg.StrOpt("netserv-metrics-host", default="127.0.0.1", help="metrics address"),
+            cfg.IntOpt("netserv-metrics-port", default=0, help="metrics port; 0: none"),
             cfg.StrOpt(
                 "netserv-policy", default="", help="the requester policy file (TOML); none: open"
             ),
@@ -279,6 +295,8 @@ def run_controller(
         str(repo or ""),
         "--netserv-secrets",
         str(keyfiles.secrets_dir(secrets)),
+        *(["--netserv-metrics-host", metrics[0]] if metrics else []),
+        *(["--netserv-metrics-port", str(metrics[1])] if metrics else []),
         *(["--verbose"] if verbose else []),
         "controller.app",
         *extra_apps,

@@ -27,6 +27,9 @@ log = logging.getLogger("netserv.dispatcher")
 Batch = list[tuple[int | None, memoryview]]  # (tag, frame) as received
 # An enum member looked up per module call costs more than the call: compare with these.
 _DROP, _FORWARD, _MODIFIED = Verdict.DROP, Verdict.FORWARD, Verdict.MODIFIED
+# One frame in TIME_SAMPLE of a chain has each of its modules timed: a clock read per
+# module and frame would cost more than a null module does.
+TIME_SAMPLE = 64
 
 
 class ModuleHung(BaseException):
@@ -63,11 +66,31 @@ class Chain:
     # Whether a module runs in a process of its own: the chain then runs a batch at a
     # time (nodes/sandbox/batched.py) rather than a frame at a time.
     batched: bool = field(default=False, init=False)
+    # One a module, in the same order: frames it ended (a drop, or a failure under a
+    # closed policy) and failed on; the frames a module saw follow from the first.
+    module_dropped: list[int] = field(default_factory=list, init=False)
+    module_errors: list[int] = field(default_factory=list, init=False)
+    # Seconds a module took over `module_timed` frames: a sample of the frames (one in
+    # TIME_SAMPLE) for the agent's own modules, every frame for isolated ones (the
+    # CPU time its worker reports).
+    module_seconds: list[float] = field(default_factory=list, init=False)
+    module_timed: list[int] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
         if not self.guards:
             self.guards = [Guard() for _ in self.modules]
         self.batched = any(hasattr(m, "process_batch") for _, m in self.modules)
+        n = len(self.modules)
+        self.module_dropped, self.module_errors = [0] * n, [0] * n
+        self.module_seconds, self.module_timed = [0.0] * n, [0] * n
+
+    def module_frames(self) -> list[int]:
+        """Return how many frames reached each module: those no module before it ended."""
+        out, left = [], self.packets
+        for dropped in self.module_dropped:
+            out.append(left)
+            left -= dropped
+        return out
 
     def run(self, frame: memoryview, emitted: list[bytes]) -> bool:
         """Run every module on `frame`; return True when it goes back to the switch.
@@ -75,30 +98,44 @@ class Chain:
         Frames the modules emit on the way are added to `emitted`.
         """
         self.packets += 1
+        clock = None if self.packets % TIME_SAMPLE else time.perf_counter
         modified = False
-        for name, module in self.modules:
+        for pos, (name, module) in enumerate(self.modules):
+            began = clock() if clock else 0.0
             try:
                 verdict = module.process(frame)
             except (Exception, ModuleHung) as exc:  # the frame follows its failure policy
                 self._take(module, None)
                 if self._fail(name, module, exc):
-                    self.dropped += 1
+                    self.drop_at(pos)
                     return False
                 continue
+            if clock:
+                self.timed(pos, 1, clock() - began)
             self._take(module, emitted)
             if verdict == _DROP:
-                self.dropped += 1
+                self.drop_at(pos)
                 return False
             if verdict == _MODIFIED:
                 modified = True
             elif verdict != _FORWARD and verdict is not None:
                 error = ValueError(f"process() returned {verdict!r}, not a Verdict")
                 if self._fail(name, module, error):
-                    self.dropped += 1
+                    self.drop_at(pos)
                     return False
         if modified:
             self.modified += 1
         return True
+
+    def drop_at(self, pos: int, frames: int = 1) -> None:
+        """Count `frames` ended by the module at `pos` (a drop, or its closed policy)."""
+        self.dropped += frames
+        self.module_dropped[pos] += frames
+
+    def timed(self, pos: int, frames: int, seconds: float) -> None:
+        """Record that the module at `pos` took `seconds` over `frames` frames."""
+        self.module_seconds[pos] += seconds
+        self.module_timed[pos] += frames
 
     @staticmethod
     def _take(module: ServiceModule, into: list[bytes] | None) -> None:
@@ -118,7 +155,9 @@ class Chain:
         budget or it hung; return True when the frame is dropped (its failure policy is
         closed)."""
         self._error(name, exc)
-        guard = self.guards[self._position(module)]
+        pos = self._position(module)
+        self.module_errors[pos] += 1
+        guard = self.guards[pos]
         guard.unprocessed += 1
         hung = isinstance(exc, ModuleHung)
         reason = "hung: it held the node's packet loop" if hung else guard.error()
@@ -157,12 +196,18 @@ class Chain:
     def stats(self) -> dict[str, object]:
         """Return the chain's counters and each module's own, JSON-ready."""
         modules = []
-        for (name, module), guard in zip(self.modules, self.guards, strict=True):
+        frames = self.module_frames()
+        for pos, ((name, module), guard) in enumerate(zip(self.modules, self.guards, strict=True)):
             try:
                 counters = module.stats()
             except Exception as exc:
                 counters = {"error": repr(exc)}
             entry: dict[str, object] = {"name": name, "stats": counters, **guard.to_json()}
+            entry |= {
+                "frames": frames[pos],
+                "dropped": self.module_dropped[pos],
+                "errors": self.module_errors[pos],
+            }
             ctx = _context(module)
             if ctx is not None and len(ctx.metrics):
                 entry["metrics"] = [s.to_json() for s in ctx.metrics.samples()]
