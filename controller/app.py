@@ -36,11 +36,12 @@ from controller.ofbuild import build, flow_stats, port_stats
 from controller.policy import OPERATOR_ONLY, load_policy
 from controller.repository import Repository
 from controller.repository import default_path as default_repository
-from controller.rest import AUTH, INSTANCE, SIGNALING, RestApi
+from controller.rest import AUTH, INSTANCE, SIGNALING, TRACER, RestApi
 from controller.service import NetServService
 from controller.signaling import SignalingHandler
 from controller.store import SessionStore, StoreError, default_path
 from controller.topology import PROBE_INTERVAL
+from controller.trace import OvsAppctl, Tracer
 from nodes.bundle import Catalog, module_path
 
 log = logging.getLogger("netserv.controller")
@@ -193,7 +194,13 @@ class NetServApp(app_manager.RyuApp):
         )
         self.signaling = SignalingHandler(self.service)
         kwargs["wsgi"].register(
-            RestApi, {INSTANCE: self.service, AUTH: auth, SIGNALING: self.signaling}
+            RestApi,
+            {
+                INSTANCE: self.service,
+                AUTH: auth,
+                SIGNALING: self.signaling,
+                TRACER: Tracer(self.service, OvsAppctl()),
+            },
         )
         self._reload_wanted = False
         if policy.configured:

@@ -6,6 +6,9 @@ test ending the sessions it made.
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -117,3 +120,90 @@ def test_both_endpoints_count_a_sessions_traffic(site: Site) -> None:
     assert value(after, "netserv_sessions", state="active") == 0
     deletes = value(after, "netserv_openflow_messages_sent_total", dpid=dpid, type="flow_delete")
     assert deletes >= 1
+
+
+def rule_outputs(one_pass: dict[str, Any]) -> list[str]:
+    return [a for rule in one_pass["rules"] for a in rule["actions"] if a.startswith("output:")]
+
+
+def test_a_trace_shows_the_detour_of_a_served_flow_and_none_for_another(site: Site) -> None:
+    h1, h2, _ = site.hosts
+    match = {"ipv4_src": h1.IP(), "ipv4_dst": h2.IP(), "udp_dst": 9000}
+    session = site.client.setup(match, modules=["null", "counter"], lifetime=60)
+    try:
+        send_udp(h1, h2, 9000, 20)
+        served = site.client.trace(match)
+        other = site.client.trace({**match, "udp_dst": 9001})
+    finally:
+        site.client.teardown(session["id"])
+    (hop,) = served["hops"]
+    agent_port = int(
+        next(n for n in site.client.nodes() if n["dpid"] == site.switch.dpid)["agent_port"]
+    )
+    assert hop["traced"] and hop["bridge"] == site.switch.name
+    first, back = hop["passes"]
+    assert first["rules"][0]["session"] == session["id"]
+    assert rule_outputs(first) == [f"output:{agent_port}"]
+    assert back["in_port"] == agent_port and rule_outputs(back) == [f"output:{hop['out_port']}"]
+    detour = hop["detour"]
+    assert detour["session"] == session["id"] and detour["state"] == "active"
+    assert [(m["name"], m["frames"], m["dropped"], m["verdict"]) for m in detour["modules"]] == [
+        ("null", 20, 0, "forward"),
+        ("counter", 20, 0, "forward"),
+    ]
+    (plain,) = other["hops"]
+    assert plain["detour"] is None and len(plain["passes"]) == 1
+    assert not any("session" in rule for rule in plain["passes"][0]["rules"])
+    assert rule_outputs(plain["passes"][0]) == [f"output:{plain['out_port']}"]
+
+
+def chromium(tmp: Path, url: str, *args: str) -> str:
+    """Return what headless Chromium prints for `url` (after its scripts ran a while)."""
+    argv = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
+    argv += [f"--user-data-dir={tmp / 'profile'}", "--virtual-time-budget=4000", *args, url]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def page_with_token(tmp: Path, site: Site) -> str:
+    """Return a file:// page that opens the web view with the operator's token in its
+    fragment: the token goes through a root-only file, not Chromium's command line."""
+    page = tmp / "open.html"
+    target = f"{site.controller.url}/netserv/ui#token={site.controller.token}"
+    page.touch(mode=0o600)
+    page.write_text(f"<script>location.replace({json.dumps(target)})</script>")
+    return page.as_uri()
+
+
+def session_row(dom: str, session_id: int) -> str:
+    found = re.search(rf'<tr data-session="{session_id}">(.*?)</tr>', dom, re.S)
+    assert found, f"no row of session {session_id} in the page: {dom[:3000]}"
+    return found.group(1)
+
+
+def packets(row: str) -> int:
+    return int(re.search(r'class="count packets">(\d+)<', row).group(1))
+
+
+def test_the_web_view_shows_a_session_and_its_counters_move(site: Site, tmp_path: Path) -> None:
+    h1, h2, _ = site.hosts
+    match = {"ipv4_src": h1.IP(), "ipv4_dst": h2.IP(), "udp_dst": 9000}
+    session = site.client.setup(match, module="counter", lifetime=60)
+    try:
+        send_udp(h1, h2, 9000, 10)
+        url = page_with_token(tmp_path, site)
+        first = session_row(chromium(tmp_path, url, "--dump-dom"), session["id"])
+        send_udp(h1, h2, 9000, 15)
+        time.sleep(0.5)
+        dom = chromium(tmp_path, url, "--dump-dom")
+        shot = tmp_path / "view.png"
+        chromium(tmp_path, url, f"--screenshot={shot}", "--window-size=1200,900")
+    finally:
+        site.client.teardown(session["id"])
+    second = session_row(dom, session["id"])
+    assert "udp_dst=9000" in first and f"ipv4_src={h1.IP()}" in first and "active" in first
+    assert (packets(first), packets(second)) == (10, 25)
+    assert f'data-dpid="{site.switch.dpid}"' in dom  # the node, in the table and the picture
+    assert f">{h2.IP()}<" in dom  # a host the topology located
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
