@@ -85,7 +85,7 @@ class NetServClient:
 
     def trace(self, match: Mapping[str, object]) -> dict[str, Any]:
         """Return the way of a frame of the flow `match` (with its ipv4_src and ipv4_dst
-        hosts): each switch's rules, the detours' agents and modules (docs/trace.md)."""
+        hosts): each switch's rules, the detours' agents and modules (docs/metrics.md)."""
         query = urllib.parse.urlencode({name: str(value) for name, value in match.items()})
         return self._call("GET", f"/netserv/trace?{query}")
 

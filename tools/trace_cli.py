@@ -1,6 +1,6 @@
 """`netserv trace --match FIELD=VALUE ...`: a flow's way through the switches and agents.
 
-It asks the controller (`GET /netserv/trace`, docs/trace.md) and prints, for each switch
+It asks the controller (`GET /netserv/trace`, docs/metrics.md) and prints, for each switch
 on the flow's path, the rules the frame matched and, where a session detours it, the
 node's agent and the session's modules with their verdicts; `--json` prints the answer.
 """
