@@ -196,9 +196,10 @@ def test_the_web_view_shows_a_session_and_its_counters_move(site: Site, tmp_path
         first = session_row(chromium(tmp_path, url, "--dump-dom"), session["id"])
         send_udp(h1, h2, 9000, 15)
         time.sleep(0.5)
-        dom = chromium(tmp_path, url, "--dump-dom")
         shot = tmp_path / "view.png"
-        chromium(tmp_path, url, f"--screenshot={shot}", "--window-size=1200,900")
+        dom = chromium(
+            tmp_path, url, "--dump-dom", f"--screenshot={shot}", "--window-size=1200,900"
+        )
     finally:
         site.client.teardown(session["id"])
     second = session_row(dom, session["id"])
