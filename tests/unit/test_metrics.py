@@ -123,3 +123,17 @@ def test_the_agent_collector_reads_chains_and_modules(world):
     assert one(found, "netserv_module_quarantined", **labels) == 0
     assert one(found, "netserv_session_frames_total", session=str(session.id)) == 5
     assert one(found, "netserv_agent_sessions") == 1
+
+
+def test_a_quarantine_is_counted_by_module_tier_and_cause(world):
+    service, _, _, _, agent, _ = world
+    session = make(service, {"match": {"udp_dst": 9000}, "module": "counter", "lifetime": 60})
+    chain = agent.dispatcher.by_session(session.id)
+    chain.quarantine(chain.modules[0][1], "hung: it held the node's packet loop")
+    found = samples(AgentCollector(agent))
+    labels = {"session": str(session.id), "position": "0", "module": "counter"}
+    assert one(found, "netserv_module_quarantined", **labels) == 1
+    counted = {"module": "counter", "tier": "trusted", "cause": "hung"}
+    assert one(found, "netserv_agent_quarantines_total", **counted) == 1
+    agent.detach(session.id)  # the count outlives the session
+    assert one(samples(AgentCollector(agent)), "netserv_agent_quarantines_total", **counted) == 1
