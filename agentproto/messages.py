@@ -428,7 +428,9 @@ class ModuleStats:
     """One module's own counters (`stats`) and metric samples, as the module reports them,
     and how the node runs it (its guard, `nodes/sandbox/guard.py`): its tier, whether it
     runs or was quarantined and why, its failure policy, the frames that went by without
-    it, those over its frame rate (isolated), what confines its process (isolated)."""
+    it, those over its frame rate (isolated), what confines its process (isolated); and
+    the chain's count of the frames that reached it (`frames`), that it ended (`dropped`:
+    its DROP, or its closed failure policy) and that it failed on (`errors`)."""
 
     name: str
     stats: Mapping[str, object]
@@ -440,9 +442,13 @@ class ModuleStats:
     reason: str | None = None  # why it was quarantined
     over_rate: int | None = None
     confined: Mapping[str, object] | None = None
+    frames: int | None = None  # None: an agent that does not count them
+    dropped: int | None = None
+    errors: int | None = None
 
     GUARD: ClassVar[tuple[str, ...]] = ("tier", "state", "failure", "unprocessed")
     GUARD_OPTIONAL: ClassVar[tuple[str, ...]] = ("reason", "over_rate", "confined")
+    VERDICTS: ClassVar[tuple[str, ...]] = ("frames", "dropped", "errors")
 
     def __post_init__(self) -> None:
         word(self.name, "module name", NAME_RE)
@@ -462,11 +468,14 @@ class ModuleStats:
         if self.confined is not None:
             confined = frozen_object(self.confined, f"confined of {self.name}")
             object.__setattr__(self, "confined", confined)
+        for name in self.VERDICTS:
+            if getattr(self, name) is not None:
+                count(getattr(self, name), name)
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {"name": self.name, "stats": dict(self.stats)}
         out |= {name: getattr(self, name) for name in self.GUARD}
-        for name in self.GUARD_OPTIONAL:
+        for name in self.GUARD_OPTIONAL + self.VERDICTS:
             value = getattr(self, name)
             if value is not None:
                 out[name] = dict(value) if name == "confined" else value
@@ -478,14 +487,15 @@ class ModuleStats:
     def from_json(cls, raw: object) -> ModuleStats:
         """Return the module's counters `raw` holds; raise ContractError."""
         required = ("name", "stats", *cls.GUARD)
-        body = fields(raw, "a module's counters", required, ("metrics", *cls.GUARD_OPTIONAL))
+        optional = ("metrics", *cls.GUARD_OPTIONAL, *cls.VERDICTS)
+        body = fields(raw, "a module's counters", required, optional)
         metrics = body.get("metrics")
         return cls(
             body["name"],
             body["stats"],
             None if metrics is None else tuple(metrics),
             **{name: body[name] for name in cls.GUARD},
-            **{name: body[name] for name in cls.GUARD_OPTIONAL if name in body},
+            **{name: body[name] for name in cls.GUARD_OPTIONAL + cls.VERDICTS if name in body},
         )
 
 

@@ -30,18 +30,20 @@ from controller.agent_client import AgentClient
 from controller.auth import RestAuth
 from controller.errors import NetServError, PartFailed, PolicyError, Unavailable
 from controller.messages import Barrier, Message, Stats, StatsRequest
+from controller.metrics import ControllerCollector, Counts, wsgi_app
 from controller.modules import ModuleSource
 from controller.ofbuild import build, flow_stats, port_stats
 from controller.policy import OPERATOR_ONLY, load_policy
 from controller.repository import Repository
 from controller.repository import default_path as default_repository
-from controller.rest import AUTH, INSTANCE, SIGNALING, RestApi
+from controller.rest import AUTH, INSTANCE, SIGNALING, TRACER, RestApi
 from controller.routability import TIMEOUT as ROUTABILITY_TIMEOUT
 from controller.routability import ReturnRoutability
 from controller.service import NetServService
 from controller.signaling import Send, SignalingHandler
 from controller.store import SessionStore, StoreError, default_path
 from controller.topology import PROBE_INTERVAL
+from controller.trace import OvsAppctl, Tracer
 from nodes.bundle import Catalog, module_path
 
 log = logging.getLogger("netserv.controller")
@@ -73,6 +75,7 @@ class RyuSwitches:
     def __init__(self) -> None:
         self.datapaths: dict[int, Any] = {}
         self._pending: dict[tuple[int, int], dict[str, Any]] = {}
+        self.counts = Counts()  # what was sent and received, for the metrics
 
     def send(self, dpid: int, msgs: list[Message], wait: bool = True) -> None:
         """Send `msgs`; with wait and a closing Barrier, block until it is answered.
@@ -84,6 +87,7 @@ class RyuSwitches:
         if dp is None:
             raise Unavailable(f"switch {dpid:016x} is not connected")
         batch: dict[str, Any] = {"xids": set(), "errors": [], "done": hub.Event()}
+        self.counts.count_sent(dpid, msgs)
         barrier_xid = None
         for msg in msgs:
             ryu_msg = build(dp, msg)
@@ -194,7 +198,13 @@ class NetServApp(app_manager.RyuApp):
         timeout = float(getattr(conf, "netserv_routability_timeout", None) or ROUTABILITY_TIMEOUT)
         self.signaling = SignalingHandler(self.service, checks=ReturnRoutability(timeout))
         kwargs["wsgi"].register(
-            RestApi, {INSTANCE: self.service, AUTH: auth, SIGNALING: self.signaling}
+            RestApi,
+            {
+                INSTANCE: self.service,
+                AUTH: auth,
+                SIGNALING: self.signaling,
+                TRACER: Tracer(self.service, OvsAppctl()),
+            },
         )
         self._reload_wanted = False
         if policy.configured:
@@ -202,6 +212,7 @@ class NetServApp(app_manager.RyuApp):
         self._ticker = hub.spawn(self._tick_loop)
         self._prober = hub.spawn(self._probe_loop)
         self._challenger = hub.spawn(self._challenge_loop)
+        self._serve_metrics(conf)
         log.info(
             "NetServ controller up: REST http://%s:%d/netserv/, OpenFlow %s:%d, modules from %s",
             conf.wsapi_host,
@@ -229,6 +240,23 @@ class NetServApp(app_manager.RyuApp):
 
     def close(self) -> None:
         self.store.close()
+
+    def _serve_metrics(self, conf: Any) -> None:
+        """Serve the Prometheus metrics on their own listener, when a port is set."""
+        port = int(getattr(conf, "netserv_metrics_port", 0) or 0)
+        if not port:
+            return
+        host = getattr(conf, "netserv_metrics_host", None) or "127.0.0.1"
+        collector = ControllerCollector(
+            self.service, self.signaling, self.switches.counts, self.service.clock
+        )
+        try:
+            server = hub.WSGIServer((host, port), wsgi_app(collector))
+        except OSError as exc:
+            why = f"netserv controller: cannot serve metrics on {host}:{port}: {exc}"
+            raise SystemExit(why) from None
+        hub.spawn(server.serve_forever)
+        log.info("metrics on http://%s:%d/metrics", host, port)
 
     def _want_reload(self, signum: int, frame: object) -> None:
         self._reload_wanted = True  # read in the tick loop: no file I/O in a signal handler
@@ -353,12 +381,16 @@ class NetServApp(app_manager.RyuApp):
         if len(data) < 14:
             return
         dpid, in_port, now = msg.datapath.id, msg.match["in_port"], self.service.clock()
+        packet_ins = self.switches.counts.packet_ins
         if msg.cookie == DISCOVERY_COOKIE:
+            packet_ins[(dpid, "discovery")] += 1
             self.service.network.probe_in(dpid, in_port, data, now)
             return
         if msg.cookie == SIGNALING_COOKIE:  # it may install sessions: off the event loop
+            packet_ins[(dpid, "signaling")] += 1
             hub.spawn(self._signaled, dpid, in_port, data)
             return
+        packet_ins[(dpid, "forwarding")] += 1
         msgs = self.service.network.packet_in(
             dpid, msg.table_id, in_port, _mac(data[6:12]), _mac(data[0:6]), data, now
         )

@@ -62,6 +62,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=8080,
         help="REST API listen port, for requesters and the node agents (%(default)s)",
     )
+    p.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address of the Prometheus metrics endpoint (%(default)s)",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus metrics (read-only, docs/metrics.md) on this port "
+        "(default: no metrics endpoint)",
+    )
     p.add_argument("--module-path", action="append", metavar="DIRS", help=MODULE_PATH_HELP)
     p.add_argument("--services", dest="module_path", action="append", help=argparse.SUPPRESS)
     p.add_argument(
@@ -197,6 +208,7 @@ def run(args: argparse.Namespace, verbose: bool = False) -> int:
         repo=args.repo,
         routability_timeout=args.routability_timeout,
         tls=tls,
+        metrics=(args.metrics_host, args.metrics_port) if args.metrics_port else None,
     )
 
 
@@ -318,6 +330,7 @@ def run_controller(
     repo: str | None = None,
     routability_timeout: float = ROUTABILITY_TIMEOUT,
     tls: Sequence[str] = (),
+    metrics: tuple[str, int] | None = None,
 ) -> int:
     """Run ryu-manager with the NetServ app in this process until it is stopped.
 
@@ -325,6 +338,7 @@ def run_controller(
     `secrets` is the secrets folder (None: `controller.keyfiles.secrets_dir()`).
     `store` None keeps the sessions in the default store for `of_port`; `repo` None
     keeps the module repository beside it (`controller.repository.default_path`).
+    `metrics` (host, port) serves the Prometheus metrics there; None serves none.
     """
     _eventlet_compat()
     from ryu import cfg
@@ -347,6 +361,8 @@ def run_controller(
                 help="seconds a return-routability check waits for its answer",
             ),
             cfg.StrOpt("netserv-repo", default="", help="the module repository's folder"),
+            cfg.StrOpt("netserv-metrics-host", default="127.0.0.1", help="metrics address"),
+            cfg.IntOpt("netserv-metrics-port", default=0, help="metrics port; 0: none"),
             cfg.StrOpt(
                 "netserv-policy", default="", help="the requester policy file (TOML); none: open"
             ),
@@ -386,6 +402,8 @@ def run_controller(
         "--netserv-secrets",
         str(keyfiles.secrets_dir(secrets)),
         *tls,
+        *(["--netserv-metrics-host", metrics[0]] if metrics else []),
+        *(["--netserv-metrics-port", str(metrics[1])] if metrics else []),
         *(["--verbose"] if verbose else []),
         "controller.app",
         *extra_apps,

@@ -39,6 +39,11 @@ session and is a 404, as is every path with a percent-escape or not spelled as r
 | GET    | /netserv/topology/path?src=&dst= | anyone   | the switches a flow from src to dst       |
 |        |                                  |          | crosses, in order, and the NetServ nodes  |
 |        |                                  |          | among them                                |
+| GET    | /netserv/trace?FIELD=VALUE&...   | token    | a flow's way: each switch's rules         |
+|        |                                  |          | (ofproto/trace), the detours' agents,     |
+|        |                                  |          | modules and their verdicts                |
+| GET    | /netserv/ui                      | anyone   | the web view (HTML; its script and style  |
+|        |                                  |          | at /netserv/ui/{file}), read-only         |
 | GET    | /netserv/policy                  | operator | the requester policy, refusals counted    |
 | POST   | /netserv/policy/reload           | operator | read the policy file again                |
 
@@ -96,6 +101,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from ryu.app.wsgi import ControllerBase, Response, route
@@ -114,6 +120,7 @@ from controller.errors import (
     Unauthenticated,
     Unavailable,
 )
+from controller.match import parse_match
 from controller.modules import Found, ModuleSource, as_source, users_of
 from controller.policy import OPERATOR, load_policy
 from controller.repository import Repository
@@ -121,6 +128,7 @@ from controller.requests import parse_refresh, parse_session_request, parse_upgr
 from controller.service import NetServService
 from controller.signaling import SignalingHandler
 from controller.tables import SESSION_ID_MAX, session_id_of_text
+from controller.trace import Tracer
 from jsonhttp.strict import decode_json
 from nodes.bundle import NAME_RE, BundleError
 from nodes.signing import Signature, SignatureError
@@ -130,12 +138,19 @@ log = logging.getLogger("netserv.rest")
 INSTANCE = "netserv_service"
 AUTH = "netserv_auth"
 SIGNALING = "netserv_signaling"
+TRACER = "netserv_tracer"
 READ_TIMEOUT = 2.0  # seconds a client may stall while sending a request before it is dropped
 MAX_BODY = 1 << 20
 INTERNAL_ERROR = "internal error; the controller's log has the details"
 _PLAIN_PATH = re.compile(r"/[!-$&-~]*\Z")  # printable ASCII without '%'
 _METHODS = ("GET", "POST", "DELETE")
 REQUESTER = "netserv.requester"  # the environ key under which a call's requester is kept
+UI_DIR = Path(__file__).resolve().parent / "ui"
+UI_FILES = {  # the web view's files, each with its type; nothing else there is served
+    "index.html": "text/html",
+    "netserv.js": "text/javascript",
+    "netserv.css": "text/css",
+}
 
 
 class MethodNotAllowed(NetServError):
@@ -351,6 +366,7 @@ class RestApi(ControllerBase):
         self.service: NetServService = data[INSTANCE]
         self.auth: RestAuth = data[AUTH]
         self.signaling: SignalingHandler | None = data.get(SIGNALING)
+        self.tracer: Tracer | None = data.get(TRACER)
 
     def _requester(self, req: Any) -> str:
         """Return who makes this call: the operator or, with a policy file, the requester
@@ -588,6 +604,25 @@ class RestApi(ControllerBase):
         src, dst = _path_query(req.GET)
         return self.service.network.path_json(src, dst)
 
+    @route("netserv", "/netserv/trace", methods=["GET"])
+    @_api(caller=True)
+    def trace_flow(self, req: Any, **_: Any) -> object:
+        match = parse_match(_match_query(req.GET))
+        if self.tracer is None:
+            raise Unavailable("this controller traces no flow")
+        return self.tracer.trace(match)
+
+    @route("netserv", "/netserv/ui", methods=["GET"])
+    def web_view(self, req: Any, **_: Any) -> Response:
+        return _static("index.html")
+
+    @route("netserv", "/netserv/ui/{name}", methods=["GET"])
+    def web_view_file(self, req: Any, name: str, **_: Any) -> Response:
+        try:
+            return _static(name)
+        except NotFound as exc:
+            return error_response(exc, req.environ)
+
 
 def _publish_body(body: dict[str, object]) -> tuple[bytes, Signature | None]:
     """Return (bundle bytes, signature or None) of a publish body; raise InvalidRequest."""
@@ -606,6 +641,24 @@ def _publish_body(body: dict[str, object]) -> tuple[bytes, Signature | None]:
         return data, None if raw is None else Signature.from_json(raw)
     except SignatureError as exc:
         raise InvalidRequest(f"'signature': {exc}") from None
+
+
+def _match_query(query: Any) -> dict[str, str]:
+    """Return a trace query's fields (FIELD=VALUE, each once); raise InvalidRequest."""
+    names = list(query.keys())
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InvalidRequest(f"a trace query names each match field once, not {twice}")
+    return {name: query[name] for name in names}
+
+
+def _static(name: str) -> Response:
+    """Return the web view's file `name` (controller/ui/); raise NotFound for any other."""
+    kind = UI_FILES.get(name)
+    if kind is None:
+        raise NotFound(f"no web view file {_shown(name)!r}")
+    body = (UI_DIR / name).read_bytes()
+    return Response(status=200, content_type=kind, charset="utf-8", body=body)
 
 
 def _path_query(query: Any) -> tuple[str, str]:

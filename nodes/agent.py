@@ -116,6 +116,7 @@ class NodeAgent:
         self.registered = threading.Event()
         self.stopping = threading.Event()
         self.refused = ""  # the controller's reason, once it refused this agent
+        self.last_heartbeat: float | None = None  # when the controller last took one
         self._failures = 0  # registrations in a row that did not reach the controller
         self.io_counters = {"received": 0, "sent": 0, "dropped": 0, "send_failed": 0, "stale": 0}
         self.stale: dict[int, int] = {}  # by session: frames dropped for their age
@@ -504,6 +505,7 @@ class NodeAgent:
             return False
         if not self.registered.is_set() or self._failures:
             log.info("registered with %s", self.config.controller)
+        self.last_heartbeat = self.clock()
         self.registered.set()
         self._failures = 0
         return True

@@ -31,9 +31,10 @@ log = logging.getLogger("netserv.dispatcher")
 Batch = list[tuple[int | None, memoryview]]  # (tag, frame) as received
 # An enum member looked up per module call costs more than the call: compare with these.
 _DROP, _FORWARD, _MODIFIED = Verdict.DROP, Verdict.FORWARD, Verdict.MODIFIED
-# A trusted module's CPU time is measured on one frame of its chain in this many, and
-# charged to its time budget: reading the thread's CPU clock costs about 2 µs here, more
-# than a small module's call, so one frame in 64 costs the others about 60 ns each.
+# A trusted module's CPU time is measured on one frame of its chain in this many: charged
+# to its time budget and recorded for the metrics. Reading the thread's CPU clock costs
+# about 2 µs here, more than a small module's call, so one frame in 64 costs the others
+# about 60 ns each.
 SAMPLE_EVERY = 64
 
 
@@ -76,6 +77,15 @@ class Chain:
     copy: bool = field(default=False, init=False)
     # Whether a module has a frame rate: every frame is then run by `run_checked`.
     rated: bool = field(default=False, init=False)
+    # One a module, in the same order: frames it ended (a drop, or a failure under a
+    # closed policy) and failed on; the frames a module saw follow from the first.
+    module_dropped: list[int] = field(default_factory=list, init=False)
+    module_errors: list[int] = field(default_factory=list, init=False)
+    # Seconds a module took over `module_timed` frames: a sample of the frames (one in
+    # SAMPLE_EVERY) for the agent's own modules, every frame for isolated ones (the
+    # CPU time its worker reports).
+    module_seconds: list[float] = field(default_factory=list, init=False)
+    module_timed: list[int] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
         if not self.guards:
@@ -87,6 +97,18 @@ class Chain:
         self.batched = any(hasattr(m, "process_batch") for _, m in self.modules)
         self.copy = bool(self.guards) and all(g.observe_only for g in self.guards)
         self.rated = any(g.rated for g in self.guards)
+        n = len(self.modules)
+        if len(self.module_dropped) != n:  # kept across a quarantine or an upgrade
+            self.module_dropped, self.module_errors = [0] * n, [0] * n
+            self.module_seconds, self.module_timed = [0.0] * n, [0] * n
+
+    def module_frames(self) -> list[int]:
+        """Return how many frames reached each module: those no module before it ended."""
+        out, left = [], self.packets
+        for dropped in self.module_dropped:
+            out.append(left)
+            left -= dropped
+        return out
 
     def run(self, frame: memoryview, emitted: list[bytes]) -> bool:
         """Run every module on `frame`; return True when it goes back to the switch.
@@ -97,25 +119,25 @@ class Chain:
         if self.rated or not self.packets % SAMPLE_EVERY:
             return self.run_checked(frame, emitted)
         modified = False
-        for name, module in self.modules:
+        for pos, (name, module) in enumerate(self.modules):
             try:
                 verdict = module.process(frame)
             except (Exception, ModuleHung) as exc:  # the frame follows its failure policy
                 self._take(module, None)
                 if self._fail(name, module, exc):
-                    self.dropped += 1
+                    self.drop_at(pos)
                     return False
                 continue
             self._take(module, emitted)
             if verdict == _DROP:
-                self.dropped += 1
+                self.drop_at(pos)
                 return False
             if verdict == _MODIFIED:
                 modified = True
             elif verdict != _FORWARD and verdict is not None:
                 error = ValueError(f"process() returned {verdict!r}, not a Verdict")
                 if self._fail(name, module, error):
-                    self.dropped += 1
+                    self.drop_at(pos)
                     return False
         if modified:
             self.modified += 1
@@ -160,11 +182,11 @@ class Chain:
         over it is quarantined. Return True when the frame goes back to the switch."""
         sampled = not self.packets % SAMPLE_EVERY
         modified = False
-        for (name, module), guard in zip(self.modules, self.guards, strict=True):
+        for pos, ((name, module), guard) in enumerate(zip(self.modules, self.guards, strict=True)):
             if not guard.quarantined and not guard.admit(1):
                 guard.unprocessed += 1
                 if guard.fail_closed:
-                    self.dropped += 1
+                    self.drop_at(pos)
                     return False
                 continue
             started = thread_time() if sampled else 0.0
@@ -173,27 +195,39 @@ class Chain:
             except (Exception, ModuleHung) as exc:
                 self._take(module, None)
                 if self._fail(name, module, exc):
-                    self.dropped += 1
+                    self.drop_at(pos)
                     return False
                 continue
             if sampled and not guard.quarantined:
-                reason = guard.charge_time(1, thread_time() - started)
+                took = thread_time() - started
+                self.timed(pos, 1, took)
+                reason = guard.charge_time(1, took)
                 if reason:
                     self.quarantine(module, reason)
             self._take(module, emitted)
             if verdict == _DROP:
-                self.dropped += 1
+                self.drop_at(pos)
                 return False
             if verdict == _MODIFIED:
                 modified = True
             elif verdict != _FORWARD and verdict is not None:
                 error = ValueError(f"process() returned {verdict!r}, not a Verdict")
                 if self._fail(name, module, error):
-                    self.dropped += 1
+                    self.drop_at(pos)
                     return False
         if modified:
             self.modified += 1
         return True
+
+    def drop_at(self, pos: int, frames: int = 1) -> None:
+        """Count `frames` ended by the module at `pos` (a drop, or its closed policy)."""
+        self.dropped += frames
+        self.module_dropped[pos] += frames
+
+    def timed(self, pos: int, frames: int, seconds: float) -> None:
+        """Record that the module at `pos` took `seconds` over `frames` frames."""
+        self.module_seconds[pos] += seconds
+        self.module_timed[pos] += frames
 
     @staticmethod
     def _take(module: ServiceModule, into: list[bytes] | None) -> None:
@@ -212,7 +246,8 @@ class Chain:
         """Count a frame `module` failed on, quarantine it when that is over its error
         budget or it hung; return True when the frame is dropped (its failure policy is
         closed)."""
-        guard = self.guards[self._position(module)]
+        pos = self._position(module)
+        guard = self.guards[pos]
         guard.unprocessed += 1
         self.charge(name, module, exc)
         return guard.fail_closed
@@ -221,7 +256,9 @@ class Chain:
         """Count `exc` as an error of `module`; quarantine it when that is over its error
         budget, or at once when it hung."""
         self._error(name, exc)
-        guard = self.guards[self._position(module)]
+        pos = self._position(module)
+        self.module_errors[pos] += 1
+        guard = self.guards[pos]
         hung = isinstance(exc, ModuleHung)
         reason = "hung: it held the node's packet loop" if hung else guard.error()
         if reason:
@@ -258,12 +295,18 @@ class Chain:
     def stats(self) -> dict[str, object]:
         """Return the chain's counters and each module's own, JSON-ready."""
         modules = []
-        for (name, module), guard in zip(self.modules, self.guards, strict=True):
+        frames = self.module_frames()
+        for pos, ((name, module), guard) in enumerate(zip(self.modules, self.guards, strict=True)):
             try:
                 counters = module.stats()
             except Exception as exc:
                 counters = {"error": repr(exc)}
             entry: dict[str, object] = {"name": name, "stats": counters, **guard.to_json()}
+            entry |= {
+                "frames": frames[pos],
+                "dropped": self.module_dropped[pos],
+                "errors": self.module_errors[pos],
+            }
             ctx = _context(module)
             if ctx is not None and len(ctx.metrics):
                 entry["metrics"] = [s.to_json() for s in ctx.metrics.samples()]

@@ -10,16 +10,18 @@ and budgets, which the session's chain holds beside it.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from nodes.bundle import BundleError, Catalog, Manifest
 from nodes.module_api import ModuleContext, ServiceModule
-from nodes.sandbox.guard import Guard, Quarantined
+from nodes.sandbox.guard import Guard, Quarantined, quarantine_cause
 from nodes.sandbox.policy import TierPolicy
 from nodes.sandbox.proxy import IsolatedModule, Sandbox, WorkerError
 
@@ -56,6 +58,8 @@ class ModuleHost:
         self._sandbox: Sandbox | None = None  # made when the first isolated module is
         self._loaded: dict[str, _Loaded] = {}
         self._guards: dict[int, Guard] = {}  # by id() of the instance
+        # Instances quarantined, by (module, tier, cause): read by the metrics endpoint.
+        self.quarantines: Counter[tuple[str, str, str]] = Counter()
         self._lock = threading.Lock()
 
     @property
@@ -103,6 +107,7 @@ class ModuleHost:
             guard = Guard(
                 entry.tier, manifest.failure, manifest.budget, self.clock, manifest.observe_only
             )
+            guard.on_quarantine = functools.partial(self._quarantined, manifest.name, entry.tier)
             entry.users += 1  # held while an isolated instance starts, outside the lock
             self._loaded[name] = entry
             if entry.cls is not None:
@@ -112,6 +117,9 @@ class ModuleHost:
             guard.confined = instance.confined  # type: ignore[attr-defined]
         self._guards[id(instance)] = guard
         return instance
+
+    def _quarantined(self, module: str, tier: str, reason: str) -> None:
+        self.quarantines[(module, tier, quarantine_cause(reason))] += 1
 
     def _isolated(
         self,

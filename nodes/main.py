@@ -20,6 +20,7 @@ from controller.keyfiles import SecretsError, provision_node_key, read_secret
 from nodes.agent import MAX_FRAME_AGE, AgentConfig, NodeAgent
 from nodes.bundle import MODULE_PATH_HELP, BundleError, Catalog, module_path
 from nodes.control import make_server
+from nodes.metrics import serve as serve_metrics
 from nodes.packet_io import PacketSocket
 from nodes.sandbox.policy import DEFAULT_TRUSTED, PolicyError, TierPolicy
 from nodes.supervisor import EXIT_FATAL, HANG_AFTER, KILL_AFTER, Notifier, supervise
@@ -62,6 +63,7 @@ _PASSED_ON = (
     ("--switch-port", "switch_port"),
     ("--controller", "controller"),
     ("--listen", "listen"),
+    ("--metrics-listen", "metrics_listen"),
     ("--module-path", "module_path"),
     ("--secrets", "secrets"),
     ("--key-file", "key_file"),
@@ -96,6 +98,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=("127.0.0.1", 0),
         metavar="HOST:PORT",
         help="address of the agent's control API, which the controller calls (port 0: any)",
+    )
+    p.add_argument(
+        "--metrics-listen",
+        type=_hostport,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics (read-only, docs/metrics.md) on this address; "
+        "HOST defaults to 127.0.0.1 (default: no metrics endpoint)",
     )
     p.add_argument("--module-path", action="append", metavar="DIRS", help=MODULE_PATH_HELP)
     p.add_argument("--services", dest="module_path", action="append", help=argparse.SUPPRESS)
@@ -185,7 +194,7 @@ def child_argv(args: argparse.Namespace) -> list[str]:
             continue
         if name == "dpid":
             value = f"{value:x}"
-        elif name == "listen":
+        elif name in ("listen", "metrics_listen"):
             value = f"{value[0]}:{value[1]}"
         for item in value if isinstance(value, list) else [value]:
             argv += [flag, str(item)]
@@ -237,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
     if args.watchdog_fd is not None:
         os.set_inheritable(args.watchdog_fd, False)  # for no module's process after it
         watchdog = args.watchdog_fd
-    return run_agent(agent, args.listen, watchdog)
+    return run_agent(agent, args.listen, watchdog, args.metrics_listen)
 
 
 def node_key(dpid: int, secrets: str | None, key_file: str | None) -> bytes:
@@ -247,14 +256,20 @@ def node_key(dpid: int, secrets: str | None, key_file: str | None) -> bytes:
     return read_secret(path)
 
 
-def run_agent(agent: NodeAgent, listen: tuple[str, int], watchdog: int | None = None) -> int:
+def run_agent(
+    agent: NodeAgent,
+    listen: tuple[str, int],
+    watchdog: int | None = None,
+    metrics: tuple[str, int] | None = None,
+) -> int:
     """Run `agent` until SIGTERM/SIGINT, a refusal or the death of a loop; return an exit code:
     0 when stopped, 1 when a loop died, EXIT_FATAL when refused or set up wrongly.
 
     Frames are handled only once the controller has taken the agent: a second agent
     for a node must not touch the first one's frames before it is refused. With
     `watchdog` (a pipe's write end, from the supervisor) the agent beats on it while
-    its packet loop comes round.
+    its packet loop comes round. With `metrics` (host, port) it serves its Prometheus
+    metrics there.
     """
     config = agent.config
     try:
@@ -270,6 +285,16 @@ def run_agent(agent: NodeAgent, listen: tuple[str, int], watchdog: int | None = 
         return EXIT_FATAL
     host, port = server.server_address[:2]
     agent.url = f"http://{host}:{port}"
+    exporter = None
+    if metrics is not None:
+        try:
+            exporter = serve_metrics(agent, *metrics)
+        except OSError as exc:
+            log.error("cannot listen on %s:%d for metrics: %s", *metrics, exc)
+            server.server_close()
+            io.close()
+            return EXIT_FATAL
+        log.info("metrics on http://%s:%d/metrics", *exporter.server_address[:2])
     died: list[str] = []
 
     def guarded(name: str, target: Callable[..., object], *args: object) -> threading.Thread:
@@ -314,6 +339,8 @@ def run_agent(agent: NodeAgent, listen: tuple[str, int], watchdog: int | None = 
     while not agent.stopping.wait(1.0):
         pass
     server.shutdown()
+    if exporter is not None:
+        exporter.shutdown()
     if packets is not None:
         packets.join(timeout=2)
     for session_id in [c.session_id for c in agent.dispatcher.chains()]:

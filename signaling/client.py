@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import os
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
@@ -89,6 +90,12 @@ class NetServClient:
     def teardown(self, session_id: int) -> dict[str, Any]:
         """End a session; return its last view with the final counters."""
         return self._call("DELETE", f"/netserv/sessions/{session_id}")
+
+    def trace(self, match: Mapping[str, object]) -> dict[str, Any]:
+        """Return the way of a frame of the flow `match` (with its ipv4_src and ipv4_dst
+        hosts): each switch's rules, the detours' agents and modules (docs/metrics.md)."""
+        query = urllib.parse.urlencode({name: str(value) for name, value in match.items()})
+        return self._call("GET", f"/netserv/trace?{query}")
 
     def nodes(self) -> list[dict[str, Any]]:
         """Return the switches and node agents the controller knows."""

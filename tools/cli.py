@@ -15,7 +15,7 @@ from signaling import cli as signal_cli
 from signaling.cli import chain
 from signaling.cli import pairs as _pairs
 from signaling.client import DEFAULT_URL, ClientError, NetServClient
-from tools import module_cli
+from tools import module_cli, trace_cli
 from tools.bench_agent_stats import PATHS as AGENT_PATHS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -252,6 +252,7 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--module-path", action="append", metavar="DIRS", help=MODULE_PATH_HELP)
     m.set_defaults(func=cmd_modules)
     module_cli.add_parser(sub)
+    trace_cli.add_parser(sub)
     return p
 
 

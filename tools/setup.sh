@@ -12,7 +12,7 @@ STAMP="$VENV/.netserv-setup-stamp"
 OVS_CTL=/usr/share/openvswitch/scripts/ovs-ctl
 DEB_PACKAGES=(
     openvswitch-switch openvswitch-common mininet ethtool iperf3 iputils-ping iproute2
-    procps python3-venv python3-dev gcc tcpdump
+    procps python3-venv python3-dev gcc tcpdump chromium
 )
 QUIET=0
 [[ ${1:-} == -q ]] && QUIET=1
@@ -96,7 +96,7 @@ setup_venv() {
     logged "installing netserv (editable)" \
         "${pip[@]}" --no-build-isolation --no-deps -e "$REPO"
     logged "checking the virtualenv" \
-        "$VENV/bin/python" -c 'import ryu, mininet, eventlet, scapy, topo, tools'
+        "$VENV/bin/python" -c 'import ryu, mininet, eventlet, scapy, prometheus_client, topo, tools'
     [[ -x $VENV/bin/netserv ]] || die "$VENV/bin/netserv was not installed"
     echo "$want" >"$STAMP"
 }

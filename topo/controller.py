@@ -74,7 +74,8 @@ class ControllerProcess:
     the context ends: a restart of this object (`stop`, `start`) takes its sessions
     back, a new one starts with none; its module repository, beside the store
     (`controller.repository.default_path`), goes with it. `policy` is the policy file
-    (`--policy`, docs/policy.md), None for none.
+    (`--policy`, docs/policy.md), None for none. `metrics_port` serves the controller's
+    Prometheus metrics on 127.0.0.1 at that port (`--metrics-port`), None: none.
     """
 
     def __init__(
@@ -88,6 +89,7 @@ class ControllerProcess:
         secrets: str | os.PathLike[str] | None = None,
         store: str | os.PathLike[str] | None = None,
         policy: str | os.PathLike[str] | None = None,
+        metrics_port: int | None = None,
     ) -> None:
         self.of_port = of_port if of_port is not None else free_port()
         self.rest_port = rest_port if rest_port is not None else free_port()
@@ -102,6 +104,7 @@ class ControllerProcess:
         self.store = str(store) if store is not None else str(self.logfile.with_suffix(".sqlite"))
         self._own_store = store is None
         self.policy = Path(policy) if policy is not None else None
+        self.metrics_port = metrics_port
         self._started = False
         self.proc: subprocess.Popen | None = None
 
@@ -134,6 +137,8 @@ class ControllerProcess:
             argv += ["--policy", str(self.policy)]
         if self.agent_dead_after is not None:
             argv += ["--agent-dead-after", str(self.agent_dead_after)]
+        if self.metrics_port is not None:
+            argv += ["--metrics-port", str(self.metrics_port)]
         for app in self.apps:
             argv += ["--app", app]
         return argv

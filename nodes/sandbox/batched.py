@@ -20,6 +20,7 @@ module may not do (rewrite or emit a frame) counts as its error.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from nodes.module_api import ServiceModule, Verdict
@@ -54,32 +55,32 @@ class _Run:
         self.emitted: dict[int, list[bytes]] = {}
         self.first: list[bytes] = []  # emitted by timers during the batch: sent first
 
-    def policy(self, guard: Guard, indices: list[int]) -> list[int]:
+    def policy(self, pos: int, guard: Guard, indices: list[int]) -> list[int]:
         """Apply `guard`'s failure policy to frames `indices`; return those that go on."""
         guard.unprocessed += len(indices)
         if guard.fail_closed:
-            self.chain.dropped += len(indices)
+            self.chain.drop_at(pos, len(indices))
             return []
         return indices
 
-    def per_frame(self, name: str, module: ServiceModule, guard: Guard) -> None:
+    def per_frame(self, pos: int, name: str, module: ServiceModule, guard: Guard) -> None:
         """Run a module of the agent's own (or a quarantined one's stand-in) frame by frame;
         the frames over its frame rate, if it has one, pass it by."""
-        chain, keep, over = self.chain, [], []
+        chain, keep, over, began = self.chain, [], [], time.perf_counter()
         if guard.rated and not guard.quarantined:
             allowed = guard.admit(len(self.alive))
-            over = self.policy(guard, self.alive[allowed:])
+            over = self.policy(pos, guard, self.alive[allowed:])
             self.alive = self.alive[:allowed]
         for n, i in enumerate(self.alive):
             if guard.quarantined and not isinstance(module, Quarantined):
-                keep.extend(self.policy(guard, self.alive[n:]))  # quarantined meanwhile
+                keep.extend(self.policy(pos, guard, self.alive[n:]))  # quarantined meanwhile
                 break
             try:
                 verdict = module.process(self.frames[i])
             except Exception as exc:
                 chain._take(module, None)
                 if chain._fail(name, module, exc):
-                    chain.dropped += 1
+                    chain.drop_at(pos)
                 else:
                     keep.append(i)
                 continue
@@ -87,23 +88,24 @@ class _Run:
             if ctx is not None and ctx.outbox.frames:
                 self.emitted.setdefault(i, []).extend(ctx.outbox.take())
             if verdict == _DROP:
-                chain.dropped += 1
+                chain.drop_at(pos)
                 continue
             if verdict == _MODIFIED:
                 self.modified.add(i)
             elif verdict != _FORWARD and verdict is not None:
                 error = ValueError(f"process() returned {verdict!r}, not a Verdict")
                 if chain._fail(name, module, error):
-                    chain.dropped += 1
+                    chain.drop_at(pos)
                     continue
             keep.append(i)
+        chain.timed(pos, len(self.alive), time.perf_counter() - began)
         self.alive = sorted(keep + over) if over else keep
 
-    def batched(self, name: str, module: ServiceModule, guard: Guard) -> None:
+    def batched(self, pos: int, name: str, module: ServiceModule, guard: Guard) -> None:
         """Run an isolated module on the frames still alive, in one call."""
         allowed = guard.admit(len(self.alive))
         given, over = self.alive[:allowed], self.alive[allowed:]
-        keep = self.policy(guard, over)
+        keep = self.policy(pos, guard, over)
         if not given:
             self.alive = keep
             return
@@ -111,12 +113,19 @@ class _Run:
             answer = module.process_batch([self.frames[i] for i in given])  # type: ignore[attr-defined]
         except ModuleFailed as exc:
             self.chain.quarantine(module, str(exc))
-            self.alive = sorted(keep + self.policy(guard, given))
+            self.alive = sorted(keep + self.policy(pos, guard, given))
             return
-        self.alive = sorted(keep + self.take(name, module, guard, given, answer))
+        self.chain.timed(pos, len(given), answer.cpu)
+        self.alive = sorted(keep + self.take(pos, name, module, guard, given, answer))
 
     def take(
-        self, name: str, module: ServiceModule, guard: Guard, given: list[int], answer: wire.Answer
+        self,
+        pos: int,
+        name: str,
+        module: ServiceModule,
+        guard: Guard,
+        given: list[int],
+        answer: wire.Answer,
     ) -> list[int]:
         """Apply an isolated module's answer about frames `given`; return those that go on."""
         chain, keep, failed = self.chain, [], []
@@ -128,7 +137,7 @@ class _Run:
                 self.modified.add(i)
                 keep.append(i)
             elif verdict == wire.DROP:
-                chain.dropped += 1
+                chain.drop_at(pos)
             else:
                 failed.append(i)
         for index, frame in answer.emitted:
@@ -142,8 +151,9 @@ class _Run:
             chain.last_error = f"{name}{' (timer)' if index < 0 else ''}: {text}"
         for _ in failed:
             chain.errors += 1
+            chain.module_errors[pos] += 1
             reason = guard.error() or reason
-        keep.extend(self.policy(guard, failed))
+        keep.extend(self.policy(pos, guard, failed))
         if answer.memory:
             reason = "over its memory budget: it ran out of memory (MemoryError)"
         reason = reason or guard.charge_time(len(given), answer.cpu)
@@ -220,9 +230,9 @@ def run_batched(chain: Chain, frames: list[memoryview], out: Outgoing) -> None:
             chain.quarantine(module, guard.reason)  # found dead outside the packet loop
             name, module = chain.modules[pos]
         if hasattr(module, "process_batch"):
-            run.batched(name, module, guard)
+            run.batched(pos, name, module, guard)
         else:
-            run.per_frame(name, module, guard)
+            run.per_frame(pos, name, module, guard)
     if run.first:
         out.emit(run.first, chain)
     if len(run.alive) == len(frames) and not run.emitted and not run.modified:

@@ -20,6 +20,19 @@ from nodes.sandbox.budgets import Budget, TimeAccount, admit, error_bucket, fram
 RUNNING, QUARANTINED = "running", "quarantined"
 STATES = (RUNNING, QUARANTINED)
 
+# What a quarantine's reason says first, and the cause it is counted under.
+_CAUSES = (
+    ("hung", "hung"),
+    ("over its memory budget", "memory"),
+    ("killed by the sandbox", "seccomp"),
+    ("over its error budget", "errors"),
+    ("over its time budget", "time"),
+    ("broke the channel", "protocol"),
+    ("died", "died"),
+    ("exited", "died"),
+    ("closed its channel", "died"),
+)
+
 
 class Guard:
     """One module instance's failure policy, budget accounts and state.
@@ -53,6 +66,7 @@ class Guard:
         self._frames = frame_bucket(self.budget, clock)
         self._time = TimeAccount(self.budget.time_per_frame)
         self._lock = threading.Lock()
+        self.on_quarantine: Callable[[str], None] | None = None  # told the reason, once
 
     @property
     def quarantined(self) -> bool:
@@ -95,7 +109,9 @@ class Guard:
             if self.state == QUARANTINED:
                 return False
             self.state, self.reason = QUARANTINED, reason
-            return True
+        if self.on_quarantine is not None:
+            self.on_quarantine(reason)
+        return True
 
     def to_json(self) -> dict[str, object]:
         """Return what the module's entry in the session's stats shows of its guard."""
@@ -129,3 +145,12 @@ class Quarantined(ServiceModule):
         """Return the module's last stats (an isolated one's, from before it stopped)."""
         last = getattr(self.original, "last_stats", None)
         return last if last is not None else self.original.stats()
+
+
+def quarantine_cause(reason: str) -> str:
+    """Return the short cause a quarantine's `reason` is counted under ("other" when
+    it says none of the known ones)."""
+    for start, cause in _CAUSES:
+        if reason.startswith(start):
+            return cause
+    return "other"

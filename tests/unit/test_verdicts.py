@@ -68,6 +68,7 @@ def test_a_chain_of_three_runs_in_order_and_a_drop_in_the_middle_ends_it():
     assert out.frames == [b"E" * 20 + b"\x01", b"E" * 20 + b"\x02"]  # what was emitted goes out
     assert out.forwarded == 0 and out.owners == [(c, True), (c, True)]
     assert (c.packets, c.dropped, c.modified) == (2, 2, 0)
+    assert (c.module_frames(), c.module_dropped) == ([2, 2, 0], [0, 2, 0])
 
 
 def test_forwarded_frames_come_out_rewritten_each_followed_by_its_emits():
@@ -154,6 +155,9 @@ def test_module_timers_run_in_the_batch_once_the_chain_is_installed():
         "state": "running",
         "failure": "open",
         "unprocessed": 0,
+        "frames": 0,
+        "dropped": 0,
+        "errors": 0,
         "metrics": [{"name": "ticks", "type": "counter", "help": "timer runs", "value": 1}],
     }
     d.remove(1)
