@@ -254,12 +254,14 @@ class NetServApp(app_manager.RyuApp):
             try:
                 now = self.service.clock()
                 self.service.network.expire_links(now)
-                self._send_probes(self.service.network.probes(now))
+                self._send_each(self.service.network.relearn())
+                self._send_each(self.service.network.probes(now))
             except Exception:  # keep probing: links must keep being confirmed
                 log.exception("link discovery failed")
             hub.sleep(PROBE_INTERVAL)
 
-    def _send_probes(self, probes: dict[int, list[Message]]) -> None:
+    def _send_each(self, probes: dict[int, list[Message]]) -> None:
+        """Send each switch its messages, without waiting; skip switches gone meanwhile."""
         for dpid, msgs in probes.items():
             try:
                 self._send(dpid, msgs)
@@ -299,6 +301,7 @@ class NetServApp(app_manager.RyuApp):
         if dp.id is not None and self.switches.datapaths.get(dp.id) is dp:
             del self.switches.datapaths[dp.id]
             self.service.network.switch_disconnected(dp.id)
+            self._send_each(self.service.network.relearn())
             log.warning("switch %016x disconnected", dp.id)
 
     @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
@@ -309,7 +312,7 @@ class NetServApp(app_manager.RyuApp):
         if self.service.sync_due(dpid):  # the agent's port is known now
             hub.spawn(self._sync, dpid)
         # Every switch probes now, so both directions of the new switch's links are known.
-        self._send_probes(self.service.network.probes(self.service.clock()))
+        self._send_each(self.service.network.probes(self.service.clock()))
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def port_status(self, ev: Any) -> None:
@@ -322,6 +325,7 @@ class NetServApp(app_manager.RyuApp):
                 dpid,
                 self.service.ports_changed(dpid, {msg.desc.port_no: msg.desc.name.decode()}, set()),
             )
+        self._send_each(self.service.network.relearn())  # a port gone may take a tree link
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def packet_in(self, ev: Any) -> None:
@@ -332,6 +336,7 @@ class NetServApp(app_manager.RyuApp):
         dpid, in_port, now = msg.datapath.id, msg.match["in_port"], self.service.clock()
         if msg.cookie == DISCOVERY_COOKIE:
             self.service.network.probe_in(dpid, in_port, data, now)
+            self._send_each(self.service.network.relearn())  # a new link may change the tree
             return
         if msg.cookie == SIGNALING_COOKIE:  # it may install sessions: off the event loop
             hub.spawn(self._signaled, dpid, in_port, data)
