@@ -97,7 +97,10 @@ def _policy(spec: Spec, rundir: Path) -> Path | None:
     if not spec.requesters:
         return None
     path = rundir / "policy.toml"
-    path.write_text(policy_toml(spec.requesters))
+    path.unlink(missing_ok=True)
+    # It may hold keys (base64:, hex:): the controller takes it only if no one else can read it.
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+        out.write(policy_toml(spec.requesters))
     try:
         load_policy(path)
     except PolicyError as exc:
