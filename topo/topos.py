@@ -9,8 +9,8 @@ given, every link's two interfaces get that MTU (jumbo frames, for example).
 
 This file imports only Mininet and the standard library so that
 `mn --custom topo/topos.py --topo single,3` can load it by path; run so, it also
-gives mn its `switches`: `netserv` (also mn's default), a NetServ node with its agent
-(`topo/mn.py`).
+gives mn its `switches`: `netserv` (also mn's default), a NetServ node with its agent,
+and its `tests`: `netserv`, which waits until the nodes are ready (`topo/mn.py`).
 """
 
 from __future__ import annotations
@@ -212,9 +212,10 @@ topos = {
 }
 
 
-def _mn_switches() -> dict[str, type]:
-    """Return the switch classes for `mn`, which runs this file by path (no package, no
-    `__file__`): the repository, this file's folder's parent, goes on sys.path first."""
+def _mn_custom() -> tuple[dict[str, type], dict[str, object]]:
+    """Return the switch classes and tests for `mn`, which runs this file by path (no
+    package, no `__file__`): the repository, this file's folder's parent, goes on
+    sys.path first."""
     import sys
     from pathlib import Path
 
@@ -222,12 +223,12 @@ def _mn_switches() -> dict[str, type]:
     repo = str(here.parent.parent)
     if repo not in sys.path:
         sys.path.insert(0, repo)
-    from topo.mn import MnNetServSwitch
+    from topo.mn import MnNetServSwitch, ready_test
 
     # "default" too: `mn --custom topo/topos.py --topo netserv_linear,3 --controller
     # remote` then gives NetServ nodes without naming the switch.
-    return {"netserv": MnNetServSwitch, "default": MnNetServSwitch}
+    return {"netserv": MnNetServSwitch, "default": MnNetServSwitch}, {"netserv": ready_test}
 
 
 if "__file__" not in globals():  # run by `mn --custom`, which gives the file no name
-    switches = _mn_switches()
+    switches, tests = _mn_custom()

@@ -20,14 +20,6 @@ from topo.controller import ControllerProcess, free_port, stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
-# Run by mn's CLI: wait until the nodes are ready and the link between them is known.
-READY = (
-    "import json, sys, time, urllib.request; from topo.controller import wait_ready; "
-    "wait_ready(sys.argv[1], sys.argv[2:]); "
-    "view = lambda: json.load(urllib.request.urlopen(sys.argv[1] + '/netserv/topology')); "
-    "next(t for t in range(100) if len(view()['links']) == 2 or time.sleep(0.2)); "
-    "print('netserv nodes ready:', *sys.argv[2:])"
-)
 SENDER = r"""
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -148,18 +140,13 @@ def test_mn_custom_file_gives_netserv_nodes_with_their_agents(
     p = unique_prefix
     secrets = tmp_path / "secrets"
     with ControllerProcess(tmp_path / "controller.log", secrets=secrets) as ctl:
-        script = tmp_path / "check.mn"
-        dpids = " ".join(f"{i:016x}" for i in (1, 2))
-        script.write_text(
-            f'sh {sys.executable} -c "{READY}" {ctl.url} {dpids}\n{p}h1 ping -c 2 -i 0.2 {p}h2\n'
-        )
         env = os.environ | {"NETSERV_URL": ctl.url, "NETSERV_SECRETS": str(secrets)}
         env["PATH"] = f"{VENV_BIN}:{env['PATH']}"
         mn = subprocess.run(
             [str(VENV_BIN / "mn"), "--custom", "topo/topos.py"]
             + ["--topo", f"netserv_linear,2,1,true,{p}"]
             + ["--controller", f"remote,ip=127.0.0.1,port={ctl.of_port}"]
-            + ["--test", "none", "--post", str(script)],
+            + ["--test", "netserv+pingall"],
             cwd=REPO,
             env=env,
             capture_output=True,
@@ -168,8 +155,8 @@ def test_mn_custom_file_gives_netserv_nodes_with_their_agents(
         )
         out = mn.stdout + mn.stderr
         assert mn.returncode == 0, out
-        assert "netserv nodes ready: 0000000000000001 0000000000000002" in out, out
-        assert " 0% packet loss" in out, out
+        assert f"*** NetServ nodes ready: {p}s1 {p}s2" in out, out
+        assert "*** Results: 0% dropped (2/2 received)" in out, out
         # once mn is done, the nodes' agents are gone: the controller hears them stop
         nodes = _wait("the agents' stop", lambda: _stopped(ctl.client().nodes()), 15)
         assert [n["dpid"] for n in nodes] == ["0000000000000001", "0000000000000002"]
