@@ -202,7 +202,7 @@ class NetServApp(app_manager.RyuApp):
             conf.wsapi_host,
             conf.wsapi_port,
             conf.ofp_listen_host or "*",
-            conf.ofp_tcp_listen_port,
+            of_port,
             os.pathsep.join(str(f) for f in folders),
         )
         if policy.configured:

@@ -1,6 +1,9 @@
-"""What an operator used to Mininet and Ryu runs: `netserv topo up/down` on a topology file
-with two paths, `mn --custom topo/topos.py` with NetServ nodes, and the environment's own
-`ryu-manager` with controller.app beside ryu.app.ofctl_rest."""
+"""`netserv topo up/down` on a topology file with two paths between its hosts: placement on
+the way frames take, and everything removed after `up` crashed.
+
+docs/topologies.md runs `mn --custom topo/topos.py` with NetServ nodes and the
+environment's own `ryu-manager` with controller.app beside ryu.app.ofctl_rest
+(tests/integration/test_docs.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from signaling.client import NetServClient
-from topo.controller import ControllerProcess, free_port, stop_process
+from topo.controller import free_port, stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -132,86 +135,3 @@ def _counted(url: str, token: str, session: int, want: int) -> int | None:
     status, body = _get(f"{url}/netserv/sessions/{session}/stats", token)
     packets = body["stats"]["modules"][0]["stats"]["packets"] if status == 200 else None
     return packets if packets == want else None
-
-
-def test_mn_custom_file_gives_netserv_nodes_with_their_agents(
-    unique_prefix: str, tmp_path: Path
-) -> None:
-    p = unique_prefix
-    secrets = tmp_path / "secrets"
-    with ControllerProcess(tmp_path / "controller.log", secrets=secrets) as ctl:
-        env = os.environ | {"NETSERV_URL": ctl.url, "NETSERV_SECRETS": str(secrets)}
-        env["PATH"] = f"{VENV_BIN}:{env['PATH']}"
-        mn = subprocess.run(
-            [str(VENV_BIN / "mn"), "--custom", "topo/topos.py"]
-            + ["--topo", f"netserv_linear,2,1,true,{p}"]
-            + ["--controller", f"remote,ip=127.0.0.1,port={ctl.of_port}"]
-            + ["--test", "netserv+pingall"],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        out = mn.stdout + mn.stderr
-        assert mn.returncode == 0, out
-        assert f"*** NetServ nodes ready: {p}s1 {p}s2" in out, out
-        assert "*** Results: 0% dropped (2/2 received)" in out, out
-        # once mn is done, the nodes' agents are gone: the controller hears them stop
-        nodes = _wait("the agents' stop", lambda: _stopped(ctl.client().nodes()), 15)
-        assert [n["dpid"] for n in nodes] == ["0000000000000001", "0000000000000002"]
-    assert _ours(p) == ([], [])
-
-
-def _stopped(nodes: list[dict]) -> list[dict] | None:
-    return nodes if nodes and not any(n["agent"]["alive"] for n in nodes) else None
-
-
-def test_plain_ryu_manager_runs_netserv_beside_ofctl_rest(
-    unique_prefix: str, tmp_path: Path
-) -> None:
-    of_port, rest_port = free_port(), free_port()
-    url = f"http://127.0.0.1:{rest_port}"
-    argv = [str(VENV_BIN / "ryu-manager"), "--ofp-tcp-listen-port", str(of_port)]
-    argv += ["--wsapi-host", "127.0.0.1", "--wsapi-port", str(rest_port)]
-    argv += ["--netserv-store", str(tmp_path / "s.sqlite"), "--netserv-secrets", str(tmp_path)]
-    argv += ["controller.app", "ryu.app.ofctl_rest"]
-    bridge = f"{unique_prefix}b"
-    with open(tmp_path / "ryu.log", "wb") as log:
-        ryu = subprocess.Popen(argv, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        subprocess.run(
-            ["ovs-vsctl", "add-br", bridge, "--", "set", "bridge", bridge]
-            + [
-                "datapath_type=netdev",
-                "protocols=OpenFlow13",
-                "other-config:datapath-id=00000000000000ab",
-            ]
-            + ["--", "set-controller", bridge, f"tcp:127.0.0.1:{of_port}"]
-            + ["--", "set-fail-mode", bridge, "secure"],
-            check=True,
-        )
-        switches = _wait("ofctl_rest's switch", lambda: _answer(ryu, f"{url}/stats/switches"))
-        assert switches == [0xAB]
-        nodes = _wait("NetServ's node", lambda: _answer(ryu, f"{url}/netserv/nodes"))
-        assert [(n["dpid"], n["connected"]) for n in nodes] == [("00000000000000ab", True)]
-        # both apps' flows on one switch: NetServ's base flows, read through ofctl_rest
-        flows = _answer(ryu, f"{url}/stats/flow/{0xAB}")[str(0xAB)]
-        assert any(f["cookie"] >> 48 == 0x4E53 for f in flows)
-        # NetServ's hardening covers the whole REST server: a JSON 404, no traceback
-        status, body = _get(f"{url}/no/such/thing")
-        assert status == 404 and "error" in body
-        assert (tmp_path / "rest.token").exists()  # the secrets folder it was given
-    finally:
-        subprocess.run(["ovs-vsctl", "--if-exists", "del-br", bridge], check=False)
-        stop_process(ryu)
-    assert "cannot import name" not in (tmp_path / "ryu.log").read_text()
-
-
-def _answer(proc: subprocess.Popen, url: str) -> Any:
-    assert proc.poll() is None, f"ryu-manager exited {proc.returncode}"
-    try:
-        status, body = _get(url)
-    except (OSError, ValueError):
-        return None
-    return body if status == 200 and body else None
