@@ -71,7 +71,11 @@ class Network:
         # Known only to this controller, so only its own probes are believed.
         self.probe_key = probe_key or secrets.token_bytes(PROBE_KEY_BYTES)
         self.probes_refused = 0
-        self._tree_learned: frozenset[SwitchPort] = frozenset()  # the tree MACs were learned on
+        # The tree's ports and the blocked ones when MACs were last learned afresh.
+        self._tree_learned: tuple[frozenset[SwitchPort], frozenset[SwitchPort]] = (
+            frozenset(),
+            frozenset(),
+        )
 
     # --- queries -------------------------------------------------------------------
     def agent_port(self, dpid: int) -> int | None:
@@ -165,17 +169,21 @@ class Network:
         return [out] if out.actions else []
 
     def relearn(self) -> dict[int, list[Message]]:
-        """When the spanning tree changed since the last call, forget every learned MAC
-        and return, for each connected switch, the deletes of its learned flows.
+        """When the spanning tree lost a port or a port became blocked since the last
+        time, forget every learned MAC and return, for each connected switch, the
+        deletes of its learned flows; else return nothing.
 
-        A MAC learned before a change may point along a link the tree no longer
-        uses; learned afresh, every host is reached along the tree again (and
-        `path` tells the way frames take). Empty when the tree is as it was.
+        A MAC learned before such a change may point along a link the tree no longer
+        uses; learned afresh, every host is reached along the tree again (and `path`
+        tells the way frames take). A tree that only grows (links found in a network
+        without loops, as after a controller's restart) leaves what was learned alone.
         """
         tree = self.topology.tree_ports()
-        if tree == self._tree_learned:
+        blocked = self.topology.link_ports() - tree
+        old_tree, old_blocked = self._tree_learned
+        self._tree_learned = (tree, blocked)
+        if old_tree <= tree and blocked <= old_blocked:
             return {}
-        self._tree_learned = tree
         out = {}
         for dpid, switch in sorted(self.switches.items()):
             switch.macs.clear()
