@@ -172,7 +172,8 @@ def up(
         },
     )
     state.save()
-    _stop_on(signal.SIGTERM, signal.SIGHUP)
+    # Ctrl-C in Mininet's CLI stops the command at hand, as in mn; held, it stops `up`.
+    _stop_on(signal.SIGTERM, signal.SIGHUP, *(() if cli or script else (signal.SIGINT,)))
     try:
         ctl = ControllerProcess(
             rundir / "controller.log",
@@ -225,7 +226,6 @@ def _stop_on(*signums: signal.Signals) -> None:
 
     for signum in signums:
         signal.signal(signum, stop)
-    signal.signal(signal.SIGINT, stop)
 
 
 def _record(state: State, net: Mininet) -> None:
