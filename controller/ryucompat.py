@@ -70,8 +70,6 @@ def harden_rest(wsgi: object = None) -> None:
     import eventlet.wsgi
     from ryu.lib import hub
 
-    from controller.rest import READ_TIMEOUT, guard
-
     if wsgi is None:
         wsgi = sys.modules[WSGI_MODULE]
 
@@ -105,6 +103,10 @@ def harden_rest(wsgi: object = None) -> None:
                 self.wfile.write(body)
 
     def serve_forever(server: object) -> None:
+        # Imported when serving, not here: controller.rest imports Ryu's wsgi module,
+        # whose import may be what called this.
+        from controller.rest import READ_TIMEOUT, guard
+
         server.logger = hub.LoggingWrapper()
         eventlet.wsgi.server(
             server.server,
