@@ -218,7 +218,7 @@ class NetServApp(app_manager.RyuApp):
             conf.wsapi_host,
             conf.wsapi_port,
             conf.ofp_listen_host or "*",
-            conf.ofp_tcp_listen_port,
+            of_port,
             os.pathsep.join(str(f) for f in folders),
         )
         if policy.configured:
@@ -305,12 +305,14 @@ class NetServApp(app_manager.RyuApp):
             try:
                 now = self.service.clock()
                 self.service.network.expire_links(now)
-                self._send_probes(self.service.network.probes(now))
+                self._send_each(self.service.network.relearn())
+                self._send_each(self.service.network.probes(now))
             except Exception:  # keep probing: links must keep being confirmed
                 log.exception("link discovery failed")
             hub.sleep(PROBE_INTERVAL)
 
-    def _send_probes(self, probes: dict[int, list[Message]]) -> None:
+    def _send_each(self, probes: dict[int, list[Message]]) -> None:
+        """Send each switch its messages, without waiting; skip switches gone meanwhile."""
         for dpid, msgs in probes.items():
             try:
                 self._send(dpid, msgs)
@@ -350,6 +352,7 @@ class NetServApp(app_manager.RyuApp):
         if dp.id is not None and self.switches.datapaths.get(dp.id) is dp:
             del self.switches.datapaths[dp.id]
             self.service.network.switch_disconnected(dp.id)
+            self._send_each(self.service.network.relearn())
             log.warning("switch %016x disconnected", dp.id)
 
     @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
@@ -360,7 +363,7 @@ class NetServApp(app_manager.RyuApp):
         if self.service.sync_due(dpid):  # the agent's port is known now
             hub.spawn(self._sync, dpid)
         # Every switch probes now, so both directions of the new switch's links are known.
-        self._send_probes(self.service.network.probes(self.service.clock()))
+        self._send_each(self.service.network.probes(self.service.clock()))
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def port_status(self, ev: Any) -> None:
@@ -373,6 +376,7 @@ class NetServApp(app_manager.RyuApp):
                 dpid,
                 self.service.ports_changed(dpid, {msg.desc.port_no: msg.desc.name.decode()}, set()),
             )
+        self._send_each(self.service.network.relearn())  # a port gone may take a tree link
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def packet_in(self, ev: Any) -> None:
@@ -385,6 +389,7 @@ class NetServApp(app_manager.RyuApp):
         if msg.cookie == DISCOVERY_COOKIE:
             packet_ins[(dpid, "discovery")] += 1
             self.service.network.probe_in(dpid, in_port, data, now)
+            self._send_each(self.service.network.relearn())  # a new link may change the tree
             return
         if msg.cookie == SIGNALING_COOKIE:  # it may install sessions: off the event loop
             packet_ins[(dpid, "signaling")] += 1

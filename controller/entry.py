@@ -2,31 +2,20 @@
 
 `python -m controller ...` runs it; so does `netserv controller ...`.
 
-Ryu 4.34 imports `eventlet.wsgi.ALREADY_HANDLED`, which current eventlet no longer has
-(and the eventlet that had it does not run on Python 3.11). It is only used to answer
-websocket requests, which NetServ does not serve, so a stand-in object is enough; it
-must exist before Ryu is imported.
-
-Ryu starts its REST server with eventlet's defaults: `debug=True`, which sends the
-traceback of an unhandled exception as the body of a 500, and no socket time-out, so a
-client that promises a body and never sends it holds its connection for as long as it
-likes. `_serve_rest` replaces Ryu's `serve_forever` (Ryu's files stay as they are): no
-tracebacks, a read time-out, and our JSON guard around Ryu's router. Each connection
-still gets its own greenthread, so a stalled client never delays an agent's heartbeat.
+What Ryu needs to run on current eventlet, and the hardening of its REST server, are in
+`controller/ryucompat.py`, applied here before Ryu's manager is imported.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from http import HTTPStatus
 from pathlib import Path
 
 from agentproto.limits import AGENT_DEAD_AFTER
-from controller import keyfiles
+from controller import keyfiles, ryucompat
 from controller.errors import PolicyError
 from controller.policy import load_policy
 from controller.repository import Repository
@@ -35,15 +24,8 @@ from controller.routability import TIMEOUT as ROUTABILITY_TIMEOUT
 from controller.store import SessionStore, StoreError, default_path
 from nodes.bundle import MODULE_PATH_HELP, BundleError, module_path
 
-
-def _eventlet_compat() -> None:
-    import warnings
-
-    warnings.filterwarnings("ignore", message="(?s).*Eventlet is deprecated")
-    import eventlet.wsgi
-
-    if not hasattr(eventlet.wsgi, "ALREADY_HANDLED"):
-        eventlet.wsgi.ALREADY_HANDLED = object()
+# Tests of the REST layer import Ryu's wsgi module without this entry point.
+_eventlet_compat = ryucompat.eventlet_compat
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -224,57 +206,6 @@ def _tls_args(key: str | None, cert: str | None, ca: str | None, of_port: int) -
     return tls + (("--ca-certs", ca) if ca is not None else ())
 
 
-def _serve_rest() -> None:
-    """Make Ryu's REST server hide tracebacks, time out stalled reads, and answer in JSON."""
-    import eventlet.wsgi
-    from ryu.app import wsgi
-    from ryu.lib import hub
-
-    from controller.rest import READ_TIMEOUT, guard
-
-    class Protocol(eventlet.wsgi.HttpProtocol):
-        def get_environ(self) -> dict[str, object]:
-            # http.server turns a leading "//" into "/" before eventlet sees the path, so
-            # RAW_PATH_INFO would not be raw: take the path from the request line itself.
-            environ = super().get_environ()
-            words = self.requestline.split()
-            if len(words) >= 2:
-                environ["RAW_PATH_INFO"] = words[1].partition("?")[0]
-            return environ
-
-        def send_error(
-            self, code: int, message: str | None = None, explain: str | None = None
-        ) -> None:
-            # http.server's own refusals (a broken request line, too many headers) came as
-            # HTML, and with no status line at all when the line was too broken to say
-            # its HTTP version.
-            if code == HTTPStatus.HTTP_VERSION_NOT_SUPPORTED:  # not a fault of the server
-                code, message = 400, "only HTTP/1.0 and HTTP/1.1 are spoken here"
-            body = json.dumps({"error": message or HTTPStatus(code).phrase}).encode()
-            self.request_version = "HTTP/1.0"
-            self.close_connection = True
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Connection", "close")
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-
-    def serve_forever(server: wsgi.WSGIServer) -> None:
-        server.logger = hub.LoggingWrapper()
-        eventlet.wsgi.server(
-            server.server,
-            guard(server.handle),
-            server.logger,
-            protocol=Protocol,
-            debug=False,
-            socket_timeout=READ_TIMEOUT,
-        )
-
-    wsgi.WSGIServer.serve_forever = serve_forever
-
-
 def _tls_per_connection() -> None:
     """Make Ryu's OpenFlow listener over TLS use its certificate on every connection.
 
@@ -340,42 +271,12 @@ def run_controller(
     keeps the module repository beside it (`controller.repository.default_path`).
     `metrics` (host, port) serves the Prometheus metrics there; None serves none.
     """
-    _eventlet_compat()
-    from ryu import cfg
-
+    ryucompat.eventlet_compat()
+    ryucompat.register_options()
     joined = os.pathsep.join(str(folder) for folder in modules)
-    cfg.CONF.register_cli_opts(
-        [
-            cfg.StrOpt(
-                "netserv-module-path", default=joined, help="service module folders, in order"
-            ),
-            cfg.FloatOpt(
-                "netserv-agent-dead-after",
-                default=agent_dead_after,
-                help="seconds of agent silence before its sessions are removed",
-            ),
-            cfg.StrOpt("netserv-store", default=store, help="the controller's session store"),
-            cfg.FloatOpt(
-                "netserv-routability-timeout",
-                default=routability_timeout,
-                help="seconds a return-routability check waits for its answer",
-            ),
-            cfg.StrOpt("netserv-repo", default="", help="the module repository's folder"),
-            cfg.StrOpt("netserv-metrics-host", default="127.0.0.1", help="metrics address"),
-            cfg.IntOpt("netserv-metrics-port", default=0, help="metrics port; 0: none"),
-            cfg.StrOpt(
-                "netserv-policy", default="", help="the requester policy file (TOML); none: open"
-            ),
-            cfg.StrOpt(
-                "netserv-secrets",
-                default=str(keyfiles.secrets_dir(secrets)),
-                help="the secrets folder (REST token, node keys)",
-            ),
-        ]
-    )
     from ryu.cmd import manager  # patches the standard library for eventlet
 
-    _serve_rest()
+    ryucompat.harden_rest()
     _tls_per_connection()
 
     args = [

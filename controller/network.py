@@ -71,6 +71,11 @@ class Network:
         # Known only to this controller, so only its own probes are believed.
         self.probe_key = probe_key or secrets.token_bytes(PROBE_KEY_BYTES)
         self.probes_refused = 0
+        # The tree's ports and the blocked ones when MACs were last learned afresh.
+        self._tree_learned: tuple[frozenset[SwitchPort], frozenset[SwitchPort]] = (
+            frozenset(),
+            frozenset(),
+        )
 
     # --- queries -------------------------------------------------------------------
     def agent_port(self, dpid: int) -> int | None:
@@ -150,14 +155,41 @@ class Network:
         switch = self.switches.get(dpid)
         if switch is None:
             return []
-        agents = self.agent_ports(dpid)
+        agents, blocked = self.agent_ports(dpid), self.topology.blocked(dpid)
+        if in_port in blocked:  # a link off the spanning tree: a loop, or old news
+            return []
         if not pipeline.is_multicast(eth_src):
             at = SwitchPort(dpid, in_port)
             self.topology.host_seen(at, eth_src, discovery.sender_ipv4(data), now, agents)
         if table == tables.LEARN:
             return pipeline.learn(switch.macs, in_port, eth_src, agents)
-        out = pipeline.forward_missed(switch.macs, in_port, eth_dst, switch.ports, agents, data)
+        out = pipeline.forward_missed(
+            switch.macs, in_port, eth_dst, switch.ports, agents | blocked, data
+        )
         return [out] if out.actions else []
+
+    def relearn(self) -> dict[int, list[Message]]:
+        """When the spanning tree lost a port or a port became blocked since the last
+        time, forget every learned MAC and return, for each connected switch, the
+        deletes of its learned flows; else return nothing.
+
+        A MAC learned before such a change may point along a link the tree no longer
+        uses; learned afresh, every host is reached along the tree again (and `path`
+        tells the way frames take). A tree that only grows (links found in a network
+        without loops, as after a controller's restart) leaves what was learned alone.
+        """
+        tree = self.topology.tree_ports()
+        blocked = self.topology.link_ports() - tree
+        old_tree, old_blocked = self._tree_learned
+        self._tree_learned = (tree, blocked)
+        if old_tree <= tree and blocked <= old_blocked:
+            return {}
+        out = {}
+        for dpid, switch in sorted(self.switches.items()):
+            switch.macs.clear()
+            if switch.connected:
+                out[dpid] = pipeline.forget_learned()
+        return out
 
     # --- topology ------------------------------------------------------------------
     def probes(self, now: float) -> dict[int, list[Message]]:

@@ -409,18 +409,24 @@ def learn(
     ]
 
 
+def forget_learned() -> list[Message]:
+    """Return the messages that delete every learned-MAC flow of a switch, confirmed."""
+    return [FlowDelete(cookie=t.cookie(t.KIND_LEARNED), cookie_mask=t.COOKIE_ALL), Barrier()]
+
+
 def forward_missed(
     macs: dict[str, int],
     in_port: int,
     eth_dst: str,
     ports: Iterable[int],
-    agent_ports: Iterable[int],
+    no_flood: Iterable[int],
     data: bytes,
 ) -> PacketOut:
     """Return the packet-out for a frame that missed forwarding: to its port, or flooded.
 
-    Flooding lists ports explicitly (not OFPP_FLOOD) so agent ports never see traffic
-    that no session asked for.
+    Flooding lists ports explicitly (not OFPP_FLOOD) and skips `no_flood`: agent ports,
+    which must never see traffic that no session asked for, and links off the spanning
+    tree, where a flooded frame would come back around a loop.
     """
     known = None if is_multicast(eth_dst) else macs.get(eth_dst)
     if known is not None and known != in_port:
@@ -428,6 +434,6 @@ def forward_missed(
     elif known == in_port:
         outs = []
     else:
-        skip = set(agent_ports) | {in_port}
+        skip = set(no_flood) | {in_port}
         outs = sorted(p for p in ports if p not in skip)
     return PacketOut(in_port=in_port, actions=tuple(Output(p) for p in outs), data=data)

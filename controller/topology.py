@@ -14,8 +14,12 @@ what was seen on its two ends is forgotten, so a host's location is its latest
 sighting on an edge port. A sighting elsewhere that is older than `link_expiry` when
 the host is seen again is dropped (the host moved), so a stale place never comes back.
 
-Loops are not handled: flooding assumes a tree (linear and tree topologies); a looped
-topology needs a spanning tree before it can be used.
+Loops are cut by a spanning tree of the known links: a breadth-first tree grown from
+the lowest datapath id of each connected part, neighbours taken in order of datapath id
+then ports, so the same links always give the same tree. Frames are flooded only along
+it (and out of edge ports), and nothing is learned from or flooded out of a link end
+that is off it, so a frame's way between two hosts is the tree's one path, which `path`
+returns.
 """
 
 from __future__ import annotations
@@ -76,6 +80,7 @@ class Topology:
         self.link_expiry = link_expiry
         self._links: dict[Link, float] = {}  # → when a probe last confirmed it
         self._ends: frozenset[SwitchPort] | None = None  # link_ports(), until the links change
+        self._tree: dict[int, list[tuple[int, int, int]]] | None = None  # tree(), likewise
         self._seen: dict[str, dict[SwitchPort, float]] = {}  # MAC → edge port → when
         self._mac_of: dict[str, str] = {}  # IPv4 address → the MAC that last claimed it
 
@@ -89,7 +94,7 @@ class Topology:
         new = link not in self._links
         self._links[link] = now
         if new:
-            self._ends = None
+            self._ends = self._tree = None
             self._forget_hosts_at({src, dst})
         return new
 
@@ -102,7 +107,7 @@ class Topology:
     def _drop(self, links: list[Link]) -> list[Link]:
         for link in links:
             del self._links[link]
-        self._ends = None
+        self._ends = self._tree = None
         return sorted(links)
 
     def links(self) -> list[Link]:
@@ -191,31 +196,53 @@ class Topology:
         return out
 
     # --- paths ---------------------------------------------------------------------
+    def tree(self) -> dict[int, list[tuple[int, int, int]]]:
+        """Return the spanning tree of the known links: for each switch on a link, its
+        tree neighbours as (neighbour dpid, own port, neighbour's port), sorted.
+
+        A link seen in one direction only counts as a wire both ways; of parallel links
+        between two switches the one with the lowest ports (of the lower dpid first) is
+        taken.
+        """
+        if self._tree is None:
+            self._tree = spanning_tree(self._links)
+        return self._tree
+
+    def tree_ports(self) -> frozenset[SwitchPort]:
+        """Return every link end that is on the spanning tree."""
+        return frozenset(
+            SwitchPort(dpid, port) for dpid, near in self.tree().items() for _n, port, _f in near
+        )
+
+    def blocked(self, dpid: int) -> set[int]:
+        """Return the ports of switch `dpid` that are link ends off the spanning tree:
+        nothing is flooded out of them, and what comes in by them is not learned."""
+        on_tree = self.tree_ports()
+        return {p.port for p in self.link_ports() if p.dpid == dpid and p not in on_tree}
+
     def path(self, src: SwitchPort, dst: SwitchPort) -> list[Hop] | None:
         """Return the switches a frame entering at `src` crosses to leave at `dst`.
 
-        The path is a shortest one over the known links; among equally short ones, the
-        one whose sequence of datapath ids is lowest (then the lowest ports), so the
-        same links always give the same path. None when no known links join them.
+        The path is the one along the spanning tree (`tree`), which is the way frames
+        take: flooding and learning follow the tree. None when no known links join them.
         """
         if src.dpid == dst.dpid:
             return [Hop(src.dpid, src.port, dst.port)]
-        out_links: dict[int, list[Link]] = {}
-        for link in sorted(self._links, key=lambda k: (k.dst.dpid, k.src.port, k.dst.port)):
-            out_links.setdefault(link.src.dpid, []).append(link)
-        came_by: dict[int, Link | None] = {src.dpid: None}
+        tree = self.tree()
+        came_by: dict[int, tuple[int, int, int] | None] = {src.dpid: None}
         queue = deque([src.dpid])
         while queue and dst.dpid not in came_by:
-            for link in out_links.get(queue.popleft(), []):
-                if link.dst.dpid not in came_by:
-                    came_by[link.dst.dpid] = link
-                    queue.append(link.dst.dpid)
+            dpid = queue.popleft()
+            for near, port, far_port in tree.get(dpid, []):
+                if near not in came_by:
+                    came_by[near] = (dpid, port, far_port)
+                    queue.append(near)
         if dst.dpid not in came_by:
             return None
         hops, out_port, dpid = [], dst.port, dst.dpid
-        while (link := came_by[dpid]) is not None:
-            hops.append(Hop(dpid, link.dst.port, out_port))
-            out_port, dpid = link.src.port, link.src.dpid
+        while (step := came_by[dpid]) is not None:
+            hops.append(Hop(dpid, step[2], out_port))
+            dpid, out_port = step[0], step[1]
         hops.append(Hop(src.dpid, src.port, out_port))
         return hops[::-1]
 
@@ -233,3 +260,38 @@ class Topology:
                 f"(switch {dst}): the links between their switches are not discovered"
             )
         return hops
+
+
+def spanning_tree(links: Collection[Link]) -> dict[int, list[tuple[int, int, int]]]:
+    """Return a spanning tree of `links`, as `Topology.tree` describes it.
+
+    Breadth first from the lowest datapath id of each connected part; a switch's
+    neighbours are taken by (dpid, own port, their port), so the tree depends only on
+    the links, not on the order they were found in.
+    """
+    chosen: dict[tuple[int, int], tuple[int, int]] = {}  # (lo, hi) dpids → (lo's, hi's) ports
+    for link in links:
+        lo, hi = sorted((link.src, link.dst))
+        if lo.dpid == hi.dpid:
+            continue  # a switch wired to itself: never on the tree
+        best = chosen.get((lo.dpid, hi.dpid))
+        if best is None or (lo.port, hi.port) < best:
+            chosen[(lo.dpid, hi.dpid)] = (lo.port, hi.port)
+    wires: dict[int, dict[int, tuple[int, int]]] = {}  # dpid → neighbour → (own, far) ports
+    for (lo, hi), (lo_port, hi_port) in chosen.items():
+        wires.setdefault(lo, {})[hi] = (lo_port, hi_port)
+        wires.setdefault(hi, {})[lo] = (hi_port, lo_port)
+    tree: dict[int, list[tuple[int, int, int]]] = {}
+    for root in sorted(wires):
+        if root in tree:
+            continue
+        tree[root] = []
+        queue = deque([root])
+        while queue:
+            dpid = queue.popleft()
+            for near, (port, far_port) in sorted(wires[dpid].items()):
+                if near not in tree:
+                    tree[near] = [(dpid, far_port, port)]
+                    tree[dpid].append((near, port, far_port))
+                    queue.append(near)
+    return {dpid: sorted(near) for dpid, near in tree.items()}

@@ -131,6 +131,55 @@ def cmd_session(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_topo(a: argparse.Namespace) -> int:
+    from topo import updown
+    from topo.cmd import CommandError
+    from topo.file import TopologyFileError, load
+
+    state = Path(a.state) if a.state else updown.DEFAULT_STATE
+    if a.action == "down":
+        return updown.down(state)
+    try:
+        spec = load(a.file, a.prefix)
+        if a.check:
+            print(
+                f"{a.file}: {len(spec.switches)} switches, {len(spec.hosts)} hosts, "
+                f"{len(spec.links)} links, NetServ nodes: "
+                f"{', '.join(s.name for s in spec.netserv()) or 'none'}"
+            )
+            return 0
+        return updown.up(spec, state, a.of_port, a.rest_port, script=a.run, cli=not a.no_cli)
+    except (TopologyFileError, updown.TopologyUpError, CommandError) as exc:
+        print(f"netserv topo up: {exc}", file=sys.stderr)
+        return 2
+
+
+def _topo_parser(sub: argparse._SubParsersAction) -> None:
+    t = sub.add_parser(
+        "topo",
+        help="bring up a network from a topology file with its controller and agents, "
+        "or take it down (docs/topologies.md)",
+    )
+    actions = t.add_subparsers(dest="action", required=True)
+    up = actions.add_parser("up", help="build the network of FILE and open Mininet's CLI")
+    up.add_argument("file", metavar="FILE", help="the topology file (YAML)")
+    how = up.add_mutually_exclusive_group()
+    how.add_argument("--run", metavar="SCRIPT", help="run this Mininet CLI script, then stop")
+    how.add_argument("--no-cli", action="store_true", help="hold until SIGTERM or Ctrl-C")
+    how.add_argument("--check", action="store_true", help="only read FILE and say what it holds")
+    up.add_argument("--prefix", help="put this in front of every name (instead of the file's)")
+    up.add_argument("--of-port", type=int, default=6653, help="the controller's OpenFlow port")
+    up.add_argument("--rest-port", type=int, default=8080, help="the controller's REST port")
+    down = actions.add_parser("down", help="remove everything `topo up` made, even after a crash")
+    for p in (up, down):
+        p.add_argument(
+            "--state",
+            metavar="FILE",
+            help="the file that records what was made (default: run/topo.json)",
+        )
+    t.set_defaults(func=cmd_topo)
+
+
 def parser() -> argparse.ArgumentParser:
     """Return the argument parser of the `netserv` command."""
     p = argparse.ArgumentParser(prog="netserv", description=__doc__)
@@ -253,6 +302,7 @@ def parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_modules)
     module_cli.add_parser(sub)
     trace_cli.add_parser(sub)
+    _topo_parser(sub)
     return p
 
 

@@ -101,6 +101,18 @@ setup_venv() {
     echo "$want" >"$STAMP"
 }
 
+# The start-up hook that lets the virtualenv's own ryu-manager run controller.app beside
+# stock Ryu apps (controller/ryucompat.py). Checked on every run: cheap, and a venv made
+# before the hook existed gets it too.
+install_ryu_hook() {
+    local site
+    site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    if ! cmp -s "$REPO/tools/netserv-ryu.pth" "$site/netserv-ryu.pth"; then
+        say "installing the ryu-manager start-up hook into $site"
+        cp "$REPO/tools/netserv-ryu.pth" "$site/netserv-ryu.pth"
+    fi
+}
+
 ovs_running() {
     ovs-vsctl --timeout=3 show >/dev/null 2>&1 &&
         ovs-appctl --timeout=3 -t ovs-vswitchd version >/dev/null 2>&1
@@ -128,5 +140,6 @@ exec 9>"/tmp/netserv-setup-$(echo "$REPO" | sha256sum | cut -c1-12).lock"
 flock -w 900 9 || die "another tools/setup.sh of $REPO has been running for 15 minutes"
 install_debs
 setup_venv
+install_ryu_hook
 start_ovs
 note "ready"

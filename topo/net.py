@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 
+from mininet.link import Link
 from mininet.net import Mininet
 from mininet.node import Host
 from mininet.topo import Topo
@@ -33,6 +34,7 @@ def netserv_network(
     module_path: str | Iterable[str | os.PathLike[str]] | None = None,
     secrets: str | os.PathLike[str] | None = None,
     agent_args: Sequence[str] = (),
+    link: type[Link] = Link,
 ) -> Iterator[Mininet]:
     """Build and start `topo`; yield the started Mininet; always stop it on exit.
 
@@ -43,13 +45,14 @@ def netserv_network(
     which should be the controller's too. Each such node gets a key in the secrets
     folder `secrets` (None: $NETSERV_SECRETS, else run/secrets), made before its agent
     starts if it has none; give the controller the same folder. `agent_args` go on
-    every agent's command line (`python -m nodes --help`). Every host and switch-side
+    every agent's command line (`python -m nodes --help`). `link` is Mininet's link class
+    (`TCLink` for links with bandwidth or delay). Every host and switch-side
     interface has TX checksum offload and IPv6 off. On exit, even when the body
     or the build raised, exactly what this network made is removed: agents,
     agent veths, links, bridges and host namespaces. Nothing is matched by a
     broad name.
     """
-    _refuse_name_clashes(topo)
+    refuse_name_clashes(topo)
     ip, port = controller
     switch = partial(
         NetServSwitch,
@@ -64,6 +67,7 @@ def netserv_network(
         topo=topo,
         switch=switch,
         host=NetServHost,
+        link=link,
         controller=partial(NetServController, ip=ip, port=port),
         autoSetMacs=False,  # the Topo sets deterministic MACs itself
         build=False,  # built below, inside the try, so a failed build is cleaned up too
@@ -92,9 +96,12 @@ def planned_names(topo: Topo) -> set[str]:
     return names
 
 
-def _refuse_name_clashes(topo: Topo) -> None:
-    # Mininet deletes a bridge of the same name before creating its own: refuse
-    # instead of destroying another network's bridge or interfaces.
+def refuse_name_clashes(topo: Topo) -> None:
+    """Raise CommandError naming the bridges and interfaces `topo` needs that exist already.
+
+    Mininet deletes a bridge of the same name before creating its own: refuse instead
+    of destroying another network's bridge or interfaces.
+    """
     bridges = set((run(["ovs-vsctl", "--timeout=10", "list-br"]) or "").split())
     clashes = sorted(n for n in planned_names(topo) if n in bridges or link_exists(n))
     if clashes:

@@ -8,7 +8,9 @@ order; switch i gets dpid i. A switch that is a NetServ node carries
 given, every link's two interfaces get that MTU (jumbo frames, for example).
 
 This file imports only Mininet and the standard library so that
-`mn --custom topo/topos.py --topo single,3` can load it by path.
+`mn --custom topo/topos.py --topo single,3` can load it by path; run so, it also
+gives mn its `switches`: `netserv` (also mn's default), a NetServ node with its agent,
+and its `tests`: `netserv`, which waits until the nodes are ready (`topo/mn.py`).
 """
 
 from __future__ import annotations
@@ -202,4 +204,31 @@ def netserv_switches(topo: Topo) -> list[str]:
     return [s for s in topo.switches() if topo.nodeInfo(s).get("netserv")]
 
 
-topos = {"single": SingleSwitchTopo, "linear": LinearTopo}
+topos = {
+    "single": SingleSwitchTopo,
+    "linear": LinearTopo,
+    "netserv_single": SingleSwitchTopo,
+    "netserv_linear": LinearTopo,
+}
+
+
+def _mn_custom() -> tuple[dict[str, type], dict[str, object]]:
+    """Return the switch classes and tests for `mn`, which runs this file by path (no
+    package, no `__file__`): the repository, this file's folder's parent, goes on
+    sys.path first."""
+    import sys
+    from pathlib import Path
+
+    here = Path(sys._getframe(1).f_code.co_filename).resolve()
+    repo = str(here.parent.parent)
+    if repo not in sys.path:
+        sys.path.insert(0, repo)
+    from topo.mn import MnNetServSwitch, ready_test
+
+    # "default" too: `mn --custom topo/topos.py --topo netserv_linear,3 --controller
+    # remote` then gives NetServ nodes without naming the switch.
+    return {"netserv": MnNetServSwitch, "default": MnNetServSwitch}, {"netserv": ready_test}
+
+
+if "__file__" not in globals():  # run by `mn --custom`, which gives the file no name
+    switches, tests = _mn_custom()

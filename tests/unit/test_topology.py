@@ -4,13 +4,14 @@ controller's network state fed by simulated probes and packet-ins."""
 from __future__ import annotations
 
 import struct
+from collections import deque
 
 import pytest
 
 from controller import tables
 from controller.discovery import ETH_TYPE_LLDP, probe_frame, read_probe, sender_ipv4
 from controller.errors import InvalidRequest, Unavailable
-from controller.messages import Output, PacketOut
+from controller.messages import FlowDelete, Output, PacketOut
 from controller.network import Agent, Network
 from controller.topology import LINK_EXPIRY, Hop, Link, SwitchPort, Topology
 
@@ -387,3 +388,106 @@ def test_probes_leave_by_the_port_they_name():
             (out,) = msg.actions
             assert isinstance(out, Output)
             assert read_probe(msg.data, KEY, 0.0, LINK_EXPIRY) == (dpid, out.port)
+
+
+# --- loops: the spanning tree ----------------------------------------------------
+class Ring:
+    """Four switches in a ring 1-2-3-4-1 (ports 2 and 3 face the neighbours, a host on
+    port 1 of each, an agent on port 4): two ways between any two switches."""
+
+    WIRES = {P(1, 2): P(2, 3), P(2, 2): P(3, 3), P(3, 2): P(4, 3), P(4, 2): P(1, 3)}
+
+    def __init__(self) -> None:
+        self.network = Network(probe_key=KEY)
+        for dpid in (1, 2, 3, 4):
+            self.network.switch_connected(dpid)
+            ports = {1: f"s{dpid}-eth1", 2: f"s{dpid}-eth2", 3: f"s{dpid}-eth3", 4: f"s{dpid}-ns"}
+            self.network.ports_changed(dpid, ports, set())
+            self.network.register_agent(Agent(dpid, f"s{dpid}-ns", "http://a", "boot", 0.0))
+        self.wires = self.WIRES | {b: a for a, b in self.WIRES.items()}
+
+    def deliver_probes(self, now: float) -> None:
+        for dpid, msgs in self.network.probes(now).items():
+            for msg in msgs:
+                peer = self.wires.get(P(dpid, msg.actions[0].port))
+                if peer is not None:
+                    self.network.probe_in(peer.dpid, peer.port, msg.data, now)
+
+    def flood(self, dpid: int, mac: str, ip: str, now: float) -> list[tuple[int, int]]:
+        """Send a host's broadcast from switch `dpid` port 1 and follow every copy the
+        controller floods; return (dpid, in_port) of each packet-in, in order. Fails if
+        the copies do not die out (a loop)."""
+        frame = arp_request(mac, ip, "10.0.0.99")
+        todo, seen = deque([(dpid, 1)]), []
+        while todo:
+            at, in_port = todo.popleft()
+            seen.append((at, in_port))
+            assert len(seen) < 50, f"the broadcast loops: {seen}"
+            for table in (tables.LEARN, tables.FORWARD):
+                for msg in self.network.packet_in(at, table, in_port, mac, BCAST, frame, now):
+                    if isinstance(msg, PacketOut):
+                        for out in msg.actions:
+                            peer = self.wires.get(P(at, out.port))
+                            if peer is not None:
+                                todo.append((peer.dpid, peer.port))
+        return seen
+
+
+BCAST = "ff:ff:ff:ff:ff:ff"
+
+
+def test_the_spanning_tree_of_a_ring_leaves_one_link_out_whatever_the_order_found():
+    edges = [(1, 2, 2, 3), (2, 2, 3, 3), (3, 2, 4, 3), (4, 2, 1, 3)]
+    for order in (edges, edges[::-1]):
+        topo = Topology()
+        for a, pa, b, pb in order:
+            topo.link_seen(P(a, pa), P(b, pb), 0.0)
+        # from switch 1: 2 and 4 first, then 3 by way of 2 (the lower dpid)
+        assert topo.tree() == {1: [(2, 2, 3), (4, 3, 2)], 2: [(1, 3, 2), (3, 2, 3)],
+                               3: [(2, 3, 2)], 4: [(1, 2, 3)]}  # fmt: skip
+        assert topo.blocked(3) == {2} and topo.blocked(4) == {3}
+        assert topo.blocked(1) == set() and topo.blocked(2) == set()
+
+
+def test_a_broadcast_in_a_ring_dies_out_and_reaches_every_host_once():
+    ring = Ring()
+    ring.deliver_probes(now=1.0)
+    seen = ring.flood(3, "00:00:00:00:00:03", "10.0.0.3", now=2.0)
+    assert sorted(seen) == [(1, 2), (2, 2), (3, 1), (4, 2)]  # along the tree, once each
+
+
+def test_the_path_between_hosts_is_the_one_frames_take_not_the_shortest():
+    ring = Ring()
+    ring.deliver_probes(now=1.0)
+    ring.flood(3, "00:00:00:00:00:03", "10.0.0.3", now=2.0)
+    ring.flood(4, "00:00:00:00:00:04", "10.0.0.4", now=2.0)
+    # 3 and 4 are neighbours, but the wire between them is off the tree
+    assert ring.network.path_nodes("10.0.0.3", "10.0.0.4") == [3, 2, 1, 4]
+    assert ring.network.path_nodes("10.0.0.4", "10.0.0.3") == [4, 1, 2, 3]
+    # and the switches learned the hosts along that way, not across the cut wire
+    assert ring.network.switches[3].macs == {"00:00:00:00:00:03": 1, "00:00:00:00:00:04": 3}
+    assert ring.network.switches[4].macs == {"00:00:00:00:00:03": 2, "00:00:00:00:00:04": 1}
+
+
+def test_a_tree_that_only_grows_keeps_what_was_learned():
+    chain = Chain()
+    chain.host_sends(1, "00:00:00:00:00:01", "10.0.0.1", now=0.5)
+    chain.deliver_probes(now=1.0)  # as after a restart: the links are found again
+    assert chain.network.relearn() == {}
+    assert chain.network.switches[1].macs == {"00:00:00:00:00:01": 1}
+
+
+def test_a_changed_tree_makes_every_switch_learn_again():
+    ring = Ring()
+    assert ring.network.relearn() == {}  # no link yet, no tree: as it was
+    ring.deliver_probes(now=1.0)
+    flushed = ring.network.relearn()  # s3-s4 blocked: what crossed it may be learned there
+    assert sorted(flushed) == [1, 2, 3, 4]
+    assert flushed[1][0] == FlowDelete(tables.cookie(tables.KIND_LEARNED), tables.COOKIE_ALL)
+    ring.flood(3, "00:00:00:00:00:03", "10.0.0.3", now=2.0)
+    assert ring.network.relearn() == {}  # same tree: what was learned stays
+    assert ring.network.switches[4].macs == {"00:00:00:00:00:03": 2}
+    ring.network.ports_changed(2, {}, {2})  # the wire 2-3 is gone: 3 is reached by way of 4
+    assert sorted(ring.network.relearn()) == [1, 2, 3, 4]
+    assert ring.network.switches[4].macs == {}
+    assert ring.network.topology.blocked(4) == set()
