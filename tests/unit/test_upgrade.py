@@ -249,3 +249,15 @@ def test_a_signaling_refresh_upgrades_to_a_version_published_since(api, tmp_path
     assert service.sessions.get(made.id).modules[0].version == "2.0.0"
     run(agent, session, 1)
     assert counted(agent, session) == {"frames": 5, "version": "2.0.0"}
+
+
+def test_only_the_sessions_owner_upgrades_it(live, tmp_path):
+    from tests.unit.test_repository_rest import ALICE
+
+    call, service, sim, agent, session = live
+    service.policy = policy_of("alice")
+    publish(call, tmp_path, "2.0.0", keeper("2.0.0"))
+    reply = call("POST", f"/netserv/sessions/{session['id']}/upgrade", {}, token=ALICE)
+    assert reply.status == 403, reply.json
+    assert counted(agent, session) == {"frames": 5, "version": "1.0.0"}
+    assert service.sessions.get(session["id"]).modules[0].version == "1.0.0"
