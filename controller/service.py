@@ -380,6 +380,8 @@ class NetServService:
         """
         members = self.group(target)
         first = members[0]
+        with self.lock:
+            self.policy.check_owner(requester, first)
         position = _position(first, module)
         current = first.modules[position]
         spec = resolve_module(current.name, dict(current.params), version, self.catalog)
@@ -387,7 +389,6 @@ class NetServService:
             raise Conflict(f"session {target} runs {spec.name} {spec.version} already")
         modules = _replaced(first.modules, position, spec)
         with self.lock:
-            self.policy.check_owner(requester, first)
             others = [s for s in self.sessions.all() if s.group != first.group]
             again = SessionRequest(
                 first.match, modules, first.lifetime, first.requester, first.selection

@@ -19,6 +19,7 @@ from controller.errors import Conflict
 from nodes import control, handover
 from nodes.archive import pack
 from tests.bundles import REFUSES, keeper, module_folder
+from tests.unit.conftest import policy_of
 from tests.unit.test_repository_rest import api  # noqa: F401  (the fixture)
 
 
@@ -211,3 +212,52 @@ def test_netserv_session_upgrade_sends_what_it_was_given(tmp_path, monkeypatch):
         ("POST", "http://c/netserv/sessions/4/upgrade", {"version": "2.0.0"}),
         ("POST", "http://c/netserv/sessions/4/upgrade", {"module": "tally"}),
     ]
+
+
+def test_a_signaling_refresh_upgrades_to_a_version_published_since(api, tmp_path):  # noqa: F811
+    from controller.signaling import SignalingHandler
+    from signaling.values import Description, ModuleRef
+    from tests.unit.test_signaling_handler import (
+        FLOW,
+        KEY,
+        Ack,
+        ErrorReply,
+        Wall,
+        answer,
+        ask,
+        refresh,
+        setup,
+    )
+
+    call, service, sim, agent = api
+    service.policy = policy_of("alice@h1", keys={7: KEY.secret})
+    handler = SignalingHandler(service, Wall())
+    publish(call, tmp_path, "1.0.0", keeper("1.0.0"))
+    described = Description("alice@h1", FLOW, [ModuleRef("tally")], 30)
+    assert isinstance(answer(ask(handler, setup(described))), Ack)
+    (made,) = service.sessions.all()
+    session = {"id": made.id, "tag": made.tag}
+    run(agent, session, 4)
+    publish(call, tmp_path, "2.0.0", keeper("2.0.0"))
+    assert isinstance(answer(ask(handler, refresh(described, sequence=2))), Ack)
+    assert service.sessions.get(made.id).modules[0].version == "2.0.0"
+    assert counted(agent, session) == {"frames": 4, "version": "2.0.0"}
+
+    publish(call, tmp_path, "3.0.0", keeper("3.0.0", REFUSES))
+    error = answer(ask(handler, refresh(described, sequence=3)))
+    assert isinstance(error, ErrorReply) and "cannot read the state" in error.reason
+    assert service.sessions.get(made.id).modules[0].version == "2.0.0"
+    run(agent, session, 1)
+    assert counted(agent, session) == {"frames": 5, "version": "2.0.0"}
+
+
+def test_only_the_sessions_owner_upgrades_it(live, tmp_path):
+    from tests.unit.test_repository_rest import ALICE
+
+    call, service, sim, agent, session = live
+    service.policy = policy_of("alice")
+    publish(call, tmp_path, "2.0.0", keeper("2.0.0"))
+    reply = call("POST", f"/netserv/sessions/{session['id']}/upgrade", {}, token=ALICE)
+    assert reply.status == 403, reply.json
+    assert counted(agent, session) == {"frames": 5, "version": "1.0.0"}
+    assert service.sessions.get(session["id"]).modules[0].version == "1.0.0"
