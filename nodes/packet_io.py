@@ -62,7 +62,10 @@ class _PacketSocketBase:
     def __init__(self, iface: str, rcvbuf: int, max_age: float | None = None) -> None:
         self.iface = iface
         self.max_age = max_age
-        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        # Protocol 0 takes in nothing until the bind below names the interface and the
+        # protocol: opened as ETH_P_ALL, the socket would queue frames of every interface
+        # of the namespace until then, and hand a stray one to the modules.
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         try:
             self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             self.sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
