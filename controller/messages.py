@@ -20,9 +20,16 @@ class Output:
 
 @dataclass(frozen=True)
 class PushVlan:
-    """Push an 802.1Q header and set its VLAN id: how a detour tells the agent its session."""
+    """Push an 802.1Q header and set its VLAN id and priority bits: how a detour tells
+    the agent its session (`agentproto/tags.py`)."""
 
     vid: int
+    pcp: int = 0
+
+
+@dataclass(frozen=True)
+class PopVlan:
+    """Take the outermost VLAN header off."""
 
 
 @dataclass(frozen=True)
@@ -30,7 +37,7 @@ class ToController:
     pass
 
 
-Action = Output | PushVlan | ToController
+Action = Output | PushVlan | PopVlan | ToController
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,12 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 
 from agentproto.limits import EXPIRY_GRACE
+from agentproto.tags import tag_tci
 from controller import tables as t
 from controller.discovery import ETH_TYPE_LLDP
 from controller.match import ETH_IPV4, ETH_IPV6, PROTO_UDP
 from controller.messages import (
+    Action,
     Barrier,
     FlowAdd,
     FlowDelete,
@@ -31,6 +33,7 @@ from controller.messages import (
     MeterDelete,
     Output,
     PacketOut,
+    PopVlan,
     PushVlan,
     ToController,
     as_match,
@@ -262,6 +265,19 @@ def agent_return(agent_port: int) -> list[Message]:
     ]
 
 
+def detour_actions(tag: int, agent_port: int, restore: bool = False) -> tuple[Action, ...]:
+    """Return the actions that send a frame to the agent's port carrying session `tag`:
+    push a VLAN header whose id and priority bits carry it (`agentproto/tags.py`), out
+    of the port.
+
+    With `restore`, the header comes off again after the output, so later actions see
+    the frame as it came (a copy to the agent while the frame goes on).
+    """
+    pcp, vid = tag_tci(tag)
+    actions: tuple[Action, ...] = (PushVlan(vid, pcp), Output(agent_port))
+    return actions + (PopVlan(),) if restore else actions
+
+
 def session_detour(session: Session, agent_port: int, hard_timeout: int) -> FlowAdd:
     """Return the detour flow of `session`: its match → push its tag → the agent's port.
 
@@ -273,7 +289,7 @@ def session_detour(session: Session, agent_port: int, hard_timeout: int) -> Flow
         t.CLASSIFY,
         session.priority,
         session.match.fields,
-        actions=(PushVlan(session.tag), Output(agent_port)),
+        actions=detour_actions(session.tag, agent_port),
         cookie=session.cookie,
         hard_timeout=hard_timeout,
         notify_removal=True,

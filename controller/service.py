@@ -147,7 +147,7 @@ class NetServService:
         and is raised again.
         """
         with self.lock:
-            held = self.sessions.all()
+            held = self.sessions.values()
             self.policy.authorize(request.requester, request, held)
             nodes = select_nodes(self.network, request.selection, request.ends)
             if len(nodes) > 1:  # a flow rule at each node counts

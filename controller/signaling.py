@@ -36,7 +36,7 @@ from controller.modules import as_source
 from controller.placement import select_nodes
 from controller.requests import flow_ends, request_from_description
 from controller.service import NetServService
-from controller.sessions import VLAN_TAGS
+from controller.sessions import SESSION_TAGS
 from controller.sigframes import answer_frame, parse_datagram
 from signaling import wire
 from signaling.auth import Key, sign, verify
@@ -243,7 +243,9 @@ class SignalingHandler:
             busy = {d: len(self.service.sessions.on_node(d)) for d in dpids}
         modules = tuple(as_source(self.service.catalog).names())
         infos = [
-            NodeInfo(d, modules, load=busy[d] * wire.MAX_LOAD // len(VLAN_TAGS), sessions=busy[d])
+            NodeInfo(
+                d, modules, load=busy[d] * wire.MAX_LOAD // len(SESSION_TAGS), sessions=busy[d]
+            )
             for d in dpids
         ]
         fitted, truncated = fit_node_infos(infos)

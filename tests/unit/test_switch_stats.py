@@ -139,10 +139,14 @@ def _wire(item, parse):
             4,
             70,
         ),
+        session_detour(  # a tag beyond 12 bits: its priority bits are set too
+            Session(6, DPID, 10_000, parse_match({"udp_dst": 2}), (), 60, 0.0, 60.0), 4, 70
+        ),
         *base_flows(4),
     ],
     ids=[
         "detour",
+        "detour-tag-10000",
         "classify-miss",
         "learn-miss",
         "forward-miss",
@@ -179,7 +183,7 @@ def test_an_action_netserv_never_sends_reads_back_as_text_and_is_never_ours():
     parser = ofproto_v1_3_parser
     flow = base_flows(None)[0]
     inst = parser.OFPInstructionActions(
-        ofproto_v1_3.OFPIT_APPLY_ACTIONS, [parser.OFPActionPopVlan()]
+        ofproto_v1_3.OFPIT_APPLY_ACTIONS, [parser.OFPActionDecNwTtl()]
     )
     reply = parser.OFPFlowStats(
         table_id=0, priority=0, cookie=flow.cookie, packet_count=0, byte_count=0,
