@@ -24,6 +24,7 @@ repeats. Prints a table, writes JSON and, with `--markdown`, BENCHMARKS.md's sec
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import select
@@ -66,7 +67,8 @@ def probe_match(i: int) -> dict[str, object]:
 def percentile(values: Sequence[float], q: float) -> float:
     """Return the `q` quantile (0..1) of `values`, the nearest rank."""
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]
+    rank = math.ceil(q * len(ordered) - 1e-9)  # the smallest with q of the values at or below
+    return ordered[min(len(ordered), max(1, rank)) - 1]
 
 
 def spread(values: Sequence[float]) -> dict[str, float]:
