@@ -36,10 +36,11 @@ def test_attaching_and_detaching_cost_the_same_with_10000_chains() -> None:
             d.remove(i)
         return time.perf_counter() - start
 
-    alone = put_remove(1, 200)
+    # The best of several runs: a busy machine or the collector only ever slows one.
+    alone = min(put_remove(1, 200) for _ in range(5))
     for i in range(1000, 11_000):
         d.put(chain(i, i))
-    crowded = put_remove(20_000, 200)
+    crowded = min(put_remove(20_000, 200) for _ in range(5))
     # A scan and a copy of every chain per change made this about 150 times slower.
     assert crowded < alone * 10, (alone, crowded)
     assert len(d.chains()) == 10_000 and d.by_session(5000).tag == 5000
