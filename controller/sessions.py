@@ -174,6 +174,10 @@ class SessionTable:
         """Return every session, in no particular order (cheaper than `all`)."""
         return self._sessions.values()
 
+    def nodes(self) -> list[int]:
+        """Return the nodes that hold a session."""
+        return list(self._by_node)
+
     def on_node(self, dpid: int) -> list[Session]:
         """Return the sessions placed on node `dpid`, oldest first."""
         held = self._by_node.get(dpid, {})
@@ -317,9 +321,12 @@ class SessionTable:
 
     def expired(self, now: float) -> list[Session]:
         """Return the active and suspended sessions whose lifetime has run out at `now`."""
-        return [
-            s for s in self.all() if s.state in (State.ACTIVE, State.SUSPENDED) and s.expires <= now
-        ]
+        due = (
+            s
+            for s in self._sessions.values()
+            if s.state in (State.ACTIVE, State.SUSPENDED) and s.expires <= now
+        )
+        return sorted(due, key=lambda s: s.id)
 
     def rearm_due(self, now: float, margin: float) -> list[Session]:
         """Return the active sessions whose detour's timer must be re-armed at `now`.
@@ -327,10 +334,11 @@ class SessionTable:
         Those whose timer runs out within `margin` (or has run out) while the session
         lives on: a capped timer. One set to the session's end (plus grace) never is.
         """
-        return [
+        due = (
             s
-            for s in self.all()
+            for s in self._sessions.values()
             if s.state is State.ACTIVE
             and s.armed_until < s.expires
             and s.armed_until - now <= margin
-        ]
+        )
+        return sorted(due, key=lambda s: s.id)
