@@ -459,10 +459,10 @@ def render_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
     rows = [
         ("setups/s, 1 client, empty node", rate(r["empty"]["setups_per_s_1_client"])),
         (f"setups/s, 1 client, {top:,} sessions", rate(r["full"]["setups_per_s_1_client"])),
-        ("  ratio", f"{q['setups_1_client']:.2f}"),
+        (f"  ratio, {top:,} sessions / empty", f"{q['setups_1_client']:.2f}"),
         ("setups/s, 8 clients, empty node", rate(r["empty"]["setups_per_s_8_clients"])),
         (f"setups/s, 8 clients, {top:,} sessions", rate(r["full"]["setups_per_s_8_clients"])),
-        ("  ratio", f"{q['setups_8_clients']:.2f}"),
+        (f"  ratio, {top:,} sessions / empty", f"{q['setups_8_clients']:.2f}"),
     ]
     for name, part in (("empty node", "empty"), (f"{top:,} sessions", "full")):
         ms = r[part]["setup_ms_8_clients"]
@@ -490,11 +490,11 @@ def render_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
     for level, c in r["frame_cost_us"].items():
         rows.append(
             (
-                f"agent CPU per frame, {int(level):,} sessions",
+                f"agent CPU per frame, {int(level):,} session{'s' if int(level) > 1 else ''}",
                 f"{c['median']:.1f} µs ({c['min']:.1f}–{c['max']:.1f})",
             )
         )
-    rows.append(("  ratio", f"{q['frame_cost']:.2f}"))
+    rows.append((f"  ratio, {top:,} sessions / 1", f"{q['frame_cost']:.2f}"))
     for name, part in (("no session", "unrelated_none"), (f"{top:,} sessions", "unrelated_full")):
         u = r[part]
         rows.append(
@@ -503,7 +503,7 @@ def render_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
                 f"{u['ratio']:.4f} of {u['sent']:,} at {u['offered_pps']:,.0f} pps",
             )
         )
-    rows.append(("  ratio", f"{q['unrelated_delivered']:.3f}"))
+    rows.append((f"  ratio, {top:,} sessions / none", f"{q['unrelated_delivered']:.3f}"))
     rest = r["rest"]
     rows.append(
         (
@@ -542,7 +542,13 @@ def render_section(report: dict[str, Any]) -> str:
     lines = [
         "## The control plane at scale: setups, 10,000 sessions on one node",
         "",
-        f"`{report['command']}` on {report['date']}: {report['machine']}.",
+        f"`{report['command']}` on {report['date']}: "
+        + ", ".join(
+            f"{k} {' '.join(v) if isinstance(v, list) else v}"
+            for k, v in report["machine"].items()
+            if k != "other_bridges_at_start"
+        )
+        + ".",
         "",
         "Headline ratios, each at the full node over the empty one, measured in one run:",
         "",
