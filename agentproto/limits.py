@@ -12,9 +12,12 @@ never before the controller counted it.
 
 from __future__ import annotations
 
-# The VLAN id a detour pushes names its session at the node's agent: 802.1Q leaves
-# 0 (priority tag only) and 4095 (reserved) out, so a node holds 4094 sessions.
-VLAN_TAGS = range(1, 4095)
+# A detour names its session at the node's agent by a tag carried in one 802.1Q header
+# (`agentproto/tags.py`): its VLAN id, of TAG_VIDS (802.1Q leaves 0, priority tag only,
+# and 4095, reserved, out), and its 3 priority bits. So a node holds 8 × 4094 sessions.
+TAG_VIDS = range(1, 4095)
+TAG_PCPS = range(8)
+SESSION_TAGS = range(1, len(TAG_PCPS) * len(TAG_VIDS) + 1)
 MAX_LIFETIME = 24 * 3600  # seconds a session may be given at once (at least 1)
 MAX_CHAIN = 8  # modules in one session's chain (at least 1)
 EXPIRY_GRACE = 10  # seconds past a session's lifetime; see above

@@ -39,7 +39,7 @@ from agentproto.fields import (
     whole,
     word,
 )
-from agentproto.limits import MAX_CHAIN, MAX_LIFETIME, VLAN_TAGS
+from agentproto.limits import MAX_CHAIN, MAX_LIFETIME, SESSION_TAGS
 from controller.tables import SESSION_ID_MAX
 from nodes.bundle import FAILURES, NAME_RE, TIERS, VERSION_RE
 from nodes.sandbox.guard import STATES
@@ -60,8 +60,8 @@ def session_id(value: object, name: str = "session id") -> int:
 
 
 def tag(value: object) -> int:
-    """Return `value` when it is a session tag (VLAN_TAGS); raise ContractError."""
-    return whole(value, "tag", VLAN_TAGS.start, VLAN_TAGS.stop - 1)
+    """Return `value` when it is a session tag (SESSION_TAGS); raise ContractError."""
+    return whole(value, "tag", SESSION_TAGS.start, SESSION_TAGS.stop - 1)
 
 
 def lifetime(value: object) -> int:
@@ -101,7 +101,7 @@ def agent_url(value: object) -> str:
 
 
 def _session_ids(value: object, name: str) -> tuple[int, ...]:
-    items = listed(value, name, 0, len(VLAN_TAGS))  # a node holds a session per tag at most
+    items = listed(value, name, 0, len(SESSION_TAGS))  # a node holds a session per tag at most
     return tuple(session_id(item, f"{name} item") for item in items)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 from controller.errors import InvalidRequest
 from controller.messages import Match, as_match
@@ -117,6 +118,11 @@ class FlowMatch:
         """Return how many fields the match constrains (more = more specific)."""
         return len(self.fields)
 
+    @cached_property
+    def ranges(self) -> dict[str, tuple[int, int]]:
+        """Return each field as (value, mask) integers, parsed once per match."""
+        return {name: _value_mask(name, value) for name, value in self.fields}
+
 
 def _set(fields: dict[str, object], name: str, value: int, why: str) -> None:
     have = fields.get(name)
@@ -169,12 +175,12 @@ def _value_mask(name: str, value: object) -> tuple[int, int]:
 
 def overlaps(a: FlowMatch, b: FlowMatch) -> bool:
     """Return True when some frame could match both `a` and `b`."""
-    other = dict(b.fields)
-    for name, value in a.fields:
-        if name not in other:
+    other = b.ranges
+    for name, (va, ma) in a.ranges.items():
+        theirs = other.get(name)
+        if theirs is None:
             continue
-        va, ma = _value_mask(name, value)
-        vb, mb = _value_mask(name, other[name])
+        vb, mb = theirs
         common = ma & mb
         if va & common != vb & common:
             return False

@@ -20,9 +20,11 @@ class Output:
 
 @dataclass(frozen=True)
 class PushVlan:
-    """Push an 802.1Q header and set its VLAN id: how a detour tells the agent its session."""
+    """Push an 802.1Q header and set its VLAN id and priority bits: how a detour tells
+    the agent its session (`agentproto/tags.py`)."""
 
     vid: int
+    pcp: int = 0
 
 
 @dataclass(frozen=True)

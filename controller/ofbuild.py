@@ -45,6 +45,8 @@ def _actions(dp: Any, actions: tuple[Action, ...]) -> list[Any]:
         elif isinstance(action, PushVlan):
             out.append(parser.OFPActionPushVlan(ETH_TYPE_8021Q))
             out.append(parser.OFPActionSetField(vlan_vid=ofp.OFPVID_PRESENT | action.vid))
+            if action.pcp:  # a pushed header's priority bits start at 0
+                out.append(parser.OFPActionSetField(vlan_pcp=action.pcp))
         elif isinstance(action, PopVlan):
             out.append(parser.OFPActionPopVlan())
         elif isinstance(action, ToController):
@@ -174,7 +176,8 @@ def _instructions(
 
 
 def _actions_read(raw: list[Any]) -> list[Action | str]:
-    """Return OpenFlow actions as Actions; `build` writes a PushVlan as two, read as one."""
+    """Return OpenFlow actions as Actions; `build` writes a PushVlan as two or three
+    (push, VLAN id, priority bits when not 0), read as one."""
     out: list[Action | str] = []
     i = 0
     while i < len(raw):
@@ -191,8 +194,13 @@ def _actions_read(raw: list[Any]) -> list[Action | str]:
             and after.type == ofp13.OFPAT_SET_FIELD
             and after.key == "vlan_vid"
         ):
-            out.append(PushVlan(after.value & VLAN_VID_MASK))
-            i += 1
+            i += 1  # past the VLAN id
+            pcp = raw[i] if i < len(raw) else None
+            if pcp is not None and pcp.type == ofp13.OFPAT_SET_FIELD and pcp.key == "vlan_pcp":
+                out.append(PushVlan(after.value & VLAN_VID_MASK, pcp.value))
+                i += 1
+            else:
+                out.append(PushVlan(after.value & VLAN_VID_MASK))
         elif action.type == ofp13.OFPAT_POP_VLAN:
             out.append(PopVlan())
         else:

@@ -19,6 +19,7 @@ import ipaddress
 from collections.abc import Collection, Iterable, Mapping
 
 from agentproto.limits import EXPIRY_GRACE
+from agentproto.tags import tag_tci
 from controller import tables as t
 from controller.discovery import ETH_TYPE_LLDP
 from controller.match import ETH_IPV4, ETH_IPV6, PROTO_UDP
@@ -267,13 +268,15 @@ def agent_return(agent_port: int) -> list[Message]:
 
 
 def to_agent(tag: int, agent_port: int, copy: bool = False) -> tuple[Action, ...]:
-    """Return the actions that hand a session's frame to its agent, tagged with `tag`:
-    the one place that says how the tag is carried.
+    """Return the actions that hand a session's frame to its agent carrying session `tag`:
+    the one place that says how the tag is carried. A VLAN header is pushed whose id and
+    priority bits carry it (`agentproto/tags.py`), and the frame goes out of the port.
 
     With `copy` the tag is taken off again after the output, so the frame the switch
     forwards next is the flow's own (only the agent's copy carries the tag).
     """
-    actions: tuple[Action, ...] = (PushVlan(tag), Output(agent_port))
+    pcp, vid = tag_tci(tag)
+    actions: tuple[Action, ...] = (PushVlan(vid, pcp), Output(agent_port))
     return (*actions, PopVlan()) if copy else actions
 
 

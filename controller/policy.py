@@ -205,6 +205,8 @@ class Policy:
                     f"requester {requester!r} may not use module {refused[0]!r};"
                     f" it may use {sorted(who.modules)}"
                 )
+        if who.max_sessions is None and who.max_flows is None:
+            return  # no quota: the sessions held need not be counted
         own = [s for s in sessions if s.requester == requester]
         held = sessions_of(own)
         if who.max_sessions is not None and held >= who.max_sessions:

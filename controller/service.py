@@ -168,7 +168,7 @@ class NetServService:
         when it passes, `withdraw` when it fails). Raise as `create` does; then
         nothing is held."""
         with self.lock:
-            held = self.sessions.all()
+            held = self.sessions.values()
             self.policy.authorize(request.requester, request, held)
             nodes = select_nodes(self.network, request.selection, request.ends)
             if len(nodes) > 1:  # a flow rule at each node counts
@@ -588,7 +588,7 @@ class NetServService:
             held = [s for s in self._suspend_due() if s.id not in ending]
             margin = pipeline.rearm_margin(self.hard_timeout_cap)
             due = [s for s in self.sessions.rearm_due(now, margin) if s.id not in ending]
-            back = sorted({s.node for s in self.sessions.all() if s.state is State.SUSPENDED})
+            back = sorted({s.node for s in self.sessions.values() if s.state is State.SUSPENDED})
         self._hold(held)
         ended = [sid for sid, reason in ending.items() if self._end_quietly(sid, reason)]
         by_node: dict[int, list[Session]] = {}
@@ -630,6 +630,8 @@ class NetServService:
         to be sent their flows by `_hold` (lock held)."""
         down = {dpid for dpid, agent in self.network.agents.items() if not agent.alive}
         held = []
+        if not down and all(node in self.network.agents for node in self.sessions.nodes()):
+            return held  # every node's agent is up: no session to look at
         for session in self.sessions.all():
             if (session.node in down or session.node not in self.network.agents) and (
                 session.state in LIVE or session.state is State.RESUMING

@@ -48,7 +48,7 @@ from controller.placement import select_nodes
 from controller.requests import SessionRequest, flow_ends, request_from_description
 from controller.routability import At, Check, ReturnRoutability, endpoint_to_check
 from controller.service import NetServService
-from controller.sessions import VLAN_TAGS, Session, State
+from controller.sessions import SESSION_TAGS, Session, State
 from controller.sigframes import Datagram, answer_frame, parse_datagram
 from signaling import wire
 from signaling.auth import Key, sign, verify
@@ -476,7 +476,9 @@ class SignalingHandler:
             busy = {d: len(self.service.sessions.on_node(d)) for d in dpids}
         modules = tuple(as_source(self.service.catalog).names())
         infos = [
-            NodeInfo(d, modules, load=busy[d] * wire.MAX_LOAD // len(VLAN_TAGS), sessions=busy[d])
+            NodeInfo(
+                d, modules, load=busy[d] * wire.MAX_LOAD // len(SESSION_TAGS), sessions=busy[d]
+            )
             for d in dpids
         ]
         fitted, truncated = fit_node_infos(infos)

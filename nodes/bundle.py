@@ -380,17 +380,20 @@ def module_path(given: str | Iterable[str | os.PathLike[str]] | None = None) -> 
 
 
 class Catalog:
-    """The service modules in a list of folders, read fresh on every look-up.
+    """The service modules in a list of folders, looked up fresh on every look-up.
 
     A name found in several folders is the one in the first. Reading on demand (a
     handful of small files) means a module dropped into a folder is available at
-    once, with no restart of the controller or the agent.
+    once, with no restart of the controller or the agent. A manifest is parsed again
+    only when its file changed (another inode, size or modification time): every
+    setup looks its modules up, and parsing TOML was a tenth of a setup's cost.
     """
 
     def __init__(self, roots: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> None:
         if isinstance(roots, str | os.PathLike):
             roots = [roots]
         self.roots = tuple(Path(root) for root in roots)
+        self._read: dict[Path, tuple[tuple[int, int, int], Manifest]] = {}
 
     def _folder(self, name: str) -> Path | None:
         """Return the bundle folder of `name` in the first root that has one, if any."""
@@ -408,7 +411,17 @@ class Catalog:
             raise BundleError(
                 f"unknown module {name!r}; available: {self.names()} (searched {searched})"
             )
-        return read_manifest(folder)
+        try:
+            st = (folder / "manifest.toml").stat()
+        except OSError:
+            return read_manifest(folder)  # says what is wrong
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        known = self._read.get(folder)
+        if known is not None and known[0] == stamp:
+            return known[1]
+        manifest = read_manifest(folder)
+        self._read[folder] = (stamp, manifest)
+        return manifest
 
     def names(self) -> list[str]:
         """Return the names of the folders that hold a manifest, in any root, sorted."""

@@ -1,9 +1,11 @@
 """The dispatcher: finds a frame's session by its tag and runs the session's chain.
 
 The switch already classified the frame and pushed the session's tag, so finding the
-chain is one dict look-up. The tag → chain map is replaced whole on every change
-(copy on write), so the packet loop reads it without a lock while the control API
-attaches and detaches sessions from another thread.
+chain is one dict look-up. The tag → chain map and the session → chain map are changed
+one key at a time (the control API attaches and detaches from other threads, one at a
+time under the agent's lock): each such change is atomic under the GIL, so the packet
+loop reads the map without a lock, and a change costs the same with 10 or 10,000
+chains. Whoever lists the chains takes a copy first (one C call, atomic too).
 
 The packet loop hands `run_batch` a batch and sends what it returns: the frames that
 came through their chains, and the frames modules emitted (from a frame's call or a
@@ -360,6 +362,7 @@ class Outgoing:
 class Dispatcher:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._by_tag: dict[int, Chain] = {}
+        self._by_session: dict[int, Chain] = {}
         self.unmatched = 0
         self.timers = Scheduler(clock)  # the module timers of every installed chain
 
@@ -376,7 +379,7 @@ class Dispatcher:
         out = Outgoing()
         if self.timers.due():
             self.run_timers(out)
-        by_tag = self._by_tag  # one map for the whole batch
+        by_tag = self._by_tag
         emitted: list[bytes] = []
         held: dict[int, tuple[Chain, list[memoryview]]] = {}  # batched chains' frames, by tag
         for tag, frame in batch:
@@ -436,13 +439,13 @@ class Dispatcher:
 
     def chains(self) -> list[Chain]:
         """Return every chain, by session id."""
-        return sorted(self._by_tag.values(), key=lambda c: c.session_id)
+        return sorted(list(self._by_session.values()), key=lambda c: c.session_id)
 
     def by_tag(self, tag: int) -> Chain | None:
         return self._by_tag.get(tag)
 
     def by_session(self, session_id: int) -> Chain | None:
-        return next((c for c in self._by_tag.values() if c.session_id == session_id), None)
+        return self._by_session.get(session_id)
 
     def put(self, chain: Chain) -> Chain | None:
         """Install `chain` under its tag and arm its modules' timers; return the chain it
@@ -450,9 +453,14 @@ class Dispatcher:
         old = self.by_session(chain.session_id)
         for name, ctx in chain.contexts():  # before any frame can reach the chain
             ctx.timers.bind(self.timers, (chain, name, ctx))
-        table = {t: c for t, c in self._by_tag.items() if c is not old}
+        table, sessions = self._by_tag, self._by_session
+        if old is not None:
+            _drop(table, sessions, old)
+        displaced = table.get(chain.tag)  # another session's chain under this tag
+        if displaced is not None:
+            sessions.pop(displaced.session_id, None)
+        sessions[chain.session_id] = chain
         table[chain.tag] = chain
-        self._by_tag = table
         if old is not None:
             self._disarm(old)
         return old
@@ -462,7 +470,7 @@ class Dispatcher:
         its modules)."""
         old = self.by_session(session_id)
         if old is not None:
-            self._by_tag = {t: c for t, c in self._by_tag.items() if c is not old}
+            _drop(self._by_tag, self._by_session, old)
             self._disarm(old)
         return old
 
@@ -489,3 +497,10 @@ class Dispatcher:
     def _disarm(chain: Chain) -> None:
         for _name, ctx in chain.contexts():
             ctx.timers.cancel_all()
+
+
+def _drop(table: dict[int, Chain], sessions: dict[int, Chain], chain: Chain) -> None:
+    """Take `chain` out of both maps (its tag only while the tag is still its own)."""
+    if table.get(chain.tag) is chain:
+        del table[chain.tag]
+    sessions.pop(chain.session_id, None)

@@ -1,8 +1,9 @@
 """Packet I/O on the agent's port: an AF_PACKET socket that yields batches of (tag, frame).
 
-The switch pushes an 802.1Q tag naming the session. The kernel takes such a tag off
-the frame on receive and hands it over as PACKET_AUXDATA, so the frame the modules see
-is the flow's own frame, and what goes back to the switch carries no tag.
+The switch pushes an 802.1Q header whose TCI names the session (its VLAN id and
+priority bits: `agentproto/tags.py`). The kernel takes such a header off the frame on
+receive and hands its TCI over as PACKET_AUXDATA, so the frame the modules see is the
+flow's own frame, and what goes back to the switch carries no tag.
 
 `PacketSocket` is the batched socket (`BatchPacketSocket`: recvmmsg / sendmmsg, one
 system call per batch each way) where libc has those calls, else `OneFramePacketSocket`
@@ -24,6 +25,7 @@ import threading
 import time
 from collections.abc import Sequence
 
+from agentproto.tags import TAG_OF_TCI
 from nodes import mmsg
 
 ETH_P_ALL = 0x0003
@@ -47,7 +49,7 @@ BATCH = 64  # frames per system call, at most
 Batch = list[tuple[int | None, memoryview]]
 _SLICE = memoryview.__getitem__
 _VLAN_VALID = TP_STATUS_VLAN_VALID.__and__
-_VID = (0x0FFF).__and__
+_TAG = TAG_OF_TCI.__getitem__  # a TCI's session tag, or None
 
 
 class _PacketSocketBase:
@@ -93,7 +95,7 @@ class _PacketSocketBase:
         one comes back whole with tag None.
         """
         if n >= 18 and bytes(buf[12:14]) in VLAN_TPIDS:
-            tag = int.from_bytes(buf[14:16], "big") & 0x0FFF
+            tag = _TAG(int.from_bytes(buf[14:16], "big"))
             buf[12 : n - 4] = buf[16:n]
             return tag, buf[: n - 4]
         return None, buf[:n]
@@ -195,9 +197,9 @@ class BatchPacketSocket(_PacketSocketBase):
             batch = self._unusual(frames, meta)
         elif max_age is not None and now - aux[0] - aux[1] * 1e-9 > max_age:
             stamps = [s + ns * 1e-9 for s, ns in zip(aux[0::4], aux[1::4], strict=True)]
-            batch = self._fresh(list(zip(stamps, map(_VID, aux[3::4]), frames, strict=True)))
+            batch = self._fresh(list(zip(stamps, map(_TAG, aux[3::4]), frames, strict=True)))
         else:  # every frame whole, fresh and its tag in the auxdata: no loop per frame
-            batch = list(zip(map(_VID, aux[3::4]), frames, strict=True))
+            batch = list(zip(map(_TAG, aux[3::4]), frames, strict=True))
         self._addrs = dict(zip(map(id, frames), msgs.addresses, strict=False))
         self._held = batch
         return batch
@@ -215,7 +217,7 @@ class BatchPacketSocket(_PacketSocketBase):
             start = i * self._cmsg
             stamp, tci = _control(self.msgs.cmsg, start, start + controllen)
             if tci is not None:
-                entries.append((stamp, tci & 0x0FFF, frame))
+                entries.append((stamp, _TAG(tci), frame))
             else:
                 tag, frames[i] = self._untag(self.msgs.frames[i], length)
                 entries.append((stamp, tag, frames[i]))
@@ -306,7 +308,7 @@ class OneFramePacketSocket(_PacketSocketBase):
             if level == SOL_PACKET and kind == PACKET_AUXDATA and len(data) >= _AUX.size:
                 status, _len, _snap, _mac, _net, tci, _tpid = _AUX.unpack_from(data)
                 if status & TP_STATUS_VLAN_VALID:
-                    entry = (tci & 0x0FFF, self._view[:n])
+                    entry = (_TAG(tci), self._view[:n])
         tag, frame = entry if entry is not None else self._untag(self._view, n)
         return self._fresh([(stamp, tag, frame)])
 

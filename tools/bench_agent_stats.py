@@ -19,6 +19,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from agentproto.tags import tag_tci
 from tools.mlffr import render_markdown_table, render_text
 
 HEADERS = 14 + 20 + 8  # Ethernet + IPv4 + UDP
@@ -56,23 +57,24 @@ def _checksum(header: bytes) -> int:
 
 
 def tagged_frame(size: int, tag: int) -> bytes:
-    """Return an IPv4/UDP frame of `size` bytes (no FCS) with an 802.1Q tag `tag` added
-    after the MAC addresses, as the switch sends a detoured frame to the agent.
+    """Return an IPv4/UDP frame of `size` bytes (no FCS) with an 802.1Q header carrying
+    session tag `tag` after the MAC addresses, as the switch sends a detoured frame to
+    the agent (`agentproto/tags.py`).
 
     `size` is the frame as the agent's modules see it, untagged; the veth carries
-    4 bytes more. Raises ValueError outside 60..1514 bytes or a tag outside 1..4094.
+    4 bytes more. Raises ValueError outside 60..1514 bytes or for a number that is no tag.
     """
     if not 60 <= size <= 1514:
         raise ValueError(f"frame size {size} is outside 60..1514 bytes")
-    if not 1 <= tag <= 4094:
-        raise ValueError(f"tag {tag} is outside 1..4094")
+    pcp, vid = tag_tci(tag)
     payload = size - HEADERS
     src, dst = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28 + payload, 0, 0x4000, 64, 17, 0, src, dst)
     ip = ip[:10] + _checksum(ip).to_bytes(2, "big") + ip[12:]
     udp = struct.pack("!HHHH", 40000, 9000, 8 + payload, 0)  # checksum 0: none (IPv4)
     macs = bytes.fromhex("020000000002" + "020000000001")  # to, from
-    return macs + struct.pack("!HH", 0x8100, tag) + b"\x08\x00" + ip + udp + bytes(payload)
+    header = struct.pack("!HH", 0x8100, pcp << 13 | vid)
+    return macs + header + b"\x08\x00" + ip + udp + bytes(payload)
 
 
 def trial_numbers(window: Mapping[str, float], worker: Mapping[str, int]) -> dict[str, Any]:

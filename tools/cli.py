@@ -106,6 +106,16 @@ def cmd_bench_agent(a: argparse.Namespace) -> int:
     )
 
 
+def cmd_bench_control(a: argparse.Namespace) -> int:
+    from tools.bench_control import run_control_bench
+
+    return run_control_bench(
+        quick=a.quick,
+        out=Path(a.out) if a.out else None,
+        markdown=Path(a.markdown) if a.markdown else None,
+    )
+
+
 def cmd_session(a: argparse.Namespace) -> int:
     client = NetServClient(a.url, token_file=a.token_file)
     if a.action == "setup":
@@ -202,11 +212,12 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser(
         "bench",
         help="benchmarks: mlffr (the default: Linux vs OVS vs OVS + a null detour) "
-        "or agent (the node agent alone against a bare reflector)",
+        "or agent (the node agent alone against a bare reflector) or control (setups and "
+        "10,000 sessions on one node)",
         description="`netserv bench [OPTIONS]` is `netserv bench mlffr [OPTIONS]`.",
     )
     _mlffr_arguments(b)
-    kinds = b.add_subparsers(dest="bench", metavar="{mlffr,agent}")
+    kinds = b.add_subparsers(dest="bench", metavar="{mlffr,agent,control}")
     _mlffr_arguments(kinds.add_parser("mlffr", help="measure MLFFR: Linux vs OVS vs OVS + null"))
     ag = kinds.add_parser("agent", help="the agent's packet loop against a bare batched reflector")
     ag.add_argument("--repeats", type=int, default=7, help="trials per path, interleaved")
@@ -221,6 +232,11 @@ def parser() -> argparse.ArgumentParser:
     ag.add_argument("--out", default=str(REPO / "tools/out/agent.json"), help="JSON results")
     ag.add_argument("--markdown", metavar="FILE", help="update the agent section of FILE too")
     ag.set_defaults(func=cmd_bench_agent)
+    co = kinds.add_parser("control", help="setups per second, 10,000 sessions on one node")
+    co.add_argument("--quick", action="store_true", help="1,000 sessions, 2 repeats")
+    co.add_argument("--out", default=str(REPO / "tools/out/control.json"), help="JSON results")
+    co.add_argument("--markdown", metavar="FILE", help="update the control section of FILE too")
+    co.set_defaults(func=cmd_bench_control)
 
     s = sub.add_parser("session", help="ask a controller for services on flows")
     s.add_argument("--url", default=DEFAULT_URL, help="controller REST URL")

@@ -17,6 +17,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from agentproto.tags import tag_of_tci
 from controller.match import FlowMatch, overlaps
 from controller.messages import (
     Barrier,
@@ -177,7 +178,7 @@ class SimSwitch:
 
     def process(self, frame: dict[str, object]) -> Result:
         """Run `frame` (OXM fields, in_port included) through the tables from table 0."""
-        result, table, tag = Result(), 0, None
+        result, table, tcis = Result(), 0, []
         while table is not None:
             flow = self._lookup(table, frame)
             if flow is None:
@@ -187,10 +188,12 @@ class SimSwitch:
                 result.meters.append(flow.meter)
             for action in flow.actions:
                 if isinstance(action, PushVlan):
-                    tag = action.vid
+                    tcis.append(action.pcp << 13 | action.vid)
                 elif isinstance(action, PopVlan):
-                    tag = None
+                    tcis.pop()
                 elif isinstance(action, Output):
+                    # the session tag of the outer VLAN header, as the agent reads it
+                    tag = tag_of_tci(tcis[-1]) if tcis else None
                     result.outputs.append((action.port, tag))
                 elif isinstance(action, ToController):
                     result.to_controller.append(table)

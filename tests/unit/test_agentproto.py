@@ -35,6 +35,7 @@ from tests.unit.conftest import COPIES_TRUSTED, DPID, InProcessAgents, make, ref
 from tests.unit.test_service import BODY, detour
 
 IO = NodeIO(1, 2, 3, 4, 5, 6, 7, None)
+TOO_BIG = limits.SESSION_TAGS.stop  # the first number that is no tag
 COUNTER = ModuleSpec("counter", (("log_every", 0),))
 STATS = ChainStats(
     7, 5, 10, 9, 1, 1, 8, 1, 2, 0, 1, "counter: ValueError('x')", (ModuleStats("null", {}),)
@@ -110,8 +111,8 @@ REGISTRATION = {"dpid": "01", "switch_port": "s1-ns", "url": "http://a:1", "boot
     "cls, raw, message",
     [
         (Attach, [], "an attach must be a JSON object, not a list"),
-        (Attach, {**ATTACH, "tag": 0}, "tag must be 1 to 4094, got 0"),
-        (Attach, {**ATTACH, "tag": 4095}, "tag must be 1 to 4094, got 4095"),
+        (Attach, {**ATTACH, "tag": 0}, f"tag must be 1 to {TOO_BIG - 1}, got 0"),
+        (Attach, {**ATTACH, "tag": TOO_BIG}, f"tag must be 1 to {TOO_BIG - 1}, got {TOO_BIG}"),
         (Attach, {**ATTACH, "tag": "5"}, "tag must be a whole number, got '5'"),
         (Attach, {**ATTACH, "tag": True}, "tag must be a whole number, got True"),
         (Attach, {**ATTACH, "lifetime": 0}, "lifetime must be 1 to 86400, got 0"),
@@ -192,7 +193,7 @@ def test_no_message_can_be_built_that_the_peer_would_refuse(build, message):
         ({**STATS.to_json(), "node": {**IO.to_json(), "sent": "2"}}, "sent must be a whole"),
         ({**STATS.to_json(), "node": {"sent": 2}}, "the node's counters lacks 'received'"),
         ({**STATS.to_json(), "modules": [{"name": "null"}]}, "a module's counters lacks 'stats'"),
-        ({**STATS.to_json(), "tag": 0}, "tag must be 1 to 4094, got 0"),
+        ({**STATS.to_json(), "tag": 0}, f"tag must be 1 to {TOO_BIG - 1}, got 0"),
     ],
 )
 def test_an_answer_that_breaks_the_contract_is_refused(raw, message):
@@ -259,8 +260,8 @@ def test_what_the_controller_asks_the_agent_takes_and_answers_in_kind(node):
 @pytest.mark.parametrize(
     "field, value, message",
     [
-        ("tag", 4095, "tag must be 1 to 4094, got 4095"),
-        ("tag", 0, "tag must be 1 to 4094, got 0"),
+        ("tag", TOO_BIG, f"tag must be 1 to {TOO_BIG - 1}, got {TOO_BIG}"),
+        ("tag", 0, f"tag must be 1 to {TOO_BIG - 1}, got 0"),
         ("lifetime", limits.MAX_LIFETIME + 1, "lifetime must be 1 to 86400, got 86401"),
     ],
 )
@@ -338,7 +339,7 @@ def test_the_limits_are_declared_once():
     from controller import requests
     from signaling import wire
 
-    assert sessions.VLAN_TAGS is limits.VLAN_TAGS and len(limits.VLAN_TAGS) == 4094
+    assert sessions.SESSION_TAGS is limits.SESSION_TAGS and len(limits.SESSION_TAGS) == 8 * 4094
     assert requests.MAX_LIFETIME is wire.MAX_LIFETIME is limits.MAX_LIFETIME
     assert requests.MAX_CHAIN is wire.MAX_CHAIN is limits.MAX_CHAIN
     assert requests.ModuleSpec is ModuleSpec

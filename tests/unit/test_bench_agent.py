@@ -30,7 +30,8 @@ def test_the_frame_is_ipv4_udp_of_the_size_asked_with_a_tag_after_the_macs() -> 
     total = sum(words)
     assert (total & 0xFFFF) + (total >> 16) == 0xFFFF  # the header checksum holds
     assert len(tagged_frame(1514, 4094)) == 1518
-    for size, tag in ((59, 5), (1515, 5), (64, 0), (64, 4095)):
+    assert tagged_frame(64, 4095)[12:16] == b"\x81\x00\x20\x01"  # priority 1, VLAN id 1
+    for size, tag in ((59, 5), (1515, 5), (64, 0), (64, 8 * 4094 + 1)):
         with pytest.raises(ValueError):
             tagged_frame(size, tag)
 
@@ -197,10 +198,10 @@ def test_netserv_bench_alone_is_mlffr_and_agent_is_the_new_one() -> None:
     assert agent.paths == ["reflector", "agent"]
 
 
-def test_a_tag_left_in_the_data_is_taken_out_in_place() -> None:
+def test_a_tag_left_in_the_data_is_read_with_its_priority_bits_and_taken_out_in_place() -> None:
     untagged = bytes(range(12)) + b"\x08\x00" + b"payload!"
     buf = memoryview(bytearray(untagged[:12] + b"\x81\x00\x20\x07" + untagged[12:] + b"junk"))
     tag, frame = BatchPacketSocket._untag(buf, len(untagged) + 4)
-    assert (tag, bytes(frame)) == (7, untagged)  # the priority bits are not the tag
+    assert (tag, bytes(frame)) == (4094 + 7, untagged)  # priority 1, VLAN id 7
     plain = memoryview(bytearray(untagged))
     assert BatchPacketSocket._untag(plain, len(untagged)) == (None, plain[: len(untagged)])

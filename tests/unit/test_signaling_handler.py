@@ -15,6 +15,7 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
+from agentproto.limits import SESSION_TAGS
 from controller.messages import Output
 from controller.policy import Policy, Requester
 from controller.service import NetServService
@@ -467,7 +468,7 @@ def test_a_probe_lists_the_node_its_modules_and_its_sessions(sig):
     response = answer(ask(handler, probe))
     assert isinstance(response, ProbeResponse) and not response.truncated
     (node,) = response.nodes
-    assert node.dpid == DPID and node.sessions == 1 and node.load == 1000 // 4094
+    assert node.dpid == DPID and node.sessions == 1 and node.load == 1000 // len(SESSION_TAGS)
     assert {"counter", "null"} <= set(node.modules) and "broken" in node.modules
     assert list(node.modules) == sorted(node.modules)
 

@@ -137,11 +137,15 @@ SESSION = Session(
     [
         session_detour(SESSION, 4, 70),
         session_detour(SESSION, 4, 70, copy=True),
+        session_detour(  # a tag beyond 12 bits: its priority bits are set too
+            Session(6, DPID, 10_000, parse_match({"udp_dst": 2}), (), 60, 0.0, 60.0), 4, 70
+        ),
         *base_flows(4),
     ],
     ids=[
         "detour",
         "copy",
+        "detour-tag-10000",
         "classify-miss",
         "learn-miss",
         "forward-miss",
