@@ -27,6 +27,7 @@ from topo.cmd import (
 from topo.controller import DEFAULT_RUNDIR, REPO_ROOT, module_path_arg
 from topo.datapath import detect_datapath
 from topo.ports import (
+    AFPACKET,
     AFXDP,
     DEFAULT_PORT_TYPE,
     OVS_AFXDP_TYPE,
@@ -92,8 +93,9 @@ class NetServSwitch(OVSSwitch):
     agent starts, if the node has none; the agent is given its path, never the key.
 
     `port_type` says how a userspace bridge reads its ports (`topo.ports`): "system"
-    (packet sockets with a 4 MiB receive buffer) or "afxdp" (AF_XDP where the OVS build
-    has it; a port where XDP cannot attach stays a system port). `port_types` holds
+    (packet sockets with a 4 MiB receive buffer), "afxdp" (AF_XDP where the OVS build
+    has it; a port where XDP cannot attach stays a system port) or "afpacket" (system
+    ports with the machine's default buffer, to compare). `port_types` holds
     what each port got; the agent reports their summary to the controller.
     """
 
@@ -288,7 +290,7 @@ class NetServSwitch(OVSSwitch):
 
     def _port_rcvbuf(self) -> int | None:
         # The kernel datapath reads its ports in the kernel: no socket to size.
-        return PORT_RCVBUF if self.datapath == "user" else None
+        return PORT_RCVBUF if self.datapath == "user" and self.port_type != AFPACKET else None
 
     def _set_port_type(self, ifname: str) -> None:
         """Make port `ifname` (added as a system port) what `port_type` asks for, falling
@@ -307,7 +309,7 @@ class NetServSwitch(OVSSwitch):
                 warn(f"{ifname}: AF_XDP port failed ({error.strip() or ovs_type}); system port\n")
                 with _rmem_default(self._port_rcvbuf()):
                     run(["ovs-vsctl", "--timeout=10", "set", "Interface", ifname, "type=system"])
-        self.port_types[ifname] = SYSTEM
+        self.port_types[ifname] = AFPACKET if self.port_type == AFPACKET else SYSTEM
 
     def _plumb_agent(self) -> None:
         port, iface = str(self.agent_port_name), str(self.agent_iface)

@@ -16,7 +16,8 @@ from collections.abc import Iterable, Mapping
 
 SYSTEM = "system"  # AF_PACKET socket, receive buffer PORT_RCVBUF
 AFXDP = "afxdp"  # OVS's "afxdp-nonpmd" interface type
-PORT_TYPES = (SYSTEM, AFXDP)
+AFPACKET = "afpacket"  # a system port with the machine's default buffer: as before, to compare
+PORT_TYPES = (SYSTEM, AFXDP, AFPACKET)
 DEFAULT_PORT_TYPE = SYSTEM
 OVS_AFXDP_TYPE = "afxdp-nonpmd"
 # The userspace datapath reads each system port through its own packet socket, sized
