@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -55,8 +56,8 @@ from tools.mlffr import (
 from tools.procs import REPO, stop_process
 
 PORT = 5201
-DRAIN = 0.2  # seconds after the generator stops before h2's counter is read
-SETTLE = 0.2  # seconds between trials, so queues of the last one have drained
+DRAIN = 0.1  # seconds after the generator stops before h2's counter is read
+SETTLE = 0.1  # seconds between trials, so queues of the last one have drained
 PKTGEN = "netserv-pktgen"
 OBSERVER = "monitor"  # the observe-only module, when the module path has one
 
@@ -153,36 +154,47 @@ def _check(result: tuple[str, str, int], where: object) -> None:
         raise RuntimeError(f"command in {where} failed ({code}): {err.strip() or out.strip()}")
 
 
+def start_controllers(stack: ExitStack, rundirs: Sequence[Path]) -> list[Any]:
+    """Start one controller per folder, all at once (each takes seconds to start); stop
+    them when `stack` closes, even those that failed to start. Return them in order."""
+    from topo.controller import ControllerProcess
+
+    ctls = [ControllerProcess(rundir / "controller.log") for rundir in rundirs]
+    for ctl in ctls:
+        stack.callback(ctl.__exit__, None, None, None)
+    with ThreadPoolExecutor(max(1, len(ctls))) as pool:
+        list(pool.map(ControllerProcess.start, ctls))
+    return ctls
+
+
 @contextmanager
 def ovs_network(
-    prefix: str, rundir: Path, port_type: str, agent_args: Sequence[str]
+    ctl: Any, prefix: str, rundir: Path, port_type: str, agent_args: Sequence[str]
 ) -> Iterator[Path_]:
-    """Start a controller and h1 - NetServ bridge - h2 with `port_type` ports; yield its
-    Path_ warmed up (MACs learned); remove it all."""
+    """Build h1 - NetServ bridge - h2 with `port_type` ports on the started controller
+    `ctl`; yield its Path_ warmed up (MACs learned); remove it all."""
     from signaling.client import NetServClient
     from tools.scenario import warm_up
-    from topo.controller import ControllerProcess, wait_ready
+    from topo.controller import wait_ready
     from topo.net import netserv_network, wait_connected
     from topo.topos import SingleSwitchTopo
 
-    rundir.mkdir(parents=True, exist_ok=True)
-    with ControllerProcess(rundir / "controller.log") as ctl:
-        client = NetServClient(ctl.url)
-        topo = SingleSwitchTopo(k=2, prefix=prefix)
-        with netserv_network(
-            topo,
-            ctl.of_addr,
-            rest_url=ctl.url,
-            rundir=rundir,
-            port_type=port_type,
-            agent_args=agent_args,
-        ) as net:
-            h1, h2 = net.get(f"{prefix}h1", f"{prefix}h2")
-            switch = net.get(f"{prefix}s1")
-            wait_connected(net)
-            wait_ready(client, [switch.dpid])
-            warm_up((h1, h2), (h2, h1))  # no frame of a trial is flooded
-            yield Path_(h1, h2, dst_mac=h2.MAC(), switch=switch, client=client)
+    client = NetServClient(ctl.url)
+    topo = SingleSwitchTopo(k=2, prefix=prefix)
+    with netserv_network(
+        topo,
+        ctl.of_addr,
+        rest_url=ctl.url,
+        rundir=rundir,
+        port_type=port_type,
+        agent_args=agent_args,
+    ) as net:
+        h1, h2 = net.get(f"{prefix}h1", f"{prefix}h2")
+        switch = net.get(f"{prefix}s1")
+        wait_connected(net)
+        wait_ready(client, [switch.dpid])
+        warm_up((h1, h2), (h2, h1))  # no frame of a trial is flooded
+        yield Path_(h1, h2, dst_mac=h2.MAC(), switch=switch, client=client)
 
 
 @contextmanager
@@ -479,7 +491,7 @@ def run_bench(
         "searches": [],
     }
     for size in sizes:
-        limit = generator_limit(size, max(seconds, 0.5))
+        limit = generator_limit(size, seconds)
         report["generator_limit"][str(size)] = limit
         log(f"generator on a direct veth pair, {size} bytes: {limit:,.0f} pps")
     complete = True
@@ -489,11 +501,14 @@ def run_bench(
         nets: dict[str, Path_] = {}
         if "linux" in paths:
             nets["linux"] = stack.enter_context(linux_router(prefix + "l"))
-        for i, name in enumerate(sorted({NETWORKS[p] for p in paths if p in NETWORKS})):
+        names = sorted({NETWORKS[p] for p in paths if p in NETWORKS})
+        log(f"starting {len(names)} controllers")
+        ctls = start_controllers(stack, [rundir / name for name in names])
+        for i, (name, ctl) in enumerate(zip(names, ctls, strict=True)):
             port_type, args = NETWORK_ARGS[name]
             log(f"building the {name} network ({port_type} ports)")
             nets[name] = stack.enter_context(
-                ovs_network(f"{prefix}{i}", rundir / name, port_type, args)
+                ovs_network(ctl, f"{prefix}{i}", rundir / name, port_type, args)
             )
             log(f"  ports: {nets[name].switch.port_types}")
         where: dict[str, Path_] = {}
