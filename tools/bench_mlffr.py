@@ -172,11 +172,10 @@ def ovs_network(
     ctl: Any, prefix: str, rundir: Path, port_type: str, agent_args: Sequence[str]
 ) -> Iterator[Path_]:
     """Build h1 - NetServ bridge - h2 with `port_type` ports on the started controller
-    `ctl`; yield its Path_ warmed up (MACs learned); remove it all."""
+    `ctl`; yield its Path_ at once (its agent may still be starting: `ready()` waits);
+    remove it all."""
     from signaling.client import NetServClient
-    from tools.scenario import warm_up
-    from topo.controller import wait_ready
-    from topo.net import netserv_network, wait_connected
+    from topo.net import netserv_network
     from topo.topos import SingleSwitchTopo
 
     client = NetServClient(ctl.url)
@@ -191,10 +190,19 @@ def ovs_network(
     ) as net:
         h1, h2 = net.get(f"{prefix}h1", f"{prefix}h2")
         switch = net.get(f"{prefix}s1")
-        wait_connected(net)
-        wait_ready(client, [switch.dpid])
-        warm_up((h1, h2), (h2, h1))  # no frame of a trial is flooded
-        yield Path_(h1, h2, dst_mac=h2.MAC(), switch=switch, client=client)
+        yield Path_(h1, h2, dst_mac=h2.MAC(), switch=switch, client=client, extra={"net": net})
+
+
+def ready(path: Path_) -> None:
+    """Wait until the network of `path` (from ovs_network) is connected and its node
+    ready, then teach the switch both hosts, so that no frame of a trial is flooded."""
+    from tools.scenario import warm_up
+    from topo.controller import wait_ready
+    from topo.net import wait_connected
+
+    wait_connected(path.extra["net"])
+    wait_ready(path.client, [path.switch.dpid])
+    warm_up((path.h1, path.h2), (path.h2, path.h1))
 
 
 @contextmanager
@@ -511,6 +519,8 @@ def run_bench(
                 ovs_network(ctl, f"{prefix}{i}", rundir / name, port_type, args)
             )
             log(f"  ports: {nets[name].switch.port_types}")
+        for name in names:  # their agents started meanwhile
+            ready(nets[name])
         where: dict[str, Path_] = {}
         for p in paths:
             net = nets["linux" if p == "linux" else NETWORKS[p]]
@@ -552,13 +562,15 @@ def run_bench(
     print(render_text(table_rows(report["summary"], report["first_loss"])))
     print()
     print(render_text(ratio_rows(report["summary"])))
+    if png:
+        plot(report, png)
+        shown = png.resolve()
+        report["png"] = str(shown.relative_to(REPO) if shown.is_relative_to(REPO) else shown)
+        log(f"wrote {png}")
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=1) + "\n")
         log(f"wrote {out}")
-    if png:
-        plot(report, png)
-        log(f"wrote {png}")
     if markdown:
         write_section(markdown, render_markdown(report))
         log(f"wrote {markdown}")

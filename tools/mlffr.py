@@ -377,7 +377,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
 
 The paper's Figure 3 experiment (maximum loss-free forwarding rate) on this machine,
 `netserv bench mlffr`, {p["repeats"]} repeat(s) of every path interleaved in one run,
-{report["date"]}; the plot is `tools/out/mlffr.png`.
+{report["date"]}; the plot of offered against delivered rate is `{report.get("png") or "-"}`.
 
 **Ratios (the headline), paired per repeat:**
 
