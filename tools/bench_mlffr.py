@@ -243,8 +243,10 @@ def counters(path: Path_) -> dict[str, int]:
         socks = parse_socket_drops(_run(["ss", "-0", "-m", "-a"]))
         in_port, agent_port = f"{sw.name}-eth1", sw.agent_port_name
         out["ovs_in"] = socks.get(in_port, 0) + _ports(sw.name, in_port)["rx_dropped"]
-        agent = _ports(sw.name, agent_port)
+        agent, out_port = _ports(sw.name, agent_port), _ports(sw.name, f"{sw.name}-eth2")
         out["ovs_from_agent"] = socks.get(agent_port, 0) + agent["rx_dropped"]
+        # A send to a veth whose far end's backlog is full fails in the switch.
+        out["ovs_out"] = agent["tx_dropped"] + out_port["tx_dropped"]
         out["agent"] = socks.get(sw.agent_iface, 0)
         out["to_agent"] = agent["tx_packets"]
     return out
@@ -278,7 +280,7 @@ def trial(path: Path_, size: int, pps: float, seconds: float) -> Trial:
     drops = {
         "generator": sent["failed"] + d["h1_tx_dropped"],
         "receiver": d["h2_rx_dropped"],
-        **{k: d[k] for k in ("router", "ovs_in", "agent", "ovs_from_agent") if k in d},
+        **{k: d[k] for k in ("router", "ovs_in", "agent", "ovs_from_agent", "ovs_out") if k in d},
     }
     return Trial(
         requested=pps,

@@ -66,6 +66,7 @@ PLACES = {  # where a frame can be lost, as bench_mlffr counts it
     "router": "the router namespace",
     "agent": "the agent's packet socket",
     "ovs_from_agent": "OVS's port from the agent",
+    "ovs_out": "OVS's sends (to h2 or the agent) that failed",
     "receiver": "h2's veth",
     "unaccounted": "no counter (a backlog, a queue)",
 }
