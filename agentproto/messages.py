@@ -121,30 +121,44 @@ class Registration:
     switch_port: str  # the node's switch port the agent's frames come and go by
     url: str  # the agent's control API
     boot_id: str  # new each time the agent starts: a new one means its chains are gone
+    port_type: str = ""  # how the node's bridge reads its ports (system, afxdp); "": unknown
 
     def __post_init__(self) -> None:
         whole(self.dpid, "dpid", 0, (1 << 64) - 1)
         word(self.switch_port, "switch_port")
         agent_url(self.url)
         word(self.boot_id, "boot_id")
+        if not isinstance(self.port_type, str) or len(self.port_type) > 200:
+            raise ContractError("port_type must be a string of at most 200 characters")
 
     @property
     def path(self) -> str:
         return self.ROUTE
 
     def to_json(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "dpid": format_dpid(self.dpid),
             "switch_port": self.switch_port,
             "url": self.url,
             "boot_id": self.boot_id,
         }
+        if self.port_type:  # optional, so a registration without it reads as before
+            out["port_type"] = self.port_type
+        return out
 
     @classmethod
     def from_json(cls, raw: object) -> Registration:
         """Return the registration `raw` is; raise ContractError."""
-        body = fields(raw, "a registration", ("dpid", "switch_port", "url", "boot_id"))
-        return cls(dpid(body["dpid"]), body["switch_port"], body["url"], body["boot_id"])
+        body = fields(
+            raw, "a registration", ("dpid", "switch_port", "url", "boot_id"), ("port_type",)
+        )
+        return cls(
+            dpid(body["dpid"]),
+            body["switch_port"],
+            body["url"],
+            body["boot_id"],
+            body.get("port_type", ""),
+        )
 
 
 @dataclass(frozen=True)

@@ -33,11 +33,13 @@ class Agent:
     boot_id: str
     last_seen: float
     alive: bool = True
+    port_type: str = ""  # how the bridge reads its ports, as the agent reported it
 
     def to_json(self, now: float) -> dict[str, object]:
         return {
             "url": self.url,
             "switch_port": self.switch_port,
+            "port_type": self.port_type,
             "boot_id": self.boot_id,
             "alive": self.alive,
             "last_seen_ago": round(now - self.last_seen, 3),

@@ -899,7 +899,14 @@ class NetServService:
             sent = Registration.from_json(body)
         except ContractError as exc:
             raise InvalidRequest(str(exc)) from None
-        return Agent(sent.dpid, sent.switch_port, sent.url, sent.boot_id, last_seen=self.clock())
+        return Agent(
+            sent.dpid,
+            sent.switch_port,
+            sent.url,
+            sent.boot_id,
+            last_seen=self.clock(),
+            port_type=sent.port_type,
+        )
 
     def _refuse_if_running(self, rival: Agent) -> None:
         """Raise Conflict when `rival` still runs: its control API answers with its boot id."""

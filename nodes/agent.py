@@ -98,6 +98,7 @@ class AgentConfig:
     # Which modules run in the agent's process, what isolated ones are granted.
     policy: TierPolicy = field(default_factory=TierPolicy)
     max_frame_age: float | None = MAX_FRAME_AGE  # None: no frame is too old
+    port_type: str = ""  # how the bridge reads its ports, as the topology said ("": unknown)
 
 
 class NodeAgent:
@@ -468,7 +469,13 @@ class NodeAgent:
         another error (or does not sign its answer, or breaks the contract).
         """
         asked_at = self.clock()
-        request = Registration(self.config.dpid, self.config.switch_port, self.url, self.boot_id)
+        request = Registration(
+            self.config.dpid,
+            self.config.switch_port,
+            self.url,
+            self.boot_id,
+            self.config.port_type,
+        )
         url = self.config.controller.rstrip("/") + request.path
         try:
             raw = call_json(

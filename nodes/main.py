@@ -61,6 +61,7 @@ _PASSED_ON = (
     ("--dpid", "dpid"),
     ("--iface", "iface"),
     ("--switch-port", "switch_port"),
+    ("--port-type", "port_type"),
     ("--controller", "controller"),
     ("--listen", "listen"),
     ("--metrics-listen", "metrics_listen"),
@@ -88,6 +89,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--switch-port",
         required=True,
         help="the bridge's end of that veth pair, as the switch names its port, e.g. s1-ns",
+    )
+    p.add_argument(
+        "--port-type",
+        default="",
+        help="how the node's bridge reads its ports (e.g. system, afxdp), reported to the "
+        "controller for `netserv nodes`; the topology that made the bridge gives it",
     )
     p.add_argument(
         "--controller", default=DEFAULT_URL, help="the controller's REST URL (%(default)s)"
@@ -238,6 +245,7 @@ def run(args: argparse.Namespace) -> int:
         key,
         policy,
         max_frame_age=args.max_frame_age,
+        port_type=args.port_type,
     )
     agent = NodeAgent(config, catalog)
     if args.boot_id:

@@ -1,19 +1,16 @@
-"""`netserv bench`: the paper's MLFFR experiment (Figure 3), measured side by side here.
+"""`netserv bench mlffr`: the paper's MLFFR experiment (Figure 3), every path side by side.
 
-Three paths are measured in one run, their repeats interleaved (linux, ovs, ovs+null,
-linux, ...) so that a noisy neighbour disturbs all of them alike:
+Paths (`tools.mlffr.PATHS`): Linux kernel forwarding between namespaces; plain OVS on
+bridges our topologies build (each port type on a bridge of its own, every bridge with
+its own controller and agent); detours through `null` (trusted and isolated tier, a chain
+of 5), and observe-only through `monitor` when the module exists. Repeats are interleaved
+(every path of a size, then the next size, then the next repeat) so that a noisy
+neighbour disturbs all of them alike.
 
-- `linux`: h1 - router namespace (ip_forward=1) - h2, plain veths, no OVS;
-- `ovs`: h1 - NetServ bridge - h2, no session: learned L2 forwarding in the datapath;
-- `ovs+null`: the same bridge with a session asking for the `null` module on exactly
-  the benchmark flow, so every frame detours through the node agent and back.
-
-Per path, size and repeat: one iperf3 probe at its top rate, then a binary search
-(`tools.mlffr`, where the definitions live) over paced iperf3 UDP trials. Loss is what
-the receiving iperf3 counts: gaps in the sequence numbers, over frames sent. Frames
-still in flight when it stops reading are not losses: its end-of-test message goes over
-TCP, which no session detours, so it can overtake the last UDP frames queued in the
-agent (up to ~150 below the MLFFR, as measured here).
+Per path, size and repeat: one trial with the generator flat out, then a binary search
+for the rate at 0.1 % loss and one for the loss-free rate, started from what the first
+found. A trial runs `netserv-pktgen` (tools/pktgen.c) in h1 at a rate and counts what
+h2's veth received; the drop counters on the way say where the rest went.
 """
 
 from __future__ import annotations
@@ -23,38 +20,58 @@ import json
 import os
 import platform
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from tools.bench_markdown import write_section
 from tools.mlffr import (
+    CHAINS,
+    LOSS_BOUND,
+    NETWORKS,
     PATHS,
     Trial,
-    first_loss_sites,
-    parse_iperf3,
+    bracket,
+    check_frame,
+    first_loss,
+    parse_dump_ports,
+    parse_netdev,
     parse_socket_drops,
-    parse_udp_rcvbuf_errors,
+    ratio_rows,
     render_markdown,
     render_text,
-    search_mlffr,
+    search_rate,
     summarize,
     table_rows,
-    udp_payload,
 )
 from tools.procs import REPO, stop_process
 
 PORT = 5201
-PACING_US = 100  # iperf3's default 1 ms timer sends bursts of a millisecond's worth
-SOCKET_BUFFER = "4M"  # else the receiving iperf3 socket, not the path, drops bursts
-SETTLE = 0.5  # seconds between trials, so queues of the last one have drained
+DRAIN = 0.1  # seconds after the generator stops before h2's counter is read
+SETTLE = 0.1  # seconds between trials, so queues of the last one have drained
+PKTGEN = "netserv-pktgen"
+OBSERVER = "monitor"  # the observe-only module, when the module path has one
+
+
+def pktgen_path() -> str:
+    """Return the generator's path (next to this Python, else on PATH); raise
+    FileNotFoundError saying how to build it."""
+    here = Path(sys.executable).parent / PKTGEN
+    if here.exists():
+        return str(here)
+    found = shutil.which(PKTGEN)
+    if not found:
+        raise FileNotFoundError(f"{PKTGEN} is not built: run tools/setup.sh (it needs gcc)")
+    return found
 
 
 def _router_topo(prefix: str) -> Any:
@@ -80,11 +97,26 @@ def _router_topo(prefix: str) -> Any:
     return RouterTopo()
 
 
+@dataclass
+class Path_:
+    """Where a path's frames go: sender, receiver, the MAC h1 sends to, and the counters."""
+
+    h1: Any
+    h2: Any
+    dst_mac: str
+    router: Any = None  # the linux path's router host
+    switch: Any = None  # the OVS paths' NetServ switch
+    client: Any = None
+    session: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
 @contextmanager
-def linux_router(prefix: str) -> Iterator[tuple[Any, Any]]:
-    """Build h1 - router - h2 in namespaces; yield (h1, h2); always remove it all."""
+def linux_router(prefix: str) -> Iterator[Path_]:
+    """Build h1 - router - h2 in namespaces; yield its Path_; always remove it all."""
     from mininet.net import Mininet
 
+    from tools.scenario import warm_up
     from topo.node import NetServHost
 
     net = Mininet(
@@ -103,8 +135,11 @@ def linux_router(prefix: str) -> Iterator[tuple[Any, Any]]:
             for intf in host.intfList():
                 if intf.name != "lo":  # the same sender work as on the OVS path
                     _check(host.pexec("ethtool", "-K", intf.name, "tx", "off"), host)
-        _check(net.get(f"{prefix}r").pexec("sysctl", "-qw", "net.ipv4.ip_forward=1"), "r")
-        yield net.get(f"{prefix}h1", f"{prefix}h2")
+        r = net.get(f"{prefix}r")
+        _check(r.pexec("sysctl", "-qw", "net.ipv4.ip_forward=1"), "r")
+        h1, h2 = net.get(f"{prefix}h1", f"{prefix}h2")
+        warm_up((h1, h2), (h2, h1))
+        yield Path_(h1, h2, dst_mac=r.intf(f"{prefix}r-eth1").MAC(), router=r)
     finally:
         try:
             net.stop()
@@ -119,109 +154,69 @@ def _check(result: tuple[str, str, int], where: object) -> None:
         raise RuntimeError(f"command in {where} failed ({code}): {err.strip() or out.strip()}")
 
 
-@dataclass
-class OvsPaths:
-    """The started NetServ network: hosts, the bridge, and the controller's client."""
+def start_controllers(stack: ExitStack, rundirs: Sequence[Path]) -> list[Any]:
+    """Start one controller per folder, all at once (each takes seconds to start); stop
+    them when `stack` closes, even those that failed to start. Return them in order."""
+    from topo.controller import ControllerProcess
 
-    h1: Any
-    h2: Any
-    switch: Any
-    client: Any
+    ctls = [ControllerProcess(rundir / "controller.log") for rundir in rundirs]
+    for ctl in ctls:
+        stack.callback(ctl.__exit__, None, None, None)
+    with ThreadPoolExecutor(max(1, len(ctls))) as pool:
+        list(pool.map(ControllerProcess.start, ctls))
+    return ctls
 
 
 @contextmanager
-def ovs_network(prefix: str, rundir: Path) -> Iterator[OvsPaths]:
-    """Start a controller and h1 - NetServ bridge - h2; yield it warmed up; remove it all."""
+def ovs_network(
+    ctl: Any, prefix: str, rundir: Path, port_type: str, agent_args: Sequence[str]
+) -> Iterator[Path_]:
+    """Build h1 - NetServ bridge - h2 with `port_type` ports on the started controller
+    `ctl`; yield its Path_ at once (its agent may still be starting: `ready()` waits);
+    remove it all."""
     from signaling.client import NetServClient
-    from tools.scenario import warm_up
-    from topo.controller import ControllerProcess, wait_ready
-    from topo.net import netserv_network, wait_connected
+    from topo.net import netserv_network
     from topo.topos import SingleSwitchTopo
 
-    with ControllerProcess(rundir / "controller.log") as ctl:
-        client = NetServClient(ctl.url)
-        topo = SingleSwitchTopo(k=2, prefix=prefix)
-        with netserv_network(topo, ctl.of_addr, rest_url=ctl.url, rundir=rundir) as net:
-            h1, h2 = net.get(f"{prefix}h1", f"{prefix}h2")
-            switch = net.get(f"{prefix}s1")
-            wait_connected(net)
-            wait_ready(client, [switch.dpid])
-            warm_up((h1, h2), (h2, h1))  # MACs learned: no frame of a trial is flooded
-            yield OvsPaths(h1, h2, switch, client)
+    client = NetServClient(ctl.url)
+    topo = SingleSwitchTopo(k=2, prefix=prefix)
+    with netserv_network(
+        topo,
+        ctl.of_addr,
+        rest_url=ctl.url,
+        rundir=rundir,
+        port_type=port_type,
+        agent_args=agent_args,
+    ) as net:
+        h1, h2 = net.get(f"{prefix}h1", f"{prefix}h2")
+        switch = net.get(f"{prefix}s1")
+        yield Path_(h1, h2, dst_mac=h2.MAC(), switch=switch, client=client, extra={"net": net})
+
+
+def ready(path: Path_) -> None:
+    """Wait until the network of `path` (from ovs_network) is connected and its node
+    ready, then teach the switch both hosts, so that no frame of a trial is flooded."""
+    from tools.scenario import warm_up
+    from topo.controller import wait_ready
+    from topo.net import wait_connected
+
+    wait_connected(path.extra["net"])
+    wait_ready(path.client, [path.switch.dpid])
+    warm_up((path.h1, path.h2), (path.h2, path.h1))
 
 
 @contextmanager
-def null_session(net: OvsPaths, lifetime: int) -> Iterator[dict[str, Any]]:
-    """Detour exactly the benchmark flow through the `null` module; yield the session."""
+def detour(net: Path_, modules: Sequence[str], lifetime: int) -> Iterator[Path_]:
+    """Detour exactly the benchmark flow through `modules`; yield `net` with the session."""
     session = net.client.setup(
         match={"ipv4_src": net.h1.IP(), "ipv4_dst": net.h2.IP(), "udp_dst": PORT},
-        module="null",
+        modules=[{"name": name, "params": {}} for name in modules],
         lifetime=lifetime,
     )
     try:
-        yield session
+        yield Path_(**{**net.__dict__, "session": session})
     finally:
         net.client.teardown(session["id"])
-
-
-def iperf3_trial(src: Any, dst: Any, frame: int, pps: float | None, seconds: int) -> Trial:
-    """Send UDP frames of `frame` bytes from `src` to `dst` at `pps` (None: flat out).
-
-    Returns the Trial; raises RuntimeError when iperf3 fails or its server does not start.
-    """
-    payload = udp_payload(frame)
-    bits = "0" if pps is None else str(round(pps * payload * 8))  # -b counts payload bits
-    server = dst.popen(
-        ["iperf3", "-s", "-1", "-p", str(PORT), "--forceflush"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        line = ""
-        while "Server listening" not in line:
-            line = server.stdout.readline()
-            if not line:
-                raise RuntimeError(f"the iperf3 server in {dst.name} did not start")
-        client = src.popen(
-            f"iperf3 -c {dst.IP()} -p {PORT} -u -b {bits} -l {payload} -t {seconds} "
-            f"-w {SOCKET_BUFFER} --pacing-timer {PACING_US} -J".split(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            out, err = client.communicate(timeout=seconds + 30)
-        finally:
-            stop_process(client)
-        try:
-            doc = json.loads(out)
-        except ValueError:
-            raise RuntimeError(f"iperf3 gave no JSON: {err.strip() or out[:200]}") from None
-        return parse_iperf3(doc, pps)
-    finally:
-        stop_process(server)
-
-
-def drop_counters(places: Mapping[str, str], receiver: Any) -> dict[str, int]:
-    """Return the drop counters now: {place: frames} for each packet socket in `places`
-    ({place: interface}, root namespace), and "receiver" for the UDP sockets of host
-    `receiver`. They only grow; a trial's drops are the difference.
-    """
-    by_iface = parse_socket_drops(_run(["ss", "-0", "-m", "-a"]))
-    counts = {place: by_iface.get(iface, 0) for place, iface in places.items()}
-    counts["receiver"] = parse_udp_rcvbuf_errors(receiver.cmd("cat /proc/net/snmp"))
-    return counts
-
-
-def counted_trial(
-    src: Any, dst: Any, frame: int, pps: float | None, seconds: int, places: Mapping[str, str]
-) -> Trial:
-    """Return iperf3_trial()'s Trial with `drops`: where its frames were dropped."""
-    before = drop_counters(places, dst)
-    trial = iperf3_trial(src, dst, frame, pps, seconds)
-    after = drop_counters(places, dst)
-    return replace(trial, drops={k: after[k] - before[k] for k in after if after[k] > before[k]})
 
 
 def _run(argv: list[str]) -> str:
@@ -229,6 +224,145 @@ def _run(argv: list[str]) -> str:
         return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.strip()
     except OSError:
         return "?"
+
+
+def counters(path: Path_) -> dict[str, int]:
+    """Return every counter a trial reads now, by name; they only grow."""
+    h1 = parse_netdev(path.h1.cmd("cat /proc/net/dev"))[path.h1.defaultIntf().name]
+    h2 = parse_netdev(path.h2.cmd("cat /proc/net/dev"))[path.h2.defaultIntf().name]
+    out = {
+        "h1_tx_dropped": h1["tx_dropped"],
+        "h2_rx": h2["rx_packets"],
+        "h2_rx_dropped": h2["rx_dropped"],
+    }
+    if path.router is not None:
+        r = parse_netdev(path.router.cmd("cat /proc/net/dev"))
+        out["router"] = sum(v["rx_dropped"] + v["tx_dropped"] for k, v in r.items() if k != "lo")
+    if path.switch is not None:
+        sw = path.switch
+        socks = parse_socket_drops(_run(["ss", "-0", "-m", "-a"]))
+        in_port, agent_port = f"{sw.name}-eth1", sw.agent_port_name
+        out["ovs_in"] = socks.get(in_port, 0) + _ports(sw.name, in_port)["rx_dropped"]
+        agent, out_port = _ports(sw.name, agent_port), _ports(sw.name, f"{sw.name}-eth2")
+        out["ovs_from_agent"] = socks.get(agent_port, 0) + agent["rx_dropped"]
+        # A send to a veth whose far end's backlog is full fails in the switch.
+        out["ovs_out"] = agent["tx_dropped"] + out_port["tx_dropped"]
+        out["agent"] = socks.get(sw.agent_iface, 0)
+        out["to_agent"] = agent["tx_packets"]
+    return out
+
+
+def _ports(bridge: str, port: str) -> dict[str, int]:
+    return parse_dump_ports(_run(["ovs-ofctl", "-O", "OpenFlow13", "dump-ports", bridge, port]))
+
+
+def trial(path: Path_, size: int, pps: float, seconds: float) -> Trial:
+    """Send `size`-byte frames from h1 to h2 at `pps` (0: flat out) for `seconds`;
+    return the Trial with what arrived and where the rest was dropped."""
+    before = counters(path)
+    proc = path.h1.popen(
+        [pktgen_path(), path.h1.defaultIntf().name, path.h1.MAC(), path.dst_mac]
+        + [path.h1.IP(), path.h2.IP(), str(PORT), str(size), str(pps), str(seconds)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=seconds + 30)
+    finally:
+        stop_process(proc)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{PKTGEN} failed: {err.strip()}")
+    sent = json.loads(out)
+    time.sleep(DRAIN)
+    after = counters(path)
+    d = {k: after[k] - before[k] for k in after}
+    drops = {
+        "generator": sent["failed"] + d["h1_tx_dropped"],
+        "receiver": d["h2_rx_dropped"],
+        **{k: d[k] for k in ("router", "ovs_in", "agent", "ovs_from_agent", "ovs_out") if k in d},
+    }
+    return Trial(
+        requested=pps,
+        sent=sent["sent"],
+        received=d["h2_rx"],
+        seconds=sent["seconds"],
+        drops={k: v for k, v in drops.items() if v > 0},
+        detoured=d.get("to_agent", 0),
+    )
+
+
+def generator_limit(size: int, seconds: float) -> float:
+    """Return the frames per second the generator got across a bare veth pair in a
+    namespace of its own (received at the far end), flat out."""
+    from tools.bench_agent import veth_namespace
+
+    name = "nsgen" + secrets.token_hex(3)
+    with veth_namespace(name) as (gen, dut):
+
+        def rx() -> int:
+            text = _run(["ip", "netns", "exec", name, "cat", "/proc/net/dev"])
+            return parse_netdev(text)[dut]["rx_packets"]
+
+        before = rx()
+        out = _run(["ip", "netns", "exec", name, pktgen_path(), gen, "02:00:00:00:00:01"]
+                   + ["02:00:00:00:00:02", "10.0.0.1", "10.0.0.2", str(PORT), str(size), "0"]
+                   + [str(seconds)])  # fmt: skip
+        time.sleep(DRAIN)
+        return (rx() - before) / json.loads(out)["seconds"]
+
+
+def measure(
+    send: Callable[[float], Trial],
+    tolerance: float,
+    max_trials: int,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Probe flat out, then binary-search the rate at LOSS_BOUND and the loss-free rate.
+
+    Returns {"lossfree_pps", "bound_pps", "generator_bound", "trials": [...]}.
+    """
+    trials: list[Trial] = []
+
+    def run(rate: float) -> float:
+        t = send(rate)
+        trials.append(t)
+        where = ", ".join(f"{k} {n:,}" for k, n in t.drops.items())
+        log(
+            f"  {'flat out' if not rate else f'{rate:9,.0f} pps'}: sent {t.sent:,} at "
+            f"{t.offered_pps:,.0f} pps, got {t.delivered_pps:,.0f} pps, lost {t.loss:.3%}"
+            + (f" ({where})" if where else "")
+        )
+        time.sleep(SETTLE)
+        return t.loss
+
+    run(0)
+    top = trials[0].offered_pps
+    if trials[0].loss == 0:
+        return _result(top, top, True, trials)
+    budget = max_trials - 1
+    steps = [(top, trials[0].loss)]
+    if trials[0].loss <= LOSS_BOUND:
+        bound = top
+    else:
+        s = search_rate(run, hi=top, max_loss=LOSS_BOUND, tolerance=tolerance,
+                        max_trials=max(1, budget // 2 + 1))  # fmt: skip
+        bound, steps = s.best, steps + s.steps
+        budget -= len(s.steps)
+    lo, hi = bracket(steps, 0.0)
+    s = search_rate(run, hi=hi or top, lo=lo, tolerance=tolerance, max_trials=max(1, budget))
+    # A rate that lost nothing also passes the looser bound (on a noisy machine the two
+    # searches can disagree).
+    return _result(s.best, max(bound, s.best), False, trials)
+
+
+def _result(lossfree: float, bound: float, gen: bool, trials: list[Trial]) -> dict[str, Any]:
+    return {
+        "lossfree_pps": lossfree,
+        "bound_pps": bound,
+        "generator_bound": gen,
+        "trials": [t.to_json() for t in trials],
+    }
 
 
 def machine_info() -> dict[str, Any]:
@@ -240,18 +374,16 @@ def machine_info() -> dict[str, Any]:
         if line.startswith("model name"):
             cpu = line.split(":", 1)[1].strip()
             break
-    datapath = detect_datapath(try_modprobe=False)
     return {
         "nproc": os.cpu_count(),
         "cpu": cpu,
         "kernel": platform.release(),
         "ovs": _run(["ovs-vsctl", "--version"]).splitlines()[0],
-        "datapath": "netdev" if datapath == "user" else "system",
-        "iperf3": _run(["iperf3", "--version"]).splitlines()[0],
+        "datapath": "netdev" if detect_datapath(try_modprobe=False) == "user" else "system",
+        "iface_types": _run(["ovs-vsctl", "get", "Open_vSwitch", ".", "iface_types"]),
         "python": platform.python_version(),
         "rmem_default": Path("/proc/sys/net/core/rmem_default").read_text().strip(),
         "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
-        "other_bridges_at_start": _run(["ovs-vsctl", "list-br"]).split(),
     }
 
 
@@ -268,147 +400,87 @@ class Progress:
         print(f"[{self.minutes():5.1f} min] {text}", file=sys.stderr, flush=True)
 
 
-def measure(
-    send: Callable[[float | None], Trial],
-    max_loss: float,
-    tolerance: float,
-    max_trials: int,
-    log: Callable[[str], None],
-) -> dict[str, Any]:
-    """Probe at the generator's top rate, then binary-search the MLFFR with `send`.
-
-    Returns {"mlffr_pps", "generator_bound", "converged", "overload_pps", "trials": [...]};
-    the MLFFR is the rate the sender achieved in the best passing trial, overload_pps the
-    rate that arrived during the probe.
-    """
-    trials: list[Trial] = []
-
-    def run(rate: float | None) -> Trial:
-        trial = send(rate)
-        trials.append(trial)
-        drops = ", ".join(f"{k} {n:,}" for k, n in trial.drops.items())
-        log(
-            f"  {'probe' if rate is None else f'{rate:9,.0f} pps'}: sent {trial.sent:,} "
-            f"at {trial.offered_pps:,.0f} pps, lost {trial.lost:,} ({trial.loss:.2%})"
-            + (f"; dropped at {drops}" if drops else "")
-        )
-        time.sleep(SETTLE)
-        return trial
-
-    probe = run(None)
-    if probe.loss <= max_loss:  # the path kept up with iperf3: report iperf3's rate
-        mlffr, bound, converged = probe.offered_pps, True, True
-    else:
-        search = search_mlffr(
-            lambda rate: run(rate).loss,
-            hi=probe.offered_pps,
-            max_loss=max_loss,
-            tolerance=tolerance,
-            max_trials=max_trials - 1,
-            first=0.95 * probe.delivered_pps,  # a guess: what got through at overload
-        )
-        best = [t for t in trials if t.requested == search.mlffr and search.mlffr > 0]
-        mlffr, bound, converged = (best[0].offered_pps if best else 0.0), False, search.converged
-    return {
-        "mlffr_pps": mlffr,
-        "generator_bound": bound,
-        "converged": converged,
-        "overload_pps": probe.delivered_pps,
-        "trials": [
-            {**asdict(t), "drops": dict(t.drops), "loss": t.loss, "offered_pps": t.offered_pps}
-            for t in trials
-        ],
-    }
+NETWORK_ARGS = {  # network -> (port type, agent arguments)
+    "system": ("system", ()),
+    "afpacket": ("afpacket", ()),
+    "afxdp": ("afxdp", ()),
+    "isolated": ("system", ("--trusted", "none")),
+}
 
 
-def _measure_path(
-    path: str,
-    size: int,
-    seconds: int,
-    linux: tuple[Any, Any] | None,
-    ovs: OvsPaths | None,
-    max_loss: float,
-    tolerance: float,
-    max_trials: int,
-    log: Callable[[str], None],
-) -> dict[str, Any]:
-    """Return measure()'s result for one path, plus the agent port's frame counts."""
-    from tools import ovs as ovs_counters
-    from topo.topos import switch_intf_name
+def plot(report: Mapping[str, Any], png: Path) -> None:
+    """Draw offered vs delivered rate per path, one panel per size (as Figure 3)."""
+    import matplotlib
 
-    if path == "linux":
-        h1, h2 = linux
-        return measure(
-            lambda r: counted_trial(h1, h2, size, r, seconds, {}),
-            max_loss,
-            tolerance,
-            max_trials,
-            log,
-        )
-    sw = ovs.switch
-    places = {"ovs_in": switch_intf_name(sw.name, 1)}  # OVS's socket on h1's port
-    if path == "ovs+null":
-        places |= {"agent_in": sw.agent_iface, "ovs_from_agent": sw.agent_port_name}
-    with ExitStack() as stack:
-        if path == "ovs+null":
-            # Lifetime: longer than any search; the session is torn down right after it.
-            stack.enter_context(null_session(ovs, lifetime=int(max_trials * (seconds + 5)) + 60))
-        before = ovs_counters.port_counters(sw.name, sw.agent_port_name)
-        result = measure(
-            lambda r: counted_trial(ovs.h1, ovs.h2, size, r, seconds, places),
-            max_loss,
-            tolerance,
-            max_trials,
-            log,
-        )
-        after = ovs_counters.port_counters(sw.name, sw.agent_port_name)
-    arrived = sum(t["seen"] - t["lost"] for t in result["trials"])
-    to_agent = after["tx_packets"] - before["tx_packets"]
-    # Every frame that arrived took the measured path: all through the agent, or none.
-    detoured = to_agent >= arrived if path == "ovs+null" else to_agent < arrived // 100
-    if not detoured:
-        raise RuntimeError(f"{path}: the agent port got {to_agent} frames, h2 {arrived}")
-    return {
-        **result,
-        "frames_to_agent": to_agent,
-        "frames_from_agent": after["rx_packets"] - before["rx_packets"],
-    }
+    matplotlib.use("Agg")  # no display
+    import matplotlib.pyplot as plt
+
+    sizes = report["parameters"]["sizes"]
+    fig, axes = plt.subplots(1, len(sizes), figsize=(6.5 * len(sizes), 5), squeeze=False)
+    for ax, size in zip(axes[0], sizes, strict=True):
+        top = 0.0
+        for path in PATHS:
+            points = sorted(
+                (t["offered_pps"] / 1000, t["delivered_pps"] / 1000)
+                for s in report["searches"]
+                if s["size"] == size and s["path"] == path
+                for t in s.get("trials", [])
+            )
+            if points:
+                xs, ys = zip(*points, strict=True)
+                ax.plot(xs, ys, marker="o", markersize=3, linewidth=1, label=path)
+                top = max(top, *xs)
+        ax.plot([0, top], [0, top], color="grey", linestyle=":", linewidth=1)
+        ax.set(title=f"{size}-byte frames", xlabel="offered kpps", ylabel="delivered kpps")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+def _unavailable(path: str, modules: set[str]) -> str | None:
+    missing = [m for m in CHAINS.get(path, []) if m not in modules]
+    if OBSERVER in missing:
+        return "no observe-only module"
+    return f"no module {missing[0]}" if missing else None
 
 
 def run_bench(
     sizes: Sequence[int] = (64, 1500),
     repeats: int = 3,
-    seconds: float = 2.0,
-    max_loss: float = 0.0,
+    seconds: float = 1.0,
     out: Path | None = REPO / "tools" / "out" / "mlffr.json",
     markdown: Path | None = None,
-    paths: Sequence[str] = PATHS,
+    png: Path | None = REPO / "tools" / "out" / "mlffr.png",
+    paths: Sequence[str] = tuple(PATHS),
     max_trials: int = 10,
     tolerance: float = 0.03,
-    max_minutes: float = 30.0,
+    max_minutes: float = 60.0,
+    quick: bool = False,
 ) -> int:
-    """Run the MLFFR benchmark, print the table, write JSON (and Markdown); return 0.
+    """Run the MLFFR benchmark, print the tables, write JSON, a PNG plot (and Markdown).
 
-    Returns 2 (saying why on stderr) for bad parameters or without root, 1 when the
-    time budget ran out before every search was done (the partial results are written).
+    Returns 0; 2 (saying why on stderr) for bad parameters, without root or without the
+    generator; 1 when the time budget ran out first (the partial results are written).
     """
     try:
         for size in sizes:
-            udp_payload(size)
+            check_frame(size)
         if unknown := set(paths) - set(PATHS):
             raise ValueError(f"unknown paths {sorted(unknown)}; choose from {', '.join(PATHS)}")
-        if seconds < 1 or not float(seconds).is_integer():
-            raise ValueError(f"seconds must be a whole number >= 1 (iperf3's -t), got {seconds}")
-        if repeats < 1 or not 0 <= max_loss < 1 or max_trials < 2:
-            raise ValueError("need repeats >= 1, 0 <= loss < 1 and max-trials >= 2")
+        if repeats < 1 or seconds <= 0 or max_trials < 2 or not 0 < tolerance < 1:
+            raise ValueError("need repeats >= 1, seconds > 0, max-trials >= 2")
         if os.geteuid() != 0:
-            raise ValueError("needs root (it creates namespaces, veths and an OVS bridge)")
-    except ValueError as exc:
-        print(f"netserv bench: {exc}", file=sys.stderr)
+            raise ValueError("needs root (it creates namespaces, veths and OVS bridges)")
+        pktgen_path()
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"netserv bench mlffr: {exc}", file=sys.stderr)
         return 2
     log = Progress()
-    prefix = "b" + secrets.token_hex(2)[:3]  # unique names: other networks may exist
-    rundir = Path(tempfile.mkdtemp(prefix="netserv-bench-"))
+    prefix = "m" + secrets.token_hex(2)[:3]  # unique names: other networks may exist
+    rundir = Path(tempfile.mkdtemp(prefix="netserv-mlffr-"))
     paths = [p for p in PATHS if p in paths]
     report: dict[str, Any] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -417,61 +489,124 @@ def run_bench(
             "sizes": list(sizes),
             "repeats": repeats,
             "seconds": seconds,
-            "loss": max_loss,
             "paths": paths,
             "max_trials": max_trials,
             "tolerance": tolerance,
-            "pacing_us": PACING_US,
-            "socket_buffer": SOCKET_BUFFER,
-            "frame_size": "Ethernet frame without FCS = UDP payload + 42",
+            "loss_bound": LOSS_BOUND,
+            "drain": DRAIN,
+            "quick": quick,
+            "frame_size": "Ethernet frame without FCS",
         },
+        "generator_limit": {},
         "searches": [],
     }
+    for size in sizes:
+        limit = generator_limit(size, seconds)
+        report["generator_limit"][str(size)] = limit
+        log(f"generator on a direct veth pair, {size} bytes: {limit:,.0f} pps")
     complete = True
     log(f"{len(paths) * len(sizes) * repeats} searches, logs in {rundir}; prefix {prefix}")
+    lifetime = int(repeats * len(sizes) * max_trials * (seconds + 2)) + 600
     with ExitStack() as stack:
-        linux = stack.enter_context(linux_router(prefix)) if "linux" in paths else None
-        if linux:
-            from tools.scenario import warm_up
-
-            warm_up(linux, linux[::-1])
-        ovs = None
-        if {"ovs", "ovs+null"} & set(paths):
-            ovs = stack.enter_context(ovs_network(prefix, rundir))
-        # Paths innermost: a disturbance of a few minutes hits every path, not one.
-        for repeat, size, path in itertools.product(range(repeats), sizes, paths):
+        nets: dict[str, Path_] = {}
+        if "linux" in paths:
+            nets["linux"] = stack.enter_context(linux_router(prefix + "l"))
+        names = sorted({NETWORKS[p] for p in paths if p in NETWORKS})
+        log(f"starting {len(names)} controllers")
+        ctls = start_controllers(stack, [rundir / name for name in names])
+        for i, (name, ctl) in enumerate(zip(names, ctls, strict=True)):
+            port_type, args = NETWORK_ARGS[name]
+            log(f"building the {name} network ({port_type} ports)")
+            nets[name] = stack.enter_context(
+                ovs_network(ctl, f"{prefix}{i}", rundir / name, port_type, args)
+            )
+            log(f"  ports: {nets[name].switch.port_types}")
+        for name in names:  # their agents started meanwhile
+            ready(nets[name])
+        where: dict[str, Path_] = {}
+        for p in paths:
+            net = nets["linux" if p == "linux" else NETWORKS[p]]
+            if p in CHAINS and (why := _unavailable(p, _module_names(net.client))):
+                log(f"{p}: unavailable: {why}")
+                report["searches"] += [
+                    {"path": p, "size": s, "repeat": 0, "unavailable": why} for s in sizes
+                ]
+            else:
+                where[p] = net
+        for repeat, size, path in itertools.product(range(repeats), sizes, where):
             if log.minutes() > max_minutes:
                 complete = False
                 break
             log(f"repeat {repeat + 1}/{repeats}, {size} bytes, {path}")
-            result = _measure_path(
-                path, size, int(seconds), linux, ovs, max_loss, tolerance, max_trials, log
-            )
+            # One session at a time: paths on one bridge detour the same flow.
+            with (
+                detour(where[path], CHAINS[path], lifetime)
+                if path in CHAINS
+                else _as_is(where[path]) as p
+            ):
+                result = measure(
+                    lambda rate, p=p, z=size: trial(p, z, rate, seconds), tolerance, max_trials, log
+                )
+            to_agent = sum(t["detoured"] for t in result["trials"])
+            got = sum(t["received"] for t in result["trials"])
+            # Every frame that arrived was detoured (h2 may also see an ARP or two).
+            if path in CHAINS and to_agent < got - 10:
+                raise RuntimeError(f"{path}: the agent port got {to_agent} frames, h2 {got}")
             report["searches"].append({"path": path, "size": size, "repeat": repeat, **result})
-            log(f"  MLFFR {result['mlffr_pps']:,.0f} pps")
+            log(
+                f"  loss-free {result['lossfree_pps']:,.0f} pps, at 0.1 % loss "
+                f"{result['bound_pps']:,.0f} pps"
+            )
     report["summary"] = summarize(report["searches"], repeats)
-    report["first_loss_sites"] = first_loss_sites(report["searches"])
+    report["first_loss"] = _first_losses(report["searches"])
     report["complete"] = complete
     report["minutes"] = round(log.minutes(), 1)
-    print(render_text(table_rows(report["summary"])))
+    print(render_text(table_rows(report["summary"], report["first_loss"])))
+    print()
+    print(render_text(ratio_rows(report["summary"])))
+    if png:
+        plot(report, png)
+        shown = png.resolve()
+        report["png"] = str(shown.relative_to(REPO) if shown.is_relative_to(REPO) else shown)
+        log(f"wrote {png}")
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=1) + "\n")
         log(f"wrote {out}")
     if markdown:
-        page = render_markdown(report)  # the whole page: keep only its own section
-        write_section(markdown, page[page.index("\n## ") + 1 :])
+        write_section(markdown, render_markdown(report))
         log(f"wrote {markdown}")
     if not complete:
         log(f"stopped after {max_minutes} minutes: some searches were not run")
     return 0 if complete else 1
 
 
+@contextmanager
+def _as_is(net: Path_) -> Iterator[Path_]:
+    yield net
+
+
+def _module_names(client: Any) -> set[str]:
+    listed = client.modules()
+    items = listed.get("modules", listed) if isinstance(listed, dict) else listed
+    return {m["name"] for m in items if isinstance(m, dict) and "name" in m}
+
+
+def _first_losses(searches: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Return {size: {path: {place: frames}}}: first_loss() of each search, summed."""
+    out: dict[str, Any] = {}
+    for s in searches:
+        for place, n in first_loss(s.get("trials", [])).items():
+            sites = out.setdefault(str(s["size"]), {}).setdefault(s["path"], {})
+            sites[place] = sites.get(place, 0) + n
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m tools.bench_mlffr [options]`: the same as `netserv bench [options]`."""
+    """`python -m tools.bench_mlffr [options]`: the same as `netserv bench mlffr [options]`."""
     from tools.cli import main as cli_main
 
-    return cli_main(["bench", *(sys.argv[1:] if argv is None else argv)])
+    return cli_main(["bench", "mlffr", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -62,31 +62,42 @@ def cmd_demo(a: argparse.Namespace) -> int:
 def cmd_bench(a: argparse.Namespace) -> int:
     from tools.bench_mlffr import run_bench
 
+    defaults = (
+        {"repeats": 1, "seconds": 0.3, "max_trials": 5, "tolerance": 0.1}
+        if a.quick
+        else {"repeats": 3, "seconds": 1.0, "max_trials": 10, "tolerance": 0.03}
+    )
+    given = {k: getattr(a, k) for k in defaults}
     return run_bench(
-        sizes=a.sizes,
-        repeats=a.repeats,
-        seconds=a.seconds,
-        max_loss=a.loss,
+        sizes=a.sizes or ([64] if a.quick else [64, 1500]),
         out=Path(a.out) if a.out else None,
         markdown=Path(a.markdown) if a.markdown else None,
+        png=Path(a.png) if a.png else None,
         paths=a.paths,
-        max_trials=a.max_trials,
         max_minutes=a.max_minutes,
+        quick=a.quick,
+        **{k: defaults[k] if v is None else v for k, v in given.items()},
     )
 
 
 def _mlffr_arguments(b: argparse.ArgumentParser) -> None:
-    b.add_argument("--sizes", type=_ints, default=[64, 1500], help="frame sizes, bytes without FCS")
-    b.add_argument("--repeats", type=int, default=3, help="searches per path and size")
-    b.add_argument("--seconds", type=float, default=2.0, help="length of a trial (whole s)")
-    b.add_argument("--loss", type=float, default=0.0, help="loss ratio a trial may have")
-    b.add_argument("--out", default=str(REPO / "tools/out/mlffr.json"), help="JSON results")
-    b.add_argument("--markdown", metavar="FILE", help="update the MLFFR section of FILE too")
+    from tools.mlffr import PATHS
+
+    b.add_argument("--sizes", type=_ints, help="frame sizes, bytes without FCS (64,1500)")
+    b.add_argument("--repeats", type=int, help="searches per path and size (3)")
+    b.add_argument("--seconds", type=float, help="length of a trial (1.0)")
+    b.add_argument("--max-trials", type=int, help="trials per path, size and repeat (10)")
+    b.add_argument("--tolerance", type=float, help="a search stops this close (0.03)")
     b.add_argument(
-        "--paths", type=_csv, default=["linux", "ovs", "ovs+null"], help="paths to measure"
+        "--quick",
+        action="store_true",
+        help="64 bytes, 1 repeat of 0.3 s trials, at most 5 per search, to 10 %%",
     )
-    b.add_argument("--max-trials", type=int, default=10, help="trials per search")
-    b.add_argument("--max-minutes", type=float, default=30.0, help="start no search after")
+    b.add_argument("--out", default=str(REPO / "tools/out/mlffr.json"), help="JSON results")
+    b.add_argument("--png", default=str(REPO / "tools/out/mlffr.png"), help="the plot")
+    b.add_argument("--markdown", metavar="FILE", help="update the MLFFR section of FILE too")
+    b.add_argument("--paths", type=_csv, default=list(PATHS), help="paths to measure")
+    b.add_argument("--max-minutes", type=float, default=60.0, help="start no search after")
     b.set_defaults(func=cmd_bench)
 
 

@@ -1,11 +1,12 @@
-"""The MLFFR benchmark's pure parts: frame sizes, iperf3 results, the search, statistics
-and rendering. No network and no processes here; `tools.bench_mlffr` does the I/O.
+"""The MLFFR benchmark's pure parts: paths, trials, the search, statistics, where frames
+were lost, and rendering. No network and no processes here; `tools.bench_mlffr` does
+the I/O.
 
 MLFFR (maximum loss-free forwarding rate, Figure 3 of the paper) is the highest offered
 rate, in frames per second, that a path forwards with a loss ratio of at most a bound
-(0: none, the paper's definition). Frame sizes are Ethernet frames as a veth carries
-them, without FCS: UDP payload + 8 (UDP) + 20 (IPv4) + 14 (Ethernet). The paper's
-64-byte frames count the FCS, so theirs carry 4 bytes less payload.
+(0: none, the paper's definition); the benchmark reports it and the rate at 0.1 % loss.
+Frame sizes are Ethernet frames as a veth carries them, without FCS (the paper's 64-byte
+frames count the FCS, so theirs carry 4 bytes less).
 """
 
 from __future__ import annotations
@@ -16,136 +17,173 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-PATHS = ("linux", "ovs", "ovs+null")
-RATIOS = (("ovs", "linux"), ("ovs+null", "ovs"))
-HEADERS = 14 + 20 + 8  # Ethernet + IPv4 + UDP, no FCS
-MIN_PAYLOAD = 16  # iperf3 writes a 12 to 16-byte sequence header into every datagram
-MAX_FRAME = 1514  # a 1500-byte MTU
+# Path -> what it is. The OVS paths run on bridges our topologies build; the port type of
+# each bridge (topo.ports) is in its name where it is not the default.
+PATHS = {
+    "linux": "h1 - router namespace (ip_forward=1) - h2, Linux kernel forwarding",
+    "ovs-afpacket": "plain OVS, AF_PACKET ports with the default receive buffer (before)",
+    "ovs": "plain OVS as our topologies build it (system ports, 4 MiB buffers)",
+    "ovs-afxdp": "plain OVS with AF_XDP ports (afxdp-nonpmd)",
+    "ovs+null": "detour through the agent's `null` (trusted tier)",
+    "ovs-afxdp+null": "detour through `null` on the AF_XDP bridge",
+    "ovs+null-isolated": "detour through `null` in the isolated tier",
+    "ovs+monitor": "observe-only: a copy to the `monitor` module, the frame goes on",
+    "ovs+null5": "detour through a chain of 5 `null`",
+}
+# Which network each OVS path runs on (bench_mlffr builds one per name), and its chain.
+NETWORKS = {
+    "ovs-afpacket": "afpacket",
+    "ovs": "system",
+    "ovs-afxdp": "afxdp",
+    "ovs+null": "system",
+    "ovs-afxdp+null": "afxdp",
+    "ovs+null-isolated": "isolated",
+    "ovs+monitor": "system",
+    "ovs+null5": "system",
+}
+CHAINS = {
+    "ovs+null": ["null"],
+    "ovs-afxdp+null": ["null"],
+    "ovs+null-isolated": ["null"],
+    "ovs+monitor": ["monitor"],
+    "ovs+null5": ["null"] * 5,
+}
+RATIOS = (  # (numerator, denominator, what it says), paired per repeat
+    ("ovs", "linux", "plain OVS of Linux forwarding (target >= 0.50 at 64 bytes)"),
+    ("ovs-afpacket", "linux", "before: default AF_PACKET buffers"),
+    ("ovs-afxdp", "linux", "AF_XDP ports"),
+    ("ovs+null", "ovs", "detour through null of plain OVS (target >= 0.40)"),
+    ("ovs-afxdp+null", "ovs-afxdp", "the same on AF_XDP ports"),
+    ("ovs+null-isolated", "ovs", "detour in the isolated tier of plain OVS"),
+    ("ovs+monitor", "ovs", "observe-only of plain OVS (target >= 0.75)"),
+    ("ovs+null5", "ovs+null", "a chain of 5 null of a chain of 1"),
+)
+MIN_FRAME, MAX_FRAME = 60, 1514
+LOSS_BOUND = 0.001  # the second rate reported: at most 0.1 % lost
+PLACES = {  # where a frame can be lost, as bench_mlffr counts it
+    "generator": "the generator (failed sends, h1's veth)",
+    "ovs_in": "OVS's port from h1",
+    "router": "the router namespace",
+    "agent": "the agent's packet socket",
+    "ovs_from_agent": "OVS's port from the agent",
+    "ovs_out": "OVS's sends (to h2 or the agent) that failed",
+    "receiver": "h2's veth",
+    "unaccounted": "no counter (a backlog, a queue)",
+}
 PAPER = {  # Figure 3 of the paper, frames per second
     64: {"bare Linux": 115_000, "plain Click": 36_500, "Click + NetServ": 27_900},
     1500: {"bare Linux": 8_200, "plain Click": 8_200, "Click + NetServ": 8_200},
 }
-PAPER_RATIO = 27_900 / 36_500
-PLACES = {  # where a frame can be dropped, as bench_mlffr counts it
-    "ovs_in": "OVS's packet socket on h1's port",
-    "agent_in": "the agent's packet socket",
-    "ovs_from_agent": "OVS's packet socket on the agent's port",
-    "receiver": "h2's UDP socket",
-    "unaccounted": "no counter (a veth backlog, a failed send)",
-}
-TABLE_HEADER = ("size", "path", "min kpps", "median kpps", "max kpps", "overload kpps", "ratio",
-                "of medians", "paired min / median / max")  # fmt: skip
 
 
-def udp_payload(frame: int) -> int:
-    """Return the UDP payload length that makes an Ethernet frame of `frame` bytes (no FCS).
-
-    Raises ValueError when iperf3 cannot make that frame.
-    """
-    payload = frame - HEADERS
-    if payload < MIN_PAYLOAD or frame > MAX_FRAME:
-        raise ValueError(
-            f"frame size {frame} is outside {HEADERS + MIN_PAYLOAD}..{MAX_FRAME} bytes "
-            "(iperf3 needs a 16-byte payload; the MTU is 1500)"
-        )
-    return payload
+def check_frame(frame: int) -> int:
+    """Return `frame` if the generator can make an Ethernet frame that size; else raise
+    ValueError."""
+    if not MIN_FRAME <= frame <= MAX_FRAME:
+        raise ValueError(f"frame size {frame} is outside {MIN_FRAME}..{MAX_FRAME} bytes")
+    return frame
 
 
 @dataclass(frozen=True)
 class Trial:
-    """One iperf3 run: `requested` pps (None: as fast as iperf3 can), what it counted."""
+    """One generator run: `requested` pps (0: flat out), frames sent and received."""
 
-    requested: float | None
+    requested: float
     sent: int
-    lost: int  # gaps in the sequence numbers the receiver saw
-    seen: int  # highest sequence number the receiver saw; sent - seen were still in flight
+    received: int
     seconds: float
     drops: Mapping[str, int] = field(default_factory=dict)  # frames dropped, by place
+    detoured: int = 0  # frames the switch sent to the agent's port
+
+    @property
+    def lost(self) -> int:
+        """Return the frames sent that did not arrive (never below 0)."""
+        return max(0, self.sent - self.received)
 
     @property
     def loss(self) -> float:
-        """Return the loss ratio lost/sent (1.0 when nothing was sent or nothing arrived)."""
-        if self.sent <= 0 or self.seen <= 0:
-            return 1.0
-        return self.lost / self.sent
+        """Return the loss ratio lost/sent (1.0 when nothing was sent)."""
+        return self.lost / self.sent if self.sent > 0 else 1.0
 
     @property
     def offered_pps(self) -> float:
-        """Return the rate the sender achieved, frames per second."""
+        """Return the rate the generator achieved, frames per second."""
         return self.sent / self.seconds if self.seconds > 0 else 0.0
 
     @property
     def delivered_pps(self) -> float:
         """Return the rate at which frames arrived, frames per second."""
-        return (self.seen - self.lost) / self.seconds if self.seconds > 0 else 0.0
+        return min(self.received, self.sent) / self.seconds if self.seconds > 0 else 0.0
 
-
-def parse_iperf3(doc: Mapping[str, Any], requested: float | None) -> Trial:
-    """Return the Trial in an iperf3 client's `-J` output; raise RuntimeError on its error."""
-    if "error" in doc:
-        raise RuntimeError(f"iperf3: {doc['error']}")
-    sent, got = doc["end"]["sum_sent"], doc["end"]["sum_received"]
-    return Trial(
-        requested=requested,
-        sent=int(sent["packets"]),
-        lost=int(got["lost_packets"]),
-        seen=int(got["packets"]),
-        seconds=float(sent["seconds"]),
-    )
+    def to_json(self) -> dict[str, Any]:
+        """Return the trial with its derived numbers, JSON-ready."""
+        return {
+            "requested": self.requested,
+            "sent": self.sent,
+            "received": self.received,
+            "seconds": self.seconds,
+            "drops": dict(self.drops),
+            "detoured": self.detoured,
+            "loss": self.loss,
+            "offered_pps": self.offered_pps,
+            "delivered_pps": self.delivered_pps,
+        }
 
 
 @dataclass
 class Search:
     """A binary search's outcome: the highest passing rate (0.0: none) and each step."""
 
-    mlffr: float
+    best: float
     steps: list[tuple[float, float]] = field(default_factory=list)  # (rate, loss)
     converged: bool = False
 
 
-def search_mlffr(
+def search_rate(
     trial: Callable[[float], float],
     hi: float,
     max_loss: float = 0.0,
     tolerance: float = 0.03,
     max_trials: int = 10,
-    first: float | None = None,
+    lo: float = 0.0,
 ) -> Search:
-    """Binary-search the highest rate in (0, hi) whose `trial(rate)` loss is <= `max_loss`.
+    """Binary-search the highest rate in (lo, hi) whose `trial(rate)` loss is <= `max_loss`.
 
-    `hi` is a rate known to lose too much (the caller's probe). The first trial is at
-    `first` when it lies inside (0, hi), else at hi/2. The search stops when the passing
-    and failing rates are within `tolerance` of the failing one, or after `max_trials`.
-    Returns a Search whose `mlffr` is the highest rate that passed (0.0 if none did).
+    `hi` is a rate known to lose too much, `lo` one known to pass (0: none known). The
+    search stops when the passing and failing rates are within `tolerance` of the
+    failing one, or after `max_trials`. Returns a Search whose `best` is the highest rate
+    that passed, `lo` if none did.
     """
-    good, bad = 0.0, hi
-    rate = first if first is not None and 0 < first < hi else hi / 2
-    search = Search(mlffr=0.0)
-    while len(search.steps) < max_trials:
+    good, bad = lo, hi
+    search = Search(best=lo)
+    while len(search.steps) < max_trials and bad - good > tolerance * bad:
+        rate = (good + bad) / 2
         loss = trial(rate)
         search.steps.append((rate, loss))
         if loss <= max_loss:
             good = rate
         else:
             bad = rate
-        if bad - good <= tolerance * bad:
-            search.converged = True
-            break
-        rate = (good + bad) / 2
-    search.mlffr = good
+    search.converged = bad - good <= tolerance * bad
+    search.best = good
     return search
+
+
+def bracket(steps: Sequence[tuple[float, float]], max_loss: float) -> tuple[float, float | None]:
+    """Return (highest rate that passed, lowest rate that failed: None if none) among
+    (rate, loss) `steps` for the bound `max_loss`: where a search for it can start."""
+    passed = [r for r, loss in steps if loss <= max_loss]
+    failed = [r for r, loss in steps if loss > max_loss]
+    return (max(passed, default=0.0), min(failed, default=None))
 
 
 _SS_LINE = re.compile(r"^p_raw\s.*?\*:(\S+)\s.*skmem:\(.*\bd(\d+)\)")
 
 
 def parse_socket_drops(ss_text: str) -> dict[str, int]:
-    """Return {interface: frames dropped} of the packet sockets in `ss -0 -m -a` output.
-
-    A packet socket drops a frame when its receive buffer is full: this is where a
-    userspace switch or agent that falls behind loses frames. Sockets bound to no
-    interface are left out; several sockets on one interface are summed.
-    """
+    """Return {interface: frames dropped} of the packet sockets in `ss -0 -m -a` output
+    (a full receive buffer: where a userspace switch or agent that falls behind loses
+    frames). Sockets bound to no interface are left out; several on one are summed."""
     drops: dict[str, int] = {}
     for line in ss_text.splitlines():
         if m := _SS_LINE.match(line):
@@ -153,34 +191,58 @@ def parse_socket_drops(ss_text: str) -> dict[str, int]:
     return drops
 
 
-def parse_udp_rcvbuf_errors(snmp_text: str) -> int:
-    """Return Udp RcvbufErrors from /proc/net/snmp text: datagrams a full socket dropped."""
-    rows = [line.split()[1:] for line in snmp_text.splitlines() if line.startswith("Udp:")]
-    if len(rows) < 2:
-        raise ValueError("no Udp: header and values in /proc/net/snmp text")
-    return int(dict(zip(rows[0], rows[1], strict=True))["RcvbufErrors"])
-
-
-def first_loss_sites(searches: Sequence[Mapping[str, Any]], below: float = 0.01) -> dict:
-    """Return where frames were dropped in the trials that lost a little (0 < loss < `below`).
-
-    Those trials sit just above the MLFFR, so their drops show what limits it (the
-    probes and far-off trials drown in overload). Returns {size: {path: {place: frames}}},
-    sizes as strings; "unaccounted" is the loss no counter explains.
-    """
-    out: dict[str, dict[str, dict[str, int]]] = {}
-    for s in searches:
-        for t in s["trials"]:
-            if t["requested"] is None or not 0 < t["loss"] < below:
-                continue
-            sites = out.setdefault(str(s["size"]), {}).setdefault(s["path"], {})
-            for place, n in {**t["drops"], "lost": t["lost"]}.items():
-                sites[place] = sites.get(place, 0) + n
-    for paths in out.values():
-        for sites in paths.values():
-            counted = sum(n for place, n in sites.items() if place != "lost")
-            sites["unaccounted"] = max(0, sites.pop("lost") - counted)
+def parse_netdev(text: str) -> dict[str, dict[str, int]]:
+    """Return {interface: {"rx_packets", "rx_dropped", "tx_packets", "tx_dropped"}} from
+    /proc/net/dev text."""
+    out = {}
+    for line in text.splitlines()[2:]:
+        name, _, rest = line.partition(":")
+        v = [int(x) for x in rest.split()]
+        if len(v) >= 16:
+            out[name.strip()] = {
+                "rx_packets": v[1],
+                "rx_dropped": v[3],
+                "tx_packets": v[9],
+                "tx_dropped": v[11],
+            }
     return out
+
+
+_PORT_COUNTS = re.compile(r"\b(rx|tx) pkts=(\d+), bytes=\d+, drop=(\d+|\?)")
+
+
+def parse_dump_ports(text: str) -> dict[str, int]:
+    """Return {"rx_packets", "rx_dropped", "tx_packets", "tx_dropped"} of the one port in
+    `ovs-ofctl dump-ports BRIDGE PORT` output (the datapath's live counters; a drop
+    counter the port type does not keep, "?", reads 0)."""
+    out = {}
+    for way, packets, dropped in _PORT_COUNTS.findall(text):
+        out[f"{way}_packets"] = int(packets)
+        out[f"{way}_dropped"] = int(dropped) if dropped.isdigit() else 0
+    if len(out) != 4:
+        raise ValueError(f"no rx and tx counters in: {text!r}")
+    return out
+
+
+def lost_where(drops: Mapping[str, int], lost: int) -> dict[str, int]:
+    """Return {place: frames} for a trial: its counted drops, and "unaccounted" for the
+    loss no counter explains (never below 0)."""
+    out = {place: n for place, n in drops.items() if n > 0}
+    unaccounted = lost - sum(out.values())
+    if unaccounted > 0:
+        out["unaccounted"] = unaccounted
+    return out
+
+
+def first_loss(trials: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """Return where the first frames were lost: the drops of the lowest-rate trial that
+    lost any (the one just above the loss-free rate), as lost_where() puts them; {} when
+    no paced trial lost a frame."""
+    lossy = [t for t in trials if t["requested"] > 0 and t["sent"] > t["received"]]
+    if not lossy:
+        return {}
+    t = min(lossy, key=lambda t: t["offered_pps"])
+    return lost_where(t["drops"], t["sent"] - t["received"])
 
 
 def spread(values: Sequence[float]) -> dict[str, float | None]:
@@ -191,13 +253,13 @@ def spread(values: Sequence[float]) -> dict[str, float | None]:
 
 
 def summarize(searches: Sequence[Mapping[str, Any]], repeats: int) -> dict[str, Any]:
-    """Summarize search results: dicts with path, size, repeat (0-based), mlffr_pps,
-    generator_bound and overload_pps, as run_bench records them.
+    """Summarize measured paths: dicts with path, size, repeat (0-based), lossfree_pps,
+    bound_pps (at LOSS_BOUND), generator_bound, and optionally "unavailable" (why).
 
-    Returns {size: {"paths": {path: {"min", "median", "max", "runs", "generator_bound",
-    "overload_median"}}, "ratios": {"a/b": {"of_medians", "paired"}}}}, sizes as strings
-    (JSON keys); "runs" has one MLFFR per repeat (None: not measured). Paired ratios
-    divide the two paths' results of the same repeat; "paired" is their spread().
+    Returns {size: {"paths": {path: {"lossfree", "at_bound": spread(), "runs",
+    "runs_bound", "generator_bound"} or {"unavailable": why}}, "ratios": {"a/b":
+    {"what", "paired", "paired_bound", "of_medians"}}}}, sizes as strings. "paired"
+    spreads the two paths' loss-free ratios within each repeat.
     """
     out: dict[str, Any] = {}
     for size in sorted({s["size"] for s in searches}):
@@ -206,28 +268,41 @@ def summarize(searches: Sequence[Mapping[str, Any]], repeats: int) -> dict[str, 
             mine = [s for s in searches if s["size"] == size and s["path"] == path]
             if not mine:
                 continue
+            if why := next((s["unavailable"] for s in mine if s.get("unavailable")), None):
+                paths[path] = {"unavailable": why}
+                continue
             runs: list[float | None] = [None] * repeats
+            bound: list[float | None] = [None] * repeats
             for s in mine:
-                runs[s["repeat"]] = s["mlffr_pps"]
+                runs[s["repeat"]], bound[s["repeat"]] = s["lossfree_pps"], s["bound_pps"]
             paths[path] = {
-                **spread([v for v in runs if v is not None]),
+                "lossfree": spread([v for v in runs if v is not None]),
+                "at_bound": spread([v for v in bound if v is not None]),
                 "runs": runs,
+                "runs_bound": bound,
                 "generator_bound": sum(bool(s["generator_bound"]) for s in mine),
-                "overload_median": statistics.median(s["overload_pps"] for s in mine),
             }
         ratios: dict[str, Any] = {}
-        for num, den in RATIOS:
-            if num not in paths or den not in paths:
+        for num, den, what in RATIOS:
+            a, b = paths.get(num, {}), paths.get(den, {})
+            if "runs" not in a or "runs" not in b:
                 continue
-            a, b = paths[num]["runs"], paths[den]["runs"]
-            paired = [x / y for x, y in zip(a, b, strict=True) if x is not None and y]
-            med_b = paths[den]["median"]
             ratios[f"{num}/{den}"] = {
-                "of_medians": paths[num]["median"] / med_b if med_b else None,
-                "paired": spread(paired),
+                "what": what,
+                "paired": spread(_paired(a["runs"], b["runs"])),
+                "paired_bound": spread(_paired(a["runs_bound"], b["runs_bound"])),
+                "of_medians": _div(a["lossfree"]["median"], b["lossfree"]["median"]),
             }
         out[str(size)] = {"paths": paths, "ratios": ratios}
     return out
+
+
+def _paired(a: Sequence[float | None], b: Sequence[float | None]) -> list[float]:
+    return [x / y for x, y in zip(a, b, strict=True) if x is not None and y]
+
+
+def _div(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
 
 
 def _kpps(x: float | None) -> str:
@@ -238,30 +313,40 @@ def _ratio(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}"
 
 
-def table_rows(summary: Mapping[str, Any]) -> list[list[str]]:
-    """Return the result table as rows of cells, a header row first.
+def _trio(s: Mapping[str, float | None], fmt: Callable[[float | None], str]) -> str:
+    return " / ".join(fmt(s[k]) for k in ("min", "median", "max"))
 
-    A `*` marks a path that lost nothing at the generator's top rate in some repeat:
-    its MLFFR is at least that (iperf3 was the limit, not the path). "overload" is the
-    median rate that arrived while iperf3 sent flat out (throughput, not loss-free).
-    """
-    rows = [list(TABLE_HEADER)]
+
+def table_rows(summary: Mapping[str, Any], first: Mapping[str, Any]) -> list[list[str]]:
+    """Return the path table as rows of cells, a header row first: per size and path,
+    kpps loss-free and at 0.1 % loss (min / median / max), and where the first frames
+    were lost (`first`: {size: {path: {place: frames}}}). A `*` marks a path that lost
+    nothing at the generator's top rate in some repeat (a lower bound)."""
+    rows = [["size", "path", "loss-free kpps", "at 0.1 % loss kpps", "first lost at"]]
     for size, entry in summary.items():
-        ratio_of = {
-            num: (f"{num}/{den}", entry["ratios"].get(f"{num}/{den}")) for num, den in RATIOS
-        }
         for path, s in entry["paths"].items():
+            if "unavailable" in s:
+                rows.append([size, path, "unavailable: " + s["unavailable"], "", ""])
+                continue
+            sites = first.get(size, {}).get(path, {})
+            where = ", ".join(f"{k} {n:,}" for k, n in sorted(sites.items(), key=lambda i: -i[1]))
             mark = "*" if s["generator_bound"] else ""
-            name, r = ratio_of.get(path, ("", None))
-            cells = [size, path + mark]
-            cells += [_kpps(s[k]) for k in ("min", "median", "max", "overload_median")]
-            if r is None:
-                cells += ["", "", ""]
-            else:
-                p = r["paired"]
-                paired = " / ".join(_ratio(p[k]) for k in ("min", "median", "max"))
-                cells += [name, _ratio(r["of_medians"]), paired]
-            rows.append(cells)
+            rows.append(
+                [size, path + mark, _trio(s["lossfree"], _kpps), _trio(s["at_bound"], _kpps)]
+                + [where or "-"]
+            )
+    return rows
+
+
+def ratio_rows(summary: Mapping[str, Any]) -> list[list[str]]:
+    """Return the ratio table (the headline) as rows of cells, a header row first."""
+    rows = [["size", "ratio", "loss-free, paired min / median / max", "at 0.1 %", "what"]]
+    for size, entry in summary.items():
+        for name, r in entry["ratios"].items():
+            rows.append(
+                [size, name, _trio(r["paired"], _ratio), _trio(r["paired_bound"], _ratio)]
+                + [r["what"]]
+            )
     return rows
 
 
@@ -269,7 +354,7 @@ def render_text(rows: Sequence[Sequence[str]]) -> str:
     """Return `rows` as an aligned plain-text table."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
     )
 
 
@@ -281,82 +366,56 @@ def render_markdown_table(rows: Sequence[Sequence[str]]) -> str:
 
 
 def render_markdown(report: Mapping[str, Any]) -> str:
-    """Return BENCHMARKS.md for `report` (the JSON that run_bench writes)."""
+    """Return the MLFFR section of BENCHMARKS.md for `report` (the JSON run_bench writes)."""
     m, p, summary = report["machine"], report["parameters"], report["summary"]
-    ours = {size: e["ratios"].get("ovs+null/ovs", {}) for size, e in summary.items()}
-    ratio_lines = [
-        f"- {size} bytes: ovs+null/ovs = {_ratio(r['of_medians'])} of medians "
-        f"(paired per repeat: {_ratio(r['paired']['min'])} to {_ratio(r['paired']['max'])})"
-        for size, r in ours.items()
-        if r
-    ]
-    footnote = ""
-    if any(s["generator_bound"] for e in summary.values() for s in e["paths"].values()):
-        footnote = (
-            "\n\n`*`: in at least one repeat the path lost nothing at iperf3's top rate, so\n"
-            "that repeat's value is the generator's limit, a lower bound on the path's MLFFR,\n"
-            "and a ratio over it is an upper bound. On the `linux` path the kernel forwards\n"
-            "each frame on the sending CPU (a veth hands frames over in the sender's\n"
-            "softirq), so iperf3 and the whole router share one core there."
-        )
-    sites = [
-        f"- {size} bytes, {path}: "
-        + ", ".join(f"{PLACES.get(k, k)} {n:,}" for k, n in places.items() if n)
-        for size, paths in report.get("first_loss_sites", {}).items()
-        for path, places in paths.items()
-        if any(places.values())
-    ]
+    gen = report.get("generator_limit", {})
+    gen_line = ", ".join(f"{size} bytes {_kpps(v)} kpps" for size, v in gen.items()) or "-"
+    quick = " --quick" if p.get("quick") else ""
     paper_rows = [["frame", *PAPER[64].keys()]]
     paper_rows += [[f"{size} bytes", *(f"{v:,}" for v in PAPER[size].values())] for size in PAPER]
-    return f"""# Benchmarks
+    paths = "\n".join(f"- `{name}`: {what}" for name, what in PATHS.items() if name in p["paths"])
+    return f"""## MLFFR: Linux forwarding vs OVS vs OVS + a NetServ detour
 
-## MLFFR: Linux forwarding vs OVS vs OVS + a NetServ detour
+The paper's Figure 3 experiment (maximum loss-free forwarding rate) on this machine,
+`netserv bench mlffr`, {p["repeats"]} repeat(s) of every path interleaved in one run,
+{report["date"]}; the plot of offered against delivered rate is `{report.get("png") or "-"}`.
 
-The paper's Figure 3 experiment (maximum loss-free forwarding rate), measured on this
-machine by `netserv bench`, {p["repeats"]} repeats of each path interleaved in one run,
-{report["date"]}.
+**Ratios (the headline), paired per repeat:**
 
-{render_markdown_table(table_rows(summary))}
+{render_markdown_table(ratio_rows(summary))}
 
-kpps: thousands of frames per second, min / median / max of the MLFFR over repeats;
-"overload": the median rate that still arrived while iperf3 sent as fast as it could
-(throughput, with loss). Ratios are computed from the medians ("of medians") and from
-the two paths' results within each repeat ("paired").{footnote}
+**Paths:**
 
-**Comparable ratio.** The paper's detour cost is Click+NetServ / plain Click =
-27.9 / 36.5 = {PAPER_RATIO:.2f} at 64 bytes; ours is ovs+null / ovs:
+{render_markdown_table(table_rows(summary, report.get("first_loss", {})))}
 
-{chr(10).join(ratio_lines)}
+kpps: thousands of frames per second, min / median / max over repeats, of the loss-free
+rate and of the rate at 0.1 % loss, each found by binary search on the offered rate.
+"first lost at": where the frames went in the lowest-rate trial that lost any (the
+one just above the loss-free rate), by the counter that saw them, summed over repeats.
+`*`: the path lost nothing at the generator's top rate in some repeat (a lower bound).
 
-**Where the first frames were lost.** Frames dropped, summed over the trials that lost
-a little (0 < loss < 1%, just above the MLFFR), by the counter that saw them:
+Generator limit on a direct veth pair (nothing but a veth between it and the
+counter): {gen_line}.
 
-{chr(10).join(sites) or "- (no such trial)"}
+{paths}
 
 Reproduce (as root, from the repository; this run took {report["minutes"]} minutes):
 
 ```sh
-./netserv bench --sizes {",".join(str(s) for s in p["sizes"])} --repeats {p["repeats"]} \\
-    --seconds {p["seconds"]} --loss {p["loss"]} --markdown BENCHMARKS.md
+./netserv bench mlffr{quick} --sizes {",".join(str(s) for s in p["sizes"])} \\
+    --repeats {p["repeats"]} --seconds {p["seconds"]} --markdown BENCHMARKS.md
 ```
 
 ### Conditions
-- {m["nproc"]}-core VM ({m["cpu"]}), noisy: read the ratios, not the absolute rates.
-  Kernel {m["kernel"]}; {m["ovs"]}; datapath `{m["datapath"]}`
-  (userspace) with the veth ports as plain AF_PACKET netdevs;
-  `net.core.rmem_default` {m["rmem_default"]} (each packet socket's receive buffer).
-- Paths: `linux` h1 - router namespace (ip_forward=1) - h2 on veths; `ovs` h1 - NetServ
-  bridge - h2, the pipeline's learned L2 forwarding; `ovs+null` the same with a session
-  that detours exactly the benchmark flow through the node agent's `null` module.
-- Generator: {m["iperf3"]}, UDP, one stream, `--pacing-timer {p["pacing_us"]}`
-  (microseconds), socket buffers `-w {p["socket_buffer"]}`; frame = payload + 42 bytes
-  (Ethernet + IPv4 + UDP, no FCS: the paper's 64-byte frames include the 4-byte FCS).
-  Sender, receiver, OVS and the agent share the {m["nproc"]} cores.
-- Each trial sends for {p["seconds"]} s (the paper: 20 s per rate); loss = sequence gaps
-  seen by the receiving iperf3 / frames sent (frames still queued when it stops are
-  not lost); a trial passes at loss <= {p["loss"]}.
-  Per path, size and repeat: a probe at iperf3's top rate, then a binary search to
-  within {p["tolerance"]:.0%}, at most {p["max_trials"]} trials in all.
+- {m["nproc"]}-core VM ({m["cpu"]}), shared with other work (load average
+  {" ".join(m["loadavg_at_start"])} at the start): read the ratios, not the absolute rates.
+  Kernel {m["kernel"]}; {m["ovs"]}; datapath `{m["datapath"]}`.
+- Generator: `netserv-pktgen` (`tools/pktgen.c`, built by `tools/setup.sh`): one UDP
+  flow from h1 through a packet socket, sendmmsg batches of up to 64, paced by a
+  schedule; loss = frames sent - frames h2's veth received, read {p["drain"]} s after the
+  generator stops. Each trial sends for {p["seconds"]} s (the paper: 20 s per rate);
+  per path, size and repeat: one trial flat out, then binary searches to within
+  {p["tolerance"]:.0%} for 0.1 % loss and for none, at most {p["max_trials"]} trials.
 - Every trial is in `tools/out/mlffr.json` (gitignored).
 
 ### The paper, for comparison (Figure 3, 100 Mb/s Ethernet, frames per second)

@@ -19,6 +19,7 @@ from topo.cmd import CommandError, link_exists, run
 from topo.controller import module_path_arg
 from topo.datapath import detect_datapath
 from topo.node import DEFAULT_RUNDIR, NetServController, NetServHost, NetServSwitch
+from topo.ports import DEFAULT_PORT_TYPE, check_port_type
 from topo.topos import AGENT_IFACE_SUFFIX, AGENT_PORT_SUFFIX
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ def netserv_network(
     secrets: str | os.PathLike[str] | None = None,
     agent_args: Sequence[str] = (),
     link: type[Link] = Link,
+    port_type: str = DEFAULT_PORT_TYPE,
 ) -> Iterator[Mininet]:
     """Build and start `topo`; yield the started Mininet; always stop it on exit.
 
@@ -46,7 +48,8 @@ def netserv_network(
     folder `secrets` (None: $NETSERV_SECRETS, else run/secrets), made before its agent
     starts if it has none; give the controller the same folder. `agent_args` go on
     every agent's command line (`python -m nodes --help`). `link` is Mininet's link class
-    (`TCLink` for links with bandwidth or delay). Every host and switch-side
+    (`TCLink` for links with bandwidth or delay). `port_type` is how the switches read
+    their ports (`topo.ports`: "system" or "afxdp"). Every host and switch-side
     interface has TX checksum offload and IPv6 off. On exit, even when the body
     or the build raised, exactly what this network made is removed: agents,
     agent veths, links, bridges and host namespaces. Nothing is matched by a
@@ -62,6 +65,7 @@ def netserv_network(
         module_path=module_path_arg(module_path),
         secrets=keyfiles.secrets_dir(secrets),
         agent_args=agent_args,
+        port_type=check_port_type(port_type),
     )
     net = Mininet(
         topo=topo,

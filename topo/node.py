@@ -26,15 +26,23 @@ from topo.cmd import (
 )
 from topo.controller import DEFAULT_RUNDIR, REPO_ROOT, module_path_arg
 from topo.datapath import detect_datapath
+from topo.ports import (
+    AFPACKET,
+    AFXDP,
+    DEFAULT_PORT_TYPE,
+    OVS_AFXDP_TYPE,
+    PORT_RCVBUF,
+    SYSTEM,
+    afxdp_failed,
+    check_port_type,
+    ovs_iface_types,
+    planned_type,
+    summary,
+)
 from topo.topos import AGENT_IFACE_SUFFIX, AGENT_PORT_SUFFIX
 
 AGENT_STOP_TIMEOUT = 5.0
 DEFAULT_MTU = 1500
-# The userspace datapath reads each port through its own packet socket, sized by
-# net.core.rmem_default when the port is added. On the agent's port the default
-# (~200 KiB) overflowed under full-rate TCP and dropped 2-4 % of the frames coming
-# back from the agent, after the modules had handled them; 4 MiB dropped none.
-AGENT_PORT_RCVBUF = 4 << 20
 _RMEM_DEFAULT = Path("/proc/sys/net/core/rmem_default")
 _RMEM_LOCK = Path("/run/netserv-rmem_default.lock")
 
@@ -83,6 +91,12 @@ class NetServSwitch(OVSSwitch):
     is made); give the controller the same one. The node's key is made in the
     secrets folder `secrets` (None: $NETSERV_SECRETS, else run/secrets) before the
     agent starts, if the node has none; the agent is given its path, never the key.
+
+    `port_type` says how a userspace bridge reads its ports (`topo.ports`): "system"
+    (packet sockets with a 4 MiB receive buffer), "afxdp" (AF_XDP where the OVS build
+    has it; a port where XDP cannot attach stays a system port) or "afpacket" (system
+    ports with the machine's default buffer, to compare). `port_types` holds
+    what each port got; the agent reports their summary to the controller.
     """
 
     def __init__(
@@ -96,6 +110,7 @@ class NetServSwitch(OVSSwitch):
         module_path: str | Iterable[str | os.PathLike[str]] | None = None,
         secrets: str | os.PathLike[str] | None = None,
         agent_args: Sequence[str] = (),
+        port_type: str = DEFAULT_PORT_TYPE,
         **params: object,
     ) -> None:
         # Mininet's buildFromTopo asks for batch startup, which would create the
@@ -111,6 +126,8 @@ class NetServSwitch(OVSSwitch):
             **params,
         )
         self.netserv = bool(netserv)
+        self.port_type = check_port_type(port_type)
+        self.port_types: dict[str, str] = {}
         self.agent_url = agent_url
         self.module_path = module_path_arg(module_path) if self.netserv and agent_url else ""
         self.rundir = Path(rundir) if rundir is not None else DEFAULT_RUNDIR
@@ -155,13 +172,15 @@ class NetServSwitch(OVSSwitch):
         """Create the bridge, tune its ports, and plumb and start the agent if any."""
         # From here on the bridge name is ours to remove, even if creation fails halfway.
         self.bridge_made = True
-        super().start(controllers)
+        with _rmem_default(self._port_rcvbuf()):
+            super().start(controllers)
         # Mininet runs ovs-vsctl through the node's shell and ignores its errors.
         if run(["ovs-vsctl", "--timeout=10", "br-exists", self.name], check=False) is None:
             raise CommandError(f"OVS bridge {self.name} was not created (see ovs-vswitchd.log)")
         for intf in self.intfList():
             if self.ports.get(intf):  # port 0 is the loopback control "interface"
                 self._tune(intf.name)
+                self._set_port_type(intf.name)
         if self.netserv:
             self._plumb_agent()
             if self.agent_url:
@@ -173,8 +192,10 @@ class NetServSwitch(OVSSwitch):
         The agent's link grows to the new port's MTU if that is larger, so frames
         the port takes in can still be detoured.
         """
-        super().attach(intf)
+        with _rmem_default(self._port_rcvbuf()):
+            super().attach(intf)
         self._tune(str(intf))
+        self._set_port_type(str(intf))
         mtu = link_mtu(str(intf))
         if self._agent_veth_made and mtu > link_mtu(str(self.agent_iface)):
             for name in (str(self.agent_iface), str(self.agent_port_name)):
@@ -200,6 +221,8 @@ class NetServSwitch(OVSSwitch):
             str(self.key_file),
             "--agent-pid-file",
             str(self.agent_pid_file),
+            "--port-type",
+            summary(self.port_types) or SYSTEM,
             *self.agent_args,
         ]
 
@@ -265,6 +288,29 @@ class NetServSwitch(OVSSwitch):
         disable_ipv6(ifname)
         disable_tx_offload(ifname)
 
+    def _port_rcvbuf(self) -> int | None:
+        # The kernel datapath reads its ports in the kernel: no socket to size.
+        return PORT_RCVBUF if self.datapath == "user" and self.port_type != AFPACKET else None
+
+    def _set_port_type(self, ifname: str) -> None:
+        """Make port `ifname` (added as a system port) what `port_type` asks for, falling
+        back to a system port with the large buffer; record it in `port_types`."""
+        if self.port_type == AFXDP:
+            types = run(["ovs-vsctl", "--timeout=10", "get", "Open_vSwitch", ".", "iface_types"])
+            if planned_type(AFXDP, self.datapath, ovs_iface_types(types or "")) == AFXDP:
+                iface = ["ovs-vsctl", "--timeout=10", "get", "Interface", ifname]
+                made = ["set", "Interface", ifname, f"type={OVS_AFXDP_TYPE}"]
+                run(["ovs-vsctl", "--timeout=10", *made], check=False)
+                ovs_type = run([*iface, "type"], check=False) or ""
+                error = run([*iface, "error"], check=False) or ""
+                if not afxdp_failed(ovs_type, error):
+                    self.port_types[ifname] = AFXDP
+                    return
+                warn(f"{ifname}: AF_XDP port failed ({error.strip() or ovs_type}); system port\n")
+                with _rmem_default(self._port_rcvbuf()):
+                    run(["ovs-vsctl", "--timeout=10", "set", "Interface", ifname, "type=system"])
+        self.port_types[ifname] = AFPACKET if self.port_type == AFPACKET else SYSTEM
+
     def _plumb_agent(self) -> None:
         port, iface = str(self.agent_port_name), str(self.agent_iface)
         for name in (port, iface):
@@ -287,10 +333,11 @@ class NetServSwitch(OVSSwitch):
         for name in (iface, port):
             disable_ipv6(name)
             disable_tx_offload(name)
-        with _rmem_default(AGENT_PORT_RCVBUF if self.datapath == "user" else None):
+        with _rmem_default(self._port_rcvbuf()):
             run(["ovs-vsctl", "--timeout=10", "add-port", self.name, port])
         for name in (iface, port):
             run(["ip", "link", "set", name, "up"])
+        self._set_port_type(port)
 
     def remove_agent_veth(self) -> None:
         """Detach and delete the agent's veth pair if this switch made it; return None."""

@@ -16,7 +16,7 @@ from signaling.client import NetServClient
 from tools.scenario import Receiver, send_udp, warm_up
 from topo.controller import ControllerProcess, wait_ready
 from topo.net import netserv_network, wait_connected
-from topo.node import AGENT_PORT_RCVBUF
+from topo.ports import PORT_RCVBUF
 from topo.topos import MtuIntf, SingleSwitchTopo
 
 JUMBO = 9000
@@ -113,7 +113,7 @@ def test_the_switch_reads_the_agent_port_with_a_large_buffer_and_restores_the_de
         if switch.datapath != "user":
             pytest.skip("the kernel datapath reads its ports without a packet socket")
         (rcvbuf,) = packet_socket_rcvbufs(switch.agent_port_name)  # the switch's socket
-        assert rcvbuf >= AGENT_PORT_RCVBUF
+        assert rcvbuf >= PORT_RCVBUF
         assert Path("/proc/sys/net/core/rmem_default").read_text() == rmem_default
 
 

@@ -42,6 +42,7 @@ STATS = ChainStats(
 )
 MESSAGES = [
     Registration(1, "s1-ns", "http://127.0.0.1:9", "f" * 32),
+    Registration(1, "s1-ns", "http://127.0.0.1:9", "f" * 32, "afxdp"),
     RegistrationReply(1, (3, 7)),
     Attach(7, 5, 30, (COUNTER, ModuleSpec("null"))),
     Refresh(7, limits.MAX_LIFETIME),

@@ -1,4 +1,5 @@
-"""The MLFFR benchmark's pure parts: frame sizes, iperf3 results, the search, the summary."""
+"""The MLFFR benchmark's pure parts: trials, the search, counters, where frames were
+lost, the summary with its paired ratios, and rendering."""
 
 from __future__ import annotations
 
@@ -7,18 +8,24 @@ from collections.abc import Callable
 import pytest
 
 from tools.mlffr import (
+    LOSS_BOUND,
+    PATHS,
+    RATIOS,
     Trial,
-    first_loss_sites,
-    parse_iperf3,
+    bracket,
+    check_frame,
+    first_loss,
+    lost_where,
+    parse_dump_ports,
+    parse_netdev,
     parse_socket_drops,
-    parse_udp_rcvbuf_errors,
+    ratio_rows,
     render_markdown,
     render_text,
-    search_mlffr,
+    search_rate,
     spread,
     summarize,
     table_rows,
-    udp_payload,
 )
 
 
@@ -33,43 +40,6 @@ def threshold(limit: float, calls: list[float] | None = None) -> Callable[[float
     return trial
 
 
-def test_frame_sizes_count_ethernet_ip_udp_without_fcs() -> None:
-    assert udp_payload(64) == 22
-    assert udp_payload(1500) == 1458
-    assert udp_payload(1514) == 1472
-    for bad in (57, 1515):
-        with pytest.raises(ValueError, match="frame size"):
-            udp_payload(bad)
-
-
-def _iperf3_doc(sent: int, seen: int, lost: int, seconds: float = 2.0) -> dict:
-    return {
-        "end": {
-            "sum_sent": {"packets": sent, "lost_packets": 0, "seconds": seconds},
-            "sum_received": {"packets": seen, "lost_packets": lost, "seconds": seconds},
-        }
-    }
-
-
-def test_parse_iperf3_reads_sender_and_receiver_counts() -> None:
-    trial = parse_iperf3(_iperf3_doc(sent=200_000, seen=199_990, lost=100), requested=1e5)
-    assert trial == Trial(requested=1e5, sent=200_000, lost=100, seen=199_990, seconds=2.0)
-    assert trial.loss == pytest.approx(100 / 200_000)
-    assert trial.offered_pps == 100_000
-    assert trial.delivered_pps == pytest.approx((199_990 - 100) / 2)
-
-
-def test_parse_iperf3_raises_its_error() -> None:
-    with pytest.raises(RuntimeError, match="unable to connect"):
-        parse_iperf3({"error": "unable to connect to server"}, requested=None)
-
-
-def test_a_trial_where_nothing_arrived_lost_everything() -> None:
-    # The receiver saw no sequence number, so it counted no gap either.
-    assert Trial(requested=1e4, sent=20_000, lost=0, seen=0, seconds=2.0).loss == 1.0
-    assert Trial(requested=1e4, sent=0, lost=0, seen=0, seconds=2.0).loss == 1.0
-
-
 SS = """\
 Netid State  Recv-Q Send-Q Local Address:Port Peer Address:PortProcess
 p_raw UNCONN 0      0                [0]:*                      *     skmem:(r0,rb212992,t0,tb212992,f0,w0,o0,bl0,d0)
@@ -80,79 +50,92 @@ p_raw UNCONN 0      0                  *:bw1s1-na               *     skmem:(r0,
 """  # noqa: E501 (ss's own line length)
 
 
-def test_socket_drops_by_interface() -> None:
-    assert parse_socket_drops(SS) == {"bw1s1-eth1": 10778, "bw1s1-ns": 6434, "bw1s1-na": 11680}
-    assert parse_socket_drops("") == {}
+def test_frame_sizes_the_generator_can_make() -> None:
+    assert check_frame(64) == 64 and check_frame(1514) == 1514
+    for bad in (59, 1515):
+        with pytest.raises(ValueError, match="outside 60..1514"):
+            check_frame(bad)
 
 
-def test_udp_rcvbuf_errors() -> None:
-    snmp = (
-        "Ip: Forwarding DefaultTTL\nIp: 1 64\n"
-        "Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors\n"
-        "Udp: 428755 0 2290 1 2290 0\n"
-        "UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors\n"
-        "UdpLite: 0 0 0 0 0 0\n"
-    )
-    assert parse_udp_rcvbuf_errors(snmp) == 2290
-    with pytest.raises(ValueError):
-        parse_udp_rcvbuf_errors("Ip: Forwarding\nIp: 1\n")
-
-
-def test_first_loss_sites_sum_trials_just_above_the_mlffr() -> None:
-    def trial(requested: float | None, lost: int, drops: dict[str, int]) -> dict:
-        return {"requested": requested, "lost": lost, "loss": lost / 100_000, "drops": drops}
-
-    searches = [
-        {
-            "path": "ovs+null",
-            "size": 64,
-            "trials": [
-                trial(None, 60_000, {"ovs_in": 60_000}),  # the probe: overload, left out
-                trial(9e4, 5_000, {"agent_in": 5_000}),  # 5%: far above, left out
-                trial(6e4, 300, {"agent_in": 200, "ovs_from_agent": 50}),
-                trial(5.5e4, 40, {"agent_in": 40}),
-                trial(5e4, 0, {}),
-            ],
-        }
-    ]
-    sites = first_loss_sites(searches)
-    assert sites == {"64": {"ovs+null": {"agent_in": 240, "ovs_from_agent": 50, "unaccounted": 50}}}
+def test_a_trial_counts_loss_from_what_arrived() -> None:
+    t = Trial(requested=1000, sent=1000, received=990, seconds=2.0)
+    assert (t.lost, t.loss, t.offered_pps, t.delivered_pps) == (10, 0.01, 500.0, 495.0)
+    # A frame of someone else's (an ARP) arriving is no negative loss.
+    assert Trial(0, 10, 12, 1.0).lost == 0
+    assert Trial(0, 0, 0, 1.0).loss == 1.0
 
 
 def test_search_finds_the_limit_within_tolerance() -> None:
-    search = search_mlffr(threshold(37_000), hi=200_000, tolerance=0.03, max_trials=10)
-    assert search.converged
-    assert 0.97 * 37_000 <= search.mlffr <= 37_000
-    assert len(search.steps) <= 10
-    # Every step is recorded with its loss; the answer is a rate that passed.
-    assert (search.mlffr, 0.0) in search.steps
-
-
-def test_search_starts_at_the_first_guess() -> None:
-    calls: list[float] = []
-    search_mlffr(threshold(80_000, calls), hi=200_000, first=78_000)
-    assert calls[0] == 78_000
-    calls.clear()
-    search_mlffr(threshold(80_000, calls), hi=200_000, first=250_000)  # outside: ignored
-    assert calls[0] == 100_000
+    s = search_rate(threshold(61_234), hi=200_000, tolerance=0.01, max_trials=30)
+    assert s.converged and 61_234 * 0.99 <= s.best <= 61_234
 
 
 def test_search_allows_the_loss_bound() -> None:
-    # With 5% loss allowed, the path's limit moves up to where loss reaches 5%.
-    search = search_mlffr(threshold(50_000), hi=200_000, max_loss=0.05)
-    assert 0.97 * 50_000 / 0.95 <= search.mlffr <= 50_000 / 0.95
+    # A path that loses 0.05 % from 50 kpps on, more from 60 kpps.
+    def trial(rate: float) -> float:
+        return 0.0 if rate < 50_000 else 0.0005 if rate < 60_000 else 0.01
+
+    strict = search_rate(trial, hi=100_000, tolerance=0.01, max_trials=30)
+    loose = search_rate(trial, hi=100_000, max_loss=LOSS_BOUND, tolerance=0.01, max_trials=30)
+    assert strict.best < 50_000 <= loose.best < 60_000
 
 
-def test_search_stops_after_max_trials_with_the_best_so_far() -> None:
+def test_search_starts_between_what_is_known() -> None:
     calls: list[float] = []
-    search = search_mlffr(threshold(37_000, calls), hi=200_000, tolerance=1e-6, max_trials=4)
-    assert len(calls) == 4 and not search.converged
-    assert search.mlffr == max(r for r, loss in search.steps if loss == 0.0)
+    s = search_rate(threshold(70_000, calls), hi=100_000, lo=60_000, max_trials=1)
+    assert calls == [80_000] and s.best == 60_000 and not s.converged
 
 
-def test_search_reports_zero_when_no_rate_passes() -> None:
-    search = search_mlffr(lambda rate: 0.5, hi=1000, max_trials=5)
-    assert search.mlffr == 0.0 and len(search.steps) == 5
+def test_search_reports_its_floor_when_nothing_passes() -> None:
+    assert search_rate(threshold(0), hi=1000, max_trials=5).best == 0.0
+
+
+def test_bracket_is_where_a_second_search_starts() -> None:
+    steps = [(100.0, 0.5), (50.0, 0.0005), (25.0, 0.0), (37.5, 0.0)]
+    assert bracket(steps, 0.0) == (37.5, 50.0)
+    assert bracket(steps, LOSS_BOUND) == (50.0, 100.0)
+    assert bracket([(10.0, 0.0)], 0.0) == (10.0, None)
+
+
+def test_counters_are_read_from_ss_proc_and_ovs_ofctl() -> None:
+    # Several sockets on one interface add up; one bound to no interface is left out.
+    assert parse_socket_drops(SS) == {"bw1s1-eth1": 10778, "bw1s1-ns": 6434, "bw1s1-na": 11680}
+    netdev = (
+        "Inter-|   Receive |  Transmit\n face |bytes    packets errs drop ...\n"
+        "h2-eth0: 640 10 0 2 0 0 0 0 128 2 0 1 0 0 0 0\n"
+    )
+    assert parse_netdev(netdev) == {
+        "h2-eth0": {"rx_packets": 10, "rx_dropped": 2, "tx_packets": 2, "tx_dropped": 1}
+    }
+    ports = (
+        "OFPST_PORT reply (OF1.3) (xid=0x4): 1 ports\n"
+        "  port  3: rx pkts=6, bytes=392, drop=?, errs=?, frame=?, over=?, crc=?\n"
+        "           tx pkts=19, bytes=1547, drop=4, errs=0, coll=0\n"
+    )
+    assert parse_dump_ports(ports) == {
+        "rx_packets": 6, "rx_dropped": 0, "tx_packets": 19, "tx_dropped": 4
+    }  # fmt: skip
+    with pytest.raises(ValueError):
+        parse_dump_ports("ovs-ofctl: s9 is not a bridge or a socket")
+
+
+def test_loss_is_located_by_counter_and_the_rest_is_unaccounted() -> None:
+    assert lost_where({"ovs_in": 70, "agent": 0}, 100) == {"ovs_in": 70, "unaccounted": 30}
+    assert lost_where({"ovs_in": 120}, 100) == {"ovs_in": 120}
+
+
+def test_the_first_loss_is_the_lowest_rate_trial_that_lost_any() -> None:
+    def t(rate: float, sent: int, received: int, drops: dict) -> dict:
+        return {**Trial(rate, sent, received, 1.0, drops).to_json()}
+
+    trials = [
+        t(0, 100_000, 40_000, {"ovs_in": 60_000}),  # flat out: drowned in overload
+        t(50_000, 50_000, 30_000, {"ovs_in": 20_000}),
+        t(25_000, 25_000, 25_000, {}),
+        t(37_500, 37_500, 37_400, {"agent": 60}),
+    ]
+    assert first_loss(trials) == {"agent": 60, "unaccounted": 40}
+    assert first_loss(trials[2:3]) == {}
 
 
 def test_spread() -> None:
@@ -160,96 +143,64 @@ def test_spread() -> None:
     assert spread([]) == {"min": None, "median": None, "max": None}
 
 
-def _search(path: str, size: int, repeat: int, pps: float | None, bound: bool = False) -> dict:
-    return {
-        "path": path,
-        "size": size,
-        "repeat": repeat,
-        "mlffr_pps": pps,
-        "generator_bound": bound,
-        "overload_pps": 2 * (pps or 0),
+def searches() -> list[dict]:
+    rates = {  # repeat -> path -> (loss-free, at 0.1 %)
+        0: {"linux": (200, 210), "ovs": (100, 110), "ovs+null": (40, 50)},
+        1: {"linux": (100, 100), "ovs": (60, 70), "ovs+null": (30, 30)},
     }
+    out = [
+        {"path": p, "size": 64, "repeat": r, "lossfree_pps": a, "bound_pps": b,
+         "generator_bound": p == "linux" and r == 0, "trials": []}
+        for r, paths in rates.items()
+        for p, (a, b) in paths.items()
+    ]  # fmt: skip
+    out.append({"path": "ovs+monitor", "size": 64, "repeat": 0, "unavailable": "no module"})
+    return out
 
 
-SEARCHES = [
-    _search("linux", 64, 0, 200_000, bound=True),
-    _search("ovs", 64, 0, 80_000),
-    _search("ovs+null", 64, 0, 40_000),
-    _search("linux", 64, 1, 180_000, bound=True),
-    _search("ovs", 64, 1, 100_000),
-    _search("ovs+null", 64, 1, 60_000),
-]
+def test_summary_pairs_ratios_per_repeat() -> None:
+    s = summarize(searches(), repeats=2)["64"]
+    assert s["paths"]["ovs"]["lossfree"] == {"min": 60, "median": 80, "max": 100}
+    assert s["paths"]["linux"]["generator_bound"] == 1
+    assert s["paths"]["ovs+monitor"] == {"unavailable": "no module"}
+    ovs = s["ratios"]["ovs/linux"]
+    assert ovs["paired"] == {"min": 0.5, "median": 0.55, "max": 0.6}  # 100/200, 60/100
+    assert ovs["paired_bound"]["max"] == 0.7
+    assert ovs["of_medians"] == 80 / 150
+    assert s["ratios"]["ovs+null/ovs"]["paired"]["min"] == 0.4
+    # No ratio with a path that was not measured.
+    assert "ovs+monitor/ovs" not in s["ratios"]
 
 
-def test_summary_spreads_and_ratios() -> None:
-    s = summarize(SEARCHES, repeats=2)["64"]
-    assert s["paths"]["ovs"] == {
-        "min": 80_000,
-        "median": 90_000,
-        "max": 100_000,
-        "runs": [80_000, 100_000],
-        "generator_bound": 0,
-        "overload_median": 180_000,
-    }
-    assert s["paths"]["linux"]["generator_bound"] == 2
-    detour = s["ratios"]["ovs+null/ovs"]
-    assert detour["of_medians"] == pytest.approx(50_000 / 90_000)
-    # Paired within a repeat: 40/80 and 60/100.
-    assert detour["paired"]["min"] == pytest.approx(0.5)
-    assert detour["paired"]["max"] == pytest.approx(0.6)
-    assert s["ratios"]["ovs/linux"]["of_medians"] == pytest.approx(90_000 / 190_000)
+def test_every_ratio_names_measured_paths() -> None:
+    assert all(num in PATHS and den in PATHS for num, den, _ in RATIOS)
 
 
-def test_summary_with_a_repeat_missing_pairs_only_complete_repeats() -> None:
-    s = summarize(SEARCHES[:5], repeats=2)["64"]  # repeat 1 of ovs+null was not run
-    assert s["paths"]["ovs+null"]["runs"] == [40_000, None]
-    assert s["paths"]["ovs+null"]["median"] == 40_000
-    assert s["ratios"]["ovs+null/ovs"]["paired"] == {"min": 0.5, "median": 0.5, "max": 0.5}
-
-
-def test_table_marks_generator_bound_paths_and_places_ratios() -> None:
-    rows = table_rows(summarize(SEARCHES, repeats=2))
-    assert rows[0][:5] == ["size", "path", "min kpps", "median kpps", "max kpps"]
+def test_tables_and_markdown() -> None:
+    summary = summarize(searches(), repeats=2)
+    first = {"64": {"ovs": {"ovs_in": 5}}}
+    rows = table_rows(summary, first)
+    assert rows[0][:2] == ["size", "path"]
     by_path = {row[1]: row for row in rows[1:]}
-    assert by_path["linux*"][2:5] == ["180.0", "190.0", "200.0"]
-    assert by_path["ovs"][6:8] == ["ovs/linux", "0.47"]
-    assert by_path["ovs+null"][6:9] == ["ovs+null/ovs", "0.56", "0.50 / 0.55 / 0.60"]
-    lines = render_text(rows).splitlines()
-    # Aligned: every row's path cell starts in the same column.
-    assert len({line.index(row[1]) for line, row in zip(lines, rows, strict=True)}) == 1
-
-
-def test_markdown_has_table_command_conditions_and_the_paper() -> None:
+    assert by_path["linux*"][2] == "0.1 / 0.1 / 0.2"
+    assert by_path["ovs"][4] == "ovs_in 5"
+    assert by_path["ovs+monitor"][2] == "unavailable: no module"
+    ratios = {row[1]: row for row in ratio_rows(summary)[1:]}
+    assert ratios["ovs/linux"][2] == "0.50 / 0.55 / 0.60"
+    assert "ovs/linux" in render_text(ratio_rows(summary))
     report = {
-        "date": "2025-01-01 12:00 UTC",
-        "minutes": 9.5,
-        "machine": {
-            "nproc": 2,
-            "cpu": "AMD EPYC",
-            "kernel": "6.1",
-            "ovs": "ovs-vsctl (Open vSwitch) 3.1.0",
-            "datapath": "netdev",
-            "iperf3": "iperf 3.12",
-            "rmem_default": "212992",
-        },
-        "parameters": {
-            "sizes": [64],
-            "repeats": 2,
-            "seconds": 2.0,
-            "loss": 0.0,
-            "max_trials": 10,
-            "tolerance": 0.03,
-            "pacing_us": 100,
-            "socket_buffer": "4M",
-        },
-        "summary": summarize(SEARCHES, repeats=2),
-        "first_loss_sites": {"64": {"ovs": {"ovs_in": 12, "unaccounted": 0}}},
-    }
+        "date": "2026-11-27 07:00 UTC",
+        "minutes": 3.5,
+        "machine": {"nproc": 2, "cpu": "EPYC", "kernel": "6", "ovs": "3.1.0",
+                    "datapath": "netdev", "loadavg_at_start": ["1", "2", "3"]},
+        "parameters": {"sizes": [64], "repeats": 2, "seconds": 1.0, "max_trials": 10,
+                       "tolerance": 0.03, "drain": 0.2, "paths": list(PATHS), "quick": False},
+        "generator_limit": {"64": 800_000.0},
+        "summary": summary,
+        "first_loss": first,
+    }  # fmt: skip
     md = render_markdown(report)
-    assert "| 64 | ovs+null | 40.0 | 50.0 | 60.0 |" in md
-    assert "./netserv bench --sizes 64 --repeats 2" in md
-    assert "27.9 / 36.5 = 0.76" in md
-    assert "ovs+null/ovs = 0.56 of medians" in md
-    assert "| 64 bytes | 115,000 | 36,500 | 27,900 |" in md
-    assert "2025-01-01 12:00 UTC" in md and "netdev" in md and "AF_PACKET" in md
-    assert "- 64 bytes, ovs: OVS's packet socket on h1's port 12" in md
+    assert md.startswith("## MLFFR")
+    assert "| 64 | ovs/linux | 0.50 / 0.55 / 0.60 |" in md
+    assert "64 bytes 800.0 kpps" in md
+    assert "./netserv bench mlffr --sizes 64" in md

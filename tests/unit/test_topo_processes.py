@@ -77,6 +77,7 @@ def test_the_agent_runs_from_nodes_with_a_hex_dpid_and_the_module_path(tmp_path)
         key_file=tmp_path / "secrets/nodes/000000000000001a.key",
         agent_pid_file=tmp_path / "s26-agent.pid",
         agent_args=["--hang-after", "2"],
+        port_types={"s26-eth1": "afxdp", "s26-ns": "afxdp"},
     )
     argv = NetServSwitch.agent_argv(switch)
     assert argv[:3] == [sys.executable, "-m", "nodes"]
@@ -95,6 +96,8 @@ def test_the_agent_runs_from_nodes_with_a_hex_dpid_and_the_module_path(tmp_path)
         f"{tmp_path}/secrets/nodes/000000000000001a.key",
         "--agent-pid-file",  # the supervisor writes the pid of the agent it runs there
         f"{tmp_path}/s26-agent.pid",
+        "--port-type",  # how the bridge reads its ports, for `netserv nodes`
+        "afxdp",
         "--hang-after",
         "2",
     ]
