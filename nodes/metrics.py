@@ -1,15 +1,18 @@
 """The node agent's Prometheus endpoint: counters read when Prometheus scrapes them.
 
 The packet loop keeps plain integer counters (`NodeAgent.io_counters`, each chain's and
-each module's in `nodes/dispatcher.py`); nothing here runs per frame. A scrape reads
-them through `AgentCollector`, so a frame costs no Prometheus call. Names and labels
-are in docs/metrics.md.
+each module's in `nodes/dispatcher.py`, and those a module keeps itself through
+`ctx.counter` and `ctx.gauge`); nothing here runs per frame. A scrape reads them through
+`AgentCollector`, so a frame costs no Prometheus call; an isolated module's own metrics
+are in its worker, which the scrape asks for them with the STATS message its stats come
+by (one round trip a module a scrape). Names and labels are in docs/metrics.md.
 
     server = serve(agent, "127.0.0.1", 9101)   # a thread of its own; server.shutdown() ends it
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
 
@@ -24,6 +27,10 @@ from prometheus_client.core import (
 from prometheus_client.exposition import start_http_server
 
 from nodes.agent import NodeAgent
+from nodes.blocks.counters import KINDS, Sample
+from nodes.module_api import ServiceModule
+
+log = logging.getLogger("netserv.metrics")
 
 IO_COUNTERS = (
     ("received", "frames the agent received from the switch"),
@@ -143,13 +150,25 @@ class AgentCollector:
             "own modules: one frame in 64 timed; isolated ones: every frame, CPU time)",
             labels=labels,
         )
+        own = {
+            "counter": CounterMetricFamily(
+                "netserv_module_counter",
+                "the module's own counters (ctx.counter), by name",
+                labels=[*labels, "metric"],
+            ),
+            "gauge": GaugeMetricFamily(
+                "netserv_module_gauge",
+                "the module's own gauges (ctx.gauge), by name",
+                labels=[*labels, "metric"],
+            ),
+        }
         for chain in chains:
             session = str(chain.session_id)
             for attr, family in families.items():
                 family.add_metric([session], getattr(chain, attr))
             seen = chain.module_frames()
             modules = zip(chain.modules, chain.guards, strict=False)
-            for pos, ((name, _), guard) in enumerate(modules):
+            for pos, ((name, module), guard) in enumerate(modules):
                 values = [session, str(pos), name]
                 frames.add_metric(values, seen[pos])
                 dropped.add_metric(values, chain.module_dropped[pos])
@@ -157,8 +176,30 @@ class AgentCollector:
                 unprocessed.add_metric(values, guard.unprocessed)
                 quarantined.add_metric(values, float(guard.quarantined))
                 seconds.add_metric(values, chain.module_timed[pos], chain.module_seconds[pos])
+                for sample in module_samples(module):
+                    own[sample.kind].add_metric([*values, sample.name], sample.value)
         yield from families.values()
         yield from (frames, dropped, errors, unprocessed, quarantined, seconds)
+        yield from own.values()
+
+
+def module_samples(module: ServiceModule) -> list[Sample]:
+    """Return the metrics `module` keeps through its context, read now, leaving out any
+    that is no number. An isolated module's are asked of its worker, with its stats
+    (`IsolatedModule.read_metrics`); a quarantined one's are the last it gave. []
+    when they cannot be read: one module must not fail the whole scrape."""
+    read = getattr(module, "read_metrics", None)
+    try:
+        if read is not None:
+            found = read()
+        else:
+            ctx = getattr(module, "ctx", None)
+            found = ctx.metrics.samples() if ctx is not None else []
+    except Exception as exc:  # a worker's broken answer, a module's odd context
+        log.warning("metrics of module %s not read: %r", getattr(module, "name", "?"), exc)
+        return []
+    # A gauge takes whatever `set` is given; only numbers can be exposed.
+    return [s for s in found if isinstance(s.value, int | float) and s.kind in KINDS]
 
 
 def registry_for(agent: NodeAgent) -> CollectorRegistry:

@@ -1,8 +1,11 @@
 """Named, typed counters a module keeps, read by the session's stats and by exporters.
 
-A name is what a Prometheus exporter would append to `netserv_module_` (the
-session and module become labels), so it follows Prometheus' rules for names:
-lower case, digits and `_`, not starting with a digit. A `counter` only goes up
+The agent's Prometheus endpoint exports them as `netserv_module_counter_total` and
+`netserv_module_gauge`, the name in label `metric` beside the session, position and module
+(docs/metrics.md): a family of its own for each name would clash with the agent's own
+`netserv_module_dropped_total` and with another module's gauge of the same name. A name
+still follows Prometheus' rules for names, lower case, digits and `_`, not starting with
+a digit, so that it reads the same wherever it is shown. A `counter` only goes up
 (frames passed, bytes dropped); a `gauge` goes up and down (flows in a table).
 """
 

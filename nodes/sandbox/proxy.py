@@ -26,6 +26,7 @@ from pathlib import Path
 
 from nodes import handover
 from nodes.blocks.bucket import TokenBucket
+from nodes.blocks.counters import Metrics, Sample
 from nodes.bundle import Manifest
 from nodes.module_api import ModuleContext, ServiceModule, Verdict
 from nodes.sandbox import landlock, wire
@@ -67,6 +68,23 @@ def death_reason(returncode: int | None, oom: bool) -> str:
         except ValueError:
             return f"died of signal {-returncode}"
     return f"exited with status {returncode}"
+
+
+def mirror(metrics: Metrics, samples: object) -> None:
+    """Set `metrics` to the values of `samples`, a worker's metrics as its STATS answer
+    lists them (`Sample.to_json`); a sample that is no number of a good name, or whose
+    name changed kind, is left out: the worker runs the module's code, not ours."""
+    if not isinstance(samples, list):
+        return
+    for sample in samples:
+        try:
+            name, kind, value = sample["name"], sample["type"], sample["value"]
+            made = metrics.gauge if kind == "gauge" else metrics.counter
+            metric = made(name, str(sample.get("help", "")))
+        except (TypeError, KeyError, AttributeError, ValueError):
+            continue
+        if isinstance(value, int | float):
+            metric.value = value
 
 
 def chunks(frames: list[memoryview]) -> Iterator[list[memoryview]]:
@@ -364,12 +382,16 @@ class IsolatedModule(ServiceModule):
                 return self.last_stats or {}
         reply = wire.decode_json(message, wire.STATS)
         self._relog(reply.get("log", []))
-        for sample in reply.get("metrics", []):
-            kind = self.ctx.metrics.gauge if sample["type"] == "gauge" else self.ctx.metrics.counter
-            kind(sample["name"], sample["help"]).value = sample["value"]
+        mirror(self.ctx.metrics, reply.get("metrics", []))
         stats = reply.get("stats", {})
         self.last_stats = stats if isinstance(stats, dict) else {"error": repr(stats)}
         return self.last_stats
+
+    def read_metrics(self) -> list[Sample]:
+        """Return the module's metrics as its worker has them now, asked with its stats
+        (the STATS message); once the worker is gone, the last ones it gave."""
+        self.stats()
+        return self.ctx.metrics.samples()
 
     def export_state(self) -> object:
         """Return the module's state, asked of its worker. Raise HandoverError when the

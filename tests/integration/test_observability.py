@@ -86,7 +86,7 @@ def value(samples: dict, name: str, **labels: str) -> float:
 def test_both_endpoints_count_a_sessions_traffic(site: Site) -> None:
     h1, h2, _ = site.hosts
     match = {"ipv4_src": h1.IP(), "ipv4_dst": h2.IP(), "udp_dst": 9000}
-    session = site.client.setup(match, modules=["null", "counter"], lifetime=60)
+    session = site.client.setup(match, modules=["null", "counter", "ratelimit"], lifetime=60)
     sid, dpid = str(session["id"]), site.switch.dpid
     try:
         send_udp(h1, h2, 9000, 64)
@@ -102,6 +102,8 @@ def test_both_endpoints_count_a_sessions_traffic(site: Site) -> None:
         assert value(agent, "netserv_module_dropped_total", **labels) == 0
         assert value(agent, "netserv_module_frame_seconds_count", **labels) == 1  # 1 in 64
         assert value(agent, "netserv_module_frame_seconds_sum", **labels) > 0
+    own = {"session": sid, "position": "2", "module": "ratelimit", "metric": "passed"}
+    assert value(agent, "netserv_module_counter_total", **own) == 64  # its ctx.counter
     assert value(agent, "netserv_session_frames_total", session=sid) == 64
     assert value(agent, "netserv_session_returned_total", session=sid) == 64
     assert value(agent, "netserv_agent_frames_received_total") >= 64
