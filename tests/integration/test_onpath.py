@@ -431,6 +431,7 @@ def test_a_probe_lists_the_paths_nodes_in_order(chain3: Net) -> None:
 
 
 def every_node(chain3: Net) -> list[str]:
+    """Return the datapath ids of the chain's switches, in the order h1 -> h3 crosses them."""
     return [s.dpid for s in chain3.net.switches]
 
 
