@@ -5,7 +5,9 @@ which installs the session at the selected NetServ nodes and answers by packet-o
 from __future__ import annotations
 
 import json
+import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -21,7 +23,9 @@ from typing import Any
 import pytest
 
 from controller import tables
-from signaling.client import NetServClient
+from controller.agent_client import agent_call
+from controller.keyfiles import read_secret
+from signaling.client import ClientError, NetServClient
 from signaling.codec import encode
 from signaling.keyfile import make_key_file
 from signaling.messages import Setup
@@ -48,17 +52,22 @@ class PolicyController(ControllerProcess):
         return [*super().argv(), "--policy", str(self.policy)]
 
 
-@pytest.fixture
-def key_file(tmp_path: Path) -> Path:
-    """Return alice's key file, named in the policy file beside it: she may claim the
-    flows of h1 (10.0.0.1) with any module."""
-    path = tmp_path / "alice.key"
+def write_policy(folder: Path) -> Path:
+    """Write alice's key file and the policy file naming it into `folder`; return the
+    key file. She may claim the flows of h1 (10.0.0.1) with any module."""
+    path = folder / "alice.key"
     make_key_file(path)
-    (tmp_path / "policy.toml").write_text(
+    (folder / "policy.toml").write_text(
         f'[requesters."{REQUESTER}"]\nkeys = {{ 1 = "file:{path.name}" }}\n'
         'prefixes = ["10.0.0.1/32"]\nmodules = "all"\n'
     )
     return path
+
+
+@pytest.fixture
+def key_file(tmp_path: Path) -> Path:
+    """Return alice's key file, named in the policy file beside it."""
+    return write_policy(tmp_path)
 
 
 @pytest.fixture
@@ -202,71 +211,6 @@ def test_an_on_path_setup_serves_its_flow_and_no_other(
     assert (rx.got(h1, 9000), rx.got(h1, 9001), rx.got(h3, 9000)) == (n, m, m)
 
 
-def test_a_refresh_keeps_it_past_its_first_lifetime(single: Net) -> None:
-    h1, h2, _ = single.hosts
-    made = single.setup(h1, h2, "--lifetime", "3")
-    started = time.monotonic()
-    time.sleep(1.5)
-    args = [*flow(h1, h2), "--module", "counter", "--lifetime", "6", "--session", made["session"]]
-    refreshed = single.signal(h1, "refresh", *args)
-    assert refreshed.returncode == 0, refreshed.stderr
-    assert json.loads(refreshed.stdout)["lifetime"] == 6
-    time.sleep(max(0.0, started + 4 - time.monotonic()))  # past the first lifetime
-    (session,) = single.sessions()
-    send_udp(h1, h2, 9000, 20)
-    assert single.packets(session) == 20
-
-
-def test_without_a_refresh_it_is_gone_within_its_lifetime_and_a_second(single: Net) -> None:
-    h1, h2, _ = single.hosts
-    single.setup(h1, h2, "--lifetime", "2")
-    answered = time.monotonic()
-    (session,) = single.sessions()
-    while single.sessions() and time.monotonic() < answered + 10:
-        time.sleep(0.1)
-    gone = time.monotonic() - answered
-    assert single.sessions() == [] and gone <= 2 + 1, f"gone after {gone:.2f} s"
-    assert ovs.dump_flows(single.net.switches[0].name, int(session["cookie"], 16)) == []
-
-
-def test_a_teardown_removes_it_everywhere(single: Net) -> None:
-    h1, h2, _ = single.hosts
-    switch = single.net.switches[0]
-    made = single.setup(h1, h2)
-    (session,) = single.sessions()
-    args = ["--session", made["session"], "--to", h2.IP()]
-    down = single.signal(h1, "teardown", *args)
-    assert down.returncode == 0, down.stderr
-    assert single.sessions() == []
-    assert ovs.dump_flows(switch.name, int(session["cookie"], 16)) == []
-    before = to_agent(switch)
-    send_udp(h1, h2, 9000, 20)
-    assert to_agent(switch) == before
-    again = single.signal(h1, "teardown", *args)
-    assert again.returncode == 1 and "400 UNKNOWN_SESSION" in again.stderr
-
-
-def test_keep_refreshes_and_tears_down_on_sigterm(single: Net) -> None:
-    h1, h2, _ = single.hosts
-    args = [*flow(h1, h2), "--module", "counter", "--lifetime", "2", "--keep"]
-    proc = single.start_signal(h1, "setup", *args)
-    try:
-        established = json.loads(proc.stdout.readline())
-        assert established["event"] == "established", proc.stderr.read()
-        refreshed = json.loads(proc.stdout.readline())  # within a third of the lifetime
-        assert refreshed["event"] == "refreshed" and refreshed["lifetime"] == 2
-        time.sleep(2.5)  # past the first lifetime and then some
-        (session,) = single.sessions()
-        assert session["lifetime"] == 2
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        stop_process(proc)
-    assert proc.returncode == 0, err
-    assert json.loads(out.strip().splitlines()[-1])["event"] == "torn down"
-    assert single.sessions() == []
-
-
 def test_refusals_come_with_their_codes_and_change_nothing(
     single: Net, controller: ControllerProcess, tmp_path: Path
 ) -> None:
@@ -400,19 +344,44 @@ def wait_path(controller: ControllerProcess, src: Any, dst: Any, hops: int) -> N
             time.sleep(0.3)
 
 
-@pytest.fixture
-def chain3(controller: ControllerProcess, key_file: Path, unique_prefix: str, tmp_path: Path):
-    topo = LinearTopo(n=3, k=1, prefix=unique_prefix)
+@pytest.fixture(scope="module")
+def chain_controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PolicyController]:
+    """Return the controller of the module's chain, with alice's policy; it outlives tests."""
+    folder = tmp_path_factory.mktemp("chain3")
+    write_policy(folder)
+    with PolicyController(folder / "controller.log", folder / "policy.toml") as ctl:
+        yield ctl
+
+
+@pytest.fixture(scope="module")
+def chain3_network(chain_controller: PolicyController) -> Iterator[Net]:
+    """Build h1 - s1 - s2 - s3 - h3 (h2 on s2), each switch a NetServ node, once for
+    the module: building it takes longer than most of its tests."""
+    folder = chain_controller.logfile.parent
+    topo = LinearTopo(n=3, k=1, prefix="t" + secrets.token_hex(2)[:3])
     with netserv_network(
-        topo, controller=controller.of_addr, rest_url=controller.url, rundir=tmp_path
+        topo, controller=chain_controller.of_addr, rest_url=chain_controller.url, rundir=folder
     ) as net:
-        client = controller.client()
+        client = chain_controller.client()
         wait_connected(net)
         wait_ready(client, [s.dpid for s in net.switches])
         h1, h2, h3 = net.hosts
         warm_up((h1, h3), (h2, h3), (h3, h1))
-        wait_path(controller, h1, h3, len(net.switches))
-        yield Net(net, client, key_file)
+        wait_path(chain_controller, h1, h3, len(net.switches))
+        yield Net(net, client, folder / "alice.key")
+
+
+@pytest.fixture
+def chain3(chain3_network: Net) -> Iterator[Net]:
+    """Return the module's chain of three; alice's sessions a test leaves are torn down
+    after it, so that the next one starts with none."""
+    yield chain3_network
+    for session in chain3_network.sessions():
+        try:
+            chain3_network.client.teardown(session["id"])
+        except ClientError as exc:  # gone with its group, or by its lifetime
+            if exc.status != 404:
+                raise
 
 
 @pytest.mark.parametrize("nodes, served", [("first", [0]), ("last", [2]), ("every", [0, 1, 2])])
@@ -459,3 +428,183 @@ def test_a_probe_lists_the_paths_nodes_in_order(chain3: Net) -> None:
     assert all({"counter", "null"} <= set(n["modules"]) for n in nodes)
     back = json.loads(chain3.signal(h3, "probe", "--src", h3.IP(), "--dst", h1.IP()).stdout)
     assert [n["dpid"] for n in back["nodes"]] == [s.dpid for s in reversed(chain3.net.switches)]
+
+
+def every_node(chain3: Net) -> list[str]:
+    """Return the datapath ids of the chain's switches, in the order h1 -> h3 crosses them."""
+    return [s.dpid for s in chain3.net.switches]
+
+
+def detours(chain3: Net, sessions: list[dict[str, Any]]) -> list[str]:
+    """Return the flows of `sessions` (by their cookies) in any of the switches."""
+    cookies = {int(s["cookie"], 16) for s in sessions}
+    return [f for s in chain3.net.switches for c in cookies for f in ovs.dump_flows(s.name, c)]
+
+
+def test_a_refresh_keeps_it_past_its_first_lifetime(chain3: Net) -> None:
+    h1, _, h3 = chain3.hosts
+    made = chain3.setup(h1, h3, "--nodes", "every", "--lifetime", "3")
+    started = time.monotonic()
+    time.sleep(1.5)
+    args = [*flow(h1, h3), "--module", "counter", "--nodes", "every", "--lifetime", "6"]
+    refreshed = chain3.signal(h1, "refresh", *args, "--session", made["session"])
+    assert refreshed.returncode == 0, refreshed.stderr
+    answer = json.loads(refreshed.stdout)
+    assert answer["lifetime"] == 6 and answer["nodes"] == made["nodes"] == every_node(chain3)
+    time.sleep(max(0.0, started + 4 - time.monotonic()))  # past the first lifetime
+    sessions = chain3.sessions()
+    assert [s["node"] for s in sessions] == every_node(chain3)
+    with Receiver(h3) as rx:
+        send_udp(h1, h3, 9000, 20)
+    assert rx.got(h1, 9000) == 20
+    assert [chain3.packets(s) for s in sessions] == [20, 20, 20]
+
+
+def test_without_a_refresh_it_is_gone_within_its_lifetime_and_a_second(chain3: Net) -> None:
+    h1, _, h3 = chain3.hosts
+    chain3.setup(h1, h3, "--nodes", "every", "--lifetime", "2")
+    answered = time.monotonic()
+    sessions = chain3.sessions()
+    assert len(sessions) == 3 and len(detours(chain3, sessions)) == 3
+    while chain3.sessions() and time.monotonic() < answered + 10:
+        time.sleep(0.1)
+    gone = time.monotonic() - answered
+    assert chain3.sessions() == [] and gone <= 2 + 1, f"gone after {gone:.2f} s"
+    assert detours(chain3, sessions) == []
+
+
+def test_a_teardown_removes_it_everywhere(chain3: Net) -> None:
+    h1, _, h3 = chain3.hosts
+    switches = chain3.net.switches
+    made = chain3.setup(h1, h3, "--nodes", "every")
+    sessions = chain3.sessions()
+    assert len(sessions) == 3 and len(detours(chain3, sessions)) == 3
+    args = ["--session", made["session"], "--to", h3.IP()]
+    down = chain3.signal(h1, "teardown", *args)
+    assert down.returncode == 0, down.stderr
+    assert chain3.sessions() == [] and detours(chain3, sessions) == []
+    before = [to_agent(s) for s in switches]
+    with Receiver(h3) as rx:
+        send_udp(h1, h3, 9000, 20)
+    assert rx.got(h1, 9000) == 20  # forwarded, and detoured nowhere
+    assert [to_agent(s) for s in switches] == before
+    again = chain3.signal(h1, "teardown", *args)
+    assert again.returncode == 1 and "400 UNKNOWN_SESSION" in again.stderr
+
+
+def test_keep_refreshes_and_tears_down_on_sigterm(chain3: Net) -> None:
+    h1, _, h3 = chain3.hosts
+    args = [*flow(h1, h3), "--module", "counter", "--nodes", "last", "--lifetime", "2", "--keep"]
+    proc = chain3.start_signal(h1, "setup", *args)
+    try:
+        established = json.loads(proc.stdout.readline())
+        assert established["event"] == "established", proc.stderr.read()
+        assert established["nodes"] == every_node(chain3)[-1:]
+        refreshed = json.loads(proc.stdout.readline())  # within a third of the lifetime
+        assert refreshed["event"] == "refreshed" and refreshed["lifetime"] == 2
+        time.sleep(2.5)  # past the first lifetime and then some
+        (session,) = chain3.sessions()
+        assert session["lifetime"] == 2
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        stop_process(proc)
+    assert proc.returncode == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["event"] == "torn down"
+    assert chain3.sessions() == [] and detours(chain3, [session]) == []
+
+
+def agent_counted(switch: Any, url: str, session_id: int) -> int:
+    """Return what the session's counter module counted, asked of `switch`'s agent itself
+    (signed with the node's key, as the controller asks, which may be down)."""
+    key = read_secret(switch.key_file)
+    stats = agent_call(key, switch.dpid_int, url, "GET", f"/sessions/{session_id}")
+    return stats["modules"][0]["stats"]["packets"]
+
+
+def wait_reconciled(controller: ControllerProcess, since: int, dpids: list[str]) -> None:
+    """Wait until the controller's log, from byte `since` on, says it reconciled the
+    flows of every switch in `dpids` (it keeps the detours that are right)."""
+    deadline = time.monotonic() + 30
+    while True:
+        with open(controller.logfile, "rb") as log:
+            log.seek(since)
+            text = log.read().decode(errors="replace")
+        if all(f"switch {d} reconciled" in text for d in dpids):
+            return
+        assert time.monotonic() < deadline, f"not all of {dpids} reconciled: {text[-2000:]}"
+        time.sleep(0.2)
+
+
+def test_a_controller_killed_and_restarted_keeps_the_on_path_session_served(
+    chain3: Net, chain_controller: PolicyController
+) -> None:
+    h1, _, h3 = chain3.hosts
+    switches = chain3.net.switches
+    s3, port = switches[2], 9100
+    args = [*flow(h1, h3, port), "--module", "counter", "--nodes", "last", "--lifetime", "9"]
+    keeper = chain3.start_signal(h1, "setup", *args, "--keep")  # refreshes every 3 s
+    events: list[tuple[float, dict[str, Any]]] = []
+    reader = threading.Thread(
+        target=lambda: events.extend((time.monotonic(), json.loads(x)) for x in keeper.stdout)
+    )
+    try:
+        established = json.loads(keeper.stdout.readline())
+        assert established["event"] == "established", keeper.stderr.read()
+        assert established["nodes"] == [s3.dpid]
+        reader.start()
+        (old,) = chain3.sessions()
+        agent_url = next(n for n in chain3.client.nodes() if n["dpid"] == s3.dpid)["agent"]["url"]
+        before = [to_agent(s) for s in switches]
+        frames, rate, after = 600, 150.0, 100  # 4 s of frames across the kill; then more
+        sent: list[int] = []
+        with Receiver(h3) as rx:
+            sender = threading.Thread(
+                target=lambda: sent.append(send_udp(h1, h3, port, frames, rate=rate))
+            )
+            sender.start()
+            time.sleep(1)
+            os.kill(chain_controller.pid, signal.SIGKILL)
+            chain_controller.proc.wait(10)
+            # No controller: the detour stays in s3 and its agent keeps counting.
+            counted = agent_counted(s3, agent_url, old["id"])
+            time.sleep(1)
+            assert agent_counted(s3, agent_url, old["id"]) > counted
+            since = chain_controller.logfile.stat().st_size
+            chain_controller.start()
+            restarted = time.monotonic()
+            back = chain3.client.session(old["id"])  # from the store, before any refresh
+            assert (back["id"], back["cookie"], back["node"]) == (old["id"], old["cookie"], s3.dpid)
+            assert (back["match"], back["modules"]) == (old["match"], old["modules"])
+            wait_ready(chain3.client, [s.dpid for s in switches], timeout=30)
+            wait_reconciled(chain_controller, since, [s.dpid for s in switches])
+            sender.join(60)
+            # The reconciled switches go on serving it.
+            sent.append(send_udp(h1, h3, port, after))
+        # Every frame sent arrived, each through s3's module and no other node's agent.
+        assert sent == [frames, after] and rx.got(h1, port) == frames + after
+        assert chain3.packets(back) == frames + after
+        assert [to_agent(s) - b for s, b in zip(switches, before, strict=True)] == [
+            0,
+            0,
+            frames + after,
+        ]
+        # The requester's next REFRESH was answered by the restarted controller.
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline and not any(
+            at > restarted and e["event"] == "refreshed" for at, e in events
+        ):
+            time.sleep(0.1)
+        assert any(at > restarted and e["event"] == "refreshed" for at, e in events), events
+        counts = chain3.counts(chain_controller)  # since the restart
+        assert counts["answered: refresh"] >= 1 and "rebuilt from a refresh" not in counts
+        (now,) = chain3.sessions()
+        assert (now["id"], now["state"]) == (old["id"], "active")
+        keeper.send_signal(signal.SIGTERM)
+        keeper.wait(30)
+        reader.join(10)
+    finally:
+        stop_process(keeper)
+    assert keeper.returncode == 0, keeper.stderr.read()
+    assert events[-1][1]["event"] == "torn down"
+    assert chain3.sessions() == [] and detours(chain3, [old]) == []
