@@ -15,6 +15,7 @@ and its `tests`: `netserv`, which waits until the nodes are ready (`topo/mn.py`)
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable
 
@@ -171,6 +172,42 @@ class LinearTopo(NetServTopo):
             self._add_switch_link(switches[i - 1], left_port, switches[i], k + 1)
 
 
+class TreeTopo(NetServTopo):
+    """A tree of switches `depth` levels deep, `fanout` below each, and `fanout` hosts
+    below each switch of the last level, numbered as mn's `tree` numbers them: depth
+    first, `{prefix}s1` the root. A switch reaches what is below it on ports 1..fanout
+    and the switch above on the next port. `netserv` as for LinearTopo."""
+
+    def build(
+        self,
+        depth: int = 2,
+        fanout: int = 2,
+        netserv: bool | int | str | Iterable[int] = True,
+        prefix: str = "",
+        mtu: int | None = None,
+    ) -> None:
+        if depth < 1 or fanout < 1:
+            raise ValueError(f"need depth >= 1 and fanout >= 1, got {depth}, {fanout}")
+        self._init_naming(prefix, mtu)
+        marked = _netserv_indices(netserv, sum(fanout**level for level in range(depth)))
+        switch_no, host_no = itertools.count(1), itertools.count(1)
+
+        def grow(level: int) -> str:
+            if level == depth:
+                return self._add_numbered_host(next(host_no))
+            index = next(switch_no)
+            switch = self._add_netserv_switch(index, index in marked)
+            for port in range(1, fanout + 1):
+                below = grow(level + 1)
+                if level == depth - 1:
+                    self._add_host_link(below, switch, port)
+                else:
+                    self._add_switch_link(switch, port, below, fanout + 1)
+            return switch
+
+        grow(0)
+
+
 def _netserv_indices(netserv: bool | int | str | Iterable[int], n: int) -> set[int]:
     # `mn --topo linear,2,1,2+3` hands strings and bare ints; code hands bools and lists.
     if isinstance(netserv, str):
@@ -207,8 +244,10 @@ def netserv_switches(topo: Topo) -> list[str]:
 topos = {
     "single": SingleSwitchTopo,
     "linear": LinearTopo,
+    "tree": TreeTopo,
     "netserv_single": SingleSwitchTopo,
     "netserv_linear": LinearTopo,
+    "netserv_tree": TreeTopo,
 }
 
 

@@ -57,12 +57,13 @@ def qdiscs_available(names: tuple[str, ...] = QDISCS) -> set[str]:
 
 
 def started_at(pid: int) -> int | None:
-    """Return the start time (clock ticks since boot) of process `pid`, None if there is none."""
+    """Return the start time (clock ticks since boot) of process `pid`, None if there is none
+    or it has exited (a zombie its parent has not reaped yet, as `up` run by a supervisor)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     except OSError:
         return None
-    return int(stat.rpartition(")")[2].split()[19])
+    return None if fields[0] in ("Z", "X") else int(fields[19])
 
 
 def _same(entry: list[int] | None) -> bool:

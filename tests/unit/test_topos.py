@@ -8,6 +8,7 @@ from topo.topos import (
     LinearTopo,
     MtuIntf,
     SingleSwitchTopo,
+    TreeTopo,
     check_ifname,
     netserv_switches,
     topos,
@@ -114,6 +115,31 @@ def test_single_switch_flag_from_mn_string() -> None:
 def test_topos_for_mn_custom() -> None:
     assert topos["single"](2).hosts() == ["h1", "h2"]
     assert topos["linear"](3).switches() == ["s1", "s2", "s3"]
+    assert topos["tree"] is topos["netserv_tree"] is TreeTopo
+
+
+def test_tree_numbers_and_wires_as_mn_s_tree() -> None:
+    topo = TreeTopo(depth=2, fanout=2, netserv="2+3", prefix="x")
+    assert topo.switches() == ["xs1", "xs2", "xs3"]
+    assert topo.hosts() == ["xh1", "xh2", "xh3", "xh4"]
+    assert _links(topo) == {
+        ("xh1", 0, "xs2", 1),
+        ("xh2", 0, "xs2", 2),
+        ("xs1", 1, "xs2", 3),
+        ("xh3", 0, "xs3", 1),
+        ("xh4", 0, "xs3", 2),
+        ("xs1", 2, "xs3", 3),
+    }
+    assert netserv_switches(topo) == ["xs2", "xs3"]
+    assert [topo.nodeInfo(h)["ip"] for h in topo.hosts()] == [f"10.0.0.{i}/8" for i in range(1, 5)]
+    deep = TreeTopo(depth=3, fanout=2)
+    assert len(deep.switches()) == 7 and len(deep.hosts()) == 8
+    assert netserv_switches(deep) == deep.switches()
+    assert ("s2", 1, "s3", 3) in _links(deep) and ("h1", 0, "s3", 1) in _links(deep)
+    with pytest.raises(ValueError, match="depth"):
+        TreeTopo(depth=0)
+    with pytest.raises(ValueError, match=r"\[4\] are not in 1..3"):
+        TreeTopo(netserv=[4])
 
 
 def test_mtu_reaches_every_link_and_only_when_asked() -> None:
