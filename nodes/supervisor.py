@@ -48,7 +48,7 @@ WATCHDOG_BEAT = 0.1  # seconds between the agent's beats while its packet loop c
 # Seconds without a beat before the agent counts as hung: long enough that a loaded
 # machine's scheduling does not pass for a hang, short enough that the notice and the
 # switch's change still come within the second.
-HANG_AFTER = 0.6
+HANG_AFTER = 0.5
 KILL_AFTER = 10.0  # seconds a hung agent is given to come back before it is killed
 NOTICE_TIMEOUT = 2.0
 EXIT_FATAL = 2  # the agent's exit code when starting it again would not help
