@@ -46,29 +46,16 @@ def module_folder(
 
 # A module whose count is its state: each version hands it over (`export_state`) and
 # takes it in (`import_state`); `{take}` is import_state's body.
-KEEPER = """from nodes.module_api import ServiceModule, Verdict
-
-VERSION = "{version}"
-
-
-class Tally(ServiceModule):
-    def __init__(self, params, ctx):
-        super().__init__(params, ctx)
-        self.frames = 0
-
-    def process(self, frame):
-        self.frames += 1
-        return Verdict.FORWARD
-
-    def stats(self):
-        return {{"frames": self.frames, "version": VERSION}}
-
+KEEPER = (
+    CODE
+    + """
     def export_state(self):
         return {{"frames": self.frames}}
 
     def import_state(self, state):
         {take}
 """
+)
 TAKES = "self.frames = state['frames']"
 REFUSES = "raise ValueError('cannot read the state of ' + repr(state))"
 
