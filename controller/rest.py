@@ -4,48 +4,8 @@
 session and is a 404, as is every path with a percent-escape or not spelled as routed
 (//netserv/...).
 
-| method | path                             | who      | does                                      |
-| ------ | -------------------------------- | -------- | ----------------------------------------- |
-| GET    | /netserv/nodes                   | anyone   | switches and node agents, readiness       |
-| POST   | /netserv/nodes                   | node key | agent registration and heartbeat          |
-| POST   | /netserv/nodes/{dpid}/down       | node key | the agent died or hangs ({boot_id,        |
-|        |                                  |          | reason}, from its supervisor): suspend    |
-|        |                                  |          | the node's sessions by their policy now   |
-| GET    | /netserv/modules                 | anyone   | service modules available (manifests),    |
-|        |                                  |          | every version, where each comes from, and |
-|        |                                  |          | the errors of broken module folders       |
-| POST   | /netserv/modules                 | operator | publish a bundle into the repository      |
-|        |                                  |          | {bundle: base64, signature} → 201         |
-|        |                                  |          | (200: that bundle was published already)  |
-| GET    | /netserv/modules/{name}          | anyone   | every version of one module               |
-| GET    | /netserv/modules/{name}/{ver}    | anyone   | one version                               |
-| DELETE | /netserv/modules/{name}/{ver}    | operator | remove a published version                |
-| GET    | /netserv/modules/{name}/{ver}/   | node key | the bundle's bytes (base64), for agents   |
-|        | bundle                           |          |                                           |
-| GET    | /netserv/sessions                | token    | every session                             |
-| POST   | /netserv/sessions                | token    | create (body below) → 201                 |
-| GET    | /netserv/sessions/{id}           | token    | one session                               |
-| DELETE | /netserv/sessions/{id}           | token    | teardown (of its group); the ended        |
-|        |                                  |          | session, its counters                     |
-| POST   | /netserv/sessions/{id}/refresh   | token    | {lifetime}: extend the soft state (of its |
-|        |                                  |          | group)                                    |
-| POST   | /netserv/sessions/{id}/upgrade   | token    | {module, version}: another version of a   |
-|        |                                  |          | module of its chain (of its group), its   |
-|        |                                  |          | state handed over (hot upgrade)           |
-| GET    | /netserv/sessions/{id}/stats     | token    | the session with its modules' counters    |
-| GET    | /netserv/signaling               | anyone   | on-path signaling: what came, what was    |
-|        |                                  |          | answered, dropped (why), refused (by code)|
-| GET    | /netserv/topology                | anyone   | switches, links, hosts and where they are |
-| GET    | /netserv/topology/path?src=&dst= | anyone   | the switches a flow from src to dst       |
-|        |                                  |          | crosses, in order, and the NetServ nodes  |
-|        |                                  |          | among them                                |
-| GET    | /netserv/trace?FIELD=VALUE&...   | token    | a flow's way: each switch's rules         |
-|        |                                  |          | (ofproto/trace), the detours' agents,     |
-|        |                                  |          | modules and their verdicts                |
-| GET    | /netserv/ui                      | anyone   | the web view (HTML; its script and style  |
-|        |                                  |          | at /netserv/ui/{file}), read-only         |
-| GET    | /netserv/policy                  | operator | the requester policy, refusals counted    |
-| POST   | /netserv/policy/reload           | operator | read the policy file again                |
+Every endpoint, with its body, answer, who may call and its errors, is in one table in
+docs/rest-api.md, which `tests/unit/test_rest_table.py` checks against the routes below.
 
 "token": `Authorization: Bearer TOKEN` with the operator's token (rest.token in the
 secrets folder) or, with a policy file (`netserv controller --policy FILE`,
