@@ -111,8 +111,19 @@ def serving(ns: str, iface: str, path: str, cpu: int | None) -> Iterator[tuple[i
     counters once the block ends); always stop it."""
     role, options = PATHS[path]
     options = {"iface": iface, **options} | ({"tag": TAG} if role == "agent" else {})
+    with worker_process(_worker(ns, role, options, cpu), path) as started:
+        yield started
+
+
+@contextmanager
+def worker_process(argv: list[str], what: str) -> Iterator[tuple[int, dict]]:
+    """Start the serving worker `argv` (a `tools.bench_agent_worker` role other than
+    `generate`, run directly or through `ip netns exec`, which execs); wait for its
+    "ready"; yield (its pid, a dict that holds its final counters once the block
+    ends); always stop it. Raise RuntimeError, naming it `what`, when it does not
+    start or ends with an error."""
     proc = subprocess.Popen(
-        _worker(ns, role, options, cpu),
+        argv,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -120,18 +131,23 @@ def serving(ns: str, iface: str, path: str, cpu: int | None) -> Iterator[tuple[i
         cwd=REPO,
     )
     final: dict[str, Any] = {}
+    started = False
     try:
         ready, _, _ = select.select([proc.stdout], [], [], READY_TIMEOUT)
-        if not ready or proc.stdout.readline().strip() != "ready":
-            raise RuntimeError(f"{path} did not start: {proc.stderr.read()[-500:]}")
-        yield proc.pid, final  # `ip netns exec` execs: the pid is the worker's
+        started = bool(ready) and proc.stdout.readline().strip() == "ready"
+        if started:
+            yield proc.pid, final  # `ip netns exec` execs: the pid is the worker's
     finally:
+        # Stopped before its pipes are read: a worker that hangs would block the read.
         code = stop_process(proc)
         out, err = proc.stdout.read(), proc.stderr.read()
-        if code == 0 and out.strip():
-            final.update(json.loads(out.strip().splitlines()[-1]))
-        elif code != 0:
-            raise RuntimeError(f"{path} exited with {code}: {err.strip()[-500:]}")
+    # Reached only when the block did not raise: its exception is the one to see.
+    if not started:
+        raise RuntimeError(f"{what} did not start ({code}): {err.strip()[-500:]}")
+    if code != 0:
+        raise RuntimeError(f"{what} exited with {code}: {err.strip()[-500:]}")
+    if out.strip():
+        final.update(json.loads(out.strip().splitlines()[-1]))
 
 
 def trial(

@@ -3,9 +3,15 @@
 Paths (`tools.mlffr.PATHS`): Linux kernel forwarding between namespaces; plain OVS on
 bridges our topologies build (each port type on a bridge of its own, every bridge with
 its own controller and agent); detours through `null` (trusted and isolated tier, a chain
-of 5), and observe-only through `monitor` when the module exists. Repeats are interleaved
-(every path of a size, then the next size, then the next repeat) so that a noisy
-neighbour disturbs all of them alike.
+of 5, on AF_XDP ports), and observe-only through `monitor` when the module exists. The
+same detour served by a bare batched reflector instead of the agent (`ovs+reflector`,
+`tools.mlffr.REFLECTED`) has a bridge of its own: its session is set up through the
+controller and the agent as for `ovs+null`, then its flows are pinned (the bridge, in
+fail mode secure, is pointed at an address where no controller listens, and the timers
+are taken off the flows) and the agent is replaced by the reflector of
+`tools.bench_agent_worker` on the agent's link.
+Repeats are interleaved (every path of a size, then the next size, then the next repeat)
+so that a noisy neighbour disturbs all of them alike.
 
 Per path, size and repeat: one trial with the generator flat out, then a binary search
 for the rate at 0.1 % loss and one for the loss-free rate, started from what the first
@@ -39,6 +45,7 @@ from tools.mlffr import (
     LOSS_BOUND,
     NETWORKS,
     PATHS,
+    REFLECTED,
     Trial,
     bracket,
     check_frame,
@@ -52,8 +59,10 @@ from tools.mlffr import (
     search_rate,
     summarize,
     table_rows,
+    untimed,
 )
 from tools.procs import REPO, stop_process
+from topo.cmd import run
 
 PORT = 5201
 DRAIN = 0.1  # seconds after the generator stops before h2's counter is read
@@ -205,18 +214,81 @@ def ready(path: Path_) -> None:
     warm_up((path.h1, path.h2), (path.h2, path.h1))
 
 
-@contextmanager
-def detour(net: Path_, modules: Sequence[str], lifetime: int) -> Iterator[Path_]:
-    """Detour exactly the benchmark flow through `modules`; yield `net` with the session."""
-    session = net.client.setup(
+def setup(net: Path_, modules: Sequence[str], lifetime: int) -> dict[str, Any]:
+    """Ask the controller of `net` to detour exactly the benchmark flow through `modules`;
+    return the session it made."""
+    return net.client.setup(
         match={"ipv4_src": net.h1.IP(), "ipv4_dst": net.h2.IP(), "udp_dst": PORT},
         modules=[{"name": name, "params": {}} for name in modules],
         lifetime=lifetime,
     )
+
+
+@contextmanager
+def detour(net: Path_, modules: Sequence[str], lifetime: int) -> Iterator[Path_]:
+    """Detour exactly the benchmark flow through `modules`; yield `net` with the session."""
+    session = setup(net, modules, lifetime)
     try:
         yield Path_(**{**net.__dict__, "session": session})
     finally:
         net.client.teardown(session["id"])
+
+
+def _flows(bridge: str) -> list[str]:
+    text = run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", "--no-stats", bridge]) or ""
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+# Where a pinned bridge's controller is moved: the discard port, on which no OpenFlow
+# controller listens and which free ports (the ephemeral range) never are.
+NOWHERE = "tcp:127.0.0.1:9"
+
+
+def pin(bridge: str, cookie: str) -> list[str]:
+    """Keep the flows of `bridge` as they are, whatever its controller and agent do next,
+    and return them (`ovs-ofctl dump-flows --no-stats` lines).
+
+    The bridge's controller is moved to NOWHERE, so it is never connected again, and in
+    fail mode secure a switch without a connected controller keeps its flows and adds
+    none of its own. (Deleting the controller instead would make Open vSwitch flush
+    every flow: it does so whenever a bridge gains or loses its last controller.) Each
+    flow with a timer (the detour's hard timeout, the learned hosts' idle timeout) is
+    added again without it, as nobody is left to re-arm or relearn it; the switch's
+    work per frame is the same. Raise RuntimeError when the fail mode is not secure or
+    the session whose `cookie` (as the controller reports it, 0x and 16 hex digits) is
+    given has no flow left.
+    """
+    mode = (run(["ovs-vsctl", "--timeout=10", "get-fail-mode", bridge]) or "").strip()
+    if mode != "secure":
+        raise RuntimeError(f"{bridge}: fail mode {mode or 'standalone'}, not secure")
+    run(["ovs-vsctl", "--timeout=10", "set-controller", bridge, NOWHERE])
+    for flow in _flows(bridge):
+        if (bare := untimed(flow)) is not None:
+            run(["ovs-ofctl", "-O", "OpenFlow13", "add-flow", bridge, bare])
+    flows = _flows(bridge)
+    if not any(flow.startswith(f"cookie={cookie},") for flow in flows):
+        raise RuntimeError(f"{bridge}: the detour (cookie {cookie}) is gone: {flows}")
+    return flows
+
+
+@contextmanager
+def reflected(net: Path_, modules: Sequence[str], lifetime: int) -> Iterator[Path_]:
+    """Detour the benchmark flow of `net` through `modules` as `detour` does, pin the
+    flows (`pin`), stop the agent and serve its link with the bare batched reflector;
+    yield `net` with the session, the pinned flows in extra["flows"] and, once the
+    block ends, the reflector's counters in extra["reflector"]. The reflector is
+    stopped on exit; the session dies with the network (nothing can remove its flows).
+    """
+    from tools.bench_agent import worker_process
+
+    session = setup(net, modules, lifetime)
+    flows = pin(net.switch.name, session["cookie"])
+    net.switch.stop_agent()
+    argv = [sys.executable, "-m", "tools.bench_agent_worker", "reflect"]
+    argv += ["--iface", str(net.switch.agent_iface)]
+    with worker_process(argv, "the reflector") as (_pid, final):
+        extra = {**net.extra, "flows": flows, "reflector": final}
+        yield Path_(**{**net.__dict__, "session": session, "extra": extra})
 
 
 def _run(argv: list[str]) -> str:
@@ -402,6 +474,7 @@ class Progress:
 
 NETWORK_ARGS = {  # network -> (port type, agent arguments)
     "system": ("system", ()),
+    "reflector": ("system", ()),  # as "system" until its agent gives way to the reflector
     "afpacket": ("afpacket", ()),
     "afxdp": ("afxdp", ()),
     "isolated": ("system", ("--trusted", "none")),
@@ -524,6 +597,7 @@ def run_bench(
         for name in names:  # their agents started meanwhile
             ready(nets[name])
         where: dict[str, Path_] = {}
+        pinned: dict[str, dict[str, Any]] = {}  # reflected path -> its flows, counters
         for p in paths:
             net = nets["linux" if p == "linux" else NETWORKS[p]]
             if p in CHAINS and (why := _unavailable(p, _module_names(net.client))):
@@ -531,6 +605,10 @@ def run_bench(
                 report["searches"] += [
                     {"path": p, "size": s, "repeat": 0, "unavailable": why} for s in sizes
                 ]
+            elif p in REFLECTED:  # pinned once, for the whole run
+                log(f"{p}: pinning the detour, the agent gives way to the reflector")
+                where[p] = stack.enter_context(reflected(net, CHAINS[p], lifetime))
+                pinned[p] = where[p].extra
             else:
                 where[p] = net
         for repeat, size, path in itertools.product(range(repeats), sizes, where):
@@ -541,7 +619,7 @@ def run_bench(
             # One session at a time: paths on one bridge detour the same flow.
             with (
                 detour(where[path], CHAINS[path], lifetime)
-                if path in CHAINS
+                if path in CHAINS and path not in REFLECTED
                 else _as_is(where[path]) as p
             ):
                 result = measure(
@@ -557,6 +635,8 @@ def run_bench(
                 f"  loss-free {result['lossfree_pps']:,.0f} pps, at 0.1 % loss "
                 f"{result['bound_pps']:,.0f} pps"
             )
+    # The reflectors have stopped and reported what they did.
+    report["reflected"] = {p: {k: e[k] for k in ("flows", "reflector")} for p, e in pinned.items()}
     report["summary"] = summarize(report["searches"], repeats)
     report["first_loss"] = _first_losses(report["searches"])
     report["complete"] = complete

@@ -25,9 +25,11 @@ PATHS = {
     "ovs": "plain OVS as our topologies build it (system ports, 4 MiB buffers)",
     "ovs-afxdp": "plain OVS with AF_XDP ports (afxdp-nonpmd)",
     "ovs+null": "detour through the agent's `null` (trusted tier)",
+    "ovs+reflector": "the same detour, the agent's link served by a bare batched reflector",
     "ovs-afxdp+null": "detour through `null` on the AF_XDP bridge",
     "ovs+null-isolated": "detour through `null` in the isolated tier",
     "ovs+monitor": "observe-only: a copy to the `monitor` module, the frame goes on",
+    "ovs-afxdp+monitor": "observe-only through `monitor` on the AF_XDP bridge",
     "ovs+null5": "detour through a chain of 5 `null`",
 }
 # Which network each OVS path runs on (bench_mlffr builds one per name), and its chain.
@@ -36,26 +38,42 @@ NETWORKS = {
     "ovs": "system",
     "ovs-afxdp": "afxdp",
     "ovs+null": "system",
+    "ovs+reflector": "reflector",
     "ovs-afxdp+null": "afxdp",
     "ovs+null-isolated": "isolated",
     "ovs+monitor": "system",
+    "ovs-afxdp+monitor": "afxdp",
     "ovs+null5": "system",
 }
 CHAINS = {
     "ovs+null": ["null"],
+    "ovs+reflector": ["null"],
     "ovs-afxdp+null": ["null"],
     "ovs+null-isolated": ["null"],
     "ovs+monitor": ["monitor"],
+    "ovs-afxdp+monitor": ["monitor"],
     "ovs+null5": ["null"] * 5,
 }
+# Paths whose session (its chain above) is set up once, through the controller and the
+# agent as for any other, and then pinned: the controller is taken off the bridge and the
+# agent replaced by a bare batched reflector, so that the switch does exactly the work
+# of the detour and the agent's end of it costs as little as it can.
+REFLECTED = frozenset({"ovs+reflector"})
 RATIOS = (  # (numerator, denominator, what it says), paired per repeat
     ("ovs", "linux", "plain OVS of Linux forwarding (target >= 0.50 at 64 bytes)"),
     ("ovs-afpacket", "linux", "before: default AF_PACKET buffers"),
     ("ovs-afxdp", "linux", "AF_XDP ports"),
     ("ovs+null", "ovs", "detour through null of plain OVS (target >= 0.40)"),
+    ("ovs+reflector", "ovs", "a bare batched reflector on the detour of plain OVS"),
+    (
+        "ovs+null",
+        "ovs+reflector",
+        "detour through null of a bare batched reflector on the same detour (target >= 0.95)",
+    ),
     ("ovs-afxdp+null", "ovs-afxdp", "the same on AF_XDP ports"),
     ("ovs+null-isolated", "ovs", "detour in the isolated tier of plain OVS"),
     ("ovs+monitor", "ovs", "observe-only of plain OVS (target >= 0.75)"),
+    ("ovs-afxdp+monitor", "ovs-afxdp", "observe-only of plain OVS, both on AF_XDP ports"),
     ("ovs+null5", "ovs+null", "a chain of 5 null of a chain of 1"),
 )
 MIN_FRAME, MAX_FRAME = 60, 1514
@@ -206,6 +224,18 @@ def parse_netdev(text: str) -> dict[str, dict[str, int]]:
                 "tx_dropped": v[11],
             }
     return out
+
+
+_TIMERS = re.compile(r"\b(?:idle|hard)_timeout=\d+,\s*")
+
+
+def untimed(flow: str) -> str | None:
+    """Return the flow of a `ovs-ofctl dump-flows --no-stats` line without its idle and
+    hard timeouts, as `ovs-ofctl add-flow` takes it (adding it replaces the flow, timer
+    and all); None when the flow has no timer."""
+    text = flow.strip()
+    bare = _TIMERS.sub("", text)
+    return bare if bare != text else None
 
 
 _PORT_COUNTS = re.compile(r"\b(rx|tx) pkts=(\d+), bytes=\d+, drop=(\d+|\?)")

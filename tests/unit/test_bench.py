@@ -8,9 +8,12 @@ from collections.abc import Callable
 import pytest
 
 from tools.mlffr import (
+    CHAINS,
     LOSS_BOUND,
+    NETWORKS,
     PATHS,
     RATIOS,
+    REFLECTED,
     Trial,
     bracket,
     check_frame,
@@ -26,6 +29,7 @@ from tools.mlffr import (
     spread,
     summarize,
     table_rows,
+    untimed,
 )
 
 
@@ -117,6 +121,34 @@ def test_counters_are_read_from_ss_proc_and_ovs_ofctl() -> None:
     }  # fmt: skip
     with pytest.raises(ValueError):
         parse_dump_ports("ovs-ofctl: s9 is not a bridge or a socket")
+
+
+def test_a_pinned_flow_is_the_dumped_flow_without_its_timers() -> None:
+    # `ovs-ofctl -O OpenFlow13 dump-flows --no-stats` lines of a detour and a learned host
+    detour = (
+        " cookie=0x4e53020000000001, hard_timeout=3600, send_flow_rem priority=1100,udp,"
+        "in_port=1,nw_src=10.0.0.1,tp_dst=5201 actions=push_vlan:0x8100,"
+        "set_field:4101->vlan_vid,output:3"
+    )
+    assert untimed(detour) == (
+        "cookie=0x4e53020000000001, send_flow_rem priority=1100,udp,in_port=1,"
+        "nw_src=10.0.0.1,tp_dst=5201 actions=push_vlan:0x8100,set_field:4101->vlan_vid,output:3"
+    )
+    learned = " cookie=0x4e53010000000000, table=2, idle_timeout=300, priority=100,dl_dst=aa"
+    assert untimed(learned) == "cookie=0x4e53010000000000, table=2, priority=100,dl_dst=aa"
+    both = "cookie=0x1, idle_timeout=5, hard_timeout=9, priority=1 actions=drop"
+    assert untimed(both) == "cookie=0x1, priority=1 actions=drop"
+    # A flow without a timer is left as it is (nothing to add again).
+    assert untimed(" cookie=0x4e53000000000000, priority=0 actions=goto_table:1") is None
+
+
+def test_a_reflected_path_is_a_detour_on_a_bridge_of_its_own() -> None:
+    # Its session is set up as a detour's (same chain as ovs+null, so the same flows) on
+    # a network that no other path uses: pinning it and stopping the agent touch nothing else.
+    for path in REFLECTED:
+        assert CHAINS[path] == CHAINS["ovs+null"]
+        assert [p for p, net in NETWORKS.items() if net == NETWORKS[path]] == [path]
+    assert ("ovs+null", "ovs+reflector") in [(num, den) for num, den, _ in RATIOS]
 
 
 def test_loss_is_located_by_counter_and_the_rest_is_unaccounted() -> None:
