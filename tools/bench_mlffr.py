@@ -9,9 +9,9 @@ same detour served by a bare batched reflector instead of the agent (`ovs+reflec
 controller and the agent as for `ovs+null`, then its flows are pinned (the bridge, in
 fail mode secure, is pointed at an address where no controller listens, and the timers
 are taken off the flows) and the agent is replaced by the reflector of
-`tools.bench_agent_worker` on the agent's link.
-Repeats are interleaved (every path of a size, then the next size, then the next repeat)
-so that a noisy neighbour disturbs all of them alike.
+`tools.bench_agent_worker` on the agent's link. Repeats are interleaved (every path of a
+size, then the next size, then the next repeat) so that a noisy neighbour disturbs all
+of them alike.
 
 Per path, size and repeat: one trial with the generator flat out, then a binary search
 for the rate at 0.1 % loss and one for the loss-free rate, started from what the first
@@ -239,8 +239,9 @@ def _flows(bridge: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-# Where a pinned bridge's controller is moved: the discard port, on which no OpenFlow
-# controller listens and which free ports (the ephemeral range) never are.
+# Where a pinned bridge's controller is moved: the discard port. No OpenFlow controller
+# listens there, and it lies below the ephemeral range that free ports (the controllers'
+# of other networks and runs, `topo.controller.free_port`) are taken from.
 NOWHERE = "tcp:127.0.0.1:9"
 
 
