@@ -111,19 +111,47 @@ def node_key(folder: str | os.PathLike[str] | None, dpid: int) -> bytes | None:
 
 
 class NodeKeys:
-    """The nodes' keys in a secrets folder, read when asked for, so that a node
-    provisioned after the reader started is known at once."""
+    """The nodes' keys in a secrets folder, looked at when asked for, so that a node
+    provisioned or a key changed after the reader started is used at once.
+
+    A key is read again only when its file changed (another inode, size, time or
+    mode): every call to an agent asks for its node's key, and reading the file cost
+    about as much as the rest of signing the call.
+    """
 
     def __init__(self, folder: str | os.PathLike[str] | None = None) -> None:
         self.folder = secrets_dir(folder)
+        self._read: dict[int, tuple[tuple[int, ...], bytes]] = {}
 
     def __call__(self, dpid: int) -> bytes | None:
         """Return node `dpid`'s key; None (logged) when it has none that can be used."""
+        path = node_key_path(self.folder, dpid)
         try:
-            return node_key(self.folder, dpid)
+            st = os.lstat(path)
+        except FileNotFoundError:
+            self._read.pop(dpid, None)
+            return None
+        except OSError:
+            st = None
+        stamp = (
+            (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode, st.st_uid)
+            if st
+            else ()
+        )
+        known = self._read.get(dpid)
+        if known is not None and stamp and known[0] == stamp:
+            return known[1]
+        try:
+            key = node_key(self.folder, dpid)
         except SecretsError as exc:
+            self._read.pop(dpid, None)
             log.warning("the key of node %016x cannot be used: %s", dpid, exc)
             return None
+        if key is None:
+            self._read.pop(dpid, None)
+        elif stamp:
+            self._read[dpid] = (stamp, key)
+        return key
 
 
 def read_secret(path: str | os.PathLike[str]) -> bytes:

@@ -1,9 +1,20 @@
 """The one JSON-over-HTTP call of every NetServ client: requesters, the controller
-calling agents, agents registering with the controller."""
+calling agents, agents registering with the controller.
+
+Plain-HTTP calls keep their connection open (HTTP/1.1) for the next call to the same
+peer: a session's setup makes two calls on loopback (requester → controller →
+agent), and a TCP handshake and teardown for each cost the controller about as much
+as its own work on the call. HTTPS calls go through urllib, one connection each.
+"""
 
 from __future__ import annotations
 
+import http.client
 import json
+import select
+import socket
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -57,6 +68,8 @@ def call_json(
         parts = urllib.parse.urlsplit(url)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         sent.update(signer.sign(method, target or "/", data))
+    if url.startswith("http://"):
+        return _pooled(url, method, data if body is not None else None, sent, timeout, signer)
     req = urllib.request.Request(url, data=data if body is not None else None, method=method)
     for name, value in sent.items():
         req.add_header(name, value)
@@ -96,3 +109,134 @@ def _check(
     except ValueError as exc:
         said = f" ({status}: {message})" if message else f" ({status})"
         raise ClientError(0, f"no answer from the peer at {url}: {exc}{said}") from None
+
+
+class _Pool:
+    """Idle connections by peer (host, port), each taken by one call at a time.
+
+    A connection idle for longer than IDLE is closed rather than reused: servers drop
+    idle ones after a few seconds (the agent after 2 s, the controller's REST after
+    its read time-out), and one dropped while a request is on its way fails that call.
+    """
+
+    IDLE = 1.5  # seconds
+    KEEP = 16  # idle connections kept per peer; more concurrent calls open more
+
+    def __init__(self) -> None:
+        self._idle: dict[tuple[str, int], list[tuple[http.client.HTTPConnection, float]]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, host: str, port: int) -> http.client.HTTPConnection | None:
+        """Return an idle connection to host:port that still looks open, else None."""
+        now = time.monotonic()
+        while True:
+            with self._lock:
+                idle = self._idle.get((host, port))
+                if not idle:
+                    return None
+                conn, since = idle.pop()
+            if now - since < self.IDLE and _open(conn):
+                return conn
+            conn.close()
+
+    def give(self, host: str, port: int, conn: http.client.HTTPConnection) -> None:
+        """Keep `conn` (its last answer read whole) for the next call to host:port."""
+        with self._lock:
+            idle = self._idle.setdefault((host, port), [])
+            if len(idle) < self.KEEP:
+                idle.append((conn, time.monotonic()))
+                return
+        conn.close()
+
+
+def _open(conn: http.client.HTTPConnection) -> bool:
+    """Return whether an idle connection's peer has neither closed it nor sent anything."""
+    if conn.sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([conn.sock], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return not readable  # an idle peer has nothing to say: readable means EOF or reset
+
+
+_POOL = _Pool()
+# Failures of a kept connection that mean the peer closed it before reading the request
+# (its idle time-out raced the call): the call is made once more on a new connection, as
+# xmlrpc.client does. A peer that answered has read the request; these come before that.
+_STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+
+
+def _pooled(
+    url: str,
+    method: str,
+    data: bytes | None,
+    sent: Mapping[str, str],
+    timeout: float,
+    signer: Signer | None,
+) -> Any:
+    """`call_json` over a kept HTTP/1.1 connection to a plain-HTTP peer."""
+    parts = urllib.parse.urlsplit(url)
+    host, port = parts.hostname or "", parts.port or 80
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    try:
+        conn = _POOL.take(host, port)
+        try:
+            status, headers, raw, conn = _exchange(
+                conn, host, port, method, target, data, sent, timeout
+            )
+        except _STALE:
+            if conn is None:
+                raise
+            conn.close()
+            status, headers, raw, conn = _exchange(
+                None, host, port, method, target, data, sent, timeout
+            )
+    except (OSError, http.client.HTTPException) as exc:
+        raise ClientError(0, f"cannot reach {url}: {exc}") from None
+    if conn is not None:
+        _POOL.give(host, port, conn)
+    if status >= 400:
+        try:
+            message = json.loads(raw).get("error") or raw.decode(errors="replace")
+        except (ValueError, AttributeError):
+            message = raw.decode(errors="replace") or http.client.responses.get(status, "")
+        _check(signer, sent, status, headers, raw, url, message)
+        raise ClientError(status, message)
+    _check(signer, sent, status, headers, raw, url)
+    try:
+        return json.loads(raw or b"null")
+    except ValueError as exc:
+        raise ClientError(0, f"cannot reach {url}: {exc}") from None
+
+
+def _exchange(
+    conn: http.client.HTTPConnection | None,
+    host: str,
+    port: int,
+    method: str,
+    target: str,
+    data: bytes | None,
+    sent: Mapping[str, str],
+    timeout: float,
+) -> tuple[int, Mapping[str, str], bytes, http.client.HTTPConnection | None]:
+    """Make one request on `conn` (on a new connection when None); return the status,
+    headers and body of the answer, and the connection when the peer keeps it open."""
+    if conn is None:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        conn.connect()
+        # A kept connection's next request must not wait for the ACK of this one's.
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    elif conn.sock is not None:
+        conn.sock.settimeout(timeout)
+    try:
+        conn.request(method, target, body=data, headers=dict(sent))
+        resp = conn.getresponse()
+        raw = resp.read()
+    except BaseException:
+        conn.close()
+        raise
+    if resp.will_close:
+        conn.close()
+        return resp.status, resp.headers, raw, None
+    return resp.status, resp.headers, raw, conn

@@ -296,6 +296,12 @@ class _Server(ThreadingHTTPServer):
 
 class _RequestHandler(BaseHTTPRequestHandler):
     server: _Server
+    # HTTP/1.1: the controller keeps its connection for the next call; one that idles
+    # for READ_TIMEOUT is dropped like a stalled read.
+    protocol_version = "HTTP/1.1"
+    # The head and the body go out in two writes; with Nagle's algorithm on a kept
+    # connection the body would wait for the ACK of the head, which the client delays.
+    disable_nagle_algorithm = True
     timeout = READ_TIMEOUT  # applied to the connection's socket: reads give up after it
 
     def __getattr__(self, name: str) -> Any:
@@ -349,6 +355,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(data)))
             for name, value in headers.items():
                 self.send_header(name, value)
+            if self.close_connection:
+                self.send_header("Connection", "close")
             self.end_headers()
             self.wfile.write(data)
         except OSError as exc:  # the client went away; nothing to answer

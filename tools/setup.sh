@@ -135,13 +135,23 @@ start_ovs() {
         note "Open vSwitch running"
         return
     fi
+    # One machine, one Open vSwitch: set-ups of two clones at once must not both start
+    # it (the second ovs-ctl fails on the first's pid file).
+    exec 8>/run/netserv-ovs-start.lock
+    flock -w 120 8 || die "another set-up has been starting Open vSwitch for 2 minutes"
+    if ovs_running; then
+        exec 8>&-
+        note "Open vSwitch running"
+        return
+    fi
     [[ -x $OVS_CTL ]] || die "$OVS_CTL not found (is openvswitch-switch installed?)"
     say "starting Open vSwitch (ovsdb-server, ovs-vswitchd)"
     # Without an openvswitch kernel module ovs-ctl skips modprobe; bridges then use
     # the userspace (netdev) datapath. Its ulimit warning is harmless. The daemons
-    # must not inherit the set-up lock (fd 9): they would hold it for as long as they
-    # run, and every later set-up would wait for it in vain.
-    logged "ovs-ctl start" "$OVS_CTL" start --system-id=random 9>&-
+    # must not inherit the set-up locks (fds 9, 8): they would hold them for as long
+    # as they run, and every later set-up would wait for them in vain.
+    logged "ovs-ctl start" "$OVS_CTL" start --system-id=random 9>&- 8>&-
+    exec 8>&-
     ovs_running || die "Open vSwitch does not answer after ovs-ctl start" \
         "(see /var/log/openvswitch/ovs-vswitchd.log and ovsdb-server.log)"
 }

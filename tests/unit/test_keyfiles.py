@@ -131,3 +131,19 @@ def test_the_client_reads_the_operators_token_where_it_may(tmp_path, monkeypatch
     mine.write_text("\n")
     with pytest.raises(ClientError, match="holds no token"):
         NetServClient(token_file=mine)
+
+
+def test_node_keys_follow_the_file(tmp_path):
+    folder = tmp_path / "secrets"
+    path = keyfiles.provision_node_key(folder, 7)
+    keys = keyfiles.NodeKeys(folder)
+    first = keys(7)
+    assert first == keyfiles.node_key(folder, 7) and keys(7) == first
+    path.write_text("cd" * 32 + "\n")  # changed in place, same size
+    assert keys(7) == bytes.fromhex("cd" * 32)
+    os.chmod(path, 0o644)  # readable by others: no longer a key to use
+    assert keys(7) is None
+    os.chmod(path, 0o600)
+    assert keys(7) == bytes.fromhex("cd" * 32)
+    path.unlink()
+    assert keys(7) is None
