@@ -3,7 +3,7 @@
 | sender     | call                  | request (body)        | answer                          |
 | ---------- | --------------------- | --------------------- | ------------------------------- |
 | agent      | POST /netserv/nodes   | Registration          | RegistrationReply; 409 REFUSED  |
-| controller | PUT /sessions/{id}    | Attach                | 201 ChainStats                  |
+| controller | PUT /sessions/{id}    | Attach (copy or not)  | 201 ChainStats                  |
 | controller | PATCH /sessions/{id}  | Refresh               | ChainStats                      |
 | controller | DELETE /sessions/{id} | Detach (no body)      | ChainStats, the final counters  |
 | controller | POST /sessions/{id}/  | Upgrade               | ChainStats, with the new module |
@@ -244,7 +244,14 @@ def _chain(value: object) -> tuple[ModuleSpec, ...]:
 
 @dataclass(frozen=True)
 class Attach:
-    """Build (or replace) a session's chain; frames tagged `tag` go through it."""
+    """Build (or replace) a session's chain; frames tagged `tag` go through it.
+
+    `copy` says what the controller installed at the switch: True, a copy rule (the
+    switch forwards each frame itself and sends the chain a copy: nothing goes back,
+    and every module must be observe-only); False, a detour (every frame that comes
+    through goes back). The agent builds the chain in that mode, never in one it
+    decides itself, so the two cannot disagree.
+    """
 
     METHOD: ClassVar[str] = "PUT"
     ROUTE: ClassVar[str] = SESSION_PATH
@@ -253,31 +260,40 @@ class Attach:
     tag: int
     lifetime: int
     modules: tuple[ModuleSpec, ...]
+    copy: bool = False
 
     def __post_init__(self) -> None:
         session_id(self.session_id)
         tag(self.tag)
         lifetime(self.lifetime)
         object.__setattr__(self, "modules", _chain(self.modules))
+        flag(self.copy, "copy")
 
     @property
     def path(self) -> str:
         return self.ROUTE.format(id=self.session_id)
 
     def to_json(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "tag": self.tag,
             "lifetime": self.lifetime,
             "modules": [m.to_json() for m in self.modules],
         }
+        # Only when true: an agent from before the field then takes a detour as ever,
+        # and refuses a copy (an unknown field) rather than guess the mode itself.
+        if self.copy:
+            out["copy"] = True
+        return out
 
     @classmethod
     def from_json(cls, raw: object, session: int) -> Attach:
-        """Return the attach of session `session` whose body is `raw`; raise ContractError."""
-        body = fields(raw, "an attach", ("tag", "lifetime", "modules"))
+        """Return the attach of session `session` whose body is `raw` (no "copy": a
+        detour, as a controller from before the field means); raise ContractError."""
+        body = fields(raw, "an attach", ("tag", "lifetime", "modules"), ("copy",))
         items = listed(body["modules"], "modules", 1, MAX_CHAIN)
         modules = tuple(ModuleSpec.from_json(item) for item in items)
-        return cls(session, body["tag"], body["lifetime"], modules)
+        copy = flag(body.get("copy", False), "copy")
+        return cls(session, body["tag"], body["lifetime"], modules, copy)
 
 
 @dataclass(frozen=True)

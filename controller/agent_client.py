@@ -110,9 +110,12 @@ class AgentClient:
             raise PartFailed(f"{who} answered {request.METHOD} {request.path}: {exc}") from None
 
     def attach(self, agent: Agent, session: Session) -> None:
-        """Have the agent build the session's chain; raise PartFailed/Unavailable."""
+        """Have the agent build the session's chain, in the mode the session records
+        (copies when `session.copy`, else a detour); raise PartFailed/Unavailable."""
         try:
-            request = Attach(session.id, session.tag, session.lifetime, session.modules)
+            request = Attach(
+                session.id, session.tag, session.lifetime, session.modules, bool(session.copy)
+            )
         except ContractError as exc:  # what the agent would refuse is not sent
             raise PartFailed(f"session {session.id} cannot be attached: {exc}") from None
         self._call(agent, request, ChainStats.from_json)

@@ -207,7 +207,7 @@ class NetServService:
         try:
             for session, agent, port in parts:
                 tried.add((session.id, "agent"))
-                self.agents.attach(agent, session)
+                self.agents.attach(agent, self._moded(session))
                 if port is None:
                     node = format_dpid(session.node)
                     raise Unavailable(f"the agent port of node {node} vanished")
@@ -215,7 +215,7 @@ class NetServService:
                 armed.append(self._install(session, port))
             with self.lock:
                 made = [
-                    self.sessions.move(s.id, State.ACTIVE, armed_until=until)
+                    self.sessions.move(s.id, State.ACTIVE, armed_until=until, copy=self.copies(s))
                     for s, until in zip(reserved, armed, strict=True)
                 ]
         except Exception:
@@ -398,7 +398,19 @@ class NetServService:
 
     def _upgrade(self, members: list[Session], position: int, spec: ModuleSpec) -> list[Session]:
         """Upgrade the module at `position` of each of `members`; return them. When one
-        fails, those done are moved back to the module they had and the error raised."""
+        fails, those done are moved back to the module they had and the error raised.
+
+        A session keeps how its frames reach its chain: one whose frames are copied
+        (every module observe-only) cannot take a version that is not observe-only
+        (Conflict, before anything is sent); a detour stays a detour, whatever the
+        new version says."""
+        copied = [s.id for s in members if self.copies(s)]
+        if copied and not self._observes(spec):
+            raise Conflict(
+                f"the frames of session {copied[0]} are copied to its chain, which takes "
+                f"observe-only modules only, and {spec.name} {spec.version} is not "
+                "observe-only: end the session and create it anew to run that version"
+            )
         done: list[Session] = []
         try:
             for session in members:
@@ -643,26 +655,35 @@ class NetServService:
     def copies(self, session: Session) -> bool:
         """Return True when the switch copies the session's frames to its agent rather
         than detouring them: when every module of its chain says `observe_only = true`
-        in its manifest (the agent decides alike from the same manifests, and sends
-        nothing of such a chain back).
+        in its manifest. The agent is told in every attach (`Attach.copy`) and builds
+        the chain in that mode (sending nothing of a copy back).
 
-        Decided once per session (while this controller runs), so a manifest changed
-        under the same version later does not turn a live session's copy rule into a
-        detour or back.
+        Decided once per session and kept with it (`Session.copy`, stored), so neither
+        a manifest changed under the same version nor an upgrade nor a restart of the
+        controller turns a live session's copy rule into a detour or back.
         """
         known = self._copies.get(session.id)
         if known is None:
-            modules = as_source(self.catalog)
+            known = session.copy
+        if known is None:
             try:
-                known = all(
-                    modules.resolve(spec.name, spec.version or None).manifest.observe_only
-                    for spec in session.modules
-                )
+                known = all(self._observes(spec) for spec in session.modules)
             except (BundleError, NetServError) as exc:  # gone since: a detour, as ever
                 log.warning("session %d: %s", session.id, exc)
                 known = False
-            self._copies[session.id] = known
+        self._copies[session.id] = known
         return known
+
+    def _observes(self, spec: ModuleSpec) -> bool:
+        """Return whether module `spec`'s manifest says it is observe-only; raise
+        BundleError/NetServError when it cannot be found."""
+        modules = as_source(self.catalog)
+        return modules.resolve(spec.name, spec.version or None).manifest.observe_only
+
+    def _moded(self, session: Session) -> Session:
+        """Return `session` with the mode its frames reach its chain in (`copies`), which
+        the agent is told when it attaches the chain."""
+        return replace(session, copy=self.copies(session))
 
     def fails_closed(self, session: Session) -> bool:
         """Return True when the session's frames are dropped while its agent is down:
@@ -776,7 +797,7 @@ class NetServService:
                 return
             except PartFailed:  # it no longer holds the chain (expired meanwhile)
                 pass
-        self.agents.attach(agent, session)
+        self.agents.attach(agent, self._moded(session))
 
     def _back_to_held(self, session: Session) -> None:
         """Put a session whose resume failed back to SUSPENDED, with its flows."""

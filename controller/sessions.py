@@ -114,6 +114,10 @@ class Session:
     # for REST the controller id of the group's first session (0: its own id).
     ref: int = 0
     selection: NodeSelection = NodeSelection.first()
+    # How its frames reach its chain, once decided (`NetServService.copies`): True, the
+    # switch copies them; False, it detours them; None, not decided yet. Kept, so a
+    # controller that restarts installs the mode the agent's chain was built in.
+    copy: bool | None = None
 
     @property
     def group(self) -> GroupKey:

@@ -43,7 +43,7 @@ from controller.requests import ModuleSpec, format_dpid
 from controller.sessions import Session, State
 from signaling.values import NodeSelection
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MEMORY = ":memory:"
 DEFAULT_NAME = "controller-{of_port}.sqlite"  # in the repository's run/ folder
 RUN_DIR = Path(__file__).resolve().parent.parent / "run"
@@ -66,7 +66,9 @@ _SCHEMA = (
         requester TEXT NOT NULL,
         ref TEXT NOT NULL DEFAULT '',  -- its group's name for the requester, 16 hex digits
         -- JSON: {"mode": NodeMode, "dpids": [16 hex digits, ...]}
-        selection TEXT NOT NULL DEFAULT '{"mode": 1}')""",
+        selection TEXT NOT NULL DEFAULT '{"mode": 1}',
+        copy INTEGER                  -- 1: its frames are copied, 0: detoured, NULL: undecided
+        )""",
     """CREATE TABLE agents (
         dpid TEXT PRIMARY KEY,
         switch_port TEXT NOT NULL,
@@ -79,6 +81,9 @@ _TO_2 = (
     "ALTER TABLE sessions ADD COLUMN ref TEXT NOT NULL DEFAULT ''",
     """ALTER TABLE sessions ADD COLUMN selection TEXT NOT NULL DEFAULT '{"mode": 1}'""",
 )
+# Sessions gained the mode their frames reach their chain in; NULL for those stored
+# before, which the controller decides from the manifests as it did then.
+_TO_3 = ("ALTER TABLE sessions ADD COLUMN copy INTEGER",)
 
 
 class StoreError(Exception):
@@ -126,8 +131,9 @@ class SessionStore:
         (version,) = self._db.execute("PRAGMA user_version").fetchone()
         if version == SCHEMA_VERSION:
             return
-        if version == 1:  # sessions gained their group and node selection
-            steps = ["BEGIN", *_TO_2, "PRAGMA user_version = 2", "COMMIT"]
+        if version in (1, 2):  # sessions gained their group and node selection, then mode
+            steps = ["BEGIN", *(_TO_2 if version == 1 else ()), *_TO_3]
+            steps += [f"PRAGMA user_version = {SCHEMA_VERSION}", "COMMIT"]
             self._db.executescript(";\n".join(steps))
             return
         tables = self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
@@ -184,9 +190,10 @@ class SessionStore:
                     "dpids": [format_dpid(d) for d in session.selection.dpids],
                 }
             ),
+            None if session.copy is None else int(session.copy),
         )
         self._write(
-            ("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row),
+            (f"INSERT OR REPLACE INTO sessions VALUES ({', '.join('?' * len(row))})", row),
             ("UPDATE meta SET value = max(value, ?) WHERE key = 'next_id'", (session.id + 1,)),
         )
 
@@ -212,7 +219,7 @@ class SessionStore:
 
     def _session(self, row: tuple) -> Session:
         sid, node, tag, match, modules, lifetime, created, expires, armed, state = row[:10]
-        requester, ref, selection = row[10:]
+        requester, ref, selection, copy = row[10:]
         chosen = json.loads(selection)
         fields = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in json.loads(match))
         specs = tuple(
@@ -238,6 +245,7 @@ class SessionStore:
             requester=requester,
             ref=int(ref, 16) if ref else 0,
             selection=NodeSelection(chosen["mode"], [int(d, 16) for d in chosen.get("dpids", ())]),
+            copy=None if copy is None else bool(copy),
         )
 
     @property

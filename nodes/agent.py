@@ -39,7 +39,7 @@ from jsonhttp.client import ClientError, call_json
 from nodes import handover
 from nodes.bundle import BundleError, Catalog
 from nodes.bundlecache import BundleCache, fetch_from
-from nodes.dispatcher import Chain, Dispatcher, ModuleHung, Outgoing
+from nodes.dispatcher import Chain, Dispatcher, ModuleHung, Outgoing, mode_refusal
 from nodes.host import ModuleHost, ModuleLoadError
 from nodes.module_api import ServiceModule
 from nodes.packet_io import PacketSocket
@@ -73,7 +73,8 @@ class Refused(Exception):
 class AttachError(Exception):
     """A well-formed attach this agent cannot carry out; `status` is the HTTP status the
     control API returns (409: the tag is another session's, 422: a module cannot be
-    loaded or set up). A malformed one never gets here: `Attach` refuses it."""
+    loaded or set up, or is not observe-only here while the attach is a copy). A
+    malformed one never gets here: `Attach` refuses it."""
 
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
@@ -137,7 +138,10 @@ class NodeAgent:
     def attach(self, request: Attach) -> Chain:
         """Build and install a session's chain as the controller asks; return it.
 
-        It is kept for the request's lifetime plus EXPIRY_GRACE. Raise AttachError.
+        The chain runs in the mode the request says (`Attach.copy`): copies, or a
+        detour. It is kept for the request's lifetime plus EXPIRY_GRACE. Raise
+        AttachError: a copy of a module that is not observe-only here is refused
+        (422), the session's chain, if any, left as it was.
         """
         session_id, tag, lifetime = request.session_id, request.tag, request.lifetime
         refs = self._module_refs(request.modules)  # bundles are fetched before anything changes
@@ -148,9 +152,20 @@ class NodeAgent:
             instances = self._instantiate(session_id, request.modules, refs)
             now = self.clock()
             guards = [self.host.guard(module) for _, module in instances]
+            why = mode_refusal(request.copy, [n for n, _ in instances], guards)
+            if why:
+                self._release(refs, instances)
+                raise AttachError(f"session {session_id} not attached: {why}", 422)
             expires = now + lifetime + EXPIRY_GRACE
             chain = Chain(
-                session_id, tag, instances, expires, lifetime, attached_at=now, guards=guards
+                session_id,
+                tag,
+                instances,
+                expires,
+                lifetime,
+                attached_at=now,
+                guards=guards,
+                copy=request.copy,
             )
             self._refs[id(chain)] = refs
             old = self.dispatcher.put(chain)
@@ -192,10 +207,14 @@ class NodeAgent:
                     raise AttachError(str(exc), 422) from None
                 instances.append((module.name, instance))
         except AttachError:
-            for ref, (_, instance) in zip(refs, instances, strict=False):
-                self.host.release(ref, instance)
+            self._release(refs, instances)
             raise
         return instances
+
+    def _release(self, refs: list[str], instances: list[tuple[str, ServiceModule]]) -> None:
+        """Stop instances made for a chain that is not installed."""
+        for ref, (_, instance) in zip(refs, instances, strict=False):
+            self.host.release(ref, instance)
 
     def upgrade(self, request: Upgrade) -> Chain:
         """Replace one module of a session's chain by another version of it, its state
@@ -207,10 +226,12 @@ class NodeAgent:
         into the new one, and the new one takes the old one's place: no frame is lost
         or reordered, the frames that come meanwhile wait for the next batch. A module
         without `export_state` (or a new one without `import_state`, or an old one that
-        was quarantined) hands nothing over: the new one starts afresh. Raise KeyError
-        when there is no chain, AttachError when the module is not at that position
-        (409) or the new version cannot be loaded, made, or take the state (422): the
-        old instance then runs on, nothing changed.
+        was quarantined) hands nothing over: the new one starts afresh. The chain keeps
+        its mode (copies or a detour: what the switch holds). Raise KeyError when there
+        is no chain, AttachError when the module is not at that position (409), the
+        chain is a copy and the new version is not observe-only here (409), or the new
+        version cannot be loaded, made, or take the state (422): the old instance then
+        runs on, nothing changed.
         """
         spec, pos = request.module, request.position
         with self._lock:
@@ -224,6 +245,10 @@ class NodeAgent:
                 )
             (ref,) = self._module_refs((spec,))
             ((_, new),) = self._instantiate(chain.session_id, (spec,), [ref])
+            why = mode_refusal(chain.copy, [spec.name], [self.host.guard(new)])
+            if why:
+                self.host.release(ref, new)
+                raise AttachError(f"{spec.name} {spec.version} not taken: {why}", 409)
             try:
                 with self._between_batches:
                     old = self._hand_over(chain.modules[pos][1], chain.guards[pos], new)

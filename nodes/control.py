@@ -11,8 +11,9 @@ knows it came from here.
 | GET    | /sessions      | every attached chain's counters                         |
 | GET    | /sessions/{id} | one chain's counters, with the node's under "node"      |
 | PUT    | /sessions/{id} | attach {tag, lifetime, modules: [{name, params,         |
-|        |                | version, sha256}]} → 201; a bundle the agent lacks is   |
-|        |                | fetched from the controller first                       |
+|        |                | version, sha256}], copy} → 201; a bundle the agent      |
+|        |                | lacks is fetched from the controller first; copy (true; |
+|        |                | absent: false) says the switch copies the frames        |
 | PATCH  | /sessions/{id} | refresh {lifetime}                                      |
 | DELETE | /sessions/{id} | detach; returns the final counters                      |
 | POST   | /sessions/{id}/| upgrade {position, module: {name, params, version,      |
@@ -34,10 +35,12 @@ Errors are {"error": message}, mapped in `_error` only:
 | a method the path does not take                 | 405    |
 | the body did not arrive within READ_TIMEOUT     | 408    |
 | the tag belongs to another session; an upgrade  | 409    |
-| names a module not at that place of the chain   |        |
+| names a module not at that place of the chain,  |        |
+| or one not observe-only into a copy chain       |        |
 | the body is larger than MAX_BODY                | 413    |
 | a module cannot be loaded or set up, or take    | 422    |
-| the state of the version it replaces            |        |
+| the state of the version it replaces; a copy    |        |
+| attach of a module not observe-only here        |        |
 | internal error (details in the agent's log)     | 500    |
 """
 

@@ -12,8 +12,9 @@ came through their chains, and the frames modules emitted (from a frame's call o
 timer), in one list. Module timers run there too, before the batch's frames, so they
 run on the packet loop's thread between frames and never beside them.
 
-A chain of observe-only modules (a copy chain) gets copies: the switch forwarded each
-frame itself, so nothing of such a chain is sent back (`Chain.observe`).
+A copy chain (the controller installed a copy rule, which it does only for a chain of
+observe-only modules, and said so in the attach) gets copies: the switch forwarded
+each frame itself, so nothing of such a chain is sent back (`Chain.observe`).
 """
 
 from __future__ import annotations
@@ -71,12 +72,15 @@ class Chain:
     last_error: str = field(default="")
     # One a module, in the same order: its failure policy, budgets and state.
     guards: list[Guard] = field(default_factory=list)
+    # What the controller installed at the switch (`Attach.copy`): True, a copy rule,
+    # the switch forwarded each frame itself and sends the chain copies, so nothing
+    # goes back (`observe`); False, a detour. Told, never worked out here from the
+    # modules: the switch does what the controller installed, whatever this node's
+    # manifests say. Fixed for the chain's life (an upgrade keeps it).
+    copy: bool = False
     # Whether a module runs in a process of its own: the chain then runs a batch at a
     # time (nodes/sandbox/batched.py) rather than a frame at a time.
     batched: bool = field(default=False, init=False)
-    # Whether every module is observe-only: the switch then sends the chain copies of
-    # frames it forwarded itself, and nothing goes back (`observe`).
-    copy: bool = field(default=False, init=False)
     # Whether a module has a frame rate: every frame is then run by `run_checked`.
     rated: bool = field(default=False, init=False)
     # One a module, in the same order: frames it ended (a drop, or a failure under a
@@ -97,7 +101,6 @@ class Chain:
     def relisted(self) -> None:
         """Take note of the chain's modules and guards (after they changed)."""
         self.batched = any(hasattr(m, "process_batch") for _, m in self.modules)
-        self.copy = bool(self.guards) and all(g.observe_only for g in self.guards)
         self.rated = any(g.rated for g in self.guards)
         n = len(self.modules)
         if len(self.module_dropped) != n:  # kept across a quarantine or an upgrade
@@ -330,6 +333,25 @@ class Chain:
             "last_error": self.last_error,
             "modules": modules,
         }
+
+
+def mode_refusal(copy: bool, names: list[str], guards: list[Guard]) -> str:
+    """Return why modules `names` (with their `guards`) cannot make a chain in the mode
+    the controller installed ("" when they can). A copy chain may hold only modules
+    whose manifest here says they are observe-only: another one's drops and rewrites
+    would be lost, since the switch forwarded every frame already. A detour may hold
+    any: an observe-only module's frames simply go back."""
+    if not copy:
+        return ""
+    others = [name for name, guard in zip(names, guards, strict=True) if not guard.observe_only]
+    if not others:
+        return ""
+    return (
+        f"the controller installed a copy rule, yet {', '.join(others)} "
+        f"{'is' if len(others) == 1 else 'are'} not observe-only on this node: a copy "
+        "chain takes only observe-only modules (do the controller and this node have "
+        "the same manifests?)"
+    )
 
 
 class Outgoing:

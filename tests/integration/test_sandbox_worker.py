@@ -129,7 +129,9 @@ def d(host: ModuleHost) -> Iterator[Dispatcher]:
 
 def chain_of(host: ModuleHost, d: Dispatcher, tag: int, names: list[str]) -> Chain:
     modules = [(name, host.instantiate(name, {}, tag)) for name in names]
-    chain = Chain(tag, tag, modules, 1e9, 60, guards=[host.guard(m) for _, m in modules])
+    guards = [host.guard(m) for _, m in modules]
+    copy = all(g.observe_only for g in guards)  # the mode the controller would install
+    chain = Chain(tag, tag, modules, 1e9, 60, guards=guards, copy=copy)
     d.put(chain)
     return chain
 

@@ -45,6 +45,7 @@ MESSAGES = [
     Registration(1, "s1-ns", "http://127.0.0.1:9", "f" * 32, "afxdp"),
     RegistrationReply(1, (3, 7)),
     Attach(7, 5, 30, (COUNTER, ModuleSpec("null"))),
+    Attach(7, 5, 30, (ModuleSpec("monitor"),), copy=True),
     Refresh(7, limits.MAX_LIFETIME),
     STATS,
     replace(STATS, node=IO, last_error=None),
@@ -104,6 +105,16 @@ def test_a_registration_names_its_node_as_every_edge_reads_a_dpid():
     assert Attach.from_json(bare, 7).modules == (ModuleSpec("null"),)
 
 
+def test_an_attach_says_copy_only_when_it_is_one_and_without_it_means_a_detour():
+    bare = {"tag": 5, "lifetime": 5, "modules": [{"name": "monitor"}]}
+    assert Attach.from_json(bare, 7).copy is False  # what a controller from before sends
+    assert Attach.from_json({**bare, "copy": False}, 7).copy is False
+    assert Attach.from_json({**bare, "copy": True}, 7).copy is True
+    monitor = (ModuleSpec("monitor"),)
+    assert "copy" not in Attach(7, 5, 5, monitor).to_json()  # an agent from before takes it
+    assert Attach(7, 5, 5, monitor, copy=True).to_json()["copy"] is True
+
+
 ATTACH = {"tag": 5, "lifetime": 30, "modules": [{"name": "counter", "params": {}}]}
 REGISTRATION = {"dpid": "01", "switch_port": "s1-ns", "url": "http://a:1", "boot_id": "b"}
 
@@ -128,6 +139,9 @@ REGISTRATION = {"dpid": "01", "switch_port": "s1-ns", "url": "http://a:1", "boot
         (Attach, {**ATTACH, "modules": [{"name": "a", "p": 1}]}, "a module has no field 'p'"),
         (Attach, {**ATTACH, "modules": [{"name": "a", "params": None}]}, "params of a must be"),
         (Attach, {**ATTACH, "modules": [{"name": "a", "params": [1]}]}, "params of a must be"),
+        (Attach, {**ATTACH, "copy": "true"}, "copy must be true or false, got 'true'"),
+        (Attach, {**ATTACH, "copy": 1}, "copy must be true or false, got 1"),
+        (Attach, {**ATTACH, "copy": None}, "copy must be true or false, got None"),
         (Attach, {"tag": 5, "lifetime": 30}, "an attach lacks 'modules'"),
         (Attach, {**ATTACH, "session": 7}, "an attach has no field 'session'"),
         (Refresh, {}, "a refresh lacks 'lifetime'"),
@@ -167,6 +181,7 @@ def test_each_bad_field_is_refused_saying_which_and_why(cls, raw, message):
         (lambda: Attach(7, 5, 30, ("counter",)), "modules must be ModuleSpecs"),
         (lambda: ModuleSpec("counter", (("a", 1), ("a", 2))), "name a parameter twice"),
         (lambda: ModuleSpec("counter", ({"a": 1},)), "must be (name, value) pairs"),
+        (lambda: Attach(7, 5, 30, (COUNTER,), copy=1), "copy must be true or false, got 1"),
         (lambda: replace(IO, sent=-1), "sent must be 0 to"),
         (lambda: replace(IO, received=1 << 64), "received must be 0 to"),
         (lambda: replace(STATS, last_error=3), "last_error must be a string, got 3"),

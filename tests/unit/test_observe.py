@@ -6,6 +6,7 @@ import shutil
 import pytest
 
 from controller import tables
+from controller.errors import PartFailed
 from controller.match import parse_match
 from controller.messages import Output, PopVlan, PushVlan
 from controller.pipeline import (
@@ -18,6 +19,8 @@ from controller.pipeline import (
 )
 from controller.requests import ModuleSpec, SessionRequest
 from controller.sessions import Session, SessionTable, State
+from nodes.agent import AgentConfig, NodeAgent
+from nodes.bundle import Catalog
 from nodes.sandbox.policy import TierPolicy
 from tests.unit.conftest import AGENT_PORT, COPIES_TRUSTED, DPID, make
 from tests.unit.flowsim import SimSwitch
@@ -153,6 +156,53 @@ def test_a_dead_agent_neither_black_holes_nor_fails_a_copy_closed(world):
     assert service.sessions.get(copied.id).state is State.ACTIVE
     assert [p for p, _ in frame_of(sim, 9000)][0] == AGENT_PORT
     assert sim.with_cookie(copied.cookie)[0].goto == tables.LEARN  # a copy again
+
+
+def test_a_copy_the_agent_refuses_ends_the_session_and_leaves_nothing(world, monkeypatch):
+    service, sim, _, _, agent, _ = world
+    # The controller's manifests say every module is observe-only; the node's do not.
+    monkeypatch.setattr(service, "_observes", lambda spec: True)
+    flows = list(sim.flows)
+    with pytest.raises(PartFailed, match="counter is not observe-only on this node"):
+        make(service, chain_of("monitor", "counter"))
+    assert service.sessions.all() == [] and sim.flows == flows
+    assert agent.dispatcher.chains() == [] and agent.host.loaded() == {}
+    assert frame_of(sim, 9000) == []  # the normal path: to the controller in this sim
+
+
+def restarted_agent(service, agent, services, clock) -> NodeAgent:
+    """Take `agent` down and register a new one in its place; return it."""
+    down(service, agent)
+    new = NodeAgent(
+        AgentConfig(DPID, "s1-na", "s1-ns", "http://c", policy=agent.host.policy),
+        Catalog(services),
+        clock,
+    )
+    service.agents.by_dpid[DPID] = new
+    service.register_agent(
+        {"dpid": 1, "switch_port": "s1-ns", "url": "http://b", "boot_id": new.boot_id}
+    )
+    return new
+
+
+def test_a_restarted_agent_gets_a_copy_chain_as_a_copy_and_a_detour_as_a_detour(world, services):
+    service, sim, _, _, agent, clock = world
+    copied = make(service, MONITOR)
+    detoured = make(service, {**chain_of("monitor", "counter"), "match": {"udp_dst": 9001}})
+    new = restarted_agent(service, agent, services, clock)
+    assert new.dispatcher.by_session(copied.id).copy
+    assert not new.dispatcher.by_session(detoured.id).copy
+    assert sim.with_cookie(copied.cookie)[0].goto == tables.LEARN  # the copy rule again
+
+
+def test_a_copy_a_restarted_agent_cannot_take_ends_its_session(world, services):
+    service, sim, _, _, agent, clock = world
+    session = make(service, {**MONITOR, "module": "watch"})
+    manifest = services / "watch" / "manifest.toml"  # the node's folder changed meanwhile
+    manifest.write_text(manifest.read_text().replace("observe_only = true", ""))
+    new = restarted_agent(service, agent, services, clock)
+    assert new.dispatcher.chains() == [] and service.sessions.all() == []
+    assert session.cookie not in sim.cookies()
 
 
 def _one(match: dict) -> Session:

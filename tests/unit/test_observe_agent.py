@@ -2,11 +2,15 @@
 change nothing, and what an observe-only module may not do counts as its error; in
 both tiers (the isolated one through a stand-in for its worker)."""
 
+import json
+
 import pytest
 
 from agentproto.messages import Attach, ModuleSpec
+from nodes import control
+from nodes.agent import AttachError
 from nodes.blocks import Frame, udp_frame
-from nodes.dispatcher import Chain, Dispatcher
+from nodes.dispatcher import Chain, Dispatcher, mode_refusal
 from nodes.module_api import ModuleContext, ServiceModule, Verdict
 from nodes.sandbox import wire
 from nodes.sandbox.budgets import Budget
@@ -23,8 +27,8 @@ def observer(tier: str = "trusted", clock=None, **budget) -> Guard:
     return Guard(tier, "closed", Budget(**budget), clock or Clock(), observe_only=True)
 
 
-def install(d: Dispatcher, modules, guards) -> Chain:
-    chain = Chain(1, 10, modules, expires=0, lifetime=1, guards=guards)
+def install(d: Dispatcher, modules, guards, copy: bool = True) -> Chain:
+    chain = Chain(1, 10, modules, expires=0, lifetime=1, guards=guards, copy=copy)
     d.put(chain)
     return chain
 
@@ -46,10 +50,19 @@ class Unruly(ServiceModule):
         return {"modify": Verdict.MODIFIED, "drop": Verdict.DROP}.get(self.how, Verdict.FORWARD)
 
 
-def test_only_a_chain_of_observe_only_modules_gets_copies():
+def test_a_chain_runs_in_the_mode_it_is_told_and_only_observers_make_a_copy():
+    assert not Chain(1, 10, [("a", Count())], expires=0, lifetime=1, guards=[observer()]).copy
+    assert mode_refusal(True, ["a", "b"], [observer(), observer()]) == ""
+    assert mode_refusal(False, ["a", "b"], [observer(), Guard()]) == ""
+    why = mode_refusal(True, ["a", "b", "c"], [observer(), Guard(), Guard()])
+    assert "copy rule, yet b, c are not observe-only on this node" in why
+
+
+def test_a_detour_of_observers_sends_their_frames_back():
     d = Dispatcher()
-    assert install(d, [("a", Count()), ("b", Count())], [observer(), observer()]).copy
-    assert not install(d, [("a", Count()), ("b", Count())], [observer(), Guard()]).copy
+    chain = install(d, [("a", Count()), ("b", Count())], [observer(), observer()], copy=False)
+    out = d.run_batch(frames(3))
+    assert (len(out), out.copies, chain.returned) == (3, 0, 0)  # returned counts once sent
 
 
 @pytest.mark.parametrize("how", ["forward", "drop"])
@@ -144,7 +157,7 @@ def test_an_isolated_observer_that_dies_is_quarantined_and_the_rest_goes_on():
 
 
 def test_the_agent_sends_nothing_of_a_copy_and_counts_no_copy_as_dropped(agent):  # noqa: F811
-    watched = agent.attach(Attach(1, 5, 5, (ModuleSpec("monitor"),)))
+    watched = agent.attach(Attach(1, 5, 5, (ModuleSpec("monitor"),), copy=True))
     served = agent.attach(Attach(2, 6, 5, (ModuleSpec("null"),)))
     assert watched.copy and not served.copy
     io = Batches(agent, [[(5, frame(1)), (6, frame(2)), (5, frame(3))]], room=9)
@@ -155,6 +168,39 @@ def test_the_agent_sends_nothing_of_a_copy_and_counts_no_copy_as_dropped(agent):
     assert (node.received, node.sent, node.dropped) == (3, 1, 0)
     top = agent.session_stats(1).modules[0].stats
     assert (top["packets"], top["bytes"]) == (2, 120)
+
+
+def test_a_copy_attach_of_a_module_not_observe_only_here_is_refused_and_leaves_nothing(
+    agent,  # noqa: F811
+):
+    chain = (ModuleSpec("monitor"), ModuleSpec("null"))
+    with pytest.raises(AttachError) as err:
+        agent.attach(Attach(1, 5, 5, chain, copy=True))
+    assert err.value.status == 422
+    assert "copy rule, yet null is not observe-only on this node" in str(err.value)
+    assert agent.dispatcher.chains() == [] and agent.host.loaded() == {}
+    before = agent.attach(Attach(1, 5, 5, chain))  # a detour of the same chain is taken
+    with pytest.raises(AttachError):  # and a refused attach again leaves it as it was
+        agent.attach(Attach(1, 5, 5, chain, copy=True))
+    assert agent.dispatcher.by_session(1) is before and not before.copy
+    assert {n: m["sessions"] for n, m in agent.host.loaded().items()} == {"monitor": 1, "null": 1}
+
+
+def test_a_detour_attach_of_observers_sends_their_frames_back(agent):  # noqa: F811
+    chain = agent.attach(Attach(1, 5, 5, (ModuleSpec("monitor"),)))  # no "copy": a detour
+    assert not chain.copy
+    io = Batches(agent, [[(5, frame(1)), (5, frame(2))]], room=9)
+    agent.packet_loop(io)
+    assert io.sent == [bytes(frame(1)), bytes(frame(2))]  # what the switch waits for
+    assert (chain.packets, chain.returned) == (2, 2)
+    assert agent.session_stats(1).modules[0].stats["packets"] == 2
+
+
+def test_the_control_api_refuses_a_copy_that_is_not_true_or_false(agent):  # noqa: F811
+    body = {"tag": 5, "lifetime": 5, "modules": [{"name": "monitor"}], "copy": "yes"}
+    status, data, _ = control.answer(agent, "PUT", "/sessions/1", json.dumps(body).encode())
+    assert status == 400 and "copy must be true or false" in json.loads(data)["error"]
+    assert agent.dispatcher.chains() == []
 
 
 def test_the_monitor_follows_each_flow():

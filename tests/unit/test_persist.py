@@ -212,6 +212,35 @@ def test_a_session_caught_being_refreshed_keeps_its_old_lifetime_everywhere(
     assert chain.lifetime == 90  # sent once
 
 
+def test_a_restart_keeps_how_each_sessions_frames_reach_its_chain(first, services):
+    service, switches, agents, agent, _, _ = first
+    sim = switches.sims[DPID]
+    copied = make(service, {**BODY, "module": "monitor", "lifetime": 300})
+    detoured = make(service, {**BODY, "match": {"udp_dst": 9001}, "lifetime": 300})
+    assert [s.copy for s in service.store.load()] == [True, False]
+    manifest = services / "monitor" / "manifest.toml"  # edited, its version kept
+    manifest.write_text(manifest.read_text().replace("observe_only = true", ""))
+    again, clock = restart(first, services)
+    assert again.copies(again.sessions.get(copied.id))
+    assert not again.copies(again.sessions.get(detoured.id))
+    sim.added.clear()
+    connect(again, switches, DPID, PORTS)
+    assert sim.added == [] and sim.deleted == []  # the copy rule stays a copy rule
+    new = NodeAgent(  # and an agent that restarts gets the copy it is told
+        AgentConfig(DPID, "s1-na", "s1-ns", "http://c", policy=COPIES_TRUSTED),
+        Catalog(services),
+        clock,
+    )
+    agents.by_dpid[DPID] = new
+    agents.health_down = True
+    again.register_agent(
+        {"dpid": 1, "switch_port": "s1-ns", "url": "http://b", "boot_id": new.boot_id}
+    )
+    # ... and refuses, since its manifest no longer says observe-only: the copy ends
+    assert [c.session_id for c in new.dispatcher.chains()] == [detoured.id]
+    assert [s.id for s in again.sessions.all()] == [detoured.id]
+
+
 def test_an_agent_that_restarted_while_the_controller_was_away_gets_its_chains(first, services):
     service, switches, agents, old, _, _ = first
     session = make(service, {**BODY, "lifetime": 300})

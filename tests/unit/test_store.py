@@ -6,6 +6,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -14,7 +15,14 @@ from controller.match import parse_match
 from controller.network import Agent
 from controller.requests import ModuleSpec
 from controller.sessions import Session, State
-from controller.store import MEMORY, SCHEMA_VERSION, SessionStore, StoreError, default_path
+from controller.store import (
+    _TO_2,
+    MEMORY,
+    SCHEMA_VERSION,
+    SessionStore,
+    StoreError,
+    default_path,
+)
 from signaling.values import NodeSelection
 from tests.unit.conftest import Clock
 from topo.controller import REPO_ROOT, ControllerProcess
@@ -52,6 +60,9 @@ def test_every_field_of_a_session_comes_back_and_times_follow_the_wall_clock(tmp
         store.save(session(7, state))
         (back,) = store.load()
         assert back == session(7, state)
+    for copy in (True, False, None):  # how its frames reach its chain, or undecided
+        store.save(replace(session(), copy=copy))
+        assert store.load()[0].copy is copy
     store.close()
     later = Clock()
     later.now, later.boot = 50.0, clock.wall() + 20 - 50.0  # 20 s on, in a new process
@@ -61,7 +72,8 @@ def test_every_field_of_a_session_comes_back_and_times_follow_the_wall_clock(tmp
     assert back.armed_until - later() == pytest.approx(session().armed_until - clock() - 20)
 
 
-def test_a_store_of_the_first_version_is_read_its_sessions_in_groups_of_their_own(tmp_path):
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_store_of_an_older_version_is_read_its_sessions_in_groups_of_their_own(tmp_path, version):
     path = tmp_path / "s.sqlite"
     db = sqlite3.connect(path)
     db.executescript(
@@ -77,13 +89,16 @@ def test_a_store_of_the_first_version_is_read_its_sessions_in_groups_of_their_ow
             60, 0, 60, 0, 'active', 'operator');
         PRAGMA user_version = 1;"""
     )
+    if version == 2:  # with its group and node selection, without the mode
+        db.executescript(";\n".join([*_TO_2, "PRAGMA user_version = 2"]))
     db.close()
     (old,) = SessionStore(path).load()
-    assert (old.id, old.ref, old.group, old.selection) == (
+    assert (old.id, old.ref, old.group, old.selection, old.copy) == (
         5,
         0,
         ("operator", 5),
         NodeSelection.first(),
+        None,  # undecided: the controller decides from the manifests, as it did then
     )
 
 
@@ -135,7 +150,7 @@ def test_a_second_controller_on_the_same_store_is_refused_until_the_first_closes
         ),
         (
             lambda p: sqlite3.connect(p).execute("PRAGMA user_version = 99").connection.commit(),
-            "schema version 99, this controller reads 2",
+            f"schema version 99, this controller reads {SCHEMA_VERSION}",
         ),
         (lambda p: p.mkdir(), "Is a directory"),
     ],

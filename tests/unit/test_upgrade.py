@@ -9,6 +9,7 @@ The isolated tier's hand-over over the worker's channel is tested on real proces
 from __future__ import annotations
 
 import base64
+import json
 import threading
 
 import pytest
@@ -16,6 +17,7 @@ import pytest
 from agentproto.fields import ContractError
 from agentproto.messages import ModuleSpec, Upgrade
 from controller.errors import Conflict
+from controller.requests import resolve_module
 from nodes import control, handover
 from nodes.archive import pack
 from tests.bundles import REFUSES, keeper, module_folder
@@ -23,8 +25,11 @@ from tests.unit.conftest import policy_of
 from tests.unit.test_repository_rest import api  # noqa: F401  (the fixture)
 
 
-def publish(call, tmp_path, version: str, code: str | None = None) -> None:
-    folder = module_folder(tmp_path / f"src-{version}", "tally", version, code=code)
+def publish(
+    call, tmp_path, version: str, code: str | None = None, observe_only: bool = False
+) -> None:
+    manifest = "observe_only = true\n" if observe_only else ""
+    folder = module_folder(tmp_path / f"src-{version}", "tally", version, code, manifest)
     body = {"bundle": base64.b64encode(pack(folder)).decode()}
     assert call("POST", "/netserv/modules", body).status == 201
 
@@ -165,6 +170,50 @@ def test_a_refresh_whose_description_resolves_to_a_newer_version_upgrades(live, 
     with pytest.raises(Conflict, match="another flow"):
         service.refresh(session["id"], 30, expect=moved)
     assert service.sessions.get(session["id"]).modules[0].version == "2.0.0"
+
+
+def observed(api, tmp_path):  # noqa: F811
+    """A copy session on tally 1.0.0, observe-only, and a version 2.0.0 that is not."""
+    call, service, sim, agent = api
+    publish(call, tmp_path, "1.0.0", keeper("1.0.0"), observe_only=True)
+    session = call("POST", "/netserv/sessions", {"match": {"udp_dst": 1}, "module": "tally"}).json
+    assert agent.dispatcher.by_session(session["id"]).copy
+    publish(call, tmp_path, "2.0.0", keeper("2.0.0"))
+    return call, service, sim, agent, session
+
+
+def test_a_copy_chain_cannot_be_upgraded_to_a_version_that_is_not_observe_only(api, tmp_path):  # noqa: F811
+    call, service, sim, agent, session = observed(api, tmp_path)
+    before = (service.sessions.all(), agent.host.loaded(), list(sim.flows))
+    reply = call("POST", f"/netserv/sessions/{session['id']}/upgrade", {"version": "2.0.0"})
+    assert reply.status == 409, reply.json
+    assert "tally 2.0.0 is not observe-only" in reply.json["error"]
+    assert (service.sessions.all(), agent.host.loaded(), list(sim.flows)) == before
+    assert agent.dispatcher.by_session(session["id"]).copy
+
+
+def test_the_agent_refuses_it_too_when_the_controller_would_not(api, tmp_path):  # noqa: F811
+    call, service, sim, agent, session = observed(api, tmp_path)
+    spec = resolve_module("tally", {}, "2.0.0", service.catalog)
+    loaded, chain = agent.host.loaded(), agent.dispatcher.by_session(session["id"])
+    body = json.dumps(Upgrade(session["id"], 0, spec).to_json()).encode()
+    status, data, _ = control.answer(agent, "POST", f"/sessions/{session['id']}/upgrade", body)
+    assert status == 409 and "tally 2.0.0 not taken" in json.loads(data)["error"]
+    assert "not observe-only on this node" in json.loads(data)["error"]
+    assert agent.host.loaded() == loaded and chain.copy
+    assert counted(agent, session)["version"] == "1.0.0"
+
+
+def test_a_detour_upgraded_to_an_observe_only_version_stays_a_detour(live, tmp_path):
+    call, service, sim, agent, session = live
+    publish(call, tmp_path, "2.0.0", keeper("2.0.0"), observe_only=True)
+    flows = list(sim.flows)
+    reply = call("POST", f"/netserv/sessions/{session['id']}/upgrade", {})
+    assert reply.status == 200, reply.json
+    assert not service.copies(service.sessions.get(session["id"])) and sim.flows == flows
+    assert not agent.dispatcher.by_session(session["id"]).copy
+    run(agent, session, 2)  # the frames still go back
+    assert counted(agent, session) == {"frames": 7, "version": "2.0.0"}
 
 
 def test_the_upgrade_call_is_checked_by_the_contract():
