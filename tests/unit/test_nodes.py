@@ -197,6 +197,7 @@ def test_detach_waits_for_the_frame_a_module_is_still_handling(agent):
     chain = agent.attach(Attach(1, 5, 5, (ModuleSpec("null"),)))
     slow = Slow({}, None)
     chain.modules[0] = ("null", slow)  # in place of the null instance
+    chain.relisted()
     io = OneFrame(agent, 5)
     loop = threading.Thread(target=agent.packet_loop, args=(io,))
     loop.start()
@@ -255,6 +256,7 @@ def test_the_packet_loop_credits_each_chain_with_what_it_returned_or_failed_to_s
     kept = agent.attach(Attach(1, 5, 5, (ModuleSpec("null"),)))
     dropper = agent.attach(Attach(2, 6, 5, (ModuleSpec("null"),)))
     dropper.modules[0] = ("null", Drop({}, None))
+    dropper.relisted()
     io = Batches(agent, [[(5, frame(1)), (6, frame(2)), (None, frame(3))], [(5, frame(4))]], room=1)
     agent.packet_loop(io)
     assert io.sent == [bytes(frame(1)), bytes(frame(4))]  # the untagged frame found no room
@@ -310,6 +312,7 @@ class Looper(ServiceModule):
 def test_a_trusted_module_that_holds_the_packet_loop_is_interrupted_and_quarantined(agent):
     looping = agent.attach(Attach(1, 5, 5, (ModuleSpec("null"),)))
     looping.modules[0] = ("null", Looper({}, None))
+    looping.relisted()
     other = agent.attach(Attach(2, 6, 5, (ModuleSpec("null"),)))
     io = Batches(agent, [[(5, frame(1))], [(6, frame(2)), (5, frame(3))]])
     watchdog = threading.Thread(target=agent.watchdog_loop)
