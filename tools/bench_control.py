@@ -10,8 +10,9 @@ run. In one run, in this order:
   frame the receiver gets on that port marks the module's first frame (p50, p99);
 - the node filled to 100, 1,000 and 10,000 sessions (8 clients, each block's rate
   kept), the agent's CPU time per detoured frame measured at 1, 100, 1,000 and
-  10,000 sessions; at 10,000 the setup rates and times and the unrelated traffic
-  again, so each is a ratio to the empty node measured side by side;
+  10,000 sessions, and its CPU time at rest (no traffic: its background work); at
+  10,000 the setup rates and times and the unrelated traffic again, so each is a
+  ratio to the empty node measured side by side;
 - REST's p99 (GET /netserv/nodes) alone and while signaling datagrams flood the
   switch at 10 times the punt meter's rate;
 - the 10,000 sessions torn down (its rate), then setup/teardown cycles, with flows,
@@ -98,6 +99,26 @@ def cpu_seconds(pid: int) -> float:
     """Return the user and system CPU time process `pid` has used, in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_seconds(pid: int) -> float:
+    """Return the time the threads of process `pid` have run on a CPU, in seconds, to
+    the nanosecond (the scheduler's count: `cpu_seconds` counts 10 ms ticks)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # a thread that ended meanwhile
+    return total / 1e9
+
+
+def at_rest(pid: int, seconds: float) -> float:
+    """Return the CPU milliseconds a second process `pid` uses over `seconds` while no
+    test traffic flows: its background work (for the agent, heartbeats and expiry)."""
+    before = run_seconds(pid)
+    time.sleep(seconds)
+    return (run_seconds(pid) - before) / seconds * 1e3
 
 
 # --- the sender in a host ----------------------------------------------------------
@@ -409,7 +430,7 @@ def measure(
         module="null",
         lifetime=3600,
     )["id"]
-    held, cost, fill = 1, {}, []
+    held, cost, rest, fill = 1, {}, {}, []
     for level in levels:
         if level > held:
             ids, _, seconds = sessions.setup(
@@ -422,7 +443,11 @@ def measure(
             costs = [frame_cost(net, client, measured, window) for _ in range(repeats)]
             cost[str(level)] = spread(costs)
             log(f"agent CPU per frame at {level} sessions: {cost[str(level)]}")
-    result["fill"], result["frame_cost_us"] = fill, cost
+            # Two heartbeats or more in each window.
+            idle = [at_rest(switch.agent_pid, window + 2) for _ in range(repeats)]
+            rest[str(level)] = spread(idle)
+            log(f"agent CPU at rest at {level} sessions, ms/s: {rest[str(level)]}")
+    result["fill"], result["frame_cost_us"], result["rest_cpu_ms_per_s"] = fill, cost, rest
     if "full" in parts:
         result["full"] = setup_rates(sessions, per_trial, repeats, 100_000, pids)
         log(f"setup rates at {top} sessions: {json.dumps(result['full'])}")
@@ -468,14 +493,21 @@ def ratios(r: dict[str, Any]) -> dict[str, float]:
 
 
 def frame_cost_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
-    """Return (measure, value) rows of the agent's CPU per frame at each level, and
-    the ratio of the highest level to one session's."""
+    """Return (measure, value) rows of the agent's CPU per frame at each level, the
+    ratio of the highest level to one session's, and its CPU at rest at each level."""
     rows = [
         (
             f"agent CPU per frame, {int(level):,} session{'s' if int(level) > 1 else ''}",
             f"{c['median']:.1f} µs ({c['min']:.1f}–{c['max']:.1f})",
         )
         for level, c in r["frame_cost_us"].items()
+    ]
+    rows += [  # absent from runs made before it was measured
+        (
+            f"agent CPU at rest, {int(level):,} session{'s' if int(level) > 1 else ''}",
+            f"{c['median']:.2f} ms/s ({c['min']:.2f}–{c['max']:.2f})",
+        )
+        for level, c in r.get("rest_cpu_ms_per_s", {}).items()
     ]
     top = str(r["sessions"])
     if top in r["frame_cost_us"]:
