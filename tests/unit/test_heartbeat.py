@@ -284,3 +284,21 @@ def test_the_agent_expires_chains_on_time(world):
     clock.now += 1 + EXPIRY_GRACE
     assert agent.expire_due() == [6]
     assert agent.dispatcher.chains() == []
+
+
+def test_a_steady_heartbeat_and_expiry_look_at_no_list_of_sessions(beating, monkeypatch):
+    (service, *_, agent, clock), answers = beating
+    for i in range(20):
+        make(service, {**BODY, "match": {"udp_dst": 9000 + i}})
+
+    def whole_list(*args):
+        raise AssertionError("a steady heartbeat must not go through every session")
+
+    monkeypatch.setattr(agent.dispatcher, "chains", whole_list)
+    monkeypatch.setattr(service.sessions, "on_node", whole_list)
+    monkeypatch.setattr(service.sessions, "all", whole_list)
+    for _ in range(3):
+        clock.now += 2
+        assert agent.register()
+        assert agent.expire_due() == []
+    assert answers[-1]["same"] is True
