@@ -502,6 +502,10 @@ def frame_cost_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
         )
         for level, c in r["frame_cost_us"].items()
     ]
+    top = str(r["sessions"])
+    if top in r["frame_cost_us"]:
+        ratio = r["frame_cost_us"][top]["median"] / r["frame_cost_us"]["1"]["median"]
+        rows.append((f"  ratio, {int(top):,} sessions / 1", f"{ratio:.2f}"))
     rows += [  # absent from runs made before it was measured
         (
             f"agent CPU at rest, {int(level):,} session{'s' if int(level) > 1 else ''}",
@@ -509,10 +513,6 @@ def frame_cost_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
         )
         for level, c in r.get("rest_cpu_ms_per_s", {}).items()
     ]
-    top = str(r["sessions"])
-    if top in r["frame_cost_us"]:
-        ratio = r["frame_cost_us"][top]["median"] / r["frame_cost_us"]["1"]["median"]
-        rows.append((f"  ratio, {int(top):,} sessions / 1", f"{ratio:.2f}"))
     return rows
 
 
