@@ -2,7 +2,9 @@
 
 | sender     | call                  | request (body)        | answer                          |
 | ---------- | --------------------- | --------------------- | ------------------------------- |
-| agent      | POST /netserv/nodes   | Registration          | RegistrationReply; 409 REFUSED  |
+| agent      | POST /netserv/nodes   | Registration, with    | RegistrationReply: the node's   |
+|            |                       | the digest of the     | sessions, or "same" when the    |
+|            |                       | sessions it holds     | digests agree; 409 REFUSED      |
 | controller | PUT /sessions/{id}    | Attach (copy or not)  | 201 ChainStats                  |
 | controller | PATCH /sessions/{id}  | Refresh               | ChainStats                      |
 | controller | DELETE /sessions/{id} | Detach (no body)      | ChainStats, the final counters  |
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
@@ -39,6 +41,7 @@ from agentproto.fields import (
     whole,
     word,
 )
+from agentproto.held import Held
 from agentproto.limits import MAX_CHAIN, MAX_LIFETIME, SESSION_TAGS
 from controller.tables import SESSION_ID_MAX
 from nodes.bundle import FAILURES, NAME_RE, TIERS, VERSION_RE
@@ -122,6 +125,10 @@ class Registration:
     url: str  # the agent's control API
     boot_id: str  # new each time the agent starts: a new one means its chains are gone
     port_type: str = ""  # how the node's bridge reads its ports (system, afxdp); "": unknown
+    # The digest of the sessions whose chains the agent holds (agentproto/held.py), so
+    # the controller lists its own only when they differ. None: an agent that does not
+    # send one, which is always sent the list.
+    held: Held | None = None
 
     def __post_init__(self) -> None:
         whole(self.dpid, "dpid", 0, (1 << 64) - 1)
@@ -130,6 +137,8 @@ class Registration:
         word(self.boot_id, "boot_id")
         if not isinstance(self.port_type, str) or len(self.port_type) > 200:
             raise ContractError("port_type must be a string of at most 200 characters")
+        if self.held is not None and not isinstance(self.held, Held):
+            raise ContractError("held must be a Held")
 
     @property
     def path(self) -> str:
@@ -144,43 +153,68 @@ class Registration:
         }
         if self.port_type:  # optional, so a registration without it reads as before
             out["port_type"] = self.port_type
+        if self.held is not None:  # optional too
+            out["held"] = self.held.to_json()
         return out
 
     @classmethod
     def from_json(cls, raw: object) -> Registration:
         """Return the registration `raw` is; raise ContractError."""
-        body = fields(
-            raw, "a registration", ("dpid", "switch_port", "url", "boot_id"), ("port_type",)
-        )
+        required = ("dpid", "switch_port", "url", "boot_id")
+        body = fields(raw, "a registration", required, ("port_type", "held"))
         return cls(
             dpid(body["dpid"]),
             body["switch_port"],
             body["url"],
             body["boot_id"],
             body.get("port_type", ""),
+            Held.from_json(body["held"]) if "held" in body else None,
         )
 
 
 @dataclass(frozen=True)
 class RegistrationReply:
-    """The controller's answer: the sessions it places on the node. The agent drops any
-    chain not listed (the orphans of a controller that restarted)."""
+    """The controller's answer: the sessions it places on the node, or None ("same":
+    true on the wire) when the registration's `held` digest is that of exactly these.
+    The agent drops any chain not listed (the orphans of a controller that restarted,
+    or of a teardown that did not reach it); "same" leaves it nothing to drop."""
 
     dpid: int
-    sessions: tuple[int, ...]
+    sessions: tuple[int, ...] | None
 
     def __post_init__(self) -> None:
         whole(self.dpid, "dpid", 0, (1 << 64) - 1)
-        object.__setattr__(self, "sessions", _session_ids(self.sessions, "sessions"))
+        if self.sessions is not None:
+            object.__setattr__(self, "sessions", _session_ids(self.sessions, "sessions"))
 
     def to_json(self) -> dict[str, object]:
+        if self.sessions is None:
+            return {"dpid": format_dpid(self.dpid), "same": True}
         return {"dpid": format_dpid(self.dpid), "sessions": list(self.sessions)}
 
     @classmethod
     def from_json(cls, raw: object) -> RegistrationReply:
-        """Return the reply `raw` is; raise ContractError."""
-        body = fields(raw, "a registration's answer", ("dpid", "sessions"))
+        """Return the reply `raw` is (either its sessions or "same": true); raise
+        ContractError."""
+        what = "a registration's answer"
+        if isinstance(raw, dict) and "same" in raw:
+            body = fields(raw, what, ("dpid", "same"))
+            if not flag(body["same"], "same"):
+                raise ContractError("same must be true: the list is sent otherwise")
+            return cls(dpid(body["dpid"]), None)
+        body = fields(raw, what, ("dpid", "sessions"))
         return cls(dpid(body["dpid"]), _session_ids(body["sessions"], "sessions"))
+
+    @classmethod
+    def answer(
+        cls, dpid: int, theirs: Held | None, ours: Held, listed: Callable[[], tuple[int, ...]]
+    ) -> RegistrationReply:
+        """Return the answer to a registration whose digest is `theirs` (None: it sent
+        none) from a controller whose sessions on the node have the digest `ours`:
+        "same" when they agree, else the list `listed()` returns (called only then)."""
+        if theirs is not None and theirs == ours:
+            return cls(dpid, None)
+        return cls(dpid, listed())
 
 
 # --- chains: controller → agent ------------------------------------------------------

@@ -37,6 +37,7 @@ import enum
 from collections.abc import Callable, ValuesView
 from dataclasses import dataclass, replace
 
+from agentproto.held import Held, HeldSet
 from agentproto.limits import SESSION_TAGS
 from controller.errors import Conflict, NotFound, Unavailable
 from controller.flowindex import OverlapIndex
@@ -152,7 +153,9 @@ class SessionTable:
     """Every session the controller knows, by id; decides ids, tags and conflicts.
 
     Each node's sessions are indexed by priority and match (`OverlapIndex`) and by tag,
-    so a reservation costs the same with 10 or 10,000 sessions held.
+    so a reservation costs the same with 10 or 10,000 sessions held; the digest of each
+    node's session ids (`held`), which the agents' heartbeats are answered by, is kept
+    as they come and go.
     """
 
     def __init__(
@@ -161,6 +164,7 @@ class SessionTable:
         self._sessions: dict[int, Session] = {}
         self._groups: dict[GroupKey, list[int]] = {}
         self._by_node: dict[int, dict[int, int]] = {}  # node → tag → session id
+        self._held: dict[int, HeldSet] = {}  # node → the digest of _by_node[node]'s ids
         self._flows: dict[tuple[int, int], OverlapIndex] = {}  # (node, priority) → matches
         self._next_id = first_id
         self._next_tag: dict[int, int] = {}
@@ -181,6 +185,10 @@ class SessionTable:
         except KeyError:
             raise NotFound(f"no session {session_id}") from None
 
+    def find(self, session_id: int) -> Session | None:
+        """Return the session `session_id`, or None when there is none."""
+        return self._sessions.get(session_id)
+
     def all(self) -> list[Session]:
         """Return every session, oldest first."""
         return sorted(self._sessions.values(), key=lambda s: s.id)
@@ -197,6 +205,12 @@ class SessionTable:
         """Return the sessions placed on node `dpid`, oldest first."""
         held = self._by_node.get(dpid, {})
         return sorted((self._sessions[i] for i in held.values()), key=lambda s: s.id)
+
+    def held(self, dpid: int) -> Held:
+        """Return the digest of the ids of the sessions placed on node `dpid` (those
+        `on_node` returns)."""
+        held = self._held.get(dpid)
+        return held.held if held is not None else Held(0, 0)
 
     def group(self, key: GroupKey) -> list[Session]:
         """Return the sessions of group `key`, in the order they were made (path order)."""
@@ -300,7 +314,13 @@ class SessionTable:
     def _hold(self, session: Session) -> None:
         self._sessions[session.id] = session
         self._groups.setdefault(session.group, []).append(session.id)
-        self._by_node.setdefault(session.node, {})[session.tag] = session.id
+        tags = self._by_node.setdefault(session.node, {})
+        held = self._held.setdefault(session.node, HeldSet())
+        displaced = tags.get(session.tag)  # a restored session under a tag already held
+        if displaced is not None:
+            held.remove(displaced)
+        tags[session.tag] = session.id
+        held.add(session.id)
         key = (session.node, session.priority)
         self._flows.setdefault(key, OverlapIndex()).add(session.id, session.match)
 
@@ -313,8 +333,10 @@ class SessionTable:
         tags = self._by_node[session.node]
         if tags.get(session.tag) == session.id:
             del tags[session.tag]
+            self._held[session.node].remove(session.id)
         if not tags:
             del self._by_node[session.node]
+            del self._held[session.node]
         key = (session.node, session.priority)
         index = self._flows[key]
         index.remove(session.id)

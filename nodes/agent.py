@@ -4,7 +4,10 @@ Three threads around one `NodeAgent`: the packet loop (port → dispatcher → p
 control API (the controller attaches and detaches session chains), and housekeeping
 (registration with the controller, which doubles as its heartbeat, and expiry of
 chains whose lifetime ran out: the agent's soft state does not depend on the
-controller being alive). Under a supervisor (`nodes/supervisor.py`) a fourth, the
+controller being alive). Neither costs more with more chains: the registration carries
+the digest of the sessions held and gets the controller's list only when its own
+differs (`agentproto/held.py`), and expiry looks only at the chains due
+(`nodes/expiry.py`). Under a supervisor (`nodes/supervisor.py`) a fourth, the
 watchdog, beats on a pipe while the packet loop comes round.
 """
 
@@ -40,6 +43,7 @@ from nodes import handover
 from nodes.bundle import BundleError, Catalog
 from nodes.bundlecache import BundleCache, fetch_from
 from nodes.dispatcher import Chain, Dispatcher, ModuleHung, Outgoing, mode_refusal
+from nodes.expiry import ExpiryQueue
 from nodes.host import ModuleHost, ModuleLoadError
 from nodes.module_api import ServiceModule
 from nodes.packet_io import PacketSocket
@@ -112,6 +116,7 @@ class NodeAgent:
         self.host = ModuleHost(self.bundles, config.dpid, clock, config.policy)
         self._refs: dict[int, list[str]] = {}  # id() of a chain: its modules' host refs
         self.dispatcher = Dispatcher(clock)
+        self.expiry = ExpiryQueue()  # the chains by when they expire
         self.clock = clock
         self.boot_id = uuid.uuid4().hex
         self.url = ""  # set once the control API listens
@@ -169,6 +174,7 @@ class NodeAgent:
             )
             self._refs[id(chain)] = refs
             old = self.dispatcher.put(chain)
+            self.expiry.add(session_id, expires)
         if old is not None:
             self._quiesce()
             self._stop(old)
@@ -288,12 +294,14 @@ class NodeAgent:
             raise KeyError(request.session_id)
         chain.lifetime = request.lifetime
         chain.expires = self.clock() + request.lifetime + EXPIRY_GRACE
+        self.expiry.add(chain.session_id, chain.expires)
         return chain
 
     def detach(self, session_id: int) -> ChainStats | None:
         """Remove a session's chain; return its final counters, or None when there is none."""
         with self._lock:
             chain = self.dispatcher.remove(session_id)
+            self.expiry.discard(session_id)
         if chain is None:
             return None
         self._quiesce()
@@ -459,12 +467,15 @@ class NodeAgent:
 
     def expire_due(self) -> list[int]:
         """Detach the chains whose lifetime (plus grace) ran out; return their session ids."""
-        now = self.clock()
-        due = [c.session_id for c in self.dispatcher.chains() if c.expires <= now]
+        due = self.expiry.pop_due(self.clock(), self._expires_of)
         for session_id in due:
             log.warning("session %d expired at the agent (no refresh or teardown came)", session_id)
             self.detach(session_id)
         return due
+
+    def _expires_of(self, session_id: int) -> float | None:
+        chain = self.dispatcher.by_session(session_id)
+        return None if chain is None else chain.expires
 
     def reconcile(self, listed: list[int], asked_at: float) -> list[int]:
         """Detach chains the controller does not list; return their session ids.
@@ -488,18 +499,23 @@ class NodeAgent:
     def register_once(self) -> None:
         """Register with the controller (or renew the heartbeat) and drop orphan chains.
 
+        The registration carries the digest of the sessions held when it was sent; the
+        controller answers "same" when its own sessions on the node have that digest
+        (none is an orphan, and none needs looking at), else with their list.
         The registration is signed with the node's key and only an answer signed by
         the controller counts. Raise Refused when the controller will not have this
         agent for the node, and ClientError when it cannot be reached or answers with
         another error (or does not sign its answer, or breaks the contract).
         """
-        asked_at = self.clock()
+        with self._lock:  # the chains the digest is of are those attached before asked_at
+            asked_at, held = self.clock(), self.dispatcher.held
         request = Registration(
             self.config.dpid,
             self.config.switch_port,
             self.url,
             self.boot_id,
             self.config.port_type,
+            held,
         )
         url = self.config.controller.rstrip("/") + request.path
         try:
@@ -516,7 +532,8 @@ class NodeAgent:
                 raise ContractError(f"it is for node {reply.dpid:016x}")
         except ContractError as exc:
             raise ClientError(0, f"the controller's answer breaks the contract: {exc}") from None
-        self.reconcile(list(reply.sessions), asked_at)
+        if reply.sessions is not None:  # None: it holds what this agent held at asked_at
+            self.reconcile(list(reply.sessions), asked_at)
 
     def register(self) -> bool:
         """Try to register once; return True when registered.

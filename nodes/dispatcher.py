@@ -5,7 +5,9 @@ chain is one dict look-up. The tag → chain map and the session → chain map a
 one key at a time (the control API attaches and detaches from other threads, one at a
 time under the agent's lock): each such change is atomic under the GIL, so the packet
 loop reads the map without a lock, and a change costs the same with 10 or 10,000
-chains. Whoever lists the chains takes a copy first (one C call, atomic too).
+chains. Whoever lists the chains takes a copy first (one C call, atomic too). The
+digest of the sessions held (`agentproto/held.py`), which the heartbeat carries, is kept
+up to date with the session map, so reading it costs nothing either.
 
 The packet loop hands `run_batch` a batch and sends what it returns: the frames that
 came through their chains, and the frames modules emitted (from a frame's call or a
@@ -25,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from time import thread_time
 
+from agentproto.held import Held, HeldSet
 from nodes.blocks.timers import Scheduler
 from nodes.module_api import ModuleContext, Outbox, ServiceModule, Verdict
 from nodes.sandbox.batched import ObserveOnly, run_batched
@@ -399,6 +402,13 @@ class Dispatcher:
         self._by_session: dict[int, Chain] = {}
         self.unmatched = 0
         self.timers = Scheduler(clock)  # the module timers of every installed chain
+        self._held = HeldSet()  # the digest of _by_session's keys
+
+    @property
+    def held(self) -> Held:
+        """Return the digest of the sessions whose chains are installed (read it under
+        the lock that `put` and `remove` are called under, or it may be torn)."""
+        return self._held.held
 
     def dispatch(self, tag: int | None, frame: memoryview) -> bool:
         """Run the chain the tag names; return True when the frame is to be sent on.
@@ -491,8 +501,10 @@ class Dispatcher:
         if old is not None:
             _drop(table, sessions, old)
         displaced = table.get(chain.tag)  # another session's chain under this tag
-        if displaced is not None:
-            sessions.pop(displaced.session_id, None)
+        if displaced is not None and sessions.pop(displaced.session_id, None) is not None:
+            self._held.remove(displaced.session_id)
+        if old is None:
+            self._held.add(chain.session_id)
         sessions[chain.session_id] = chain
         table[chain.tag] = chain
         if old is not None:
@@ -505,6 +517,7 @@ class Dispatcher:
         old = self.by_session(session_id)
         if old is not None:
             _drop(self._by_tag, self._by_session, old)
+            self._held.remove(session_id)
             self._disarm(old)
         return old
 

@@ -10,15 +10,20 @@ run. In one run, in this order:
   frame the receiver gets on that port marks the module's first frame (p50, p99);
 - the node filled to 100, 1,000 and 10,000 sessions (8 clients, each block's rate
   kept), the agent's CPU time per detoured frame measured at 1, 100, 1,000 and
-  10,000 sessions; at 10,000 the setup rates and times and the unrelated traffic
-  again, so each is a ratio to the empty node measured side by side;
+  10,000 sessions, and its CPU time at rest (no traffic: its background work); at
+  10,000 the setup rates and times and the unrelated traffic again, so each is a
+  ratio to the empty node measured side by side;
 - REST's p99 (GET /netserv/nodes) alone and while signaling datagrams flood the
   switch at 10 times the punt meter's rate;
 - the 10,000 sessions torn down (its rate), then setup/teardown cycles, with flows,
   RSS, open fds and threads of controller and agent before and after.
 
-`--quick` takes 1,000 sessions and fewer repeats. Rates are min/median/max over the
-repeats. Prints a table, writes JSON and, with `--markdown`, BENCHMARKS.md's section.
+`--quick` takes 1,000 sessions and fewer repeats. `--parts` runs some of it: `empty`
+(the empty node's measures), `frame-cost` (the node filled, the agent's CPU per frame at
+each level), `full` (the measures at the full node) and `teardown` (the teardown and
+the cycles); any but `empty` fills the node. Rates are min/median/max over the repeats.
+Prints a table, writes JSON and, with `--markdown` (every part only), BENCHMARKS.md's
+section.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ UNRELATED_PORT = 7000  # traffic no session claims
 FIRST_FRAME_PORTS = 30000  # setup → first frame: the flows' ports from here ...
 REWRITTEN = 1000  # ... and rewritten to this much higher
 FILL_LEVELS = (1, 100, 1000, 10_000)
+PARTS = ("empty", "frame-cost", "full", "teardown")
 OFFERED = 5000.0  # frames a second: the measured flow's and the unrelated traffic's
 
 
@@ -93,6 +99,26 @@ def cpu_seconds(pid: int) -> float:
     """Return the user and system CPU time process `pid` has used, in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_seconds(pid: int) -> float:
+    """Return the time the threads of process `pid` have run on a CPU, in seconds, to
+    the nanosecond (the scheduler's count: `cpu_seconds` counts 10 ms ticks)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # a thread that ended meanwhile
+    return total / 1e9
+
+
+def at_rest(pid: int, seconds: float) -> float:
+    """Return the CPU milliseconds a second process `pid` uses over `seconds` while no
+    test traffic flows: its background work (for the agent, heartbeats and expiry)."""
+    before = run_seconds(pid)
+    time.sleep(seconds)
+    return (run_seconds(pid) - before) / seconds * 1e3
 
 
 # --- the sender in a host ----------------------------------------------------------
@@ -370,7 +396,13 @@ def snapshot(controller_pid: int, agent_pid: int, bridge: str) -> dict[str, Any]
     }
 
 
-def measure(net: Any, ctl: Any, quick: bool, log: Callable[[str], None]) -> dict[str, Any]:
+def measure(
+    net: Any,
+    ctl: Any,
+    quick: bool,
+    log: Callable[[str], None],
+    parts: Sequence[str] = PARTS,
+) -> dict[str, Any]:
     switch, (h1, h2) = net.switches[0], net.hosts
     client = ctl.client(timeout=30)
     sessions = Sessions(lambda: ctl.client(timeout=30))
@@ -380,22 +412,25 @@ def measure(net: Any, ctl: Any, quick: bool, log: Callable[[str], None]) -> dict
     per_trial = 100 if quick else 200
     window = 1.0 if quick else 3.0  # seconds of traffic per measure
     pids = {"controller": ctl.pid, "agent": switch.agent_pid}
-    result: dict[str, Any] = {"sessions": top, "repeats": repeats}
+    result: dict[str, Any] = {"sessions": top, "repeats": repeats, "parts": list(parts)}
 
-    log("setup rates on an empty node")
-    result["empty"] = setup_rates(sessions, per_trial, repeats, 0, pids)
-    log(f"  {json.dumps(result['empty'])}")
-    result["unrelated_none"] = unrelated(net, window)
-    log(f"unrelated traffic, no session: {result['unrelated_none']}")
-    result["first_frame"] = first_frames(net, sessions, 20 if quick else 50)
-    log(f"setup → first frame: {result['first_frame']}")
+    if "empty" in parts:
+        log("setup rates on an empty node")
+        result["empty"] = setup_rates(sessions, per_trial, repeats, 0, pids)
+        log(f"  {json.dumps(result['empty'])}")
+        result["unrelated_none"] = unrelated(net, window)
+        log(f"unrelated traffic, no session: {result['unrelated_none']}")
+        result["first_frame"] = first_frames(net, sessions, 20 if quick else 50)
+        log(f"setup → first frame: {result['first_frame']}")
+    if parts == ["empty"]:
+        return result
 
     measured = client.setup(
         {"ipv4_src": h1.IP(), "ipv4_dst": h2.IP(), "udp_dst": MEASURED_PORT},
         module="null",
         lifetime=3600,
     )["id"]
-    held, cost, fill = 1, {}, []
+    held, cost, rest, fill = 1, {}, {}, []
     for level in levels:
         if level > held:
             ids, _, seconds = sessions.setup(
@@ -404,16 +439,24 @@ def measure(net: Any, ctl: Any, quick: bool, log: Callable[[str], None]) -> dict
             fill.append({"from": held, "to": level, "setups_per_s": len(ids) / seconds})
             log(f"filled to {level}: {len(ids) / seconds:.0f} setups/s")
             held = level
-        costs = [frame_cost(net, client, measured, window) for _ in range(repeats)]
-        cost[str(level)] = spread(costs)
-        log(f"agent CPU per frame at {level} sessions: {cost[str(level)]}")
-    result["fill"], result["frame_cost_us"] = fill, cost
-    result["full"] = setup_rates(sessions, per_trial, repeats, 100_000, pids)
-    log(f"setup rates at {top} sessions: {json.dumps(result['full'])}")
-    result["unrelated_full"] = unrelated(net, window)
-    log(f"unrelated traffic, {top} sessions: {result['unrelated_full']}")
-    result["rest"] = under_flood(net, client, 100 if quick else 300)
-    log(f"REST under a signaling flood: {result['rest']}")
+        if "frame-cost" in parts:
+            costs = [frame_cost(net, client, measured, window) for _ in range(repeats)]
+            cost[str(level)] = spread(costs)
+            log(f"agent CPU per frame at {level} sessions: {cost[str(level)]}")
+            # Two heartbeats or more in each window.
+            idle = [at_rest(switch.agent_pid, window + 2) for _ in range(repeats)]
+            rest[str(level)] = spread(idle)
+            log(f"agent CPU at rest at {level} sessions, ms/s: {rest[str(level)]}")
+    result["fill"], result["frame_cost_us"], result["rest_cpu_ms_per_s"] = fill, cost, rest
+    if "full" in parts:
+        result["full"] = setup_rates(sessions, per_trial, repeats, 100_000, pids)
+        log(f"setup rates at {top} sessions: {json.dumps(result['full'])}")
+        result["unrelated_full"] = unrelated(net, window)
+        log(f"unrelated traffic, {top} sessions: {result['unrelated_full']}")
+        result["rest"] = under_flood(net, client, 100 if quick else 300)
+        log(f"REST under a signaling flood: {result['rest']}")
+    if "teardown" not in parts:
+        return result
 
     everyone = [s["id"] for s in client.sessions()]
     seconds = sessions.teardown(everyone, 8)
@@ -447,6 +490,30 @@ def ratios(r: dict[str, Any]) -> dict[str, float]:
         "unrelated_delivered": r["unrelated_full"]["ratio"] / r["unrelated_none"]["ratio"],
         "rest_p99_flooded": r["rest"]["flooded"]["p99_ms"] / r["rest"]["quiet"]["p99_ms"],
     }
+
+
+def frame_cost_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
+    """Return (measure, value) rows of the agent's CPU per frame at each level, the
+    ratio of the highest level to one session's, and its CPU at rest at each level."""
+    rows = [
+        (
+            f"agent CPU per frame, {int(level):,} session{'s' if int(level) > 1 else ''}",
+            f"{c['median']:.1f} µs ({c['min']:.1f}–{c['max']:.1f})",
+        )
+        for level, c in r["frame_cost_us"].items()
+    ]
+    top = str(r["sessions"])
+    if top in r["frame_cost_us"]:
+        ratio = r["frame_cost_us"][top]["median"] / r["frame_cost_us"]["1"]["median"]
+        rows.append((f"  ratio, {int(top):,} sessions / 1", f"{ratio:.2f}"))
+    rows += [  # absent from runs made before it was measured
+        (
+            f"agent CPU at rest, {int(level):,} session{'s' if int(level) > 1 else ''}",
+            f"{c['median']:.2f} ms/s ({c['min']:.2f}–{c['max']:.2f})",
+        )
+        for level, c in r.get("rest_cpu_ms_per_s", {}).items()
+    ]
+    return rows
 
 
 def render_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
@@ -487,14 +554,7 @@ def render_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
                 f"{f['setups_per_s']:,.0f} setups/s",
             )
         )
-    for level, c in r["frame_cost_us"].items():
-        rows.append(
-            (
-                f"agent CPU per frame, {int(level):,} session{'s' if int(level) > 1 else ''}",
-                f"{c['median']:.1f} µs ({c['min']:.1f}–{c['max']:.1f})",
-            )
-        )
-    rows.append((f"  ratio, {top:,} sessions / 1", f"{q['frame_cost']:.2f}"))
+    rows += frame_cost_rows(r)
     for name, part in (("no session", "unrelated_none"), (f"{top:,} sessions", "unrelated_full")):
         u = r[part]
         rows.append(
@@ -572,11 +632,17 @@ def run_control_bench(
     out: Path | None = REPO / "tools" / "out" / "control.json",
     markdown: Path | None = None,
     log: Callable[[str], None] | None = None,
+    parts: Sequence[str] = PARTS,
 ) -> int:
-    """Run the benchmark, print the table, write JSON (and the Markdown section);
-    return 0, or 2 (saying why on stderr) without root."""
+    """Run the benchmark's `parts` (PARTS: all of it), print the table, write JSON (and
+    the Markdown section); return 0, or 2 (saying why on stderr) without root or when
+    the Markdown section is asked of a partial run."""
+    parts = [p for p in PARTS if p in parts]
     if os.geteuid() != 0:
         print("netserv bench control: needs root (namespaces, OVS bridges)", file=sys.stderr)
+        return 2
+    if markdown and len(parts) != len(PARTS):
+        print("netserv bench control: --markdown needs every part", file=sys.stderr)
         return 2
     from tools.bench_mlffr import machine_info
     from tools.scenario import warm_up
@@ -589,7 +655,9 @@ def run_control_bench(
     report: dict[str, Any] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine_info(),
-        "command": "netserv bench control" + (" --quick" if quick else ""),
+        "command": "netserv bench control"
+        + (" --quick" if quick else "")
+        + (f" --parts {','.join(parts)}" if len(parts) != len(PARTS) else ""),
     }
     with tempfile.TemporaryDirectory(prefix="bench-control-") as tmp:
         with ControllerProcess(Path(tmp) / "controller.log") as ctl:
@@ -599,10 +667,14 @@ def run_control_bench(
                 wait_connected(net)
                 wait_ready(ctl.client(), [net.switches[0].dpid])
                 warm_up((net.hosts[0], net.hosts[1]))
-                report["results"] = measure(net, ctl, quick, log)
+                report["results"] = measure(net, ctl, quick, log, parts)
     report["minutes"] = round((time.monotonic() - started) / 60, 1)
-    rows = render_rows(report["results"])
-    width = max(len(name) for name, _ in rows)
+    results = report["results"]
+    if len(parts) == len(PARTS):
+        rows = render_rows(results)
+    else:  # a partial run's JSON holds what it measured; the table, its frame costs
+        rows = frame_cost_rows(results) if results.get("frame_cost_us") else []
+    width = max((len(name) for name, _ in rows), default=0)
     print("\n".join(f"{name:<{width}}  {value}" for name, value in rows))
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ from signaling.cli import pairs as _pairs
 from signaling.client import DEFAULT_URL, ClientError, NetServClient
 from tools import module_cli, trace_cli
 from tools.bench_agent_stats import PATHS as AGENT_PATHS
+from tools.bench_control import PARTS as CONTROL_PARTS
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -27,6 +28,13 @@ def _csv(text: str) -> list[str]:
 
 def _ints(text: str) -> list[int]:
     return [int(item) for item in _csv(text)]
+
+
+def _bench_parts(text: str) -> str:
+    unknown = set(_csv(text)) - set(CONTROL_PARTS)
+    if unknown:
+        raise argparse.ArgumentTypeError(f"no part {', '.join(sorted(unknown))}")
+    return text
 
 
 def _print(obj: object) -> None:
@@ -124,6 +132,7 @@ def cmd_bench_control(a: argparse.Namespace) -> int:
         quick=a.quick,
         out=Path(a.out) if a.out else None,
         markdown=Path(a.markdown) if a.markdown else None,
+        parts=a.parts.split(","),
     )
 
 
@@ -247,6 +256,13 @@ def parser() -> argparse.ArgumentParser:
     co.add_argument("--quick", action="store_true", help="1,000 sessions, 2 repeats")
     co.add_argument("--out", default=str(REPO / "tools/out/control.json"), help="JSON results")
     co.add_argument("--markdown", metavar="FILE", help="update the control section of FILE too")
+    co.add_argument(
+        "--parts",
+        type=_bench_parts,
+        default=",".join(CONTROL_PARTS),
+        help=f"run only these parts, comma-separated, of {','.join(CONTROL_PARTS)} "
+        "(any but empty fills the node; --markdown needs all)",
+    )
     co.set_defaults(func=cmd_bench_control)
 
     s = sub.add_parser("session", help="ask a controller for services on flows")

@@ -322,6 +322,7 @@ def test_the_agents_registration_is_what_the_controller_takes(world, monkeypatch
                 "switch_port": "s1-ns",
                 "url": "http://a",
                 "boot_id": node_agent.boot_id,
+                "held": {"count": 0, "digest": "0000000000000000"},
             },
         )
     ]

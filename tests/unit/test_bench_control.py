@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tools import bench_control as bc
 from tools.bench_markdown import update_section
 from tools.cli import parser
@@ -91,3 +93,26 @@ def test_the_section_has_the_ratios_and_every_measure() -> None:
 def test_netserv_bench_control_is_a_command() -> None:
     a = parser().parse_args(["bench", "control", "--quick"])
     assert a.func.__name__ == "cmd_bench_control" and a.quick
+
+
+def test_a_partial_run_shows_its_frame_costs_and_the_agent_at_rest() -> None:
+    partial = {
+        "sessions": 10_000,
+        "frame_cost_us": {"1": _rates(10.0), "10000": _rates(11.0)},
+        "rest_cpu_ms_per_s": {"1": _rates(2.5), "10000": _rates(2.4)},
+    }
+    assert bc.frame_cost_rows(partial) == [
+        ("agent CPU per frame, 1 session", "10.0 µs (9.0–11.0)"),
+        ("agent CPU per frame, 10,000 sessions", "11.0 µs (10.0–12.0)"),
+        ("  ratio, 10,000 sessions / 1", "1.10"),
+        ("agent CPU at rest, 1 session", "2.50 ms/s (1.50–3.50)"),
+        ("agent CPU at rest, 10,000 sessions", "2.40 ms/s (1.40–3.40)"),
+    ]
+
+
+def test_bench_control_runs_the_parts_asked_for() -> None:
+    a = parser().parse_args(["bench", "control", "--parts", "frame-cost"])
+    assert a.parts == "frame-cost"
+    assert parser().parse_args(["bench", "control"]).parts.split(",") == list(bc.PARTS)
+    with pytest.raises(SystemExit):
+        parser().parse_args(["bench", "control", "--parts", "frame-cost,nothing"])
