@@ -601,7 +601,7 @@ class NetServService:
             held = [s for s in self._suspend_due() if s.id not in ending]
             margin = pipeline.rearm_margin(self.hard_timeout_cap)
             due = [s for s in self.sessions.rearm_due(now, margin) if s.id not in ending]
-            back = sorted({s.node for s in self.sessions.values() if s.state is State.SUSPENDED})
+            back = self.sessions.suspended_nodes()
         self._hold(held)
         ended = [sid for sid, reason in ending.items() if self._end_quietly(sid, reason)]
         by_node: dict[int, list[Session]] = {}

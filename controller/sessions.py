@@ -44,6 +44,7 @@ from controller.flowindex import OverlapIndex
 from controller.match import FlowMatch
 from controller.requests import OPERATOR, ModuleSpec, SessionRequest, format_dpid
 from controller.tables import SESSION, SESSION_ID_MAX, session_cookie
+from controller.timequeue import TimeQueue
 from signaling.values import NodeSelection
 
 GroupKey = tuple[str, int]  # (requester, ref)
@@ -169,6 +170,11 @@ class SessionTable:
         self._next_id = first_id
         self._next_tag: dict[int, int] = {}
         self._on_change = on_change or (lambda session: None)
+        # Sessions by when their lifetime runs out and by when their detour's timer does,
+        # and the number of suspended sessions by node: what the tick asks for each second.
+        self._by_expiry = TimeQueue()
+        self._by_timer = TimeQueue()
+        self._suspended: dict[int, int] = {}
 
     @property
     def next_id(self) -> int:
@@ -323,6 +329,9 @@ class SessionTable:
         held.add(session.id)
         key = (session.node, session.priority)
         self._flows.setdefault(key, OverlapIndex()).add(session.id, session.match)
+        self._by_expiry.add(session.id, session.expires)
+        self._by_timer.add(session.id, session.armed_until)
+        self._count_suspended(session, 1)
 
     def _release(self, session: Session) -> None:
         del self._sessions[session.id]
@@ -342,6 +351,12 @@ class SessionTable:
         index.remove(session.id)
         if not len(index):
             del self._flows[key]
+        # A queue's entries of sessions gone leave it when they come due; sessions set up
+        # and torn down by the thousand within a lifetime would pile them up till then.
+        if len(self._by_expiry) > 2 * len(self._sessions) + 1024:
+            self._by_expiry.rebuild((s.expires, s.id) for s in self._sessions.values())
+        if len(self._by_timer) > 2 * len(self._sessions) + 1024:
+            self._by_timer.rebuild((s.armed_until, s.id) for s in self._sessions.values())
 
     def _free_tag(self, node: int) -> int:
         # Round-robin, so a tag just freed is not reused while its frames may be in flight.
@@ -365,22 +380,46 @@ class SessionTable:
             raise Conflict(
                 f"cannot {_ACTION[to]} session {session_id}: it {_BECAUSE[session.state]}"
             )
-        session = replace(session, state=to, **changes)
+        old, session = session, replace(session, state=to, **changes)
+        self._count_suspended(old, -1)
         if to is State.ENDED:
             self._release(session)
         else:
             self._sessions[session_id] = session
+            self._count_suspended(session, 1)
+            self._by_expiry.moved(session_id, old.expires, session.expires)
+            self._by_timer.moved(session_id, old.armed_until, session.armed_until)
         self._on_change(session)
         return session
+
+    def _count_suspended(self, session: Session, delta: int) -> None:
+        if session.state is State.SUSPENDED:
+            left = self._suspended.get(session.node, 0) + delta
+            if left:
+                self._suspended[session.node] = left
+            else:
+                del self._suspended[session.node]
+
+    def suspended_nodes(self) -> list[int]:
+        """Return the nodes that hold a suspended session, in order."""
+        return sorted(self._suspended)
 
     def expired(self, now: float) -> list[Session]:
         """Return the active and suspended sessions whose lifetime has run out at `now`."""
         due = (
-            s
-            for s in self._sessions.values()
-            if s.state in (State.ACTIVE, State.SUSPENDED) and s.expires <= now
+            self._sessions[i]
+            for i in self._by_expiry.due(now, self._expires)
+            if self._sessions[i].state in (State.ACTIVE, State.SUSPENDED)
         )
         return sorted(due, key=lambda s: s.id)
+
+    def _expires(self, session_id: int) -> float | None:
+        session = self._sessions.get(session_id)
+        return session.expires if session is not None else None
+
+    def _armed_until(self, session_id: int) -> float | None:
+        session = self._sessions.get(session_id)
+        return session.armed_until if session is not None else None
 
     def rearm_due(self, now: float, margin: float) -> list[Session]:
         """Return the active sessions whose detour's timer must be re-armed at `now`.
@@ -390,9 +429,9 @@ class SessionTable:
         """
         due = (
             s
-            for s in self._sessions.values()
-            if s.state is State.ACTIVE
-            and s.armed_until < s.expires
-            and s.armed_until - now <= margin
+            for s in map(
+                self._sessions.__getitem__, self._by_timer.due(now + margin, self._armed_until)
+            )
+            if s.state is State.ACTIVE and s.armed_until < s.expires
         )
         return sorted(due, key=lambda s: s.id)
