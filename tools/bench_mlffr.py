@@ -490,6 +490,8 @@ def plot(report: Mapping[str, Any], png: Path) -> None:
     import matplotlib.pyplot as plt
 
     sizes = report["parameters"]["sizes"]
+    # One colour a path, the same in every run: the default cycle has 10 for 12 paths.
+    colours = dict(zip(PATHS, itertools.cycle(plt.get_cmap("tab20").colors), strict=False))
     fig, axes = plt.subplots(1, len(sizes), figsize=(6.5 * len(sizes), 5), squeeze=False)
     for ax, size in zip(axes[0], sizes, strict=True):
         top = 0.0
@@ -502,7 +504,9 @@ def plot(report: Mapping[str, Any], png: Path) -> None:
             )
             if points:
                 xs, ys = zip(*points, strict=True)
-                ax.plot(xs, ys, marker="o", markersize=3, linewidth=1, label=path)
+                ax.plot(
+                    xs, ys, marker="o", markersize=3, linewidth=1, label=path, color=colours[path]
+                )
                 top = max(top, *xs)
         ax.plot([0, top], [0, top], color="grey", linestyle=":", linewidth=1)
         ax.set(title=f"{size}-byte frames", xlabel="offered kpps", ylabel="delivered kpps")
