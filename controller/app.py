@@ -25,7 +25,7 @@ from ryu.ofproto import ofproto_v1_3
 from ryu.ofproto.ofproto_common import OFP_TCP_PORT
 
 from agentproto.limits import AGENT_DEAD_AFTER
-from controller import keyfiles, pipeline, tables
+from controller import gcpolicy, keyfiles, pipeline, tables
 from controller.agent_client import AgentClient
 from controller.auth import RestAuth
 from controller.errors import NetServError, PartFailed, PolicyError, Unavailable
@@ -209,6 +209,7 @@ class NetServApp(app_manager.RyuApp):
         self._reload_wanted = False
         if policy.configured:
             signal.signal(signal.SIGHUP, self._want_reload)
+        self._heap = gcpolicy.FreezePolicy()  # the sessions' objects kept out of collections
         self._ticker = hub.spawn(self._tick_loop)
         self._prober = hub.spawn(self._probe_loop)
         self._challenger = hub.spawn(self._challenge_loop)
@@ -281,6 +282,7 @@ class NetServApp(app_manager.RyuApp):
                 self.service.tick()
             except Exception:  # keep expiring: one bad session must not stop the others
                 log.exception("housekeeping failed")
+            gcpolicy.apply(self._heap.step(len(self.service.sessions), time.monotonic()))
 
     def _challenge_loop(self) -> None:
         while True:
