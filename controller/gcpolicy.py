@@ -1,5 +1,6 @@
-"""When the controller hands its long-lived objects to the garbage collector's
-permanent generation (`gc.freeze`), and when it takes them back.
+"""When the controller (and a node's agent, for its chains) hands its long-lived
+objects to the garbage collector's permanent generation (`gc.freeze`), and when it
+takes them back.
 
 Each session is a few dozen objects the cyclic collector tracks (the session, its
 match and modules, the indexes' entries), and every collection of the older

@@ -37,6 +37,7 @@ from agentproto.messages import (
     RegistrationReply,
     Upgrade,
 )
+from controller import gcpolicy
 from controller.auth import Signer, agent_key_id, controller_key_id
 from jsonhttp.client import ClientError, call_json
 from nodes import handover
@@ -124,6 +125,7 @@ class NodeAgent:
         self.stopping = threading.Event()
         self.refused = ""  # the controller's reason, once it refused this agent
         self.last_heartbeat: float | None = None  # when the controller last took one
+        self._heap = gcpolicy.FreezePolicy()  # chains' objects kept out of collections
         self._failures = 0  # registrations in a row that did not reach the controller
         self.io_counters = {"received": 0, "sent": 0, "dropped": 0, "send_failed": 0, "stale": 0}
         self.stale: dict[int, int] = {}  # by session: frames dropped for their age
@@ -568,4 +570,6 @@ class NodeAgent:
                 self.expire_due()
             except Exception:
                 log.exception("expiry failed")
+            # Its chains' objects, as the controller's sessions, out of the collector's walks.
+            gcpolicy.apply(self._heap.step(len(self.dispatcher), time.monotonic()))
             self.stopping.wait(self.config.heartbeat)

@@ -481,6 +481,10 @@ class Dispatcher:
             else:
                 chain.send_failed += 1
 
+    def __len__(self) -> int:
+        """Return how many chains there are."""
+        return len(self._by_session)
+
     def chains(self) -> list[Chain]:
         """Return every chain, by session id."""
         return sorted(list(self._by_session.values()), key=lambda c: c.session_id)

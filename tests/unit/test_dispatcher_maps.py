@@ -21,8 +21,9 @@ def test_chains_are_found_by_tag_and_session_as_they_come_and_go() -> None:
     other = chain(2, 6000)  # another session's chain takes the tag
     d.put(other)
     assert d.by_tag(6000) is other and d.by_session(1) is None and d.by_session(2) is other
+    assert len(d) == 1
     assert d.remove(1) is None and d.remove(2) is other
-    assert d.chains() == [] and d.by_tag(6000) is None
+    assert d.chains() == [] and d.by_tag(6000) is None and len(d) == 0
 
 
 def test_attaching_and_detaching_cost_the_same_with_10000_chains() -> None:
