@@ -63,33 +63,46 @@ def call_json(
     not JSON, or the reply is not signed as `signer` expects.
     """
     data = b"" if body is None else json.dumps(body).encode()
+    payload = data if body is not None else None
     sent = {"Content-Type": "application/json", **(headers or {})}
+    parts = urllib.parse.urlsplit(url)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     if signer is not None:
-        parts = urllib.parse.urlsplit(url)
-        target = parts.path + (f"?{parts.query}" if parts.query else "")
-        sent.update(signer.sign(method, target or "/", data))
-    if url.startswith("http://"):
-        return _pooled(url, method, data if body is not None else None, sent, timeout, signer)
-    req = urllib.request.Request(url, data=data if body is not None else None, method=method)
+        sent.update(signer.sign(method, target, data))
+    try:
+        if parts.scheme == "http":
+            status, answer, raw = _pooled(parts, target, method, payload, sent, timeout)
+        else:
+            status, answer, raw = _opened(url, method, payload, sent, timeout)
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        raise ClientError(0, f"cannot reach {url}: {exc}") from None
+    if status >= 400:
+        try:
+            message = json.loads(raw).get("error") or raw.decode(errors="replace")
+        except (ValueError, AttributeError):
+            message = raw.decode(errors="replace") or http.client.responses.get(status, "")
+        _check(signer, sent, status, answer, raw, url, message)
+        raise ClientError(status, message)
+    _check(signer, sent, status, answer, raw, url)
+    try:
+        return json.loads(raw or b"null")
+    except ValueError as exc:
+        raise ClientError(0, f"cannot reach {url}: {exc}") from None
+
+
+def _opened(
+    url: str, method: str, data: bytes | None, sent: Mapping[str, str], timeout: float
+) -> tuple[int, Mapping[str, str], bytes]:
+    """Make one request through urllib (HTTPS: a connection each); return the status,
+    headers and body of the answer, refusals included."""
+    req = urllib.request.Request(url, data=data, method=method)
     for name, value in sent.items():
         req.add_header(name, value)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            raw = resp.read()
-            _check(signer, sent, resp.status, resp.headers, raw, url)
-            return json.loads(raw or b"null")
+            return resp.status, resp.headers, resp.read()
     except urllib.error.HTTPError as exc:
-        raw = exc.read()
-        try:
-            message = json.loads(raw).get("error") or raw.decode(errors="replace")
-        except (ValueError, AttributeError):
-            message = raw.decode(errors="replace") or str(exc.reason)
-        _check(signer, sent, exc.code, exc.headers, raw, url, message)
-        raise ClientError(exc.code, message) from None
-    except ClientError:
-        raise
-    except (OSError, ValueError) as exc:
-        raise ClientError(0, f"cannot reach {url}: {exc}") from None
+        return exc.code, exc.headers, exc.read()
 
 
 def _check(
@@ -168,46 +181,31 @@ _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 
 
 def _pooled(
-    url: str,
+    parts: urllib.parse.SplitResult,
+    target: str,
     method: str,
     data: bytes | None,
     sent: Mapping[str, str],
     timeout: float,
-    signer: Signer | None,
-) -> Any:
-    """`call_json` over a kept HTTP/1.1 connection to a plain-HTTP peer."""
-    parts = urllib.parse.urlsplit(url)
+) -> tuple[int, Mapping[str, str], bytes]:
+    """Make one request over a kept HTTP/1.1 connection to a plain-HTTP peer; return
+    the status, headers and body of the answer."""
     host, port = parts.hostname or "", parts.port or 80
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    conn = _POOL.take(host, port)
     try:
-        conn = _POOL.take(host, port)
-        try:
-            status, headers, raw, conn = _exchange(
-                conn, host, port, method, target, data, sent, timeout
-            )
-        except _STALE:
-            if conn is None:
-                raise
-            conn.close()
-            status, headers, raw, conn = _exchange(
-                None, host, port, method, target, data, sent, timeout
-            )
-    except (OSError, http.client.HTTPException) as exc:
-        raise ClientError(0, f"cannot reach {url}: {exc}") from None
+        status, headers, raw, conn = _exchange(
+            conn, host, port, method, target, data, sent, timeout
+        )
+    except _STALE:
+        if conn is None:
+            raise
+        conn.close()
+        status, headers, raw, conn = _exchange(
+            None, host, port, method, target, data, sent, timeout
+        )
     if conn is not None:
         _POOL.give(host, port, conn)
-    if status >= 400:
-        try:
-            message = json.loads(raw).get("error") or raw.decode(errors="replace")
-        except (ValueError, AttributeError):
-            message = raw.decode(errors="replace") or http.client.responses.get(status, "")
-        _check(signer, sent, status, headers, raw, url, message)
-        raise ClientError(status, message)
-    _check(signer, sent, status, headers, raw, url)
-    try:
-        return json.loads(raw or b"null")
-    except ValueError as exc:
-        raise ClientError(0, f"cannot reach {url}: {exc}") from None
+    return status, headers, raw
 
 
 def _exchange(
