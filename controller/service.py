@@ -142,7 +142,6 @@ class NetServService:
         self._unsynced: set[int] = set()  # switches connected whose flows are not reconciled
         self._resync: set[int] = set()  # restored sessions whose agent lifetime is unsure
         self._suspending: set[int] = set()  # suspended sessions whose flows are on their way
-        self._copies: dict[int, bool] = {}  # by session: its frames are copied, not detoured
         if store is not None:
             self._restore(store)
 
@@ -174,7 +173,8 @@ class NetServService:
             nodes = select_nodes(self.network, request.selection, request.ends)
             if len(nodes) > 1:  # a flow rule at each node counts
                 self.policy.authorize(request.requester, request, held, flows=len(nodes))
-            return self.sessions.reserve_group(request, nodes, self.clock(), ref, state)
+            copy = self._decide_copy(request.modules)
+            return self.sessions.reserve_group(request, nodes, self.clock(), ref, state, copy)
 
     def withdraw(self, reserved: list[Session]) -> None:
         """End reservations that were never installed (a failed return-routability
@@ -208,7 +208,7 @@ class NetServService:
         try:
             for session, agent, port in parts:
                 tried.add((session.id, "agent"))
-                self.agents.attach(agent, self._moded(session))
+                self.agents.attach(agent, session)
                 if port is None:
                     node = format_dpid(session.node)
                     raise Unavailable(f"the agent port of node {node} vanished")
@@ -216,7 +216,7 @@ class NetServService:
                 armed.append(self._install(session, port))
             with self.lock:
                 made = [
-                    self.sessions.move(s.id, State.ACTIVE, armed_until=until, copy=self.copies(s))
+                    self.sessions.move(s.id, State.ACTIVE, armed_until=until)
                     for s, until in zip(reserved, armed, strict=True)
                 ]
         except Exception:
@@ -265,7 +265,6 @@ class NetServService:
         finally:
             with self.lock:
                 self.sessions.move(session.id, State.ENDED)
-                self._copies.pop(session.id, None)
 
     def _remove_detour(self, session: Session) -> None:
         # A switch that cannot be reached drops it by its hard timeout or reset on reconnect.
@@ -306,7 +305,6 @@ class NetServService:
         finally:
             with self.lock:
                 session = self.sessions.move(session_id, State.ENDED)
-                self._copies.pop(session_id, None)
         view = session.to_json(self.clock()) | {"ended": reason}
         if stats is not None:
             view["stats"] = stats.to_json()
@@ -655,36 +653,32 @@ class NetServService:
 
     def copies(self, session: Session) -> bool:
         """Return True when the switch copies the session's frames to its agent rather
-        than detouring them: when every module of its chain says `observe_only = true`
-        in its manifest. The agent is told in every attach (`Attach.copy`) and builds
-        the chain in that mode (sending nothing of a copy back).
+        than detouring them. The agent is told in every attach (`Attach.copy`) and
+        builds the chain in that mode (sending nothing of a copy back).
 
-        Decided once per session and kept with it (`Session.copy`, stored), so neither
-        a manifest changed under the same version nor an upgrade nor a restart of the
-        controller turns a live session's copy rule into a detour or back.
+        Decided once, when the session is reserved (or restored from a store that did
+        not record it), and kept with it (`Session.copy`, stored): neither a manifest
+        changed under the same version nor an upgrade nor a restart of the controller
+        turns a live session's copy rule into a detour or back.
         """
-        known = self._copies.get(session.id)
-        if known is None:
-            known = session.copy
-        if known is None:
-            try:
-                known = all(self._observes(spec) for spec in session.modules)
-            except (BundleError, NetServError) as exc:  # gone since: a detour, as ever
-                log.warning("session %d: %s", session.id, exc)
-                known = False
-        self._copies[session.id] = known
-        return known
+        if session.copy is None:  # a session made outside `reserve` and `restore`
+            return self._decide_copy(session.modules)
+        return session.copy
+
+    def _decide_copy(self, modules: tuple[ModuleSpec, ...]) -> bool:
+        """Return whether a chain of `modules` gets copies: when every module of it says
+        `observe_only = true` in its manifest."""
+        try:
+            return all(self._observes(spec) for spec in modules)
+        except (BundleError, NetServError) as exc:  # gone since: a detour, as ever
+            log.warning("modules %s: %s", [m.name for m in modules], exc)
+            return False
 
     def _observes(self, spec: ModuleSpec) -> bool:
         """Return whether module `spec`'s manifest says it is observe-only; raise
         BundleError/NetServError when it cannot be found."""
         modules = as_source(self.catalog)
         return modules.resolve(spec.name, spec.version or None).manifest.observe_only
-
-    def _moded(self, session: Session) -> Session:
-        """Return `session` with the mode its frames reach its chain in (`copies`), which
-        the agent is told when it attaches the chain."""
-        return replace(session, copy=self.copies(session))
 
     def fails_closed(self, session: Session) -> bool:
         """Return True when the session's frames are dropped while its agent is down:
@@ -798,7 +792,7 @@ class NetServService:
                 return
             except PartFailed:  # it no longer holds the chain (expired meanwhile)
                 pass
-        self.agents.attach(agent, self._moded(session))
+        self.agents.attach(agent, session)
 
     def _back_to_held(self, session: Session) -> None:
         """Put a session whose resume failed back to SUSPENDED, with its flows."""
@@ -1087,7 +1081,9 @@ class NetServService:
                 self.sessions.restore(replace(session, state=State.ENDED))
                 continue
             held = session.state in HELD or session.node not in self.network.agents
-            self.sessions.restore(replace(session, state=State.SUSPENDED if held else State.ACTIVE))
+            state = State.SUSPENDED if held else State.ACTIVE
+            copy = self.copies(session)  # decided now for a store that did not record it
+            self.sessions.restore(replace(session, state=state, copy=copy))
             if session.state is State.REFRESHING and not held:
                 self._resync.add(session.id)
             log.info(

@@ -116,9 +116,10 @@ class Session:
     # for REST the controller id of the group's first session (0: its own id).
     ref: int = 0
     selection: NodeSelection = NodeSelection.first()
-    # How its frames reach its chain, once decided (`NetServService.copies`): True, the
-    # switch copies them; False, it detours them; None, not decided yet. Kept, so a
-    # controller that restarts installs the mode the agent's chain was built in.
+    # How its frames reach its chain, decided when it is reserved (`NetServService.copies`):
+    # True, the switch copies them; False, it detours them; None only as read from a
+    # store that did not record it (decided then). Kept, so a controller that restarts
+    # installs the mode the agent's chain was built in.
     copy: bool | None = None
 
     @property
@@ -229,9 +230,11 @@ class SessionTable:
         now: float,
         ref: int | None = None,
         state: State = State.INSTALLING,
+        copy: bool | None = None,
     ) -> list[Session]:
         """Hold a session on each of `nodes`, in one group, all or none; return them,
-        in `state` (INSTALLING, or PENDING_ROUTABILITY while the claim is checked).
+        in `state` (INSTALLING, or PENDING_ROUTABILITY while the claim is checked),
+        with `copy` (whether the switch copies their frames rather than detouring them).
 
         Raise Conflict when the group (requester, ref) exists or a node's flow space is
         taken, Unavailable when ids or tags run out; then nothing is held.
@@ -242,7 +245,7 @@ class SessionTable:
         try:
             for node in nodes:
                 ref = made[0].ref if made else ref
-                made.append(self.reserve(request, node, now, ref, state))
+                made.append(self.reserve(request, node, now, ref, state, copy))
         except Exception:
             for session in made:
                 self.move(session.id, State.ENDED)
@@ -256,6 +259,7 @@ class SessionTable:
         now: float,
         ref: int | None = None,
         state: State = State.INSTALLING,
+        copy: bool | None = None,
     ) -> Session:
         """Hold an id, a tag and the flow space for a new session, in `state` (one
         that is installed next: INSTALLING or PENDING_ROUTABILITY); return it. Raise
@@ -276,6 +280,7 @@ class SessionTable:
             now,
             requester=request.requester,
             selection=request.selection,
+            copy=copy,
         )
         index = self._flows.get((node, probe.priority))
         clash = index.overlapping(request.match) if index is not None else None
