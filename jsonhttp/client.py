@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import select
 import socket
 import threading
 import time
@@ -20,6 +19,8 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from typing import Any, Protocol
+
+from jsonhttp import wire
 
 
 class ClientError(Exception):
@@ -124,6 +125,73 @@ def _check(
         raise ClientError(0, f"no answer from the peer at {url}: {exc}{said}") from None
 
 
+class _Connection:
+    """A connection to a plain-HTTP peer: its socket and the buffered reader of its answers."""
+
+    def __init__(self, host: str, port: int, timeout: float) -> None:
+        self.host = f"{host}:{port}"
+        self.sock = socket.create_connection((host, port), timeout)
+        # A kept connection's next request must not wait for the ACK of this one's.
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.rfile = self.sock.makefile("rb")
+
+    def exchange(
+        self, method: str, target: str, data: bytes | None, sent: Mapping[str, str], timeout: float
+    ) -> tuple[int, wire.Headers, bytes, bool]:
+        """Send one request; return the answer's status, headers and body, and whether
+        the peer keeps the connection open for another."""
+        self.sock.settimeout(timeout)
+        fields = {"Host": self.host, **sent}
+        if data is not None or method in ("POST", "PUT", "PATCH"):
+            fields["Content-Length"] = str(len(data or b""))
+        self.sock.sendall(wire.head(f"{method} {target} HTTP/1.1", fields) + (data or b""))
+        while True:
+            first, headers = wire.read_head(self.rfile)
+            if not first:
+                raise _Closed("the peer closed the connection without an answer")
+            version, _, rest = first.partition(" ")
+            code = rest[:3]
+            if not version.startswith("HTTP/1.") or not code.isdigit() or len(code) != 3:
+                raise wire.HeadError(f"not an HTTP/1 status line: {first[:60]!r}")
+            status = int(code)
+            if status >= 200 or status == 101:
+                break  # 1xx answers before the final one carry nothing for us
+        closes = "close" in (headers.get("connection") or "").lower()
+        keep = not closes and (
+            version == "HTTP/1.1" or "keep-alive" in (headers.get("connection") or "").lower()
+        )
+        if method == "HEAD" or status in (204, 304):
+            return status, headers, b"", keep
+        if "chunked" in (headers.get("transfer-encoding") or "").lower():
+            return status, headers, wire.read_chunked(self.rfile, MAX_ANSWER), keep
+        length = wire.content_length(headers)
+        if length is None:  # the body runs to the end of the connection
+            body = self.rfile.read(MAX_ANSWER + 1)
+            if len(body) > MAX_ANSWER:
+                raise wire.HeadError(f"the answer is longer than {MAX_ANSWER} bytes")
+            return status, headers, body, False
+        if length > MAX_ANSWER:
+            raise wire.HeadError(f"the answer is longer than {MAX_ANSWER} bytes: {length}")
+        return status, headers, wire.read_body(self.rfile, length), keep
+
+    def idle_open(self) -> bool:
+        """Return whether an idle connection's peer has neither closed it nor sent
+        anything (which no peer does between answers)."""
+        try:
+            state = self.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+        except (OSError, IndexError):
+            return False
+        return state == _TCP_ESTABLISHED
+
+    def close(self) -> None:
+        self.rfile.close()
+        self.sock.close()
+
+
+class _Closed(ConnectionError):
+    """The peer closed a kept connection before answering (its idle time-out)."""
+
+
 class _Pool:
     """Idle connections by peer (host, port), each taken by one call at a time.
 
@@ -136,10 +204,10 @@ class _Pool:
     KEEP = 16  # idle connections kept per peer; more concurrent calls open more
 
     def __init__(self) -> None:
-        self._idle: dict[tuple[str, int], list[tuple[http.client.HTTPConnection, float]]] = {}
+        self._idle: dict[tuple[str, int], list[tuple[_Connection, float]]] = {}
         self._lock = threading.Lock()
 
-    def take(self, host: str, port: int) -> http.client.HTTPConnection | None:
+    def take(self, host: str, port: int) -> _Connection | None:
         """Return an idle connection to host:port that still looks open, else None."""
         now = time.monotonic()
         while True:
@@ -148,11 +216,11 @@ class _Pool:
                 if not idle:
                     return None
                 conn, since = idle.pop()
-            if now - since < self.IDLE and _open(conn):
+            if now - since < self.IDLE and conn.idle_open():
                 return conn
             conn.close()
 
-    def give(self, host: str, port: int, conn: http.client.HTTPConnection) -> None:
+    def give(self, host: str, port: int, conn: _Connection) -> None:
         """Keep `conn` (its last answer read whole) for the next call to host:port."""
         with self._lock:
             idle = self._idle.setdefault((host, port), [])
@@ -162,22 +230,13 @@ class _Pool:
         conn.close()
 
 
-def _open(conn: http.client.HTTPConnection) -> bool:
-    """Return whether an idle connection's peer has neither closed it nor sent anything."""
-    if conn.sock is None:
-        return False
-    try:
-        readable, _, _ = select.select([conn.sock], [], [], 0)
-    except (OSError, ValueError):
-        return False
-    return not readable  # an idle peer has nothing to say: readable means EOF or reset
-
-
+_TCP_ESTABLISHED = 1  # tcp_info.tcpi_state: a peer that closed puts it in CLOSE_WAIT
+MAX_ANSWER = 64 << 20  # bytes: the largest answer taken (a module bundle is far smaller)
 _POOL = _Pool()
 # Failures of a kept connection that mean the peer closed it before reading the request
 # (its idle time-out raced the call): the call is made once more on a new connection, as
 # xmlrpc.client does. A peer that answered has read the request; these come before that.
-_STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+_STALE = (_Closed, BrokenPipeError, ConnectionResetError)
 
 
 def _pooled(
@@ -192,49 +251,23 @@ def _pooled(
     the status, headers and body of the answer."""
     host, port = parts.hostname or "", parts.port or 80
     conn = _POOL.take(host, port)
-    try:
-        status, headers, raw, conn = _exchange(
-            conn, host, port, method, target, data, sent, timeout
-        )
-    except _STALE:
+    fresh = conn is None
+    for _ in range(2):
         if conn is None:
+            conn = _Connection(host, port, timeout)
+        try:
+            status, headers, raw, keep = conn.exchange(method, target, data, sent, timeout)
+            break
+        except _STALE:
+            conn.close()
+            if fresh:
+                raise
+            conn, fresh = None, True
+        except BaseException:
+            conn.close()
             raise
-        conn.close()
-        status, headers, raw, conn = _exchange(
-            None, host, port, method, target, data, sent, timeout
-        )
-    if conn is not None:
+    if keep:
         _POOL.give(host, port, conn)
+    else:
+        conn.close()
     return status, headers, raw
-
-
-def _exchange(
-    conn: http.client.HTTPConnection | None,
-    host: str,
-    port: int,
-    method: str,
-    target: str,
-    data: bytes | None,
-    sent: Mapping[str, str],
-    timeout: float,
-) -> tuple[int, Mapping[str, str], bytes, http.client.HTTPConnection | None]:
-    """Make one request on `conn` (on a new connection when None); return the status,
-    headers and body of the answer, and the connection when the peer keeps it open."""
-    if conn is None:
-        conn = http.client.HTTPConnection(host, port, timeout=timeout)
-        conn.connect()
-        # A kept connection's next request must not wait for the ACK of this one's.
-        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    elif conn.sock is not None:
-        conn.sock.settimeout(timeout)
-    try:
-        conn.request(method, target, body=data, headers=dict(sent))
-        resp = conn.getresponse()
-        raw = resp.read()
-    except BaseException:
-        conn.close()
-        raise
-    if resp.will_close:
-        conn.close()
-        return resp.status, resp.headers, raw, None
-    return resp.status, resp.headers, raw, conn

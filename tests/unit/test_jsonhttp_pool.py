@@ -97,7 +97,7 @@ def test_a_stale_connection_is_tried_once_more_on_a_new_one(
     first = call_json(_url(server, "/drop"), "POST", {"n": 1})["port"]
     # The peer's idle time-out racing the call: the kept connection looks open and then
     # fails before any answer.
-    monkeypatch.setattr(client, "_open", lambda conn: True)
+    monkeypatch.setattr(client._Connection, "idle_open", lambda self: True)
     time.sleep(0.1)  # the peer's close has arrived
     assert len(client._POOL._idle[("127.0.0.1", server.server_address[1])]) == 1
     assert call_json(_url(server), "POST", {"n": 2})["port"] != first
