@@ -9,9 +9,10 @@ must exist before `ryu.app.wsgi` is imported.
 Ryu starts its REST server with eventlet's defaults: `debug=True`, which sends the
 traceback of an unhandled exception as the body of a 500, and no socket time-out, so a
 client that promises a body and never sends it holds its connection for as long as it
-likes. `harden_rest` replaces Ryu's `serve_forever` (Ryu's files stay as they are): no
-tracebacks, a read time-out, and our JSON guard around Ryu's router. Each connection
-still gets its own greenthread, so a stalled client never delays an agent's heartbeat.
+likes. `harden_rest` replaces Ryu's `serve_forever` (Ryu's files stay as they are) with
+`controller.restserver`, a lean HTTP/1.1 server: no tracebacks, a read time-out, and our
+JSON guard around Ryu's router. Each connection gets its own greenthread, so a stalled
+client never delays an agent's heartbeat.
 
 `install_hook` puts both in place the moment anything imports `ryu.app.wsgi`, in any
 process: `tools/setup.sh` installs a start-up hook (`netserv-ryu.pth`) into the
@@ -68,60 +69,22 @@ def register_options() -> None:
 
 
 def harden_rest(wsgi: object = None) -> None:
-    """Make Ryu's REST server (`wsgi`, default the imported `ryu.app.wsgi`) hide
-    tracebacks, time out stalled reads, and answer in JSON; return None. Idempotent."""
-    import json
-    from http import HTTPStatus
-
-    import eventlet.wsgi
-    from ryu.lib import hub
-
+    """Make Ryu's REST server (`wsgi`, default the imported `ryu.app.wsgi`) serve with
+    `controller.restserver`: no tracebacks, stalled reads timed out, every answer JSON.
+    Return None. Idempotent."""
     if wsgi is None:
         wsgi = sys.modules[WSGI_MODULE]
-
-    class Protocol(eventlet.wsgi.HttpProtocol):
-        def get_environ(self) -> dict[str, object]:
-            # http.server turns a leading "//" into "/" before eventlet sees the path, so
-            # RAW_PATH_INFO would not be raw: take the path from the request line itself.
-            environ = super().get_environ()
-            words = self.requestline.split()
-            if len(words) >= 2:
-                environ["RAW_PATH_INFO"] = words[1].partition("?")[0]
-            return environ
-
-        def send_error(
-            self, code: int, message: str | None = None, explain: str | None = None
-        ) -> None:
-            # http.server's own refusals (a broken request line, too many headers) came as
-            # HTML, and with no status line at all when the line was too broken to say
-            # its HTTP version.
-            if code == HTTPStatus.HTTP_VERSION_NOT_SUPPORTED:  # not a fault of the server
-                code, message = 400, "only HTTP/1.0 and HTTP/1.1 are spoken here"
-            body = json.dumps({"error": message or HTTPStatus(code).phrase}).encode()
-            self.request_version = "HTTP/1.0"
-            self.close_connection = True
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Connection", "close")
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
 
     def serve_forever(server: object) -> None:
         # Imported when serving, not here: controller.rest imports Ryu's wsgi module,
         # whose import may be what called this.
-        from controller.rest import READ_TIMEOUT, guard
+        import eventlet
 
-        server.logger = hub.LoggingWrapper()
-        eventlet.wsgi.server(
-            server.server,
-            guard(server.handle),
-            server.logger,
-            protocol=Protocol,
-            debug=False,
-            socket_timeout=READ_TIMEOUT,
-        )
+        from controller import restserver
+        from controller.rest import MAX_BODY, READ_TIMEOUT, guard
+
+        pool = eventlet.GreenPool(restserver.MAX_CONNECTIONS)
+        restserver.serve(server.server, guard(server.handle), READ_TIMEOUT, MAX_BODY, pool.spawn_n)
 
     wsgi.WSGIServer.serve_forever = serve_forever
 

@@ -22,11 +22,16 @@ MAX_HEADERS = 100
 
 
 class HeadError(ValueError):
-    """The head is malformed, over a limit, or cut short (`cut`: the peer closed)."""
+    """The head is malformed, over a limit, or cut short (`cut`: the peer closed).
 
-    def __init__(self, message: str, cut: bool = False) -> None:
+    `status` is the answer a server gives it: 400, or 414, 431 or 413 for a first line,
+    a head or a body over the limits.
+    """
+
+    def __init__(self, message: str, cut: bool = False, status: int = 400) -> None:
         super().__init__(message)
         self.cut = cut
+        self.status = status
 
 
 class Headers(dict[str, str]):
@@ -50,7 +55,7 @@ def read_line(rfile: IO[bytes]) -> bytes:
     only when nothing came); raise HeadError when it is over MAX_LINE."""
     line = rfile.readline(MAX_LINE + 1)
     if len(line) > MAX_LINE:
-        raise HeadError(f"a line of the head is longer than {MAX_LINE} bytes")
+        raise HeadError(f"a line is longer than {MAX_LINE} bytes", status=431)
     return line.rstrip(b"\r\n")
 
 
@@ -67,7 +72,7 @@ def read_head(rfile: IO[bytes]) -> tuple[str, Headers]:
             return "", Headers()
         line = raw.rstrip(b"\r\n")
         if len(raw) > MAX_LINE:
-            raise HeadError(f"the first line is longer than {MAX_LINE} bytes")
+            raise HeadError(f"the first line is longer than {MAX_LINE} bytes", status=414)
         if line:
             break
     first = line.decode("latin-1")
@@ -75,7 +80,7 @@ def read_head(rfile: IO[bytes]) -> tuple[str, Headers]:
     for _ in range(MAX_HEADERS + 1):
         raw = rfile.readline(MAX_LINE + 1)
         if len(raw) > MAX_LINE:
-            raise HeadError(f"a header line is longer than {MAX_LINE} bytes")
+            raise HeadError(f"a header line is longer than {MAX_LINE} bytes", status=431)
         if not raw.endswith(b"\n"):
             raise HeadError("the peer closed the connection in the middle of a head", cut=True)
         text = raw.rstrip(b"\r\n")
@@ -88,7 +93,7 @@ def read_head(rfile: IO[bytes]) -> tuple[str, Headers]:
         if key in headers:
             value = dict.__getitem__(headers, key) + ", " + value
         dict.__setitem__(headers, key, value)
-    raise HeadError(f"the head has more than {MAX_HEADERS} header lines")
+    raise HeadError(f"the head has more than {MAX_HEADERS} header lines", status=431)
 
 
 def head(first: str, headers: Iterable[tuple[str, str]] | Mapping[str, str]) -> bytes:
@@ -128,13 +133,12 @@ def read_chunked(rfile: IO[bytes], limit: int) -> bytes:
     while True:
         line = read_line(rfile)
         text = line.partition(b";")[0].strip()
-        try:
-            chunk = int(text, 16)
-        except ValueError:
-            raise HeadError(f"a chunk's size is not hexadecimal: {text[:20]!r}") from None
+        if not text or text.strip(b"0123456789abcdefABCDEF"):
+            raise HeadError(f"a chunk's size is not hexadecimal: {text[:20]!r}")
+        chunk = int(text, 16)
         size += chunk
-        if chunk < 0 or size > limit:
-            raise HeadError(f"the body is longer than {limit} bytes")
+        if size > limit:
+            raise HeadError(f"the body is longer than {limit} bytes", status=413)
         if not chunk:
             while read_line(rfile):  # trailers, up to the empty line
                 pass
