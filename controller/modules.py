@@ -74,7 +74,7 @@ class ModuleSource:
     def _folder_module(self, catalog: Catalog, name: str) -> Found | None:
         """Return `catalog`'s module `name`, None when it has none; raise BundleError
         when its manifest is broken."""
-        if name not in catalog.names():
+        if not catalog.has(name):
             return None
         return Found(catalog.get(name))
 

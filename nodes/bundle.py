@@ -423,6 +423,13 @@ class Catalog:
         self._read[folder] = (stamp, manifest)
         return manifest
 
+    def has(self, name: str) -> bool:
+        """Return whether a root has a folder `name` that holds a manifest: `name in
+        names()`, without listing every root (a setup asks this of each module)."""
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            return False
+        return any((root / name / "manifest.toml").is_file() for root in self.roots)
+
     def names(self) -> list[str]:
         """Return the names of the folders that hold a manifest, in any root, sorted."""
         return sorted(
