@@ -85,6 +85,7 @@ from controller.modules import Found, ModuleSource, as_source, users_of
 from controller.policy import OPERATOR, load_policy
 from controller.repository import Repository
 from controller.requests import parse_refresh, parse_session_request, parse_upgrade
+from controller.restroutes import RestRoutes
 from controller.service import NetServService
 from controller.signaling import SignalingHandler
 from controller.tables import SESSION_ID_MAX, session_id_of_text
@@ -195,9 +196,13 @@ def guard(app: Callable[..., Any]) -> Callable[..., Any]:
     escapes the router is a 500 without details, as in a handler.
     """
 
+    routes: list[RestRoutes] = []  # made at the first request, when every app has registered
+
     def serve(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if not routes:
+            routes.append(RestRoutes(app, RestApi))
         try:
-            response = _route(app, environ)
+            response = _route(app, routes[0], environ)
         except Exception as exc:
             response = error_response(exc, environ)
         return response(environ, start_response)
@@ -205,16 +210,20 @@ def guard(app: Callable[..., Any]) -> Callable[..., Any]:
     return serve
 
 
-def _route(app: Callable[..., Any], environ: dict[str, Any]) -> Response:
+def _route(app: Callable[..., Any], routes: RestRoutes, environ: dict[str, Any]) -> Response:
     raw = environ.get("RAW_PATH_INFO", environ.get("PATH_INFO", ""))
     if not _PLAIN_PATH.match(raw) or raw != environ.get("PATH_INFO", raw):
         why = ": NetServ's paths take no percent-escapes" if "%" in raw else ""
         raise NotFound(f"no resource {_shown(raw)!r}{why}")
-    response = Request(environ).get_response(app)
+    request = Request(environ)
+    method = environ.get("REQUEST_METHOD", "")
+    response = routes.call(request, method, raw)
+    if response is not None:
+        return response
+    response = request.get_response(app)
     if response.status_int != 404 or response.content_type == "application/json":
         return response
     mapper = getattr(app, "mapper", None)
-    method = environ.get("REQUEST_METHOD", "")
     allowed = [
         m
         for m in _METHODS
