@@ -1,4 +1,5 @@
-"""The controller's REST API, on Ryu's WSGI server. JSON in and out; errors are
+"""The controller's REST API: a Ryu WSGI app, served by `controller/restserver.py`, its
+routes found by `controller/restroutes.py` first. JSON in and out; errors are
 `{"error": message, "code": name}` with the status below. Datapath ids are 16 hex digits; a session
 {id} is canonical decimal (1, 2, ...): any other spelling (01, +1, %31, 1.0) names no
 session and is a 404, as is every path with a percent-escape or not spelled as routed

@@ -142,8 +142,10 @@ def _one(sock: Any, rfile: IO[bytes], address: Any, port: int, app: WsgiApp, max
     fields.append(("Content-Length", str(len(data))))
     if not keep:
         fields.append(("Connection", "close"))
+    if method == "HEAD":
+        data = b""  # its Content-Length says what a GET would get
     sock.sendall(wire.head(f"HTTP/1.1 {status}", fields) + data)
-    log.debug("REST: %s %s %s %s", address[0], method, target, status[:3])
+    log.debug("REST: %s %s %s %s", environ["REMOTE_ADDR"], method, target, status[:3])
     return keep
 
 
@@ -163,6 +165,8 @@ def _environ(
     method: str, target: str, version: str, headers: wire.Headers, address: Any, port: int
 ) -> dict[str, Any]:
     raw, _, query = target.partition("?")
+    # A TCP peer is (host, port, ...); a Unix socket's is a path, often empty.
+    host, peer_port = (address[0], address[1]) if isinstance(address, tuple) else ("", "")
     environ: dict[str, Any] = {
         "REQUEST_METHOD": method,
         "SCRIPT_NAME": "",
@@ -172,8 +176,8 @@ def _environ(
         "SERVER_NAME": "netserv",
         "SERVER_PORT": str(port),
         "SERVER_PROTOCOL": version,
-        "REMOTE_ADDR": address[0],
-        "REMOTE_PORT": str(address[1]),
+        "REMOTE_ADDR": host,
+        "REMOTE_PORT": str(peer_port),
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": "http",
         "wsgi.errors": _LOG_STREAM,
