@@ -20,9 +20,11 @@ What a client sees is what it saw from `eventlet.wsgi` hardened (`ryucompat.hard
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
+import time
 import urllib.parse
 from collections.abc import Callable, Iterable
 from typing import IO, Any
@@ -32,6 +34,7 @@ from jsonhttp import wire
 log = logging.getLogger(__name__)
 
 MAX_CONNECTIONS = 1024  # as eventlet.wsgi's pool
+_OUT_OF = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
@@ -78,12 +81,13 @@ def serve(
     while True:
         try:
             sock, address = listener.accept()
-        except OSError as exc:  # EMFILE and the like: wait for a descriptor, do not die
-            log.warning("REST: accept failed: %s", exc)
-            import eventlet
-
-            eventlet.sleep(0.1)
-            continue
+        except OSError as exc:
+            if listener.fileno() == -1:  # closed: the server stops
+                return
+            if exc.errno in _OUT_OF:  # wait for a descriptor or memory, do not die
+                log.warning("REST: accept failed: %s", exc)
+                time.sleep(0.1)  # green in the controller: Ryu patches time
+            continue  # a connection reset before it was accepted, and the like
         spawn(_connection, sock, address, port, app, timeout, max_body)
 
 
