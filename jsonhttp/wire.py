@@ -19,6 +19,7 @@ from typing import IO
 
 MAX_LINE = 65536
 MAX_HEADERS = 100
+MAX_LENGTH_DIGITS = 18  # a Content-Length of up to 10**18 - 1 bytes
 
 
 class HeadError(ValueError):
@@ -108,6 +109,8 @@ def content_length(headers: Headers) -> int | None:
         return None
     if not text.isdigit() or not text.isascii():
         raise HeadError(f"Content-Length is not a count of bytes: {text[:40]!r}")
+    if len(text) > MAX_LENGTH_DIGITS:  # and int() refuses more than 4300 digits
+        raise HeadError(f"Content-Length has {len(text)} digits: no body is that long")
     return int(text)
 
 
