@@ -8,8 +8,9 @@ with the buffered reader's C `readline`, within the limits `http.server` keeps
 (MAX_LINE bytes a line, MAX_HEADERS lines).
 
 What is read is checked as strictly as the callers need: a line too long, too many
-header lines, a header line without a colon, or a head cut short by the peer raise
-HeadError with a message that says which.
+header (or trailer, or leading empty) lines, a header line without a colon, a
+Content-Length or chunk size that is not only digits (decimal, hexadecimal), or a head
+or body cut short by the peer raise HeadError with a message that says which.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import IO
 MAX_LINE = 65536
 MAX_HEADERS = 100
 MAX_LENGTH_DIGITS = 18  # a Content-Length of up to 10**18 - 1 bytes
+_HEX = frozenset(b"0123456789abcdefABCDEF")
 
 
 class HeadError(ValueError):
@@ -47,11 +49,13 @@ class Headers(dict[str, str]):
 
 
 def read_line(rfile: IO[bytes]) -> bytes:
-    """Return the next line of `rfile` without its CRLF (b"" at the end of the stream
-    only when nothing came); raise HeadError when it is over MAX_LINE."""
+    """Return the next line of `rfile` without its CRLF; raise HeadError when it is over
+    MAX_LINE, or (`cut`) when the stream ends before the line does."""
     line = rfile.readline(MAX_LINE + 1)
     if len(line) > MAX_LINE:
-        raise HeadError(f"a line of the head is longer than {MAX_LINE} bytes")
+        raise HeadError(f"a line of the message is longer than {MAX_LINE} bytes")
+    if not line.endswith(b"\n"):
+        raise HeadError("the peer closed the connection in the middle of a line", cut=True)
     return line.rstrip(b"\r\n")
 
 
@@ -71,6 +75,8 @@ def read_head(rfile: IO[bytes]) -> tuple[str, Headers]:
             raise HeadError(f"the first line is longer than {MAX_LINE} bytes")
         if line:
             break
+    else:
+        raise HeadError(f"more than {MAX_HEADERS} empty lines came before the head")
     first = line.decode("latin-1")
     headers = Headers()
     for _ in range(MAX_HEADERS + 1):
@@ -131,17 +137,18 @@ def read_chunked(rfile: IO[bytes], limit: int) -> bytes:
     while True:
         line = read_line(rfile)
         text = line.partition(b";")[0].strip()
-        try:
-            chunk = int(text, 16)
-        except ValueError:
-            raise HeadError(f"a chunk's size is not hexadecimal: {text[:20]!r}") from None
+        # Only hexadecimal digits: int() would also take "0x1a", "1_0", "+1a" or "-1".
+        if not text or not _HEX.issuperset(text):
+            raise HeadError(f"a chunk's size is not hexadecimal: {text[:20]!r}")
+        chunk = int(text, 16)
         size += chunk
-        if chunk < 0 or size > limit:
+        if size > limit:
             raise HeadError(f"the body is longer than {limit} bytes")
         if not chunk:
-            while read_line(rfile):  # trailers, up to the empty line
-                pass
-            return b"".join(parts)
+            for _ in range(MAX_HEADERS + 1):  # trailers, up to the empty line
+                if not read_line(rfile):
+                    return b"".join(parts)
+            raise HeadError(f"the body has more than {MAX_HEADERS} trailer lines")
         parts.append(read_body(rfile, chunk))
         if read_line(rfile):
             raise HeadError("a chunk is longer than its size says")
