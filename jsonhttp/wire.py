@@ -78,7 +78,7 @@ def read_head(rfile: IO[bytes]) -> tuple[str, Headers]:
     else:
         raise HeadError(f"more than {MAX_HEADERS} empty lines came before the head")
     first = line.decode("latin-1")
-    headers = Headers()
+    fields: dict[str, str] = {}  # a plain dict while it fills: its methods are C's
     for _ in range(MAX_HEADERS + 1):
         raw = rfile.readline(MAX_LINE + 1)
         if len(raw) > MAX_LINE:
@@ -87,14 +87,14 @@ def read_head(rfile: IO[bytes]) -> tuple[str, Headers]:
             raise HeadError("the peer closed the connection in the middle of a head", cut=True)
         text = raw.rstrip(b"\r\n")
         if not text:
-            return first, headers
+            return first, Headers(fields)
         name, colon, value = text.decode("latin-1").partition(":")
         if not colon or not name or name != name.strip():
             raise HeadError(f"a header line is not 'name: value': {text[:60]!r}")
         key, value = name.lower(), value.strip()
-        if key in headers:
-            value = dict.__getitem__(headers, key) + ", " + value
-        dict.__setitem__(headers, key, value)
+        if key in fields:
+            value = fields[key] + ", " + value
+        fields[key] = value
     raise HeadError(f"the head has more than {MAX_HEADERS} header lines")
 
 
