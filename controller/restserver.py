@@ -218,6 +218,8 @@ def _body(
         return Body(rfile, 0, None), None
     if not length.isascii() or not length.isdigit():
         raise Refused(400, f"Content-Length is not a count of bytes: {length[:40]!r}")
+    if len(length) > wire.MAX_LENGTH_DIGITS:  # and int() refuses more than 4300 digits
+        raise Refused(413, f"Content-Length has {len(length)} digits: no body is that long")
     return Body(rfile, int(length), send_continue), None
 
 

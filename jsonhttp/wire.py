@@ -8,8 +8,9 @@ with the buffered reader's C `readline`, within the limits `http.server` keeps
 (MAX_LINE bytes a line, MAX_HEADERS lines).
 
 What is read is checked as strictly as the callers need: a line too long, too many
-header lines, a header line without a colon, or a head cut short by the peer raise
-HeadError with a message that says which.
+header (or trailer, or leading empty) lines, a header line without a colon, a
+Content-Length or chunk size that is not only digits (decimal, hexadecimal), or a head
+or body cut short by the peer raise HeadError with a message that says which.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import IO
 
 MAX_LINE = 65536
 MAX_HEADERS = 100
+MAX_LENGTH_DIGITS = 18  # a Content-Length of up to 10**18 - 1 bytes
+_HEX = frozenset(b"0123456789abcdefABCDEF")
 
 
 class HeadError(ValueError):
@@ -51,11 +54,13 @@ class Headers(dict[str, str]):
 
 
 def read_line(rfile: IO[bytes]) -> bytes:
-    """Return the next line of `rfile` without its CRLF (b"" at the end of the stream
-    only when nothing came); raise HeadError when it is over MAX_LINE."""
+    """Return the next line of `rfile` without its CRLF; raise HeadError when it is over
+    MAX_LINE, or (`cut`) when the stream ends before the line does."""
     line = rfile.readline(MAX_LINE + 1)
     if len(line) > MAX_LINE:
-        raise HeadError(f"a line is longer than {MAX_LINE} bytes", status=431)
+        raise HeadError(f"a line of the message is longer than {MAX_LINE} bytes", status=431)
+    if not line.endswith(b"\n"):
+        raise HeadError("the peer closed the connection in the middle of a line", cut=True)
     return line.rstrip(b"\r\n")
 
 
@@ -75,8 +80,10 @@ def read_head(rfile: IO[bytes]) -> tuple[str, Headers]:
             raise HeadError(f"the first line is longer than {MAX_LINE} bytes", status=414)
         if line:
             break
+    else:
+        raise HeadError(f"more than {MAX_HEADERS} empty lines came before the head")
     first = line.decode("latin-1")
-    headers = Headers()
+    fields: dict[str, str] = {}  # a plain dict while it fills: its methods are C's
     for _ in range(MAX_HEADERS + 1):
         raw = rfile.readline(MAX_LINE + 1)
         if len(raw) > MAX_LINE:
@@ -85,14 +92,14 @@ def read_head(rfile: IO[bytes]) -> tuple[str, Headers]:
             raise HeadError("the peer closed the connection in the middle of a head", cut=True)
         text = raw.rstrip(b"\r\n")
         if not text:
-            return first, headers
+            return first, Headers(fields)
         name, colon, value = text.decode("latin-1").partition(":")
         if not colon or not name or name != name.strip():
             raise HeadError(f"a header line is not 'name: value': {text[:60]!r}")
         key, value = name.lower(), value.strip()
-        if key in headers:
-            value = dict.__getitem__(headers, key) + ", " + value
-        dict.__setitem__(headers, key, value)
+        if key in fields:
+            value = fields[key] + ", " + value
+        fields[key] = value
     raise HeadError(f"the head has more than {MAX_HEADERS} header lines", status=431)
 
 
@@ -113,6 +120,8 @@ def content_length(headers: Headers) -> int | None:
         return None
     if not text.isdigit() or not text.isascii():
         raise HeadError(f"Content-Length is not a count of bytes: {text[:40]!r}")
+    if len(text) > MAX_LENGTH_DIGITS:  # and int() refuses more than 4300 digits
+        raise HeadError(f"Content-Length has {len(text)} digits: no body is that long")
     return int(text)
 
 
@@ -133,16 +142,18 @@ def read_chunked(rfile: IO[bytes], limit: int) -> bytes:
     while True:
         line = read_line(rfile)
         text = line.partition(b";")[0].strip()
-        if not text or text.strip(b"0123456789abcdefABCDEF"):
+        # Only hexadecimal digits: int() would also take "0x1a", "1_0", "+1a" or "-1".
+        if not text or not _HEX.issuperset(text):
             raise HeadError(f"a chunk's size is not hexadecimal: {text[:20]!r}")
         chunk = int(text, 16)
         size += chunk
         if size > limit:
             raise HeadError(f"the body is longer than {limit} bytes", status=413)
         if not chunk:
-            while read_line(rfile):  # trailers, up to the empty line
-                pass
-            return b"".join(parts)
+            for _ in range(MAX_HEADERS + 1):  # trailers, up to the empty line
+                if not read_line(rfile):
+                    return b"".join(parts)
+            raise HeadError(f"the body has more than {MAX_HEADERS} trailer lines")
         parts.append(read_body(rfile, chunk))
         if read_line(rfile):
             raise HeadError("a chunk is longer than its size says")

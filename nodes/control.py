@@ -25,11 +25,15 @@ Refresh, Upgrade, ChainStats, AgentStatus), read and built with it only. {id} is
 in canonical decimal (1 to SESSION_ID_MAX), as the controller writes it. Bodies are
 JSON objects read as strictly as the controller reads its own
 (`jsonhttp.strict.decode_json`), at most MAX_BODY bytes, sent within READ_TIMEOUT.
-Errors are {"error": message}, mapped in `_error` only:
+Connections are HTTP/1.1 (heads read and written by `jsonhttp.wire`), each served by a
+thread of its own and kept for the next call until idle for READ_TIMEOUT; a refusal
+closes its connection. Errors are {"error": message}, mapped in `_error` only:
 
 | error                                           | status |
 | ----------------------------------------------- | ------ |
-| malformed body or field (ContractError)         | 400    |
+| malformed request line or header (the request's | 400    |
+| head, as `jsonhttp.wire` reads it), body or     |        |
+| field (ContractError)                           |        |
 | not signed by the controller with the node key  | 401    |
 | no such session or path                         | 404    |
 | a method the path does not take                 | 405    |
@@ -48,11 +52,11 @@ from __future__ import annotations
 
 import json
 import logging
-import re
+import socketserver
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, TypeVar
+from http import HTTPStatus
+from typing import TypeVar
 
 from agentproto.fields import ContractError
 from agentproto.messages import Attach, ChainQuery, Detach, Refresh, StatusQuery, Upgrade
@@ -66,6 +70,7 @@ from controller.auth import (
     sign_response,
 )
 from controller.tables import SESSION_ID_MAX, session_id_of_text
+from jsonhttp import wire
 from jsonhttp.strict import decode_json
 from nodes.agent import AttachError, NodeAgent, chain_stats
 
@@ -74,7 +79,8 @@ MAX_BODY = 1 << 20
 READ_TIMEOUT = 2.0  # seconds a client may stall while sending a request before it is dropped
 BACKLOG = 128  # connections the kernel queues before the server accepts them
 INTERNAL_ERROR = "internal error; the agent's log has the details"
-_LENGTH = re.compile(r"[0-9]{1,16}\Z")
+REASONS = {s.value: s.phrase for s in HTTPStatus}
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 T = TypeVar("T")
 
 
@@ -278,15 +284,16 @@ def _refusal(exc: Exception) -> tuple[int, bytes, dict[str, str]]:
     return status, json.dumps({"error": message}).encode(), headers
 
 
-class _Server(ThreadingHTTPServer):
+class _Server(socketserver.ThreadingTCPServer):
     request_queue_size = BACKLOG  # the default of 5 made concurrent teardowns wait 1 s
     daemon_threads = True
+    allow_reuse_address = True  # a restarted agent takes its port back at once
 
     def __init__(self, address: tuple[str, int], agent: NodeAgent) -> None:
         key, dpid = agent.config.key, agent.config.dpid
         if len(key) < MIN_KEY_BYTES:
             raise ValueError(f"the agent of node {dpid:016x} has no key: it would take no call")
-        super().__init__(address, _RequestHandler)
+        super().__init__(address, _Connection)
         self.agent = agent
         self.key_id = agent_key_id(dpid)
         controller = controller_key_id(dpid)
@@ -297,85 +304,94 @@ class _Server(ThreadingHTTPServer):
         return sign_response(proof.key, self.key_id, proof.nonce, status, data)
 
 
-class _RequestHandler(BaseHTTPRequestHandler):
+class _Connection(socketserver.StreamRequestHandler):
+    """One client's connection, in a thread of its own: HTTP/1.1 requests answered in
+    turn, their heads read and written with `jsonhttp.wire`."""
+
     server: _Server
-    # HTTP/1.1: the controller keeps its connection for the next call; one that idles
-    # for READ_TIMEOUT is dropped like a stalled read.
-    protocol_version = "HTTP/1.1"
-    # The head and the body go out in two writes; with Nagle's algorithm on a kept
-    # connection the body would wait for the ACK of the head, which the client delays.
+    # Applied to the socket: a read gives up after it, so a connection kept idle for
+    # READ_TIMEOUT is dropped like a stalled request.
+    timeout = READ_TIMEOUT
+    # An answer is one write, but the next request on a kept connection must not wait
+    # for the ACK of the last answer, which the client delays.
     disable_nagle_algorithm = True
-    timeout = READ_TIMEOUT  # applied to the connection's socket: reads give up after it
 
-    def __getattr__(self, name: str) -> Any:
-        # http.server looks up do_<METHOD>; every method goes through the route table,
-        # which answers 405 for the ones a path does not take.
-        if name.startswith("do_"):
-            return self._serve
-        raise AttributeError(name)
+    def handle(self) -> None:
+        while self._answer_one():
+            pass
 
-    def _serve(self) -> None:
-        proof = None
+    def _answer_one(self) -> bool:
+        """Read one request and answer it; return whether the connection stays open."""
         try:
-            raw = self._raw_body()
+            first, headers = wire.read_head(self.rfile)
+        except wire.HeadError as exc:
+            return self._send(*_refusal(BadRequest(f"malformed request head: {exc}")), False)
+        except OSError:  # idle past READ_TIMEOUT, or the client reset the connection
+            return False
+        if not first:  # the client closed a kept connection
+            return False
+        try:
+            method, target, keep = _request_line(first, headers)
+            raw = self._body(headers)
             # Before routing, so that a caller without the key learns nothing, not
             # even which paths or sessions exist.
-            proof = self.server.verifier.verify(self.command, self.path, self.headers, raw)
+            proof = self.server.verifier.verify(method, target, headers, raw)
         except Exception as exc:
-            status, data, headers = _refusal(exc)
-        else:
-            status, data, headers = answer(self.server.agent, self.command, self.path, raw)
-        if status >= 400:
-            self.close_connection = True  # the body may be left unread
-        if proof is not None:
-            headers.update(self.server.sign(proof, status, data))
-        self._send(status, data, headers)
+            return self._send(*_refusal(exc), False)
+        status, data, extra = answer(self.server.agent, method, target, raw)
+        extra.update(self.server.sign(proof, status, data))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s %s → %d", self.client_address[0], method, _shown(target), status)
+        return self._send(status, data, extra, keep and status < 400)
 
-    def _raw_body(self) -> bytes:
+    def _body(self, headers: wire.Headers) -> bytes:
         """Return the request's body as sent (b"" when there is none)."""
-        if "Transfer-Encoding" in self.headers:
-            raise BadRequest("send the body with a Content-Length, not a Transfer-Encoding")
-        raw_length = self.headers.get("Content-Length", "0").strip()
-        if not _LENGTH.match(raw_length):
-            raise BadRequest(f"Content-Length {_shown(raw_length)!r} is not a byte count")
-        length = int(raw_length)
+        try:
+            length = wire.content_length(headers) or 0
+        except wire.HeadError as exc:
+            raise BadRequest(str(exc)) from None
         if length > MAX_BODY:
             raise BodyTooLarge(f"the body may be {MAX_BODY} bytes at most, not {length}")
         try:
-            raw = self.rfile.read(length)
+            if length and (headers.get("expect") or "").lower() == "100-continue":
+                self.connection.sendall(CONTINUE)  # curl waits for it before a large body
+            return wire.read_body(self.rfile, length)
         except TimeoutError:
             raise BodyTimeout(f"the body did not arrive within {READ_TIMEOUT:g} s") from None
+        except wire.HeadError as exc:
+            raise BadRequest(f"the body was cut short: {exc}") from None
         except OSError as exc:  # the client reset the connection
             raise BadRequest(f"the body could not be read: {exc}") from None
-        if len(raw) < length:
-            raise BadRequest(f"the body ended after {len(raw)} of its {length} bytes")
-        return raw
 
-    def _send(self, status: int, data: bytes, headers: dict[str, str]) -> None:
+    def _send(self, status: int, data: bytes, extra: dict[str, str], keep: bool) -> bool:
+        """Send an answer, its head and body in one write; return `keep` when it went out.
+
+        A refusal closes the connection: its request's body may be left unread.
+        """
+        fields = {"Content-Type": "application/json", "Content-Length": str(len(data)), **extra}
+        if not keep:
+            fields["Connection"] = "close"
         try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for name, value in headers.items():
-                self.send_header(name, value)
-            if self.close_connection:
-                self.send_header("Connection", "close")
-            self.end_headers()
-            self.wfile.write(data)
+            self.connection.sendall(
+                wire.head(f"HTTP/1.1 {status} {REASONS.get(status, '')}", fields) + data
+            )
         except OSError as exc:  # the client went away; nothing to answer
             log.debug("cannot answer %s: %s", self.client_address, exc)
-            self.close_connection = True
-
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """Answer a request http.server itself refused (bad request line, headers) in JSON."""
-        self.close_connection = True
-        text = message or self.responses.get(code, ("error",))[0]
-        self._send(code, json.dumps({"error": text}).encode(), {})
-
-    def log_message(self, fmt: str, *args: Any) -> None:
-        log.debug(fmt, *args)
+            return False
+        return keep
 
 
-def make_server(agent: NodeAgent, host: str, port: int) -> ThreadingHTTPServer:
-    """Return an HTTP server (not yet serving) bound to host:port for `agent`."""
+def _request_line(first: str, headers: wire.Headers) -> tuple[str, str, bool]:
+    """Return a request line's method and target, and whether the client keeps the
+    connection for another request; raise BadRequest when it is not HTTP/1's."""
+    words = first.split()
+    if len(words) != 3 or not words[2].startswith("HTTP/1.") or not words[2][7:].isdigit():
+        raise BadRequest(f"not an HTTP/1 request line: {_shown(first)!r}")
+    tokens = (headers.get("connection") or "").lower()
+    keep = "close" not in tokens and (words[2] != "HTTP/1.0" or "keep-alive" in tokens)
+    return words[0], words[1], keep
+
+
+def make_server(agent: NodeAgent, host: str, port: int) -> socketserver.ThreadingTCPServer:
+    """Return a server (not yet serving) of `agent`'s control API bound to host:port."""
     return _Server((host, port), agent)

@@ -52,6 +52,13 @@ def exchange(port: int, data: bytes, timeout: float = 5.0, half_close: bool = Tr
     return parse(raw, seconds)
 
 
+def next_answer(sock: socket.socket, timeout: float = 5.0) -> Answer:
+    """Return the next answer on a connection kept open for more (status 0 when none came)."""
+    started = time.monotonic()
+    raw = _read_answer(sock, started + timeout)
+    return parse(raw, time.monotonic() - started)
+
+
 def _read_answer(sock: socket.socket, deadline: float) -> bytes:
     raw = b""
     while True:

@@ -14,7 +14,7 @@ from controller.tables import SESSION_ID_MAX
 from nodes import control
 from nodes.agent import AgentConfig, NodeAgent
 from nodes.bundle import Catalog
-from tests.rawhttp import exchange, has_traceback, request
+from tests.rawhttp import exchange, has_traceback, next_answer, request
 
 SERVICES = Path(__file__).resolve().parents[2] / "services"
 ATTACH = b'{"tag": 5, "lifetime": 30, "modules": [{"name": "counter"}]}'
@@ -147,6 +147,77 @@ def test_a_stalled_body_is_given_up_after_the_read_timeout(served):
     seconds = time.monotonic() - started
     assert b" 408 " in raw.split(b"\r\n")[0] and b"did not arrive" in raw, raw
     assert control.READ_TIMEOUT - 0.1 <= seconds <= control.READ_TIMEOUT + 1
+
+
+def test_a_kept_connection_takes_call_after_call_until_it_idles(served):
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+        for method, path, body, status in [
+            ("PUT", "/sessions/7", ATTACH, 201),
+            ("GET", "/health", b"", 200),
+            ("DELETE", "/sessions/7", b"", 200),
+        ]:
+            keep = served.signed(method, path, body, {"Connection": None})
+            sock.sendall(request(method, path, body, keep))
+            answer = next_answer(sock)
+            assert answer.status == status and "connection" not in answer.headers
+        started = time.monotonic()
+        assert sock.recv(1) == b""  # dropped once idle for READ_TIMEOUT
+        assert control.READ_TIMEOUT - 0.1 <= time.monotonic() - started <= control.READ_TIMEOUT + 1
+
+
+def test_a_refusal_or_connection_close_ends_the_connection(served):
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+        sock.sendall(
+            request(
+                "GET",
+                "/sessions/9",
+                b"",
+                served.signed("GET", "/sessions/9", b"", {"Connection": None}),
+            )
+        )
+        answer = next_answer(sock)
+        assert answer.status == 404 and answer.headers["connection"] == "close"
+        assert sock.recv(1) == b""
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+        sock.sendall(
+            request("GET", "/health", b"", served.signed("GET", "/health"), version="HTTP/1.0")
+        )
+        answer = next_answer(sock)
+        assert answer.status == 200 and answer.headers["connection"] == "close"
+        assert sock.recv(1) == b""
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /health\r\n\r\n",
+        b"GET /health HTTP/2.0\r\n\r\n",
+        b"GET /health HTTP/1.1 x\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nno colon here\r\n\r\n",
+        b"GET /health HTTP/1.1\r\n Folded: x\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nX: " + b"a" * 70_000 + b"\r\n\r\n",
+        b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n",
+        b"GET /health HTTP/1.1\r\n" + b"X: y\r\n" * 101 + b"\r\n",
+        b"GET /health HTTP/1.1\r\nHost: x\r\n",  # cut short
+    ],
+)
+def test_a_malformed_head_is_a_json_400_that_closes(served, head):
+    answer = exchange(served.port, head)
+    assert answer.status == 400 and answer.headers["connection"] == "close"
+    assert "head" in answer.json()["error"] or "request line" in answer.json()["error"]
+    assert served.send("GET", "/health").status == 200
+
+
+def test_a_client_that_expects_100_continue_gets_it(served):
+    sent = served.signed(
+        "PUT", "/sessions/7", ATTACH, {"Expect": "100-continue", "Connection": None}
+    )
+    head = request("PUT", "/sessions/7", b"", {**sent, "Content-Length": str(len(ATTACH))})
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+        sock.sendall(head)
+        assert sock.recv(100) == control.CONTINUE
+        sock.sendall(ATTACH)
+        assert next_answer(sock).status == 201
 
 
 def test_requests_are_answered_while_clients_stall(served):

@@ -127,6 +127,7 @@ def test_a_body_left_unread_closes_the_connection_after_the_answer(port: int) ->
         (b"GET / HTTP/1.1\r\n" + b"A: b\r\n" * 101 + b"\r\n", 431, "header lines"),
         (b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n", 414, "first line"),
         (b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n", 400, "Content-Length"),
+        (b"POST / HTTP/1.1\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n", 413, "digits"),
         (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400, "hexadecimal"),
         (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n7d1\r\n", 413, "longer than"),
     ],
