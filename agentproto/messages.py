@@ -175,9 +175,11 @@ class Registration:
 @dataclass(frozen=True)
 class RegistrationReply:
     """The controller's answer: the sessions it places on the node, or None ("same":
-    true on the wire) when the registration's `held` digest is that of exactly these.
-    The agent drops any chain not listed (the orphans of a controller that restarted,
-    or of a teardown that did not reach it); "same" leaves it nothing to drop."""
+    true on the wire) when the registration's `held` digest is that of exactly these,
+    or while sessions on the node are being set up or torn down and the controller
+    defers the list (`controller/service.py`, `LIST_EVERY`). The agent drops any chain
+    not listed (the orphans of a controller that restarted, or of a teardown that did
+    not reach it); "same" leaves it nothing to drop."""
 
     dpid: int
     sessions: tuple[int, ...] | None

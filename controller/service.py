@@ -91,6 +91,9 @@ from controller.tables import HARD_TIMEOUT_CAP
 from nodes.bundle import BundleError, Catalog
 
 log = logging.getLogger("netserv.service")
+# Seconds at least between two lists of a node's sessions sent to its agent while some
+# of them are being set up or torn down (`_list_due`): orphans then wait that long.
+LIST_EVERY = 30.0
 
 
 class Switches(Protocol):
@@ -142,6 +145,7 @@ class NetServService:
         self._unsynced: set[int] = set()  # switches connected whose flows are not reconciled
         self._resync: set[int] = set()  # restored sessions whose agent lifetime is unsure
         self._suspending: set[int] = set()  # suspended sessions whose flows are on their way
+        self._listed_at: dict[int, float] = {}  # node → when its agent was last sent the list
         if store is not None:
             self._restore(store)
 
@@ -909,9 +913,30 @@ class NetServService:
         # When it holds exactly the node's sessions (the digests agree), it is told so:
         # a heartbeat then costs the same with 10 or 10,000 sessions.
         with self.lock:
-            return RegistrationReply.answer(
-                agent.dpid, held, self.sessions.held(agent.dpid), lambda: self._listed(agent.dpid)
-            ).to_json()
+            ours, now = self.sessions.held(agent.dpid), self.clock()
+            if held != ours and not self._list_due(agent.dpid, back, held, now):
+                return RegistrationReply(agent.dpid, None).to_json()
+            reply = RegistrationReply.answer(
+                agent.dpid, held, ours, lambda: self._listed(agent.dpid)
+            )
+            if reply.sessions is not None:
+                self._listed_at[agent.dpid] = now
+            return reply.to_json()
+
+    def _list_due(self, dpid: int, back: bool, held: Held | None, now: float) -> bool:
+        """Return whether an agent whose digest differs from the node's is sent the list.
+
+        While sessions on the node are being set up or torn down, the two digests differ
+        without an orphan: the agent may have attached a chain the controller still
+        installs, or dropped one it still ends. Under a steady load of setups nearly
+        every heartbeat came then, and each carried every id held (10,000 parsed and
+        compared on both sides every HEARTBEAT). So while sessions are in flight the
+        list goes at most every LIST_EVERY seconds; at once to an agent just back, one
+        that sent no digest, or a node with nothing in flight.
+        """
+        if back or held is None or not self.sessions.in_flight(dpid):
+            return True
+        return now - self._listed_at.get(dpid, -LIST_EVERY) >= LIST_EVERY
 
     def _listed(self, dpid: int) -> tuple[int, ...]:
         return tuple(s.id for s in self.sessions.on_node(dpid))

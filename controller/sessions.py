@@ -75,6 +75,9 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.ENDED: frozenset(),
 }
 LIVE = frozenset({State.ACTIVE, State.REFRESHING})  # the states whose detour is in the switch
+# The states in which the node's agent may hold the session's chain or not: it is being
+# attached, detached, or put back after the agent's failure.
+IN_FLIGHT = frozenset({State.PENDING_ROUTABILITY, State.INSTALLING, State.ENDING, State.RESUMING})
 # The states of a session whose agent is down or just back: no detour of its own yet.
 HELD = frozenset({State.SUSPENDED, State.RESUMING})
 _ACTION = {
@@ -176,6 +179,7 @@ class SessionTable:
         self._by_expiry = TimeQueue()
         self._by_timer = TimeQueue()
         self._suspended: dict[int, int] = {}
+        self._in_flight: dict[int, int] = {}  # node → its sessions in an IN_FLIGHT state
 
     @property
     def next_id(self) -> int:
@@ -336,7 +340,7 @@ class SessionTable:
         self._flows.setdefault(key, OverlapIndex()).add(session.id, session.match)
         self._by_expiry.add(session.id, session.expires)
         self._by_timer.add(session.id, session.armed_until)
-        self._count_suspended(session, 1)
+        self._count(session, 1)
 
     def _release(self, session: Session) -> None:
         del self._sessions[session.id]
@@ -386,24 +390,35 @@ class SessionTable:
                 f"cannot {_ACTION[to]} session {session_id}: it {_BECAUSE[session.state]}"
             )
         old, session = session, replace(session, state=to, **changes)
-        self._count_suspended(old, -1)
+        self._count(old, -1)
         if to is State.ENDED:
             self._release(session)
         else:
             self._sessions[session_id] = session
-            self._count_suspended(session, 1)
+            self._count(session, 1)
             self._by_expiry.moved(session_id, old.expires, session.expires)
             self._by_timer.moved(session_id, old.armed_until, session.armed_until)
         self._on_change(session)
         return session
 
-    def _count_suspended(self, session: Session, delta: int) -> None:
+    def _count(self, session: Session, delta: int) -> None:
+        """Count `session` in (delta 1) or out of (-1) its node's suspended or in-flight
+        sessions, as its state says."""
         if session.state is State.SUSPENDED:
-            left = self._suspended.get(session.node, 0) + delta
-            if left:
-                self._suspended[session.node] = left
-            else:
-                del self._suspended[session.node]
+            counts = self._suspended
+        elif session.state in IN_FLIGHT:
+            counts = self._in_flight
+        else:
+            return
+        left = counts.get(session.node, 0) + delta
+        if left:
+            counts[session.node] = left
+        else:
+            del counts[session.node]
+
+    def in_flight(self, dpid: int) -> int:
+        """Return how many sessions on node `dpid` are in an IN_FLIGHT state."""
+        return self._in_flight.get(dpid, 0)
 
     def suspended_nodes(self) -> list[int]:
         """Return the nodes that hold a suspended session, in order."""

@@ -10,6 +10,7 @@ from agentproto.fields import ContractError
 from agentproto.held import Held, HeldSet, held_of, id_hash
 from agentproto.limits import EXPIRY_GRACE
 from agentproto.messages import Attach, ModuleSpec, Refresh, Registration, RegistrationReply
+from controller.service import LIST_EVERY
 from controller.sessions import State
 from nodes import agent as agent_module
 from nodes.expiry import ExpiryQueue
@@ -302,3 +303,48 @@ def test_a_steady_heartbeat_and_expiry_look_at_no_list_of_sessions(beating, monk
         assert agent.register()
         assert agent.expire_due() == []
     assert answers[-1]["same"] is True
+
+
+def test_the_sessions_in_flight_are_counted_by_node(world):
+    service, *_ = world
+    made = [make(service, {**BODY, "match": {"udp_dst": 9000 + i}}) for i in range(3)]
+    assert service.sessions.in_flight(DPID) == 0
+    service.sessions.move(made[0].id, State.ENDING)
+    service.sessions.move(made[1].id, State.ENDING)
+    assert service.sessions.in_flight(DPID) == 2
+    service.sessions.move(made[0].id, State.ENDED)
+    assert service.sessions.in_flight(DPID) == 1
+    end(service, made[2].id)
+    assert service.sessions.in_flight(DPID) == 1
+    service.sessions.move(made[1].id, State.ENDED)
+    assert service.sessions.in_flight(DPID) == 0
+
+
+def test_while_sessions_are_in_flight_the_list_goes_at_most_every_list_every(beating):
+    (service, *_, agent, clock), answers = beating
+    kept, ending = make(service, BODY), make(service, {**BODY, "match": {"udp_dst": 1}})
+    agent.attach(Attach(77, 99, 60, (ModuleSpec("null"),)))  # unknown to the controller
+    service.sessions.move(ending.id, State.ENDING)  # its teardown under way
+    clock.now += LIST_EVERY  # since any list sent while the world was made
+    assert agent.register()
+    assert answers[-1]["sessions"] == [kept.id, ending.id]
+    assert 77 not in [c.session_id for c in agent.dispatcher.chains()]
+    agent.attach(Attach(78, 98, 60, (ModuleSpec("null"),)))  # another orphan
+    clock.now += LIST_EVERY - 1
+    assert agent.register()
+    assert answers[-1] == {"dpid": "0000000000000001", "same": True}  # deferred
+    assert 78 in [c.session_id for c in agent.dispatcher.chains()]
+    clock.now += 1
+    assert agent.register()
+    assert answers[-1]["sessions"] == [kept.id, ending.id]
+    assert 78 not in [c.session_id for c in agent.dispatcher.chains()]
+
+
+def test_with_nothing_in_flight_an_orphan_gets_the_list_at_every_heartbeat(beating):
+    (service, *_, agent, clock), answers = beating
+    kept = make(service, BODY)
+    for orphan in (77, 78):
+        agent.attach(Attach(orphan, orphan + 20, 60, (ModuleSpec("null"),)))
+        clock.now += 1
+        assert agent.register()
+        assert answers[-1]["sessions"] == [kept.id]
