@@ -15,8 +15,9 @@ run. In one run, in this order:
   ratio to the empty node measured side by side;
 - REST's p99 (GET /netserv/nodes) alone and while signaling datagrams flood the
   switch at 10 times the punt meter's rate;
-- the 10,000 sessions torn down (its rate), then setup/teardown cycles, with flows,
-  RSS, open fds and threads of controller and agent before and after.
+- the 10,000 sessions torn down (its rate), the empty node's setup rates again (the
+  ratios take the mean of both), then setup/teardown cycles, with flows, RSS, open fds
+  and threads of controller and agent before and after.
 
 `--quick` takes 1,000 sessions and fewer repeats. `--parts` runs some of it: `empty`
 (the empty node's measures), `frame-cost` (the node filled, the agent's CPU per frame at
@@ -474,6 +475,11 @@ def measure(
     seconds = sessions.teardown(everyone, 8)
     result["teardown_per_s"] = len(everyone) / seconds
     log(f"tore {len(everyone)} down: {len(everyone) / seconds:.0f}/s")
+    # The empty node again, so that the full node's rates compare with the mean of one
+    # measure before and one after them: the machine's speed drifts over the minutes
+    # between, and a drift that runs one way cancels.
+    result["empty_after"] = setup_rates(sessions, per_trial, trials, 200_000, pids)
+    log(f"setup rates on the empty node again: {json.dumps(result['empty_after'])}")
     cycles = top
     before = snapshot(ctl.pid, switch.agent_pid, switch.name)
     seconds = sessions.cycles(cycles, 8)
@@ -491,13 +497,19 @@ def measure(
 
 
 def ratios(r: dict[str, Any]) -> dict[str, float]:
-    """Return the headline ratios: each at the full node over the empty one."""
+    """Return the headline ratios: each at the full node over the empty one (for setup
+    rates, the mean of the empty node's before and, when measured, after)."""
     top = str(r["sessions"])
+
+    def empty(key: str) -> float:
+        medians = [r[part][key]["median"] for part in ("empty", "empty_after") if part in r]
+        return sum(medians) / len(medians)
+
     return {
         "setups_1_client": r["full"]["setups_per_s_1_client"]["median"]
-        / r["empty"]["setups_per_s_1_client"]["median"],
+        / empty("setups_per_s_1_client"),
         "setups_8_clients": r["full"]["setups_per_s_8_clients"]["median"]
-        / r["empty"]["setups_per_s_8_clients"]["median"],
+        / empty("setups_per_s_8_clients"),
         "frame_cost": r["frame_cost_us"][top]["median"] / r["frame_cost_us"]["1"]["median"],
         "unrelated_delivered": r["unrelated_full"]["ratio"] / r["unrelated_none"]["ratio"],
         "rest_p99_flooded": r["rest"]["flooded"]["p99_ms"] / r["rest"]["quiet"]["p99_ms"],
@@ -535,14 +547,18 @@ def render_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
     def rate(x: dict[str, float]) -> str:
         return f"{x['median']:,.0f} ({x['min']:,.0f}–{x['max']:,.0f})"
 
-    rows = [
-        ("setups/s, 1 client, empty node", rate(r["empty"]["setups_per_s_1_client"])),
-        (f"setups/s, 1 client, {top:,} sessions", rate(r["full"]["setups_per_s_1_client"])),
-        (f"  ratio, {top:,} sessions / empty", f"{q['setups_1_client']:.2f}"),
-        ("setups/s, 8 clients, empty node", rate(r["empty"]["setups_per_s_8_clients"])),
-        (f"setups/s, 8 clients, {top:,} sessions", rate(r["full"]["setups_per_s_8_clients"])),
-        (f"  ratio, {top:,} sessions / empty", f"{q['setups_8_clients']:.2f}"),
-    ]
+    again = "empty_after" in r
+    rows = []
+    for clients, key, ratio in (
+        ("1 client", "setups_per_s_1_client", q["setups_1_client"]),
+        ("8 clients", "setups_per_s_8_clients", q["setups_8_clients"]),
+    ):
+        rows.append((f"setups/s, {clients}, empty node", rate(r["empty"][key])))
+        rows.append((f"setups/s, {clients}, {top:,} sessions", rate(r["full"][key])))
+        if again:
+            rows.append((f"setups/s, {clients}, empty node again", rate(r["empty_after"][key])))
+        name = "the empty node's, before and after" if again else "empty"
+        rows.append((f"  ratio, {top:,} sessions / {name}", f"{ratio:.2f}"))
     for name, part in (("empty node", "empty"), (f"{top:,} sessions", "full")):
         ms = r[part]["setup_ms_8_clients"]
         rows.append(
@@ -622,7 +638,9 @@ def render_section(report: dict[str, Any]) -> str:
         )
         + ".",
         "",
-        "Headline ratios, each at the full node over the empty one, measured in one run:",
+        "Headline ratios, each at the full node over the empty one, measured in one run"
+        " (setup rates over the mean of the empty node's before the filling and after the"
+        " teardown):",
         "",
         f"- setups per second: {q['setups_1_client']:.2f} with 1 client, "
         f"{q['setups_8_clients']:.2f} with 8",

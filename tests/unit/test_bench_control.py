@@ -116,3 +116,12 @@ def test_bench_control_runs_the_parts_asked_for() -> None:
     assert parser().parse_args(["bench", "control"]).parts.split(",") == list(bc.PARTS)
     with pytest.raises(SystemExit):
         parser().parse_args(["bench", "control", "--parts", "frame-cost,nothing"])
+
+
+def test_the_setup_ratios_take_the_empty_node_before_and_after_when_both_were_measured() -> None:
+    results = REPORT["results"] | {"empty_after": _part(800.0)}
+    q = bc.ratios(results)
+    assert q["setups_8_clients"] == pytest.approx(900.0 / 900.0)
+    section = bc.render_section(REPORT | {"results": results})
+    assert "setups/s, 8 clients, empty node again | 1,600" in section
+    assert "ratio, 10,000 sessions / the empty node's, before and after | 1.00" in section
