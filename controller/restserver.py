@@ -141,7 +141,7 @@ def _one(sock: Any, rfile: IO[bytes], address: Any, port: int, app: WsgiApp, max
     finally:
         getattr(result, "close", lambda: None)()
     status, response_headers = answered
-    keep = _keeps(version, headers) and body.left == 0
+    keep = wire.keeps_open(version, headers) and body.left == 0
     fields = [(k, v) for k, v in response_headers if k.lower() != "content-length"]
     fields.append(("Content-Length", str(len(data))))
     if not keep:
@@ -221,13 +221,6 @@ def _body(
     if len(length) > wire.MAX_LENGTH_DIGITS:  # and int() refuses more than 4300 digits
         raise Refused(413, f"Content-Length has {len(length)} digits: no body is that long")
     return Body(rfile, int(length), send_continue), None
-
-
-def _keeps(version: str, headers: wire.Headers) -> bool:
-    connection = (headers.get("connection") or "").lower()
-    if version == "HTTP/1.1":
-        return "close" not in connection
-    return "keep-alive" in connection
 
 
 def _refuse(sock: Any, status: int, message: str) -> None:

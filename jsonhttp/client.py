@@ -156,10 +156,7 @@ class _Connection:
             status = int(code)
             if status >= 200 or status == 101:
                 break  # 1xx answers before the final one carry nothing for us
-        closes = "close" in (headers.get("connection") or "").lower()
-        keep = not closes and (
-            version == "HTTP/1.1" or "keep-alive" in (headers.get("connection") or "").lower()
-        )
+        keep = wire.keeps_open(version, headers)
         if method == "HEAD" or status in (204, 304):
             return status, headers, b"", keep
         if "chunked" in (headers.get("transfer-encoding") or "").lower():

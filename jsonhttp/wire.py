@@ -110,6 +110,14 @@ def head(first: str, headers: Iterable[tuple[str, str]] | Mapping[str, str]) -> 
     return "\r\n".join(lines).encode("latin-1")
 
 
+def keeps_open(version: str, headers: Headers) -> bool:
+    """Return whether a message of HTTP `version` with `headers` leaves its connection
+    open for another: HTTP/1.1 unless it says close, HTTP/1.0 only if it asks keep-alive
+    (RFC 9112, 9.3)."""
+    connection = (headers.get("connection") or "").lower()
+    return "close" not in connection and (version != "HTTP/1.0" or "keep-alive" in connection)
+
+
 def content_length(headers: Headers) -> int | None:
     """Return the body's length the headers give (None: not given); raise HeadError when
     it is not a decimal count or a body is sent chunked (not spoken here)."""

@@ -387,9 +387,7 @@ def _request_line(first: str, headers: wire.Headers) -> tuple[str, str, bool]:
     words = first.split()
     if len(words) != 3 or not words[2].startswith("HTTP/1.") or not words[2][7:].isdigit():
         raise BadRequest(f"not an HTTP/1 request line: {_shown(first)!r}")
-    tokens = (headers.get("connection") or "").lower()
-    keep = "close" not in tokens and (words[2] != "HTTP/1.0" or "keep-alive" in tokens)
-    return words[0], words[1], keep
+    return words[0], words[1], wire.keeps_open(words[2], headers)
 
 
 def make_server(agent: NodeAgent, host: str, port: int) -> socketserver.ThreadingTCPServer:

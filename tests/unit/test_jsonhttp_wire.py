@@ -244,3 +244,19 @@ def test_a_chunked_body_cut_short_says_so(data):
     with pytest.raises(HeadError) as err:
         _chunked(data)
     assert err.value.cut, err.value
+
+
+@pytest.mark.parametrize(
+    "version, connection, kept",
+    [
+        ("HTTP/1.1", None, True),
+        ("HTTP/1.1", "Close", False),
+        ("HTTP/1.0", None, False),
+        ("HTTP/1.0", "Keep-Alive", True),
+    ],
+)
+def test_a_connection_stays_open_as_its_version_and_connection_header_say(
+    version: str, connection: str | None, kept: bool
+) -> None:
+    headers = wire.Headers() if connection is None else wire.Headers(connection=connection)
+    assert wire.keeps_open(version, headers) is kept
